@@ -1,0 +1,610 @@
+//! Bounded concurrent execution of async jobs over a stream of inputs.
+//!
+//! One builder, [`Exec`], four strategies ([`Strategy`]), one output type ([`Results`]): a
+//! `Stream` of `Result<Output, JobError>`, one per input item, in input order or in completion
+//! order as asked.
+//!
+//! # The promises every strategy keeps
+//!
+//! - **Streaming input.** The input is any `Stream`; nothing is collected up front, so a
+//!   million-item (or endless) input runs in flat memory.
+//! - **A real bound.** With `limit(n)`, at most `n` items have been taken from the input and not
+//!   yet delivered to the consumer. That bounds the jobs in flight *and* the results waiting to be
+//!   read. ([`Strategy::Scatter`] is the one exception, by design: it starts everything at once.)
+//! - **Backpressure.** A consumer that stops reading stops the producer: once `n` results wait,
+//!   no further input item is pulled.
+//! - **Exactly one output per item taken.** A job that panics yields
+//!   [`JobErrorKind::Panicked`] for that item; the other jobs and the workers carry on.
+//! - **Cancellation.** With [`ExecBuilder::cancel_token`], cancelling the token stops intake;
+//!   jobs already taken either finish ([`OnCancel::Finish`], the default) or are aborted and
+//!   reported as [`JobErrorKind::Cancelled`] ([`OnCancel::Abort`]). Items never taken stay in the
+//!   input stream, untouched.
+//! - **Dropping the [`Results`] stream aborts everything it started.** No detached work leaks.
+//!
+//! # Which strategy to choose
+//!
+//! | strategy | what runs the jobs | choose it when |
+//! |---|---|---|
+//! | [`Strategy::Buffered`] (default) | the task polling the results, like `buffer_unordered` | I/O-bound jobs (HTTP calls, DB queries): the cheapest, no spawning, jobs need not be `'static` in spirit, all progress happens where you poll |
+//! | [`Strategy::Spawn`] | one tokio task per item, at most `n` alive (semaphore-gated spawning) | jobs do some CPU work between awaits and should use every runtime thread; a slow consumer must not slow the jobs already started |
+//! | [`Strategy::WorkerPool`] | `n` long-lived tasks pulling from a multi-consumer channel | per-worker setup is expensive (a connection each), or you want a fixed set of long-lived consumers as in a classic work queue |
+//! | [`Strategy::Scatter`] | one task per item, all at once | a *small, known* set (fan out to 5 replicas, gather the answers): no bound at all |
+//!
+//! Rate-limited APIs: pair any strategy with [`crate::limit`] inside the job; the concurrency
+//! bound caps sockets and memory, the rate limiter caps requests per second — you usually want
+//! both. CPU-bound work (hashing, parsing large documents, compression) does not belong on the
+//! async worker threads at all: call `tokio::task::spawn_blocking` (or hand it to rayon) from
+//! inside the job, and keep the `limit` at about the number of cores so the blocking pool is not
+//! flooded.
+//!
+//! # Why not just `buffer_unordered`?
+//!
+//! [`Strategy::Buffered`] *is* `buffer_unordered` / `buffered` underneath, plus what a bulk
+//! runner needs and `futures` leaves to you: a panic in one job does not take down the whole
+//! stream, cancellation stops intake cleanly, and the same code switches to spawned tasks or a
+//! worker pool by changing one builder call. The benchmark `benches/exec.rs` measures the cost
+//! against the raw primitives (see `BENCHMARKS.md`).
+//!
+//! ```
+//! use corral::exec::{Exec, Strategy};
+//! use futures::StreamExt;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), corral::ConfigError> {
+//! let exec = Exec::builder().limit(4).strategy(Strategy::WorkerPool).build()?;
+//! let mut total = 0;
+//! let mut results = exec.run(futures::stream::iter(0..100u32), |n| async move {
+//!     if n == 13 { panic!("unlucky") }
+//!     n
+//! });
+//! let mut failures = 0;
+//! while let Some(r) = results.next().await {
+//!     match r {
+//!         Ok(n) => total += n,
+//!         Err(e) => { assert!(e.is_panic()); failures += 1 }
+//!     }
+//! }
+//! assert_eq!((total, failures), ((0..100).sum::<u32>() - 13, 1));
+//! # Ok(())
+//! # }
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures::future::{Either, FutureExt};
+use futures::stream::{BoxStream, Stream, StreamExt};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
+
+use crate::error::{panic_message, ConfigError};
+
+/// How jobs are run. See the [module docs](self) for when to choose which.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Strategy {
+    /// Jobs are polled by whoever polls the results (`buffer_unordered` / `buffered`).
+    #[default]
+    Buffered,
+    /// One tokio task per item, at most `limit` alive at once.
+    Spawn,
+    /// `limit` long-lived worker tasks pulling jobs from a multi-consumer channel.
+    WorkerPool,
+    /// One tokio task per item, all started as soon as they arrive; `limit` is ignored.
+    Scatter,
+}
+
+/// What cancellation does to jobs already taken from the input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnCancel {
+    /// Let them run to completion (default): their real results are delivered.
+    #[default]
+    Finish,
+    /// Abort them: each yields [`JobErrorKind::Cancelled`].
+    Abort,
+}
+
+/// Why a job produced no output value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum JobErrorKind {
+    /// The job panicked; the panic message is kept.
+    Panicked(String),
+    /// The job was aborted by cancellation ([`OnCancel::Abort`]).
+    Cancelled,
+}
+
+/// A job that did not produce its output. Carries the input item's index (0-based, in input
+/// order) so the failure can be matched to its input even in unordered mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobError {
+    index: u64,
+    kind: JobErrorKind,
+}
+
+impl JobError {
+    /// The 0-based position of the input item whose job failed.
+    pub fn index(&self) -> u64 {
+        self.index
+    }
+    /// What happened.
+    pub fn kind(&self) -> &JobErrorKind {
+        &self.kind
+    }
+    /// True if the job panicked.
+    pub fn is_panic(&self) -> bool {
+        matches!(self.kind, JobErrorKind::Panicked(_))
+    }
+    /// True if the job was aborted by cancellation.
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self.kind, JobErrorKind::Cancelled)
+    }
+}
+
+impl fmt::Display for JobError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            JobErrorKind::Panicked(m) => write!(f, "job {} panicked: {m}", self.index),
+            JobErrorKind::Cancelled => write!(f, "job {} was cancelled", self.index),
+        }
+    }
+}
+
+impl std::error::Error for JobError {}
+
+/// A configured executor. Cheap to clone; [`Exec::run`] may be called many times.
+#[derive(Debug, Clone)]
+pub struct Exec {
+    limit: usize,
+    strategy: Strategy,
+    ordered: bool,
+    cancel: Option<CancellationToken>,
+    on_cancel: OnCancel,
+}
+
+/// Builder for [`Exec`]; start with [`Exec::builder`].
+#[derive(Debug, Clone)]
+pub struct ExecBuilder {
+    limit: usize,
+    strategy: Strategy,
+    ordered: bool,
+    cancel: Option<CancellationToken>,
+    on_cancel: OnCancel,
+}
+
+impl Default for ExecBuilder {
+    fn default() -> Self {
+        Self {
+            limit: 16,
+            strategy: Strategy::Buffered,
+            ordered: false,
+            cancel: None,
+            on_cancel: OnCancel::Finish,
+        }
+    }
+}
+
+impl ExecBuilder {
+    /// At most this many items taken from the input and not yet delivered (default 16).
+    pub fn limit(mut self, limit: usize) -> Self {
+        self.limit = limit;
+        self
+    }
+    /// How jobs are run (default [`Strategy::Buffered`]).
+    pub fn strategy(mut self, strategy: Strategy) -> Self {
+        self.strategy = strategy;
+        self
+    }
+    /// Deliver results in input order (default: completion order). Ordered output holds
+    /// finished results behind a slow head item, which counts against the limit.
+    pub fn ordered(mut self, ordered: bool) -> Self {
+        self.ordered = ordered;
+        self
+    }
+    /// Stop intake when this token is cancelled.
+    pub fn cancel_token(mut self, token: CancellationToken) -> Self {
+        self.cancel = Some(token);
+        self
+    }
+    /// What cancellation does to jobs already taken (default [`OnCancel::Finish`]).
+    pub fn on_cancel(mut self, on_cancel: OnCancel) -> Self {
+        self.on_cancel = on_cancel;
+        self
+    }
+    /// Checks the configuration. A limit of 0 is refused (it would never run anything),
+    /// except for [`Strategy::Scatter`] which ignores the limit.
+    pub fn build(self) -> Result<Exec, ConfigError> {
+        if self.limit == 0 && self.strategy != Strategy::Scatter {
+            return Err(ConfigError::new(
+                "exec",
+                "limit must be at least 1 (a limit of 0 would never run a job)",
+            ));
+        }
+        Ok(Exec {
+            limit: self.limit,
+            strategy: self.strategy,
+            ordered: self.ordered,
+            cancel: self.cancel,
+            on_cancel: self.on_cancel,
+        })
+    }
+}
+
+type Indexed<T> = (u64, Result<T, JobError>);
+
+impl Exec {
+    /// A builder with the defaults: limit 16, [`Strategy::Buffered`], unordered, no cancellation.
+    pub fn builder() -> ExecBuilder {
+        ExecBuilder::default()
+    }
+
+    /// A plain bounded executor for this crate's own use; `limit` must already be non-zero.
+    pub(crate) fn unchecked(limit: usize, ordered: bool) -> Exec {
+        Exec {
+            limit,
+            strategy: Strategy::Buffered,
+            ordered,
+            cancel: None,
+            on_cancel: OnCancel::Finish,
+        }
+    }
+
+    /// The configured limit.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Runs `job` on every item of `input`, at most `limit` at a time, and returns the results
+    /// as a stream. Nothing starts until the stream is polled; the stream must be polled inside a
+    /// tokio runtime for the spawning strategies.
+    ///
+    /// ```
+    /// use corral::exec::{Exec, Strategy};
+    /// use futures::StreamExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), corral::ConfigError> {
+    /// let exec = Exec::builder().limit(2).strategy(Strategy::Spawn).ordered(true).build()?;
+    /// let out: Vec<_> = exec.run(futures::stream::iter(["a", "bb", "ccc"]), |s| async move { s.len() })
+    ///     .collect().await;
+    /// assert_eq!(out, vec![Ok(1), Ok(2), Ok(3)]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn run<S, F, Fut>(&self, input: S, job: F) -> Results<Fut::Output>
+    where
+        S: Stream + Send + 'static,
+        S::Item: Send + 'static,
+        F: FnMut(S::Item) -> Fut + Send + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: Send + 'static,
+    {
+        let input = self.intake(input);
+        let abort = match self.on_cancel {
+            OnCancel::Abort => self.cancel.clone(),
+            OnCancel::Finish => None,
+        };
+        let jobs = make_jobs(input, job);
+        let inner: BoxStream<'static, Indexed<Fut::Output>> = match self.strategy {
+            Strategy::Buffered => {
+                let futs = jobs.map(move |(i, fut)| guarded(i, fut, abort.clone()));
+                if self.ordered {
+                    futs.buffered(self.limit).boxed()
+                } else {
+                    futs.buffer_unordered(self.limit).boxed()
+                }
+            }
+            Strategy::Spawn | Strategy::Scatter => {
+                let limit = if self.strategy == Strategy::Scatter {
+                    usize::MAX
+                } else {
+                    self.limit
+                };
+                let futs = jobs.map(move |(i, fut)| spawned(i, fut, abort.clone()));
+                if self.ordered {
+                    futs.buffered(limit).boxed()
+                } else {
+                    futs.buffer_unordered(limit).boxed()
+                }
+            }
+            Strategy::WorkerPool => {
+                WorkerPool::new(jobs.boxed(), self.limit, self.ordered, abort).boxed()
+            }
+        };
+        Results { inner }
+    }
+
+    /// Scatter/gather convenience (fan-out/fan-in): runs `job` on every item and collects all
+    /// results **in input order**, whatever the strategy.
+    ///
+    /// ```
+    /// use corral::exec::Exec;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), corral::ConfigError> {
+    /// let exec = Exec::builder().limit(3).build()?;
+    /// let replies = exec.gather(vec![3u64, 1, 2], |n| async move { n * 10 }).await;
+    /// assert_eq!(replies, vec![Ok(30), Ok(10), Ok(20)]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn gather<I, F, Fut>(&self, items: I, job: F) -> Vec<Result<Fut::Output, JobError>>
+    where
+        I: IntoIterator,
+        I::IntoIter: Send + 'static,
+        I::Item: Send + 'static,
+        F: FnMut(I::Item) -> Fut + Send + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: Send + 'static,
+    {
+        let mut all: Vec<Indexed<Fut::Output>> = self
+            .run(futures::stream::iter(items), job)
+            .with_index()
+            .collect()
+            .await;
+        all.sort_unstable_by_key(|(i, _)| *i);
+        all.into_iter().map(|(_, r)| r).collect()
+    }
+
+    fn intake<S>(&self, input: S) -> BoxStream<'static, S::Item>
+    where
+        S: Stream + Send + 'static,
+    {
+        match &self.cancel {
+            Some(token) => input.take_until(token.clone().cancelled_owned()).boxed(),
+            None => input.boxed(),
+        }
+    }
+}
+
+/// A job as created from its input: either the future to run, or the panic of the job
+/// function itself while creating it.
+type Made<Fut> = Result<Fut, String>;
+
+fn make_jobs<S, F, Fut>(input: S, mut job: F) -> impl Stream<Item = (u64, Made<Fut>)> + Send
+where
+    S: Stream + Send,
+    F: FnMut(S::Item) -> Fut + Send,
+{
+    let mut next = 0u64;
+    input.map(move |item| {
+        let index = next;
+        next += 1;
+        let made = std::panic::catch_unwind(AssertUnwindSafe(|| job(item)))
+            .map_err(|p| panic_message(p.as_ref()));
+        (index, made)
+    })
+}
+
+/// Runs one job in place: panics become errors, cancellation (if asked) aborts it.
+async fn guarded<Fut>(
+    index: u64,
+    made: Made<Fut>,
+    abort: Option<CancellationToken>,
+) -> Indexed<Fut::Output>
+where
+    Fut: Future + Send,
+{
+    {
+        let fut = match made {
+            Ok(fut) => fut,
+            Err(msg) => return (index, Err(panicked(index, msg))),
+        };
+        let caught = AssertUnwindSafe(fut).catch_unwind();
+        let out = match abort {
+            None => caught.await,
+            Some(token) => {
+                if token.is_cancelled() {
+                    return (index, Err(cancelled(index)));
+                }
+                tokio::select! {
+                    biased;
+                    r = caught => r,
+                    _ = token.cancelled() => return (index, Err(cancelled(index))),
+                }
+            }
+        };
+        (
+            index,
+            out.map_err(|p| panicked(index, panic_message(p.as_ref()))),
+        )
+    }
+}
+
+/// Runs one job on its own tokio task; the task is aborted if the future is dropped.
+fn spawned<Fut>(
+    index: u64,
+    made: Made<Fut>,
+    abort: Option<CancellationToken>,
+) -> impl Future<Output = Indexed<Fut::Output>> + Send
+where
+    Fut: Future + Send + 'static,
+    Fut::Output: Send + 'static,
+{
+    let task = match made {
+        Err(msg) => Either::Left(futures::future::ready((index, Err(panicked(index, msg))))),
+        Ok(fut) => {
+            let body = async move {
+                match abort {
+                    None => Some(fut.await),
+                    Some(token) => token.run_until_cancelled(fut).await,
+                }
+            };
+            let handle = AbortOnDropHandle::new(tokio::spawn(body));
+            Either::Right(handle.map(move |joined| {
+                let r = match joined {
+                    Ok(Some(v)) => Ok(v),
+                    Ok(None) => Err(cancelled(index)),
+                    Err(e) if e.is_panic() => {
+                        Err(panicked(index, panic_message(e.into_panic().as_ref())))
+                    }
+                    Err(_) => Err(cancelled(index)),
+                };
+                (index, r)
+            }))
+        }
+    };
+    task
+}
+
+fn panicked(index: u64, msg: String) -> JobError {
+    JobError {
+        index,
+        kind: JobErrorKind::Panicked(msg),
+    }
+}
+
+fn cancelled(index: u64) -> JobError {
+    JobError {
+        index,
+        kind: JobErrorKind::Cancelled,
+    }
+}
+
+/// The results of [`Exec::run`]: one `Result` per input item taken.
+///
+/// Dropping it aborts every job and task it started.
+pub struct Results<T> {
+    inner: BoxStream<'static, Indexed<T>>,
+}
+
+impl<T> Results<T> {
+    /// Yields `(input index, result)` pairs instead, so unordered results can be matched to
+    /// their inputs.
+    pub fn with_index(self) -> impl Stream<Item = (u64, Result<T, JobError>)> + Send {
+        self.inner
+    }
+}
+
+impl<T> fmt::Debug for Results<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Results").finish_non_exhaustive()
+    }
+}
+
+impl<T> Stream for Results<T> {
+    type Item = Result<T, JobError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.inner.poll_next_unpin(cx).map(|o| o.map(|(_, r)| r))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.inner.size_hint()
+    }
+}
+
+type PoolMsg<T> = (u64, Result<T, JobError>, OwnedSemaphorePermit);
+type PoolStart<T> = Box<dyn FnOnce() -> (JoinSet<()>, mpsc::Receiver<PoolMsg<T>>) + Send>;
+
+/// The worker-pool strategy: a feeder task takes a permit (one of `limit`), pulls one item and
+/// hands its job to `limit` workers through a multi-consumer channel. The permit travels with
+/// the job and its result and is released only when the result is delivered, which is what
+/// bounds intake to `limit` items ahead of the consumer.
+struct WorkerPool<T> {
+    start: Option<PoolStart<T>>,
+    tasks: JoinSet<()>,
+    rx: Option<mpsc::Receiver<PoolMsg<T>>>,
+    ordered: bool,
+    next: u64,
+    /// Ordered mode's reorder buffer; each result keeps its permit until delivered, so a slow
+    /// head item stalls intake instead of letting this buffer grow.
+    waiting: BTreeMap<u64, (Result<T, JobError>, OwnedSemaphorePermit)>,
+}
+
+impl<T: Send + 'static> WorkerPool<T> {
+    fn new<Fut>(
+        jobs: BoxStream<'static, (u64, Made<Fut>)>,
+        workers: usize,
+        ordered: bool,
+        abort: Option<CancellationToken>,
+    ) -> Self
+    where
+        Fut: Future<Output = T> + Send + 'static,
+    {
+        let start = move || {
+            let permits = Arc::new(Semaphore::new(workers));
+            let (job_tx, job_rx) =
+                async_channel::bounded::<(u64, Made<Fut>, OwnedSemaphorePermit)>(workers);
+            let (res_tx, res_rx) = mpsc::channel::<PoolMsg<T>>(workers);
+            let mut tasks = JoinSet::new();
+            tasks.spawn(async move {
+                let mut jobs = jobs;
+                loop {
+                    let Ok(permit) = permits.clone().acquire_owned().await else {
+                        break;
+                    };
+                    let Some((i, made)) = jobs.next().await else {
+                        break;
+                    };
+                    if job_tx.send((i, made, permit)).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            for _ in 0..workers {
+                let job_rx = job_rx.clone();
+                let res_tx = res_tx.clone();
+                let abort = abort.clone();
+                tasks.spawn(async move {
+                    while let Ok((i, made, permit)) = job_rx.recv().await {
+                        let (_, r) = guarded(i, made, abort.clone()).await;
+                        if res_tx.send((i, r, permit)).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+            (tasks, res_rx)
+        };
+        Self {
+            start: Some(Box::new(start)),
+            tasks: JoinSet::new(),
+            rx: None,
+            ordered,
+            next: 0,
+            waiting: BTreeMap::new(),
+        }
+    }
+}
+
+impl<T: Send + 'static> Stream for WorkerPool<T> {
+    type Item = Indexed<T>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if let Some(start) = this.start.take() {
+            let (tasks, rx) = start();
+            this.tasks = tasks;
+            this.rx = Some(rx);
+        }
+        loop {
+            if this.ordered {
+                if let Some((r, _permit)) = this.waiting.remove(&this.next) {
+                    let i = this.next;
+                    this.next += 1;
+                    return Poll::Ready(Some((i, r)));
+                }
+            }
+            let Some(rx) = this.rx.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match rx.poll_recv(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => this.rx = None,
+                Poll::Ready(Some((i, r, permit))) => {
+                    if !this.ordered {
+                        drop(permit);
+                        return Poll::Ready(Some((i, r)));
+                    }
+                    this.waiting.insert(i, (r, permit));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,53 @@
+//! # corral
+//!
+//! Bounded, rate-limited, fault-tolerant concurrent I/O on tokio.
+//!
+//! corral is for programs that must do "a whole lot of requests at once" without overloading the
+//! services they call or their own process. Each concept lives in its own module:
+//!
+//! | module | what it gives you |
+//! |---|---|
+//! | [`exec`] | run async jobs over a stream of inputs with at most N in flight: scatter/gather, worker pool, semaphore-gated spawning, buffered stream — one API, ordered or unordered output, real backpressure, contained panics |
+//! | [`pipeline`] | typed multi-stage pipelines, each stage with its own concurrency, errors routed to the output instead of killing the pipeline |
+//! | [`batch`] | group items into batches flushed on size, on a deadline, or on close — never dropping one |
+//! | [`shutdown`] | Ctrl-C / SIGTERM → cancel a token tree → wait for tracked tasks up to a deadline → report stragglers |
+//! | [`limit`] | GCRA rate limiting (global and keyed per host), `pause_until` for Retry-After, per-key concurrency limits |
+//! | [`retry`] | exponential backoff with full jitter, attempt and time caps, a retry budget, a classifier |
+//! | [`breaker`] | circuit breaker on failure *rate* over a rolling window, keyed per host, with state-change events |
+//! | [`timeout`] | per-attempt and whole-operation timeouts |
+//!
+//! Every resilience piece is also a [`tower::Layer`], so it can wrap any `tower::Service`.
+//!
+//! ```
+//! use corral::exec::Exec;
+//! use futures::StreamExt;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), corral::ConfigError> {
+//! let exec = Exec::builder().limit(8).ordered(true).build()?;
+//! let squares: Vec<u64> = exec
+//!     .run(futures::stream::iter(1..=5u64), |n| async move { n * n })
+//!     .map(|r| r.expect("no job panics here"))
+//!     .collect()
+//!     .await;
+//! assert_eq!(squares, vec![1, 4, 9, 16, 25]);
+//! # Ok(())
+//! # }
+//! ```
+#![warn(missing_docs)]
+#![deny(clippy::unwrap_used)]
+
+mod error;
+pub use error::ConfigError;
+
+pub mod batch;
+pub mod breaker;
+pub mod exec;
+pub mod limit;
+pub mod pipeline;
+pub mod retry;
+pub mod shutdown;
+pub mod timeout;
+
+/// A boxed error that can cross threads: what stage functions, services and flushes may return.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
