@@ -122,8 +122,14 @@ pub enum JobErrorKind {
 
 /// A job that did not produce its output. Carries the input item's index (0-based, in input
 /// order) so the failure can be matched to its input even in unordered mode.
+///
+/// Boxed inside, so a `Result<T, JobError>` is only a pointer bigger than `T`: results move
+/// through several stream layers per item, and failures are the rare case.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JobError {
+pub struct JobError(Box<JobErrorInner>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct JobErrorInner {
     index: u64,
     kind: JobErrorKind,
 }
@@ -131,27 +137,27 @@ pub struct JobError {
 impl JobError {
     /// The 0-based position of the input item whose job failed.
     pub fn index(&self) -> u64 {
-        self.index
+        self.0.index
     }
     /// What happened.
     pub fn kind(&self) -> &JobErrorKind {
-        &self.kind
+        &self.0.kind
     }
     /// True if the job panicked.
     pub fn is_panic(&self) -> bool {
-        matches!(self.kind, JobErrorKind::Panicked(_))
+        matches!(self.0.kind, JobErrorKind::Panicked(_))
     }
     /// True if the job was aborted by cancellation.
     pub fn is_cancelled(&self) -> bool {
-        matches!(self.kind, JobErrorKind::Cancelled)
+        matches!(self.0.kind, JobErrorKind::Cancelled)
     }
 }
 
 impl fmt::Display for JobError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.kind {
-            JobErrorKind::Panicked(m) => write!(f, "job {} panicked: {m}", self.index),
-            JobErrorKind::Cancelled => write!(f, "job {} was cancelled", self.index),
+        match &self.0.kind {
+            JobErrorKind::Panicked(m) => write!(f, "job {} panicked: {m}", self.0.index),
+            JobErrorKind::Cancelled => write!(f, "job {} was cancelled", self.0.index),
         }
     }
 }
@@ -292,14 +298,26 @@ impl Exec {
         };
         let jobs = make_jobs(input, job);
         let inner: BoxStream<'static, Indexed<Fut::Output>> = match self.strategy {
-            Strategy::Buffered => {
-                let futs = jobs.map(move |(i, fut)| guarded(i, fut, abort.clone()));
-                if self.ordered {
-                    futs.buffered(self.limit).boxed()
-                } else {
-                    futs.buffer_unordered(self.limit).boxed()
+            Strategy::Buffered => match abort {
+                // Without abort-on-cancel each job needs only panic catching: a much smaller
+                // future than the select below, which matters at millions of items.
+                None => {
+                    let futs = jobs.map(|(i, made)| caught(i, made));
+                    if self.ordered {
+                        futs.buffered(self.limit).boxed()
+                    } else {
+                        futs.buffer_unordered(self.limit).boxed()
+                    }
                 }
-            }
+                Some(token) => {
+                    let futs = jobs.map(move |(i, made)| guarded(i, made, Some(token.clone())));
+                    if self.ordered {
+                        futs.buffered(self.limit).boxed()
+                    } else {
+                        futs.buffer_unordered(self.limit).boxed()
+                    }
+                }
+            },
             Strategy::Spawn | Strategy::Scatter => {
                 let limit = if self.strategy == Strategy::Scatter {
                     usize::MAX
@@ -351,20 +369,20 @@ impl Exec {
         all.into_iter().map(|(_, r)| r).collect()
     }
 
-    fn intake<S>(&self, input: S) -> BoxStream<'static, S::Item>
+    fn intake<S>(&self, input: S) -> impl Stream<Item = S::Item> + Send + 'static
     where
         S: Stream + Send + 'static,
     {
         match &self.cancel {
-            Some(token) => input.take_until(token.clone().cancelled_owned()).boxed(),
-            None => input.boxed(),
+            Some(token) => Either::Left(input.take_until(token.clone().cancelled_owned())),
+            None => Either::Right(input),
         }
     }
 }
 
 /// A job as created from its input: either the future to run, or the panic of the job
-/// function itself while creating it.
-type Made<Fut> = Result<Fut, String>;
+/// function itself while creating it (boxed: small in the common case).
+type Made<Fut> = Result<Fut, JobError>;
 
 fn make_jobs<S, F, Fut>(input: S, mut job: F) -> impl Stream<Item = (u64, Made<Fut>)> + Send
 where
@@ -376,9 +394,26 @@ where
         let index = next;
         next += 1;
         let made = std::panic::catch_unwind(AssertUnwindSafe(|| job(item)))
-            .map_err(|p| panic_message(p.as_ref()));
+            .map_err(|p| panicked(index, panic_message(p.as_ref())));
         (index, made)
     })
+}
+
+/// Runs one job in place; a panic becomes an error.
+fn caught<Fut>(index: u64, made: Made<Fut>) -> impl Future<Output = Indexed<Fut::Output>> + Send
+where
+    Fut: Future + Send,
+    Fut::Output: Send,
+{
+    match made {
+        Err(e) => Either::Left(futures::future::ready((index, Err(e)))),
+        Ok(fut) => Either::Right(AssertUnwindSafe(fut).catch_unwind().map(move |r| {
+            (
+                index,
+                r.map_err(|p| panicked(index, panic_message(p.as_ref()))),
+            )
+        })),
+    }
 }
 
 /// Runs one job in place: panics become errors, cancellation (if asked) aborts it.
@@ -393,7 +428,7 @@ where
     {
         let fut = match made {
             Ok(fut) => fut,
-            Err(msg) => return (index, Err(panicked(index, msg))),
+            Err(e) => return (index, Err(e)),
         };
         let caught = AssertUnwindSafe(fut).catch_unwind();
         let out = match abort {
@@ -427,7 +462,7 @@ where
     Fut::Output: Send + 'static,
 {
     let task = match made {
-        Err(msg) => Either::Left(futures::future::ready((index, Err(panicked(index, msg))))),
+        Err(e) => Either::Left(futures::future::ready((index, Err(e)))),
         Ok(fut) => {
             let body = async move {
                 match abort {
@@ -453,17 +488,17 @@ where
 }
 
 fn panicked(index: u64, msg: String) -> JobError {
-    JobError {
+    JobError(Box::new(JobErrorInner {
         index,
         kind: JobErrorKind::Panicked(msg),
-    }
+    }))
 }
 
 fn cancelled(index: u64) -> JobError {
-    JobError {
+    JobError(Box::new(JobErrorInner {
         index,
         kind: JobErrorKind::Cancelled,
-    }
+    }))
 }
 
 /// The results of [`Exec::run`]: one `Result` per input item taken.

@@ -1,0 +1,179 @@
+//! Behavioural tests of `corral::limit` (paused clock).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use corral::limit::{KeyedConcurrency, Rate, RateLimiter};
+use tokio::time::Instant;
+
+/// Largest number of passes inside any half-open window `[a, a + w)`.
+fn max_in_window(times: &[Duration], w: Duration) -> usize {
+    let mut best = 0;
+    for (i, start) in times.iter().enumerate() {
+        let n = times[i..].iter().take_while(|t| **t < *start + w).count();
+        best = best.max(n);
+    }
+    best
+}
+
+#[tokio::test(start_paused = true)]
+async fn lets_exactly_rate_times_time_plus_burst_through_over_60_seconds() {
+    let limiter = RateLimiter::builder()
+        .rate(Rate::per_second(10))
+        .burst(5)
+        .build()
+        .unwrap();
+    let start = Instant::now();
+    let passes = Arc::new(Mutex::new(Vec::new()));
+    // 20 competing tasks hammering the limiter for a simulated minute.
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let (limiter, passes) = (limiter.clone(), passes.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                limiter.until_ready().await;
+                let t = start.elapsed();
+                if t > Duration::from_secs(60) {
+                    return;
+                }
+                passes.lock().unwrap().push(t);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let mut times = passes.lock().unwrap().clone();
+    times.sort();
+    assert_eq!(times.len(), 5 + 600, "burst + rate × 60 s");
+    assert_eq!(
+        times.iter().filter(|t| t.is_zero()).count(),
+        5,
+        "the burst passes at once"
+    );
+    // Never more than burst + rate × w in any window of length w.
+    assert!(max_in_window(&times, Duration::from_secs(1)) <= 5 + 10);
+    // After the burst, cells are exactly T = 100 ms apart.
+    for pair in times[5..].windows(2) {
+        assert_eq!(pair[1] - pair[0], Duration::from_millis(100));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn check_says_when_the_next_cell_is_due() {
+    let limiter = RateLimiter::builder()
+        .rate("4/s".parse().unwrap())
+        .build()
+        .unwrap();
+    let now = Instant::now();
+    assert!(limiter.check().is_ok());
+    let not_until = limiter.check().unwrap_err();
+    assert_eq!(not_until.wait_from(now), Duration::from_millis(250));
+    tokio::time::sleep(Duration::from_millis(249)).await;
+    assert!(limiter.check().is_err());
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert!(limiter.check().is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn keyed_limiters_are_independent_and_pause_only_their_key() {
+    let limiter = RateLimiter::builder()
+        .rate(Rate::per_second(1))
+        .burst(2)
+        .build_keyed::<&str>()
+        .unwrap();
+    assert!(limiter.check(&"a").is_ok());
+    assert!(limiter.check(&"a").is_ok());
+    assert!(limiter.check(&"a").is_err());
+    assert!(limiter.check(&"b").is_ok(), "b must not share a's state");
+
+    let start = Instant::now();
+    limiter.pause_until(&"c", start + Duration::from_secs(30));
+    // A shorter pause never shortens a longer one.
+    limiter.pause_until(&"c", start + Duration::from_secs(5));
+    limiter.until_ready(&"b").await;
+    assert_eq!(start.elapsed(), Duration::ZERO, "b is not paused");
+    limiter.until_ready(&"c").await;
+    assert_eq!(start.elapsed(), Duration::from_secs(30));
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_keys_are_evicted() {
+    let limiter = RateLimiter::builder()
+        .rate(Rate::per_second(10))
+        .sweep_threshold(8)
+        .build_keyed::<u32>()
+        .unwrap();
+    for k in 0..1000 {
+        limiter.check(&k).unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await; // each key recovers
+    }
+    assert!(
+        limiter.len() <= 16,
+        "memory grew with keys ever seen: {}",
+        limiter.len()
+    );
+    // A key that is not idle survives a sweep with its state intact.
+    limiter.check(&5000).unwrap();
+    limiter.retain_recent();
+    assert!(limiter.check(&5000).is_err());
+}
+
+#[test]
+fn bad_configuration_is_refused() {
+    let e = RateLimiter::builder()
+        .rate(Rate::per_second(0))
+        .build()
+        .unwrap_err();
+    assert!(e.to_string().contains("at least 1 per period"), "{e}");
+    let e = RateLimiter::builder()
+        .rate(Rate::per_second(5))
+        .burst(0)
+        .build()
+        .unwrap_err();
+    assert!(e.to_string().contains("burst"), "{e}");
+    let e = RateLimiter::builder().build().unwrap_err();
+    assert!(e.to_string().contains("rate is required"), "{e}");
+    for bad in ["", "5", "x/s", "5/fortnight", "0/s", "5/0s"] {
+        assert!(bad.parse::<Rate>().is_err(), "{bad:?} parsed");
+    }
+    assert_eq!("3000/min".parse::<Rate>().unwrap(), Rate::per_minute(3000));
+    assert_eq!(
+        "10/100ms".parse::<Rate>().unwrap(),
+        Rate::new(10, Duration::from_millis(100))
+    );
+    assert_eq!(
+        KeyedConcurrency::<u8>::new(0).unwrap_err().component(),
+        "limit"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn keyed_concurrency_caps_each_key_and_forgets_idle_ones() {
+    let limit = KeyedConcurrency::<u8>::new(3).unwrap();
+    let now = [Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0))];
+    let max = [Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0))];
+    let mut tasks = Vec::new();
+    for i in 0..60u64 {
+        let key = (i % 2) as u8;
+        let (limit, now, max) = (
+            limit.clone(),
+            now[key as usize].clone(),
+            max[key as usize].clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let _p = limit.acquire(key).await;
+            let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+            max.fetch_max(n, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(1 + i % 7)).await;
+            now.fetch_sub(1, Ordering::SeqCst);
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(max[0].load(Ordering::SeqCst), 3);
+    assert_eq!(max[1].load(Ordering::SeqCst), 3);
+    assert!(limit.is_empty(), "idle keys kept: {}", limit.len());
+}
