@@ -10,7 +10,9 @@
 //! - [`KeyedConcurrency`]: at most N operations in flight per key.
 //!
 //! [`until_ready`](RateLimiter::until_ready) sleeps on tokio's timer until the next cell is due;
-//! it never spins.
+//! it never spins. A waiter reserves its cell before sleeping, so waiters are served in order
+//! and timer lateness never costs throughput: the sustained rate is exact even when the
+//! interval is near the timer's resolution.
 //!
 //! # Why not `governor`?
 //!
@@ -219,9 +221,8 @@ impl Gcra {
 
     fn check_at(&self, now: Instant) -> Result<(), NotUntil> {
         let now_ns = self.nanos(now);
-        let paused = self.paused_until.load(Ordering::Acquire);
-        if now_ns < paused {
-            return Err(NotUntil(self.instant(paused)));
+        if let Some(until) = self.paused_at(now_ns) {
+            return Err(NotUntil(until));
         }
         let mut tat = self.tat.load(Ordering::Acquire);
         loop {
@@ -241,6 +242,33 @@ impl Gcra {
         }
     }
 
+    /// The end of the pause in force at `now_ns`, if any.
+    fn paused_at(&self, now_ns: u64) -> Option<Instant> {
+        let paused = self.paused_until.load(Ordering::Acquire);
+        (now_ns < paused).then(|| self.instant(paused))
+    }
+
+    /// Takes the next free cell unconditionally: `None` if it is due now, else the instant it is
+    /// due. The cell is the caller's from this moment, whenever it actually wakes up.
+    fn reserve(&self, now: Instant) -> Option<Instant> {
+        let now_ns = self.nanos(now);
+        let mut tat = self.tat.load(Ordering::Acquire);
+        loop {
+            let start = tat.max(now_ns);
+            match self.tat.compare_exchange_weak(
+                tat,
+                start + self.t,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    return (start - now_ns > self.tau).then(|| self.instant(start - self.tau))
+                }
+                Err(actual) => tat = actual,
+            }
+        }
+    }
+
     fn pause_until(&self, until: Instant) {
         self.paused_until
             .fetch_max(self.nanos(until), Ordering::AcqRel);
@@ -254,11 +282,28 @@ impl Gcra {
     }
 }
 
+/// Waits for a cell by *reserving* it, then sleeping until it is due (the reservation design
+/// of Guava's RateLimiter). Waiters are served in order without racing each other, and a
+/// waiter woken late by the timer (tokio rounds sleeps up to the next millisecond) loses
+/// nothing: its cell was already taken. Were it instead to re-check on waking, a limiter whose
+/// interval is near the timer resolution would lose each wake-up's lateness (1000/s with burst
+/// 1 would deliver about 500/s). A waiter that is dropped while sleeping wastes its cell, which
+/// can only lower the rate, never exceed it. A pause found on waking voids the reservation.
 async fn wait_until_ready(gcra: &Gcra) {
     loop {
-        match gcra.check_at(Instant::now()) {
-            Ok(()) => return,
-            Err(NotUntil(at)) => tokio::time::sleep_until(at).await,
+        let now = Instant::now();
+        if let Some(until) = gcra.paused_at(gcra.nanos(now)) {
+            tokio::time::sleep_until(until).await;
+            continue;
+        }
+        match gcra.reserve(now) {
+            None => return,
+            Some(at) => {
+                tokio::time::sleep_until(at).await;
+                if gcra.paused_at(gcra.nanos(Instant::now())).is_none() {
+                    return;
+                }
+            }
         }
     }
 }
