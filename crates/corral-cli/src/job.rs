@@ -1,0 +1,388 @@
+//! Reading jobs: JSONL (one request object per line) or plain URLs, streamed line by line.
+//!
+//! Every non-blank input line becomes either a [`Job`] or an [`Invalid`] naming the line number
+//! and the problem; invalid lines get an error result and the run goes on.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::Stream;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use reqwest::Method;
+use serde::Deserialize;
+use serde_json::Value;
+use tokio::io::{AsyncBufRead, AsyncBufReadExt};
+use url::Url;
+
+/// One request to make.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// 1-based line number in the input: the job's identity for resume.
+    pub line: u64,
+    pub id: String,
+    pub method: Method,
+    pub url: Url,
+    pub headers: HeaderMap,
+    pub body: Option<Bytes>,
+    pub timeout: Option<Duration>,
+    pub meta: Option<Value>,
+}
+
+impl Job {
+    /// The rate/concurrency/breaker key: `host:port`.
+    pub fn host_key(&self) -> String {
+        host_key(&self.url)
+    }
+}
+
+pub fn host_key(url: &Url) -> String {
+    match (url.host_str(), url.port_or_known_default()) {
+        (Some(h), Some(p)) => format!("{h}:{p}"),
+        (Some(h), None) => h.to_string(),
+        _ => String::new(),
+    }
+}
+
+/// A line that could not be turned into a job.
+#[derive(Debug, Clone)]
+pub struct Invalid {
+    pub line: u64,
+    pub id: String,
+    pub url: Option<String>,
+    pub method: Option<String>,
+    pub meta: Option<Value>,
+    pub message: String,
+}
+
+#[derive(Debug)]
+pub enum Parsed {
+    Job(Box<Job>),
+    Invalid(Box<Invalid>),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJob {
+    id: Option<Value>,
+    method: Option<String>,
+    url: Option<String>,
+    headers: Option<BTreeMap<String, String>>,
+    body: Option<String>,
+    json: Option<Value>,
+    timeout_ms: Option<u64>,
+    meta: Option<Value>,
+}
+
+/// Input format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Jsonl,
+    Urls,
+}
+
+const METHODS: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
+
+fn parse_url(s: &str) -> Result<Url, String> {
+    let url = Url::parse(s.trim()).map_err(|e| format!("invalid url {s:?}: {e}"))?;
+    match url.scheme() {
+        "http" | "https" => {}
+        other => {
+            return Err(format!(
+                "invalid url {s:?}: scheme {other:?} is not http or https"
+            ))
+        }
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("invalid url {s:?}: no host"));
+    }
+    Ok(url)
+}
+
+/// Parses one input line (already known non-blank).
+pub fn parse_line(line_no: u64, text: &str, format: Format, extra: &HeaderMap) -> Parsed {
+    let invalid =
+        |id: Option<String>, url: Option<String>, method: Option<String>, meta, message: String| {
+            Parsed::Invalid(Box::new(Invalid {
+                line: line_no,
+                id: id.unwrap_or_else(|| line_no.to_string()),
+                url: url.map(|u| redact_url_str(&u)),
+                method,
+                meta,
+                message: format!("line {line_no}: {message}"),
+            }))
+        };
+    if format == Format::Urls {
+        return match parse_url(text) {
+            Ok(url) => Parsed::Job(Box::new(Job {
+                line: line_no,
+                id: line_no.to_string(),
+                method: Method::GET,
+                url,
+                headers: extra.clone(),
+                body: None,
+                timeout: None,
+                meta: None,
+            })),
+            Err(e) => invalid(None, Some(text.trim().to_string()), None, None, e),
+        };
+    }
+    let raw: RawJob = match serde_json::from_str(text) {
+        Ok(r) => r,
+        Err(e) => {
+            return invalid(
+                None,
+                None,
+                None,
+                None,
+                format!("not a valid job object: {e}"),
+            )
+        }
+    };
+    let id = match &raw.id {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        Some(other) => {
+            return invalid(
+                None,
+                raw.url,
+                raw.method,
+                raw.meta,
+                format!("\"id\" must be a string or number, not {other}"),
+            );
+        }
+    };
+    let method_text = raw.method.clone();
+    let fail = |message: String| {
+        invalid(
+            id.clone(),
+            raw.url.clone(),
+            method_text.clone(),
+            raw.meta.clone(),
+            message,
+        )
+    };
+    let Some(url_text) = raw.url.as_deref() else {
+        return fail("missing \"url\"".into());
+    };
+    let url = match parse_url(url_text) {
+        Ok(u) => u,
+        Err(e) => return fail(e),
+    };
+    let method = match raw.method.as_deref().map(str::to_ascii_uppercase) {
+        None => Method::GET,
+        Some(m) if METHODS.contains(&m.as_str()) => {
+            Method::from_bytes(m.as_bytes()).unwrap_or(Method::GET)
+        }
+        Some(m) => {
+            return fail(format!(
+                "unknown method {m:?} (expected one of {})",
+                METHODS.join(", ")
+            ))
+        }
+    };
+    let mut headers = extra.clone();
+    for (name, value) in raw.headers.iter().flatten() {
+        let Ok(n) = HeaderName::from_bytes(name.as_bytes()) else {
+            return fail(format!("invalid header name {name:?}"));
+        };
+        let Ok(v) = HeaderValue::from_str(value) else {
+            return fail(format!("invalid value for header {name:?}"));
+        };
+        headers.insert(n, v);
+    }
+    let body = match (raw.body, raw.json) {
+        (Some(_), Some(_)) => return fail("give either \"body\" or \"json\", not both".into()),
+        (Some(b), None) => Some(Bytes::from(b)),
+        (None, Some(j)) => {
+            headers
+                .entry(reqwest::header::CONTENT_TYPE)
+                .or_insert(HeaderValue::from_static("application/json"));
+            Some(Bytes::from(j.to_string()))
+        }
+        (None, None) => None,
+    };
+    if raw.timeout_ms == Some(0) {
+        return fail("\"timeout_ms\" must be greater than 0".into());
+    }
+    Parsed::Job(Box::new(Job {
+        line: line_no,
+        id: id.unwrap_or_else(|| line_no.to_string()),
+        method,
+        url,
+        headers,
+        body,
+        timeout: raw.timeout_ms.map(Duration::from_millis),
+        meta: raw.meta,
+    }))
+}
+
+/// Streams parsed jobs from a reader, skipping blank lines (and `#` comments in URL mode) and
+/// the lines `skip` says are done. Read errors end the stream with an `Err`.
+pub fn read_jobs<R, F>(
+    reader: R,
+    format: Format,
+    extra: HeaderMap,
+    skip: F,
+) -> impl Stream<Item = std::io::Result<Parsed>> + Send
+where
+    R: AsyncBufRead + Unpin + Send + 'static,
+    F: Fn(u64) -> bool + Send + 'static,
+{
+    let state = (reader, 0u64, Vec::new(), extra, skip);
+    futures::stream::unfold(
+        state,
+        move |(mut reader, mut line_no, mut buf, extra, skip)| async move {
+            loop {
+                buf.clear();
+                match reader.read_until(b'\n', &mut buf).await {
+                    Err(e) => return Some((Err(e), (reader, line_no, buf, extra, skip))),
+                    Ok(0) => return None,
+                    Ok(_) => {}
+                }
+                line_no += 1;
+                let text = String::from_utf8_lossy(&buf);
+                let text = text.trim();
+                if text.is_empty()
+                    || (format == Format::Urls && text.starts_with('#'))
+                    || skip(line_no)
+                {
+                    continue;
+                }
+                let parsed = parse_line(line_no, text, format, &extra);
+                return Some((Ok(parsed), (reader, line_no, buf, extra, skip)));
+            }
+        },
+    )
+}
+
+/// Header names whose values never reach results or logs.
+pub fn is_secret_header(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    matches!(
+        n.as_str(),
+        "authorization" | "proxy-authorization" | "cookie" | "set-cookie"
+    ) || [
+        "token", "secret", "api-key", "apikey", "api_key", "password", "auth", "session",
+    ]
+    .iter()
+    .any(|s| n.contains(s))
+}
+
+fn is_secret_param(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    [
+        "token", "secret", "key", "password", "passwd", "auth", "sig", "session", "code",
+    ]
+    .iter()
+    .any(|s| n.contains(s))
+}
+
+/// The URL with userinfo and secret-looking query values replaced by `REDACTED`.
+pub fn redact_url(url: &Url) -> String {
+    let mut u = url.clone();
+    if !u.username().is_empty() || u.password().is_some() {
+        let _ = u.set_username("REDACTED");
+        let _ = u.set_password(None);
+    }
+    if u.query().is_some() {
+        let pairs: Vec<(String, String)> = u
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if is_secret_param(&k) {
+                    "REDACTED".to_string()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        u.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    u.to_string()
+}
+
+fn redact_url_str(s: &str) -> String {
+    match Url::parse(s.trim()) {
+        Ok(u) => redact_url(&u),
+        Err(_) => s.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(line: &str) -> Result<Job, String> {
+        match parse_line(7, line, Format::Jsonl, &HeaderMap::new()) {
+            Parsed::Job(j) => Ok(*j),
+            Parsed::Invalid(i) => Err(i.message),
+        }
+    }
+
+    #[test]
+    fn parses_full_jobs_and_defaults() {
+        let j = job(r#"{"id":9,"method":"post","url":"http://h:81/x","headers":{"X-A":"1"},"json":{"a":1},"timeout_ms":50,"meta":{"k":"v"}}"#).unwrap();
+        assert_eq!((j.id.as_str(), j.method.as_str(), j.line), ("9", "POST", 7));
+        assert_eq!(j.host_key(), "h:81");
+        assert_eq!(j.headers["content-type"], "application/json");
+        assert_eq!(j.body.as_deref(), Some(&b"{\"a\":1}"[..]));
+        assert_eq!(j.timeout, Some(Duration::from_millis(50)));
+        let j = job(r#"{"url":"https://example.com"}"#).unwrap();
+        assert_eq!((j.id.as_str(), j.method.as_str()), ("7", "GET"));
+        assert_eq!(j.host_key(), "example.com:443");
+    }
+
+    #[test]
+    fn bad_lines_name_the_line_and_the_problem() {
+        for (line, want) in [
+            ("{not json", "line 7: not a valid job object"),
+            (
+                r#"{"url":"ftp://x"}"#,
+                "scheme \"ftp\" is not http or https",
+            ),
+            (r#"{"url":"http://"}"#, "invalid url"),
+            (
+                r#"{"method":"FETCH","url":"http://x"}"#,
+                "unknown method \"FETCH\"",
+            ),
+            (
+                r#"{"url":"http://x","headers":{"bad name":"v"}}"#,
+                "invalid header name",
+            ),
+            (
+                r#"{"url":"http://x","headers":{"a":"line\nbreak"}}"#,
+                "invalid value for header",
+            ),
+            (r#"{"url":"http://x","body":"a","json":1}"#, "not both"),
+            (
+                r#"{"url":"http://x","hedaers":{}}"#,
+                "unknown field `hedaers`",
+            ),
+            (r#"{"id":"a"}"#, "missing \"url\""),
+            (r#"{"url":"http://x","timeout_ms":0}"#, "greater than 0"),
+        ] {
+            let e = job(line).unwrap_err();
+            assert!(e.contains(want), "{line}: {e}");
+            assert!(e.starts_with("line 7: "), "{e}");
+        }
+    }
+
+    #[test]
+    fn secrets_are_redacted_from_urls() {
+        let u = Url::parse("http://user:pw@h/p?api_key=abc&page=2&access_token=t").unwrap();
+        let r = redact_url(&u);
+        assert!(
+            !r.contains("abc") && !r.contains("pw") && !r.contains("=t"),
+            "{r}"
+        );
+        assert!(r.contains("page=2"), "{r}");
+        assert!(
+            is_secret_header("Authorization")
+                && is_secret_header("X-Api-Key")
+                && is_secret_header("x-auth-token")
+        );
+        assert!(!is_secret_header("accept"));
+    }
+}

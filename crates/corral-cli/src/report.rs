@@ -1,0 +1,303 @@
+//! Progress while running and the summary at the end.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+
+use crate::runner::{HostStat, Outcome};
+
+/// Counters over finished jobs.
+pub struct Stats {
+    started: Instant,
+    latency_us: Histogram<u64>,
+    pub done: u64,
+    pub ok: u64,
+    pub failed: u64,
+    pub retries: u64,
+    pub by_status: BTreeMap<u16, u64>,
+    pub by_error: BTreeMap<&'static str, u64>,
+    pub skipped: u64,
+}
+
+impl Stats {
+    pub fn new(skipped: u64) -> Result<Self, String> {
+        Ok(Self {
+            started: Instant::now(),
+            // 1 µs .. 1 hour, 3 significant figures: a fixed ~200 KB whatever the job count.
+            latency_us: Histogram::new_with_bounds(1, 3_600_000_000, 3)
+                .map_err(|e| e.to_string())?,
+            done: 0,
+            ok: 0,
+            failed: 0,
+            retries: 0,
+            by_status: BTreeMap::new(),
+            by_error: BTreeMap::new(),
+            skipped,
+        })
+    }
+
+    pub fn record(&mut self, o: &Outcome) {
+        self.done += 1;
+        if o.ok {
+            self.ok += 1;
+        } else {
+            self.failed += 1;
+        }
+        self.retries += u64::from(o.attempts.saturating_sub(1));
+        if let Some(s) = o.status {
+            *self.by_status.entry(s).or_insert(0) += 1;
+        }
+        if let Some(k) = o.error_kind {
+            *self.by_error.entry(k).or_insert(0) += 1;
+        }
+        if let Some(l) = o.latency {
+            let us = u64::try_from(l.as_micros()).unwrap_or(u64::MAX).max(1);
+            let _ = self.latency_us.record(us.min(self.latency_us.high()));
+        }
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    pub fn rate(&self) -> f64 {
+        self.done as f64 / self.elapsed().as_secs_f64().max(1e-9)
+    }
+
+    pub fn progress_line(&self, in_flight: u64) -> String {
+        format!(
+            "[{:>6.1}s] {} done ({} ok, {} failed), {} retries, {} in flight, {:.1} jobs/s",
+            self.elapsed().as_secs_f64(),
+            self.done,
+            self.ok,
+            self.failed,
+            self.retries,
+            in_flight,
+            self.rate()
+        )
+    }
+}
+
+/// The machine-readable summary (`--summary-json`), also the source of the printed one.
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub outcome: &'static str,
+    pub exit_code: i32,
+    pub jobs_done: u64,
+    pub ok: u64,
+    pub failed: u64,
+    pub skipped_already_done: u64,
+    pub retries: u64,
+    pub breaker_openings: u64,
+    pub elapsed_s: f64,
+    pub jobs_per_s: f64,
+    pub by_status: BTreeMap<u16, u64>,
+    pub by_error: BTreeMap<&'static str, u64>,
+    pub latency_ms: Latency,
+    pub hosts: BTreeMap<String, HostSummary>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Latency {
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct HostSummary {
+    pub attempts: u64,
+    pub attempts_per_s: f64,
+    pub breaker_openings: u64,
+    pub paused_by_retry_after: u64,
+}
+
+impl Summary {
+    pub fn build(
+        stats: &Stats,
+        hosts: &HashMap<String, HostStat>,
+        breaker_openings: u64,
+        outcome: &'static str,
+        exit_code: i32,
+        notes: Vec<String>,
+    ) -> Self {
+        let q = |p: f64| {
+            if stats.latency_us.is_empty() {
+                0.0
+            } else {
+                stats.latency_us.value_at_quantile(p) as f64 / 1000.0
+            }
+        };
+        let hosts = hosts
+            .iter()
+            .map(|(k, h)| {
+                let span = match (h.first, h.last) {
+                    (Some(a), Some(b)) => (b - a).as_secs_f64(),
+                    _ => 0.0,
+                };
+                let rate = if span > 0.0 {
+                    h.attempts.saturating_sub(1) as f64 / span
+                } else {
+                    0.0
+                };
+                (
+                    k.clone(),
+                    HostSummary {
+                        attempts: h.attempts,
+                        attempts_per_s: (rate * 10.0).round() / 10.0,
+                        breaker_openings: h.breaker_openings,
+                        paused_by_retry_after: h.paused_by_retry_after,
+                    },
+                )
+            })
+            .collect();
+        Summary {
+            outcome,
+            exit_code,
+            jobs_done: stats.done,
+            ok: stats.ok,
+            failed: stats.failed,
+            skipped_already_done: stats.skipped,
+            retries: stats.retries,
+            breaker_openings,
+            elapsed_s: stats.elapsed().as_secs_f64(),
+            jobs_per_s: stats.rate(),
+            by_status: stats.by_status.clone(),
+            by_error: stats.by_error.clone(),
+            latency_ms: Latency {
+                p50: q(0.5),
+                p90: q(0.9),
+                p99: q(0.99),
+                max: if stats.latency_us.is_empty() {
+                    0.0
+                } else {
+                    stats.latency_us.max() as f64 / 1000.0
+                },
+            },
+            hosts,
+            notes,
+        }
+    }
+
+    pub fn print(&self) {
+        let mut out = String::new();
+        out.push_str(&format!(
+            "\ncorral: {} — {} jobs in {:.2}s ({:.1} jobs/s): {} ok, {} failed",
+            self.outcome, self.jobs_done, self.elapsed_s, self.jobs_per_s, self.ok, self.failed
+        ));
+        if self.skipped_already_done > 0 {
+            out.push_str(&format!(
+                ", {} already done (resumed)",
+                self.skipped_already_done
+            ));
+        }
+        out.push_str(&format!(
+            "\n  retries: {}   breaker openings: {}\n",
+            self.retries, self.breaker_openings
+        ));
+        let statuses: Vec<String> = self
+            .by_status
+            .iter()
+            .map(|(s, n)| format!("{s}: {n}"))
+            .collect();
+        if !statuses.is_empty() {
+            out.push_str(&format!("  by status: {}\n", statuses.join(", ")));
+        }
+        let errors: Vec<String> = self
+            .by_error
+            .iter()
+            .map(|(s, n)| format!("{s}: {n}"))
+            .collect();
+        if !errors.is_empty() {
+            out.push_str(&format!("  failures by kind: {}\n", errors.join(", ")));
+        }
+        let l = &self.latency_ms;
+        out.push_str(&format!(
+            "  latency ms: p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1}\n",
+            l.p50, l.p90, l.p99, l.max
+        ));
+        if !self.hosts.is_empty() {
+            out.push_str("  per host:                 attempts   attempts/s  breaker-opened  retry-after-pauses\n");
+            for (h, s) in &self.hosts {
+                out.push_str(&format!(
+                    "    {:<24} {:>8}   {:>10.1}  {:>14}  {:>18}\n",
+                    h, s.attempts, s.attempts_per_s, s.breaker_openings, s.paused_by_retry_after
+                ));
+            }
+        }
+        for n in &self.notes {
+            out.push_str(&format!("  note: {n}\n"));
+        }
+        eprint!("{out}");
+    }
+}
+
+/// A progress bar on a terminal, a periodic line otherwise, or nothing.
+pub enum Progress {
+    Bar(ProgressBar),
+    Lines { every: Duration, last: Instant },
+    Quiet,
+}
+
+impl Progress {
+    pub fn new(quiet: bool, every: Duration) -> Self {
+        if quiet {
+            Progress::Quiet
+        } else if std::io::stderr().is_terminal() {
+            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(8));
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            Progress::Bar(bar)
+        } else {
+            Progress::Lines {
+                every,
+                last: Instant::now(),
+            }
+        }
+    }
+
+    pub fn set_total(&self, total: u64) {
+        if let Progress::Bar(b) = self {
+            b.set_length(total);
+        }
+    }
+
+    pub fn update(&mut self, stats: &Stats, in_flight: u64) {
+        match self {
+            Progress::Bar(b) => {
+                b.set_position(stats.done + stats.skipped);
+                b.set_message(format!(
+                    "{} ok, {} failed, {} retries, {:.0}/s",
+                    stats.ok,
+                    stats.failed,
+                    stats.retries,
+                    stats.rate()
+                ));
+            }
+            Progress::Lines { every, last } => {
+                if last.elapsed() >= *every {
+                    *last = Instant::now();
+                    eprintln!("{}", stats.progress_line(in_flight));
+                }
+            }
+            Progress::Quiet => {}
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Progress::Bar(b) = self {
+            b.finish_and_clear();
+        }
+    }
+}

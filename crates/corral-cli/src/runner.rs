@@ -1,0 +1,561 @@
+//! The request engine: one job in, one result line out, through every control of the run.
+//!
+//! Order of the gates for each attempt: per-host concurrency slot → per-host rate cell (which
+//! also carries `Retry-After` pauses) → global rate cell → per-host circuit breaker → the
+//! request, bounded by the attempt timeout, with the body read up to `--max-body`. The retry
+//! loop around attempts is [`corral::retry`]; the whole job may be bounded by a total timeout.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use corral::breaker::{CircuitBreaker, KeyedBreakers, State};
+use corral::limit::{KeyedConcurrency, KeyedRateLimiter, Rate, RateLimiter};
+use corral::retry::{Decision, GiveUp, RetryBudget, RetryPolicy};
+use reqwest::header::HeaderMap;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::job::{is_secret_header, redact_url, Invalid, Job, Parsed};
+
+/// What to do with response bodies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyMode {
+    /// Read (up to the cap) and count, do not store.
+    Discard,
+    /// Read up to the cap and store in the result.
+    Save,
+    /// Do not read at all.
+    Skip,
+}
+
+/// Breaker settings.
+#[derive(Debug, Clone, Copy)]
+pub struct BreakerSettings {
+    pub failure_rate: f64,
+    pub min_calls: u32,
+    pub window: Duration,
+    pub cool_down: Duration,
+    pub probes: u32,
+}
+
+/// Everything that shapes a run.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub concurrency: usize,
+    pub per_host_concurrency: usize,
+    pub rate: Option<Rate>,
+    pub burst: u64,
+    pub per_host_rate: Option<Rate>,
+    pub per_host_burst: u64,
+    pub retries: u32,
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    pub retry_statuses: Vec<u16>,
+    pub retry_budget: Option<f64>,
+    pub max_retry_after: Duration,
+    pub breaker: Option<BreakerSettings>,
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    pub total_timeout: Option<Duration>,
+    pub max_body: u64,
+    pub body: BodyMode,
+    pub save_headers: bool,
+    pub user_agent: String,
+}
+
+/// Per-host counters for the summary.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct HostStat {
+    pub attempts: u64,
+    #[serde(skip)]
+    pub first: Option<Instant>,
+    #[serde(skip)]
+    pub last: Option<Instant>,
+    pub breaker_openings: u64,
+    pub paused_by_retry_after: u64,
+}
+
+/// What the summary needs from one finished job.
+#[derive(Debug)]
+pub struct Outcome {
+    pub ok: bool,
+    pub status: Option<u16>,
+    pub error_kind: Option<&'static str>,
+    pub attempts: u32,
+    pub latency: Option<Duration>,
+    pub json: String,
+}
+
+pub struct Engine {
+    settings: Settings,
+    client: reqwest::Client,
+    host_slots: KeyedConcurrency<String>,
+    host_rate: KeyedRateLimiter<String>,
+    global_rate: Option<RateLimiter>,
+    breakers: Option<KeyedBreakers<String>>,
+    policy: RetryPolicy,
+    pub hosts: Arc<Mutex<HashMap<String, HostStat>>>,
+    pub breaker_openings: Arc<AtomicU64>,
+}
+
+#[derive(Serialize)]
+struct ErrorOut<'a> {
+    kind: &'a str,
+    message: String,
+}
+
+#[derive(Serialize)]
+struct ResultLine<'a> {
+    line: u64,
+    id: &'a str,
+    method: &'a str,
+    url: String,
+    ok: bool,
+    status: Option<u16>,
+    attempts: u32,
+    latency_ms: Option<f64>,
+    elapsed_ms: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<ErrorOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    truncated: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    headers: Option<BTreeMap<String, String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    meta: Option<&'a Value>,
+}
+
+/// A response as far as we read it.
+struct Response {
+    status: u16,
+    headers: HeaderMap,
+    body_bytes: u64,
+    body: Option<Vec<u8>>,
+    truncated: bool,
+    latency: Duration,
+}
+
+/// Why an attempt did not produce a final response.
+enum AttemptError {
+    /// A response whose status is retryable (429, 5xx ...).
+    Status(Response, Option<Duration>),
+    /// A transport failure.
+    Transport { kind: &'static str, message: String },
+    /// The host's breaker is open.
+    BreakerOpen(String),
+}
+
+/// The error kinds written to results. Only `request` (a request that could not even be built)
+/// is permanent; the others are retried.
+fn transport_kind(e: &reqwest::Error) -> &'static str {
+    if e.is_builder() {
+        "request"
+    } else if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connect"
+    } else if e.is_body() || e.is_decode() {
+        "body"
+    } else {
+        // Reset or closed connections, protocol errors: reqwest reports these as request errors.
+        "connection"
+    }
+}
+
+/// The full chain of an error's messages ("error sending request: connection closed ...").
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        let m = inner.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        src = inner.source();
+    }
+    s
+}
+
+fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let v = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = httpdate::parse_http_date(v).ok()?;
+    Some(
+        when.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+impl Engine {
+    pub fn new(settings: Settings) -> Result<Self, String> {
+        let client = reqwest::Client::builder()
+            .user_agent(settings.user_agent.clone())
+            .connect_timeout(settings.connect_timeout)
+            .pool_max_idle_per_host(settings.per_host_concurrency)
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let host_slots =
+            KeyedConcurrency::new(settings.per_host_concurrency).map_err(|e| e.to_string())?;
+        // Always keyed per host, so Retry-After can pause one host even with no rate set.
+        let host_rate = RateLimiter::builder()
+            .rate(
+                settings
+                    .per_host_rate
+                    .unwrap_or(Rate::per_second(1_000_000_000)),
+            )
+            .burst(if settings.per_host_rate.is_some() {
+                settings.per_host_burst
+            } else {
+                1_000_000
+            })
+            .build_keyed()
+            .map_err(|e| format!("--per-host-rate: {}", e.message()))?;
+        let global_rate = match settings.rate {
+            Some(r) => Some(
+                RateLimiter::builder()
+                    .rate(r)
+                    .burst(settings.burst)
+                    .build()
+                    .map_err(|e| format!("--rate: {}", e.message()))?,
+            ),
+            None => None,
+        };
+        let hosts: Arc<Mutex<HashMap<String, HostStat>>> = Arc::default();
+        let breaker_openings = Arc::new(AtomicU64::new(0));
+        let breakers = match settings.breaker {
+            None => None,
+            Some(b) => {
+                let (hosts, openings) = (hosts.clone(), breaker_openings.clone());
+                Some(
+                    CircuitBreaker::builder()
+                        .failure_rate(b.failure_rate)
+                        .min_calls(b.min_calls)
+                        .window(b.window)
+                        .cool_down(b.cool_down)
+                        .half_open_probes(b.probes)
+                        .build_keyed::<String>()
+                        .map_err(|e| format!("breaker: {}", e.message()))?
+                        .on_state_change(move |host, change| {
+                            if change.to == State::Open {
+                                openings.fetch_add(1, Ordering::Relaxed);
+                                let mut h = hosts.lock().unwrap_or_else(|p| p.into_inner());
+                                h.entry(host.clone()).or_default().breaker_openings += 1;
+                            }
+                        }),
+                )
+            }
+        };
+        let mut policy = RetryPolicy::builder()
+            .max_attempts(settings.retries.saturating_add(1))
+            .base_delay(settings.retry_base)
+            .max_delay(settings.retry_max.max(settings.retry_base));
+        if let Some(ratio) = settings.retry_budget {
+            policy = policy.budget(
+                RetryBudget::new(ratio, 10)
+                    .map_err(|e| format!("--retry-budget: {}", e.message()))?,
+            );
+        }
+        let policy = policy
+            .build()
+            .map_err(|e| format!("retry: {}", e.message()))?;
+        Ok(Self {
+            settings,
+            client,
+            host_slots,
+            host_rate,
+            global_rate,
+            breakers,
+            policy,
+            hosts,
+            breaker_openings,
+        })
+    }
+
+    /// Runs one parsed input line to its result.
+    pub async fn process(self: Arc<Self>, parsed: Parsed) -> Outcome {
+        match parsed {
+            Parsed::Invalid(inv) => self.invalid(&inv),
+            Parsed::Job(job) => {
+                let started = Instant::now();
+                let attempts = AtomicU32::new(0);
+                let run = self.run_job(&job, &attempts);
+                let result = match self.settings.total_timeout {
+                    Some(t) => match tokio::time::timeout(t, run).await {
+                        Ok(r) => r,
+                        Err(_) => Err((
+                            "total_timeout",
+                            format!("gave up after the total timeout of {t:?}"),
+                            None,
+                        )),
+                    },
+                    None => run.await,
+                };
+                self.finish(
+                    &job,
+                    result,
+                    attempts.load(Ordering::Relaxed),
+                    started.elapsed(),
+                )
+            }
+        }
+    }
+
+    async fn run_job(
+        &self,
+        job: &Job,
+        attempts: &AtomicU32,
+    ) -> Result<Response, (&'static str, String, Option<Response>)> {
+        let host = job.host_key();
+        let retry_statuses = &self.settings.retry_statuses;
+        let max_ra = self.settings.max_retry_after;
+        let r = self
+            .policy
+            .retry(
+                |n| {
+                    attempts.store(n, Ordering::Relaxed);
+                    self.attempt(job, &host)
+                },
+                |e: &AttemptError| match e {
+                    AttemptError::BreakerOpen(_) => Decision::Stop,
+                    AttemptError::Transport { kind, .. } if *kind == "request" => Decision::Stop,
+                    AttemptError::Transport { .. } => Decision::Retry,
+                    AttemptError::Status(resp, ra) if retry_statuses.contains(&resp.status) => {
+                        match ra {
+                            Some(d) => Decision::RetryAfter((*d).min(max_ra)),
+                            None => Decision::Retry,
+                        }
+                    }
+                    AttemptError::Status(..) => Decision::Stop,
+                },
+            )
+            .await;
+        match r {
+            Ok(resp) => Ok(resp),
+            Err(e) => {
+                let why = match e.reason {
+                    GiveUp::Permanent => String::new(),
+                    other => format!(" ({other} after {} attempt(s))", e.attempts),
+                };
+                Err(match e.error {
+                    AttemptError::Status(resp, _) => (
+                        "http_status",
+                        format!("HTTP {}{why}", resp.status),
+                        Some(resp),
+                    ),
+                    AttemptError::Transport { kind, message, .. } => {
+                        (kind, format!("{message}{why}"), None)
+                    }
+                    AttemptError::BreakerOpen(m) => ("circuit_open", m, None),
+                })
+            }
+        }
+    }
+
+    async fn attempt(&self, job: &Job, host: &str) -> Result<Response, AttemptError> {
+        let key = host.to_string();
+        let _slot = self.host_slots.acquire(key.clone()).await;
+        self.host_rate.until_ready(&key).await;
+        if let Some(g) = &self.global_rate {
+            g.until_ready().await;
+        }
+        let permit = match &self.breakers {
+            None => None,
+            Some(b) => Some(b.get(&key).try_acquire().map_err(|open| {
+                AttemptError::BreakerOpen(format!("circuit breaker for {host} is open: {open}"))
+            })?),
+        };
+        {
+            let now = Instant::now();
+            let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
+            let h = hosts.entry(key.clone()).or_default();
+            h.attempts += 1;
+            h.first.get_or_insert(now);
+            h.last = Some(now);
+        }
+        let limit = job.timeout.unwrap_or(self.settings.timeout);
+        let started = Instant::now();
+        let out = match tokio::time::timeout(limit, self.send(job, started)).await {
+            Ok(r) => r,
+            Err(_) => Err(AttemptError::Transport {
+                kind: "timeout",
+                message: format!("no complete response within {limit:?}"),
+            }),
+        };
+        let healthy = match &out {
+            Ok(_) => true,
+            Err(AttemptError::Status(r, _)) => r.status < 500,
+            Err(_) => false,
+        };
+        if let Some(p) = permit {
+            if healthy {
+                p.success();
+            } else {
+                p.failure();
+            }
+        }
+        if let Err(AttemptError::Status(r, Some(ra))) = &out {
+            if r.status == 429 || r.status == 503 {
+                let until = tokio::time::Instant::now() + (*ra).min(self.settings.max_retry_after);
+                self.host_rate.pause_until(&key, until);
+                let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
+                hosts.entry(key).or_default().paused_by_retry_after += 1;
+            }
+        }
+        out
+    }
+
+    async fn send(&self, job: &Job, started: Instant) -> Result<Response, AttemptError> {
+        let transport = |e: reqwest::Error| AttemptError::Transport {
+            kind: transport_kind(&e),
+            message: chain(&e),
+        };
+        let mut req = self
+            .client
+            .request(job.method.clone(), job.url.clone())
+            .headers(job.headers.clone());
+        if let Some(b) = &job.body {
+            req = req.body(b.clone());
+        }
+        let mut resp = req.send().await.map_err(transport)?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let mut body_bytes = 0u64;
+        let mut body = (self.settings.body == BodyMode::Save).then(Vec::new);
+        let mut truncated = false;
+        if self.settings.body != BodyMode::Skip {
+            while let Some(chunk) = resp.chunk().await.map_err(transport)? {
+                let room = self.settings.max_body - body_bytes;
+                let take = (chunk.len() as u64).min(room);
+                body_bytes += take;
+                if let Some(b) = body.as_mut() {
+                    b.extend_from_slice(&chunk[..take as usize]);
+                }
+                if take < chunk.len() as u64 {
+                    truncated = true; // the rest is never read; the connection is dropped
+                    break;
+                }
+            }
+        }
+        let response = Response {
+            status,
+            headers,
+            body_bytes,
+            body,
+            truncated,
+            latency: started.elapsed(),
+        };
+        if (200..400).contains(&status) {
+            Ok(response)
+        } else {
+            let ra = parse_retry_after(&response.headers);
+            Err(AttemptError::Status(response, ra))
+        }
+    }
+
+    fn invalid(&self, inv: &Invalid) -> Outcome {
+        let line = ResultLine {
+            line: inv.line,
+            id: &inv.id,
+            method: inv.method.as_deref().unwrap_or(""),
+            url: inv.url.clone().unwrap_or_default(),
+            ok: false,
+            status: None,
+            attempts: 0,
+            latency_ms: None,
+            elapsed_ms: 0.0,
+            error: Some(ErrorOut {
+                kind: "invalid_input",
+                message: inv.message.clone(),
+            }),
+            body_bytes: None,
+            truncated: false,
+            headers: None,
+            body: None,
+            meta: inv.meta.as_ref(),
+        };
+        Outcome {
+            ok: false,
+            status: None,
+            error_kind: Some("invalid_input"),
+            attempts: 0,
+            latency: None,
+            json: serde_json::to_string(&line).unwrap_or_default(),
+        }
+    }
+
+    fn finish(
+        &self,
+        job: &Job,
+        result: Result<Response, (&'static str, String, Option<Response>)>,
+        attempts: u32,
+        elapsed: Duration,
+    ) -> Outcome {
+        let (resp, error) = match result {
+            Ok(r) => (Some(r), None),
+            Err((kind, message, r)) => (r, Some(ErrorOut { kind, message })),
+        };
+        let ok = error.is_none();
+        let error_kind = error.as_ref().map(|e| e.kind);
+        let headers = resp
+            .as_ref()
+            .filter(|_| self.settings.save_headers)
+            .map(|r| {
+                r.headers
+                    .iter()
+                    .map(|(k, v)| {
+                        let v = if is_secret_header(k.as_str()) {
+                            "REDACTED".to_string()
+                        } else {
+                            String::from_utf8_lossy(v.as_bytes()).into_owned()
+                        };
+                        (k.as_str().to_string(), v)
+                    })
+                    .collect()
+            });
+        let line = ResultLine {
+            line: job.line,
+            id: &job.id,
+            method: job.method.as_str(),
+            url: redact_url(&job.url),
+            ok,
+            status: resp.as_ref().map(|r| r.status),
+            attempts,
+            latency_ms: resp.as_ref().map(|r| r.latency.as_secs_f64() * 1000.0),
+            elapsed_ms: elapsed.as_secs_f64() * 1000.0,
+            error,
+            body_bytes: resp
+                .as_ref()
+                .filter(|_| self.settings.body != BodyMode::Skip)
+                .map(|r| r.body_bytes),
+            truncated: resp.as_ref().is_some_and(|r| r.truncated),
+            headers,
+            body: resp
+                .as_ref()
+                .and_then(|r| r.body.as_ref())
+                .map(|b| String::from_utf8_lossy(b).into_owned()),
+            meta: job.meta.as_ref(),
+        };
+        Outcome {
+            ok,
+            status: line.status,
+            error_kind,
+            attempts,
+            latency: resp.as_ref().map(|r| r.latency),
+            json: serde_json::to_string(&line).unwrap_or_default(),
+        }
+    }
+}
