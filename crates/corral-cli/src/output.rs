@@ -264,7 +264,7 @@ mod tests {
         assert!(
             r.done.contains(1) && r.done.contains(3) && !r.done.contains(4) && !r.done.contains(2)
         );
-        assert_eq!(r.repaired_bytes, 19);
+        assert_eq!(r.repaired_bytes, "{\"line\":4,\"url\":\"htt".len() as u64);
         assert!(std::fs::read_to_string(&p)
             .unwrap()
             .ends_with("{\"line\":3}\n"));
