@@ -414,6 +414,7 @@ fn count_lines(path: PathBuf) -> tokio::task::JoinHandle<Option<u64>> {
 /// One run, from opened input to summary. Returns the exit code.
 #[allow(clippy::too_many_arguments)]
 async fn execute(
+    engine: Arc<Engine>,
     plan: Plan,
     input: Box<dyn tokio::io::AsyncBufRead + Unpin + Send>,
     input_path: Option<PathBuf>,
@@ -423,13 +424,6 @@ async fn execute(
     quiet: bool,
     summary_json: Option<PathBuf>,
 ) -> u8 {
-    let engine = match Engine::new(plan.settings.clone()) {
-        Ok(e) => Arc::new(e),
-        Err(e) => {
-            eprintln!("corral: {e}");
-            return exit::BAD_INPUT;
-        }
-    };
     let writer = match Writer::start(sink, plan.fsync_interval) {
         Ok(w) => w,
         Err(e) => {
@@ -628,7 +622,14 @@ async fn run_cmd(args: RunArgs) -> u8 {
     } else {
         Format::Jsonl
     };
-    // Input first: nothing is written before we know we can read it.
+    // Every check first: nothing is written before the options and the input are known good.
+    let engine = match Engine::new(plan.settings.clone()) {
+        Ok(e) => Arc::new(e),
+        Err(e) => {
+            eprintln!("corral: {e}");
+            return exit::BAD_INPUT;
+        }
+    };
     let (input, input_path): (
         Box<dyn tokio::io::AsyncBufRead + Unpin + Send>,
         Option<PathBuf>,
@@ -680,6 +681,7 @@ async fn run_cmd(args: RunArgs) -> u8 {
         },
     };
     execute(
+        engine,
         plan,
         input,
         input_path,
@@ -849,6 +851,13 @@ async fn demo(args: DemoArgs) -> u8 {
             return exit::FATAL;
         }
     };
+    let engine = match Engine::new(plan.settings.clone()) {
+        Ok(e) => Arc::new(e),
+        Err(e) => {
+            eprintln!("corral: {e}");
+            return exit::FATAL;
+        }
+    };
     let input = match tokio::fs::File::open(&jobs_path).await {
         Ok(f) => Box::new(tokio::io::BufReader::new(f)),
         Err(e) => {
@@ -864,6 +873,7 @@ async fn demo(args: DemoArgs) -> u8 {
         }
     };
     let code = execute(
+        engine,
         plan,
         input,
         Some(jobs_path.clone()),

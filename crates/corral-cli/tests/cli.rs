@@ -1,0 +1,608 @@
+//! End-to-end tests of the `corral` binary against `corral serve-mock` on 127.0.0.1.
+//!
+//! These run in real time (a real HTTP stack on loopback) but assert only what must hold
+//! whatever the timing: limits seen by the server, exactly-once results, redaction, exit codes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_corral");
+
+/// A running `corral serve-mock`, killed on drop.
+struct Mock {
+    child: Child,
+    hosts: HashMap<String, String>,
+}
+
+impl Mock {
+    fn start(profiles: &str) -> Mock {
+        let mut child = Command::new(BIN)
+            .args([
+                "serve-mock",
+                "--port",
+                "0",
+                "--seconds",
+                "300",
+                "--profiles",
+                profiles,
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start serve-mock");
+        let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut hosts = HashMap::new();
+        for _ in profiles.split(',') {
+            let mut line = String::new();
+            out.read_line(&mut line).expect("read mock address");
+            let mut parts = line.split_whitespace();
+            let (name, url) = (parts.next().expect("name"), parts.next().expect("url"));
+            hosts.insert(name.to_string(), url.to_string());
+        }
+        Mock { child, hosts }
+    }
+
+    fn url(&self, profile: &str) -> &str {
+        &self.hosts[profile]
+    }
+
+    /// The server's own counters for one host.
+    fn stats(&self, profile: &str) -> Value {
+        let addr = self.url(profile).trim_start_matches("http://").to_string();
+        let mut s = TcpStream::connect(&addr).expect("connect to mock");
+        write!(s, "GET /__stats HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("send");
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).expect("read stats");
+        let body = resp.split("\r\n\r\n").nth(1).expect("body");
+        serde_json::from_str(body).expect("stats json")
+    }
+}
+
+impl Drop for Mock {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn write_jobs(dir: &Path, lines: &[String]) -> PathBuf {
+    let p = dir.join("jobs.jsonl");
+    std::fs::write(&p, lines.join("\n") + "\n").expect("write jobs");
+    p
+}
+
+fn results(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).expect("results");
+    assert!(text.is_empty() || text.ends_with('\n'), "torn last line");
+    text.lines()
+        .map(|l| serde_json::from_str(l).expect("every line is JSON"))
+        .collect()
+}
+
+fn corral(args: &[&str]) -> std::process::Output {
+    Command::new(BIN).args(args).output().expect("run corral")
+}
+
+/// Asserts each input line 1..=n appears exactly once.
+fn assert_exactly_once(rs: &[Value], n: u64) {
+    let mut seen = BTreeMap::new();
+    for r in rs {
+        *seen.entry(r["line"].as_u64().expect("line")).or_insert(0) += 1;
+    }
+    let dups: Vec<_> = seen.iter().filter(|(_, c)| **c > 1).collect();
+    assert!(dups.is_empty(), "duplicated: {dups:?}");
+    let missing: Vec<u64> = (1..=n).filter(|l| !seen.contains_key(l)).collect();
+    assert!(
+        missing.is_empty(),
+        "missing {} jobs, first {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    assert_eq!(seen.len() as u64, n);
+}
+
+#[test]
+fn per_host_limits_hold_every_job_once_bad_lines_named_secrets_redacted() {
+    let mock = Mock::start("fast,slow");
+    let dir = tempfile::tempdir().unwrap();
+    let mut lines = Vec::new();
+    for i in 0..240 {
+        let host = if i % 2 == 0 {
+            mock.url("fast")
+        } else {
+            mock.url("slow")
+        };
+        lines.push(format!(
+            r#"{{"id":"j{i}","url":"{host}/x?latency_ms=15&token=hunter2","headers":{{"Authorization":"Bearer hunter2","X-Api-Key":"hunter2"}},"meta":{{"n":{i}}}}}"#
+        ));
+    }
+    lines[9] = r#"{"url": "http://127.0.0.1:1/broken""#.into();
+    lines[99] = r#"{"url": "http://127.0.0.1:1/", "method": "BREW"}"#.into();
+    lines[149] = r#"{"url": "not a url"}"#.into();
+    let jobs = write_jobs(dir.path(), &lines);
+    let out = dir.path().join("out.jsonl");
+    let o = corral(&[
+        "run",
+        jobs.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "-q",
+        "--concurrency",
+        "32",
+        "--per-host-concurrency",
+        "3",
+        "--per-host-rate",
+        "100/s",
+        "--per-host-burst",
+        "1",
+        "--save-headers",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "bad lines make it 'some failed': {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // The three bad lines are odd-numbered jobs, all meant for the slow host.
+    for (host, requests) in [("fast", 120), ("slow", 117)] {
+        let s = mock.stats(host);
+        assert_eq!(s["requests"], requests, "{host}: {s}");
+        assert!(s["max_in_flight"].as_u64().unwrap() <= 3, "{host}: {s}");
+        // 100/s with burst 1 lets at most 1 + 100 start in any second; the server counts by
+        // arrival second, so delivery jitter may carry a few of one second's last requests into
+        // the next. Unlimited, 3 slots at 15 ms would allow ~200/s.
+        assert!(s["max_per_second"].as_u64().unwrap() <= 110, "{host}: {s}");
+    }
+    let rs = results(&out);
+    assert_exactly_once(&rs, 240);
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(!text.contains("hunter2"), "a secret reached the results");
+    assert!(
+        !text.contains("mock-secret"),
+        "a Set-Cookie value reached the results"
+    );
+    let by_line: HashMap<u64, &Value> = rs
+        .iter()
+        .map(|r| (r["line"].as_u64().unwrap(), r))
+        .collect();
+    for (line, want) in [
+        (10, "line 10: not a valid job object"),
+        (100, "unknown method \"BREW\""),
+        (150, "line 150: invalid url"),
+    ] {
+        let e = &by_line[&line]["error"];
+        assert_eq!(e["kind"], "invalid_input");
+        assert!(e["message"].as_str().unwrap().contains(want), "{e}");
+    }
+    let ok = by_line[&1];
+    assert_eq!(
+        (ok["ok"].as_bool(), ok["status"].as_u64(), ok["id"].as_str()),
+        (Some(true), Some(200), Some("j0"))
+    );
+    assert_eq!(ok["meta"]["n"], 0);
+    assert_eq!(ok["headers"]["set-cookie"], "REDACTED");
+}
+
+#[test]
+fn retry_after_pauses_only_that_host_and_is_honoured() {
+    let mock = Mock::start("fast,limited");
+    let dir = tempfile::tempdir().unwrap();
+    let lines = vec![
+        format!(
+            r#"{{"url":"{}/busy?status=429&retry_after=1"}}"#,
+            mock.url("limited")
+        ),
+        format!(r#"{{"url":"{}/a?latency_ms=200"}}"#, mock.url("fast")),
+        format!(r#"{{"url":"{}/b?latency_ms=200"}}"#, mock.url("fast")),
+    ];
+    let jobs = write_jobs(dir.path(), &lines);
+    let out = dir.path().join("out.jsonl");
+    let o = corral(&[
+        "run",
+        jobs.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "-q",
+        "--retries",
+        "2",
+        "--retry-base-ms",
+        "1",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let rs = results(&out);
+    let busy = rs.iter().find(|r| r["line"] == 1).unwrap();
+    assert_eq!(
+        (busy["status"].as_u64(), busy["attempts"].as_u64()),
+        (Some(429), Some(3))
+    );
+    assert!(
+        busy["elapsed_ms"].as_f64().unwrap() >= 2000.0,
+        "two 1 s Retry-After waits: {busy}"
+    );
+    assert!(
+        busy["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("attempts exhausted"),
+        "{busy}"
+    );
+    for r in rs.iter().filter(|r| r["line"] != 1) {
+        assert!(
+            r["elapsed_ms"].as_f64().unwrap() < 1500.0,
+            "the other host was paused too: {r}"
+        );
+    }
+    assert_eq!(mock.stats("limited")["requests"], 3);
+}
+
+#[test]
+fn breaker_stops_traffic_to_a_dead_host_while_others_proceed() {
+    let mock = Mock::start("fast,slow");
+    let dir = tempfile::tempdir().unwrap();
+    let mut lines = Vec::new();
+    for i in 0..200 {
+        lines.push(if i % 2 == 0 {
+            format!(r#"{{"url":"{}/dead?status=503"}}"#, mock.url("fast"))
+        } else {
+            format!(r#"{{"url":"{}/alive"}}"#, mock.url("slow"))
+        });
+    }
+    let jobs = write_jobs(dir.path(), &lines);
+    let out = dir.path().join("out.jsonl");
+    let summary = dir.path().join("summary.json");
+    let o = corral(&[
+        "run",
+        jobs.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "-q",
+        "--retries",
+        "0",
+        "--per-host-concurrency",
+        "1",
+        "--breaker-min-calls",
+        "5",
+        "--breaker-window-s",
+        "60",
+        "--breaker-cool-down-s",
+        "60",
+        "--summary-json",
+        summary.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        mock.stats("fast")["requests"],
+        5,
+        "the breaker opened after 5 failures"
+    );
+    let rs = results(&out);
+    assert_exactly_once(&rs, 200);
+    let alive_ok = rs
+        .iter()
+        .filter(|r| r["line"].as_u64().unwrap() % 2 == 0 && r["ok"] == true)
+        .count();
+    assert_eq!(alive_ok, 100, "the healthy host was not affected");
+    let open = rs
+        .iter()
+        .filter(|r| r["error"]["kind"] == "circuit_open")
+        .count();
+    assert_eq!(open, 95);
+    let s: Value = serde_json::from_str(&std::fs::read_to_string(summary).unwrap()).unwrap();
+    assert_eq!(
+        (
+            s["breaker_openings"].as_u64(),
+            s["ok"].as_u64(),
+            s["exit_code"].as_u64()
+        ),
+        (Some(1), Some(100), Some(1))
+    );
+}
+
+#[test]
+fn kill_9_at_random_points_then_resume_leaves_every_job_exactly_once() {
+    let mock = Mock::start("fast,slow");
+    let dir = tempfile::tempdir().unwrap();
+    let n = 5000;
+    let lines: Vec<String> = (0..n)
+        .map(|i| {
+            let host = if i % 3 == 0 {
+                mock.url("slow")
+            } else {
+                mock.url("fast")
+            };
+            format!(r#"{{"id":"k{i}","url":"{host}/k/{i}?latency_ms=3"}}"#)
+        })
+        .collect();
+    let jobs = write_jobs(dir.path(), &lines);
+    let out = dir.path().join("out.jsonl");
+    let args = |resume: bool| {
+        let mut a = vec![
+            "run".to_string(),
+            jobs.display().to_string(),
+            "-o".into(),
+            out.display().to_string(),
+            "-q".into(),
+            "--rate".into(),
+            "800/s".into(),
+            "--burst".into(),
+            "50".into(),
+            "--fsync-interval-ms".into(),
+            "5".into(),
+        ];
+        if resume {
+            a.push("--resume".into());
+        }
+        a
+    };
+    let mut kills = 0;
+    for round in 0..12 {
+        let mut child = Command::new(BIN)
+            .args(args(round > 0))
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(150 + fastrand::u64(0..250)));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap(); // SIGKILL
+            kills += 1;
+        }
+        child.wait().unwrap();
+    }
+    assert!(kills >= 10, "only {kills} runs were killed mid-way");
+    let before = results(&out).len();
+    assert!(
+        before > 0 && before < n,
+        "the kills should leave partial results: {before}"
+    );
+    let o = Command::new(BIN).args(args(true)).output().unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_exactly_once(&results(&out), n as u64);
+    // Resuming a finished run does nothing and changes nothing.
+    let len = std::fs::metadata(&out).unwrap().len();
+    assert_eq!(
+        Command::new(BIN).args(args(true)).status().unwrap().code(),
+        Some(0)
+    );
+    assert_eq!(std::fs::metadata(&out).unwrap().len(), len);
+}
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_drains_in_flight_exits_130_and_resume_finishes() {
+    let mock = Mock::start("fast");
+    let dir = tempfile::tempdir().unwrap();
+    let lines: Vec<String> = (0..40)
+        .map(|i| format!(r#"{{"url":"{}/s/{i}?latency_ms=400"}}"#, mock.url("fast")))
+        .collect();
+    let jobs = write_jobs(dir.path(), &lines);
+    let out = dir.path().join("out.jsonl");
+    let base = [
+        "run",
+        jobs.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "-c",
+        "4",
+        "--per-host-concurrency",
+        "4",
+    ];
+    let mut child = Command::new(BIN)
+        .args(base)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait (bounded) until results are being written, so the signal lands mid-run.
+    let mut seen = 0;
+    for _ in 0..200 {
+        std::thread::sleep(Duration::from_millis(50));
+        seen = std::fs::read_to_string(&out)
+            .map(|t| t.lines().count())
+            .unwrap_or(0);
+        if seen >= 4 {
+            break;
+        }
+    }
+    assert!(seen >= 4, "the run did not start writing results");
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    let partial = results(&out);
+    // 4 jobs were in flight at the signal (40 jobs of 400 ms, 4 at a time): they are drained.
+    assert!(
+        partial.len() >= seen + 4 && partial.len() < 40,
+        "{seen} before, {} after",
+        partial.len()
+    );
+    assert!(
+        partial.iter().all(|r| r["ok"] == true),
+        "drained jobs completed normally"
+    );
+    let o = Command::new(BIN)
+        .args(base)
+        .arg("--resume")
+        .arg("-q")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0));
+    assert_exactly_once(&results(&out), 40);
+}
+
+#[test]
+fn bad_options_and_unreadable_input_exit_2_and_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let jobs = write_jobs(
+        dir.path(),
+        &[r#"{"url":"http://127.0.0.1:1/"}"#.to_string()],
+    );
+    let out = dir.path().join("out.jsonl");
+    for (args, want) in [
+        (
+            vec![
+                "run",
+                "/nonexistent/jobs.jsonl",
+                "-o",
+                out.to_str().unwrap(),
+            ],
+            "cannot read jobs file",
+        ),
+        (
+            vec![
+                "run",
+                jobs.to_str().unwrap(),
+                "-o",
+                out.to_str().unwrap(),
+                "--rate",
+                "fast",
+            ],
+            "--rate",
+        ),
+        (
+            vec![
+                "run",
+                jobs.to_str().unwrap(),
+                "-o",
+                out.to_str().unwrap(),
+                "--concurrency",
+                "0",
+            ],
+            "at least 1",
+        ),
+        (
+            vec![
+                "run",
+                jobs.to_str().unwrap(),
+                "-o",
+                out.to_str().unwrap(),
+                "--max-body",
+                "12parsecs",
+            ],
+            "unknown unit",
+        ),
+        (
+            vec![
+                "run",
+                jobs.to_str().unwrap(),
+                "-o",
+                out.to_str().unwrap(),
+                "--header",
+                "NoColon",
+            ],
+            "Name: value",
+        ),
+        (
+            vec![
+                "run",
+                jobs.to_str().unwrap(),
+                "-o",
+                out.to_str().unwrap(),
+                "--breaker-failure-rate",
+                "0",
+            ],
+            "failure_rate",
+        ),
+        (
+            vec![
+                "run",
+                jobs.to_str().unwrap(),
+                "-o",
+                out.to_str().unwrap(),
+                "--config",
+                "/nonexistent.toml",
+            ],
+            "cannot read config",
+        ),
+        (
+            vec![
+                "run",
+                jobs.to_str().unwrap(),
+                "-o",
+                out.to_str().unwrap(),
+                "--bogus",
+            ],
+            "unexpected argument",
+        ),
+    ] {
+        let o = corral(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert!(!out.exists(), "{args:?} created the results file");
+    }
+    std::fs::write(&out, "{\"line\":1}\n").unwrap();
+    let o = corral(&["run", jobs.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--resume"));
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        "{\"line\":1}\n",
+        "an existing file was touched"
+    );
+}
+
+#[test]
+fn urls_mode_stdin_and_config_file() {
+    let mock = Mock::start("fast");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("corral.toml");
+    std::fs::write(&cfg, "per_host_concurrency = 2\nretries = 0\nheader = [\"X-From-Config: yes\"]\nsave_body = true\n").unwrap();
+    let input = format!(
+        "# comment\n{0}/one?size=5\n\n{0}/two?size=3\nftp://nope\n",
+        mock.url("fast")
+    );
+    let mut child = Command::new(BIN)
+        .args([
+            "run",
+            "-",
+            "--urls",
+            "-q",
+            "--config",
+            cfg.to_str().unwrap(),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let rs: Vec<Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rs.len(), 3);
+    let by_line: HashMap<u64, &Value> = rs
+        .iter()
+        .map(|r| (r["line"].as_u64().unwrap(), r))
+        .collect();
+    assert_eq!(by_line[&2]["body"], ".....");
+    assert_eq!(by_line[&4]["body"], "...");
+    assert!(by_line[&5]["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("line 5"));
+    let bad_cfg = dir.path().join("bad.toml");
+    std::fs::write(&bad_cfg, "concurency = 5\n").unwrap();
+    let o = corral(&["run", "-", "--config", bad_cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown field `concurency`"));
+}
