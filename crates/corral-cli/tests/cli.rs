@@ -396,7 +396,7 @@ fn ctrl_c_drains_in_flight_exits_130_and_resume_finishes() {
         "--per-host-concurrency",
         "4",
     ];
-    let mut child = Command::new(BIN)
+    let child = Command::new(BIN)
         .args(base)
         .stderr(Stdio::piped())
         .spawn()
