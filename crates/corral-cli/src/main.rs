@@ -27,6 +27,14 @@ use crate::output::{Existing, Sink, Writer};
 use crate::report::{Progress, Stats, Summary};
 use crate::runner::{BodyMode, BreakerSettings, Engine, Settings};
 
+/// A command that cannot go on: the exit code and the message for stderr.
+struct Fail(u8, String);
+
+/// `map_err(fail(code))`: any displayable error becomes a [`Fail`] with that exit code.
+fn fail<E: std::fmt::Display>(code: u8) -> impl Fn(E) -> Fail {
+    move |e| Fail(code, e.to_string())
+}
+
 /// Exit codes (also in `corral --help`).
 mod exit {
     pub const OK: u8 = 0;
@@ -423,14 +431,8 @@ async fn execute(
     resumed: output::Resumed,
     quiet: bool,
     summary_json: Option<PathBuf>,
-) -> u8 {
-    let writer = match Writer::start(sink, plan.fsync_interval) {
-        Ok(w) => w,
-        Err(e) => {
-            eprintln!("corral: {e}");
-            return exit::FATAL;
-        }
-    };
+) -> Result<u8, Fail> {
+    let writer = Writer::start(sink, plan.fsync_interval).map_err(fail(exit::FATAL))?;
     let shutdown = Shutdown::new();
     if let Err(e) = shutdown.listen_for_signals() {
         eprintln!("corral: cannot install signal handlers: {e}");
@@ -463,13 +465,7 @@ async fn execute(
             resumed.duplicates
         ));
     }
-    let mut stats = match Stats::new(resumed.done.len()) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("corral: {e}");
-            return exit::FATAL;
-        }
-    };
+    let mut stats = Stats::new(resumed.done.len()).map_err(fail(exit::FATAL))?;
     let mut progress = Progress::new(quiet, plan.progress_every);
     let total = input_path.map(count_lines);
 
@@ -492,17 +488,11 @@ async fn execute(
             };
             futures::future::ready(out)
         });
-    let exec = match Exec::builder()
+    let exec = Exec::builder()
         .limit(plan.settings.concurrency)
         .cancel_token(shutdown.token())
         .build()
-    {
-        Ok(e) => e,
-        Err(e) => {
-            eprintln!("corral: {e}");
-            return exit::BAD_INPUT;
-        }
-    };
+        .map_err(fail(exit::BAD_INPUT))?;
     let taken = Arc::new(AtomicU64::new(0));
     let t = taken.clone();
     let eng = engine.clone();
@@ -596,40 +586,26 @@ async fn execute(
             eprintln!("corral: cannot write {}: {e}", p.display());
         }
     }
-    code
+    Ok(code)
 }
 
-async fn run_cmd(args: RunArgs) -> u8 {
+async fn run_cmd(args: RunArgs) -> Result<u8, Fail> {
     let opts = match &args.config {
-        Some(path) => match load_config(path) {
-            Ok(cfg) => args.opts.merged_with(&cfg),
-            Err(e) => {
-                eprintln!("corral: {e}");
-                return exit::BAD_INPUT;
-            }
-        },
+        Some(path) => args
+            .opts
+            .merged_with(&load_config(path).map_err(fail(exit::BAD_INPUT))?),
         None => args.opts.clone(),
     };
-    let plan = match plan(&opts) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("corral: {e}");
-            return exit::BAD_INPUT;
-        }
-    };
+    let plan = plan(&opts).map_err(fail(exit::BAD_INPUT))?;
     let format = if args.urls {
         Format::Urls
     } else {
         Format::Jsonl
     };
     // Every check first: nothing is written before the options and the input are known good.
-    let engine = match Engine::new(plan.settings.clone()) {
-        Ok(e) => Arc::new(e),
-        Err(e) => {
-            eprintln!("corral: {e}");
-            return exit::BAD_INPUT;
-        }
-    };
+    let engine = Engine::new(plan.settings.clone())
+        .map(Arc::new)
+        .map_err(fail(exit::BAD_INPUT))?;
     let (input, input_path): (
         Box<dyn tokio::io::AsyncBufRead + Unpin + Send>,
         Option<PathBuf>,
@@ -639,23 +615,23 @@ async fn run_cmd(args: RunArgs) -> u8 {
             None,
         )
     } else {
-        match tokio::fs::File::open(&args.jobs).await {
-            Ok(f) if f.metadata().await.is_ok_and(|m| m.is_dir()) => {
-                eprintln!(
-                    "corral: {} is a directory, not a jobs file",
-                    args.jobs.display()
-                );
-                return exit::BAD_INPUT;
-            }
-            Ok(f) => (
-                Box::new(tokio::io::BufReader::with_capacity(1 << 16, f)),
-                Some(args.jobs.clone()),
-            ),
-            Err(e) => {
-                eprintln!("corral: cannot read jobs file {}: {e}", args.jobs.display());
-                return exit::BAD_INPUT;
-            }
+        let shown = args.jobs.display();
+        let f = tokio::fs::File::open(&args.jobs).await.map_err(|e| {
+            Fail(
+                exit::BAD_INPUT,
+                format!("cannot read jobs file {shown}: {e}"),
+            )
+        })?;
+        if f.metadata().await.is_ok_and(|m| m.is_dir()) {
+            return Err(Fail(
+                exit::BAD_INPUT,
+                format!("{shown} is a directory, not a jobs file"),
+            ));
         }
+        (
+            Box::new(tokio::io::BufReader::with_capacity(1 << 16, f)),
+            Some(args.jobs.clone()),
+        )
     };
     let existing = if args.resume {
         Existing::Resume
@@ -666,19 +642,11 @@ async fn run_cmd(args: RunArgs) -> u8 {
     };
     let (sink, resumed) = match &args.output {
         None => (Sink::Stdout, output::Resumed::default()),
-        Some(path) => match output::open(path, existing) {
-            Ok((file, resumed)) => (
-                Sink::File {
-                    file,
-                    path: path.clone(),
-                },
-                resumed,
-            ),
-            Err(e) => {
-                eprintln!("corral: {e}");
-                return exit::BAD_INPUT;
-            }
-        },
+        Some(path) => {
+            let (file, resumed) = output::open(path, existing).map_err(fail(exit::BAD_INPUT))?;
+            let path = path.clone();
+            (Sink::File { file, path }, resumed)
+        }
     };
     execute(
         engine,
@@ -735,22 +703,15 @@ fn profile_named(name: &str) -> Result<mock::Profile, String> {
         })
 }
 
-async fn serve_mock(args: ServeArgs) -> u8 {
+async fn serve_mock(args: ServeArgs) -> Result<u8, Fail> {
     let profiles: Result<Vec<_>, _> = args.profiles.iter().map(|p| profile_named(p)).collect();
-    let profiles = match profiles {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("corral: {e}");
-            return exit::BAD_INPUT;
-        }
-    };
-    let server = match mock::start(&profiles, args.port).await {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("corral: cannot start the mock server: {e}");
-            return exit::BAD_INPUT;
-        }
-    };
+    let profiles = profiles.map_err(fail(exit::BAD_INPUT))?;
+    let server = mock::start(&profiles, args.port).await.map_err(|e| {
+        Fail(
+            exit::BAD_INPUT,
+            format!("cannot start the mock server: {e}"),
+        )
+    })?;
     for h in &server.hosts {
         println!(
             "{:<8} {}   (stats: {}/__stats)",
@@ -768,24 +729,18 @@ async fn serve_mock(args: ServeArgs) -> u8 {
         }
     };
     stop.await;
-    exit::OK
+    Ok(exit::OK)
 }
 
-async fn demo(args: DemoArgs) -> u8 {
-    let server = match mock::start(&mock::demo_profiles(), 0).await {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("corral: cannot start the mock server: {e}");
-            return exit::FATAL;
-        }
-    };
+async fn demo(args: DemoArgs) -> Result<u8, Fail> {
+    let server = mock::start(&mock::demo_profiles(), 0)
+        .await
+        .map_err(|e| Fail(exit::FATAL, format!("cannot start the mock server: {e}")))?;
     let dir = args.dir.unwrap_or_else(|| {
         std::env::temp_dir().join(format!("corral-demo-{}", std::process::id()))
     });
-    if let Err(e) = std::fs::create_dir_all(&dir) {
-        eprintln!("corral: cannot create {}: {e}", dir.display());
-        return exit::FATAL;
-    }
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| Fail(exit::FATAL, format!("cannot create {}: {e}", dir.display())))?;
     let jobs_path = dir.join("jobs.jsonl");
     let results_path = dir.join("results.jsonl");
     let summary_path = dir.join("summary.json");
@@ -806,10 +761,12 @@ async fn demo(args: DemoArgs) -> u8 {
             host.profile.name()
         ));
     }
-    if let Err(e) = std::fs::write(&jobs_path, lines) {
-        eprintln!("corral: cannot write {}: {e}", jobs_path.display());
-        return exit::FATAL;
-    }
+    std::fs::write(&jobs_path, lines).map_err(|e| {
+        Fail(
+            exit::FATAL,
+            format!("cannot write {}: {e}", jobs_path.display()),
+        )
+    })?;
     eprintln!(
         "corral demo: {} jobs against {} simulated hosts on 127.0.0.1:",
         args.jobs,
@@ -844,34 +801,16 @@ async fn demo(args: DemoArgs) -> u8 {
         "  limits: 64 jobs in flight, 8 per host, 60 req/s per host (burst 5), 3 retries with jittered backoff,\n  \
          per-host breakers (50 % failures over 5 s, min 10 calls, 2 s cool-down), 2 s timeout, 256 KiB body cap\n"
     );
-    let plan = match plan(&opts) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("corral: {e}");
-            return exit::FATAL;
-        }
-    };
-    let engine = match Engine::new(plan.settings.clone()) {
-        Ok(e) => Arc::new(e),
-        Err(e) => {
-            eprintln!("corral: {e}");
-            return exit::FATAL;
-        }
-    };
-    let input = match tokio::fs::File::open(&jobs_path).await {
-        Ok(f) => Box::new(tokio::io::BufReader::new(f)),
-        Err(e) => {
-            eprintln!("corral: {e}");
-            return exit::FATAL;
-        }
-    };
-    let (file, resumed) = match output::open(&results_path, Existing::Overwrite) {
-        Ok(x) => x,
-        Err(e) => {
-            eprintln!("corral: {e}");
-            return exit::FATAL;
-        }
-    };
+    let plan = plan(&opts).map_err(fail(exit::FATAL))?;
+    let engine = Engine::new(plan.settings.clone())
+        .map(Arc::new)
+        .map_err(fail(exit::FATAL))?;
+    let input = tokio::fs::File::open(&jobs_path)
+        .await
+        .map(|f| Box::new(tokio::io::BufReader::new(f)))
+        .map_err(fail(exit::FATAL))?;
+    let (file, resumed) =
+        output::open(&results_path, Existing::Overwrite).map_err(fail(exit::FATAL))?;
     let code = execute(
         engine,
         plan,
@@ -886,7 +825,7 @@ async fn demo(args: DemoArgs) -> u8 {
         args.quiet,
         Some(summary_path.clone()),
     )
-    .await;
+    .await?;
     eprintln!("\n  what the servers saw (their own counters):");
     eprintln!("    host                     requests  max-in-flight  max-per-second  statuses");
     for h in &server.hosts {
@@ -921,10 +860,10 @@ async fn demo(args: DemoArgs) -> u8 {
         jobs_path.display(),
         results_path.display()
     );
-    match code {
+    Ok(match code {
         exit::FATAL | exit::INTERRUPTED => code,
         _ => exit::OK, // failures are the point of the demo
-    }
+    })
 }
 
 fn describe(p: &mock::Profile) -> String {
@@ -955,13 +894,18 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::FATAL);
         }
     };
-    let code = rt.block_on(async move {
-        match cli.cmd {
-            Cmd::Run(args) => run_cmd(*args).await,
-            Cmd::Demo(args) => demo(args).await,
-            Cmd::ServeMock(args) => serve_mock(args).await,
-        }
-    });
+    let code = rt
+        .block_on(async move {
+            match cli.cmd {
+                Cmd::Run(args) => run_cmd(*args).await,
+                Cmd::Demo(args) => demo(args).await,
+                Cmd::ServeMock(args) => serve_mock(args).await,
+            }
+        })
+        .unwrap_or_else(|Fail(code, message)| {
+            eprintln!("corral: {message}");
+            code
+        });
     // Do not wait for stray blocking reads (stdin) at exit.
     rt.shutdown_timeout(Duration::from_millis(100));
     ExitCode::from(code)

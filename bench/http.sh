@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Requests per second against `corral serve-mock` (one zero-latency host) at concurrency 256, for
+# corral run, oha (the ceiling), a Python aiohttp runner and xargs -P + curl, in one run.
+#
+# Usage: bench/http.sh [JOBS]          (default 50000; xargs+curl gets JOBS/10, it is slow)
+# Needs: oha (cargo install oha), python3 with aiohttp (pip install aiohttp), curl.
+# Everything talks to 127.0.0.1 only. Client and server share this machine's cores, so the
+# figures are relative: compare the ratios, not the absolute numbers, across machines.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${1:-50000}
+C=256
+OHA=${OHA:-$(command -v oha || echo /tmp/oha/bin/oha)}
+cargo build --release -q -p corral-cli
+BIN=target/release/corral
+WORK=$(mktemp -d)
+trap 'kill $MOCK 2>/dev/null || true; rm -rf "$WORK"' EXIT
+
+"$BIN" serve-mock --port 0 --profiles fast --seconds 3600 > "$WORK/mock.txt" &
+MOCK=$!
+for _ in $(seq 50); do [ -s "$WORK/mock.txt" ] && break; sleep 0.1; done
+BASE=$(awk '{print $2}' "$WORK/mock.txt")
+URL="$BASE/bench?size=64"
+python3 - "$N" "$URL" "$WORK" <<'PY'
+import sys
+n, url, work = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+with open(f"{work}/jobs.jsonl", "w") as j, open(f"{work}/urls.txt", "w") as u:
+    for i in range(n):
+        j.write(f'{{"url":"{url}&i={i}"}}\n')
+        u.write(f"{url}&i={i}\n")
+PY
+head -n $((N / 10)) "$WORK/urls.txt" > "$WORK/urls_small.txt"
+
+now() { date +%s.%N; }
+rate() { python3 -c "print(f'{$1 / ($3 - $2):.0f}')"; }
+
+# Warm-up (connection setup, page cache).
+"$BIN" run "$WORK/urls.txt" --urls -o "$WORK/warm.jsonl" --overwrite -q -c $C --per-host-concurrency $C > /dev/null || true
+
+t0=$(now); "$BIN" run "$WORK/jobs.jsonl" -o "$WORK/corral.jsonl" --overwrite -q -c $C --per-host-concurrency $C; t1=$(now)
+CORRAL=$(rate "$N" "$t0" "$t1")
+[ "$(wc -l < "$WORK/corral.jsonl")" -eq "$N" ] || { echo "corral wrote the wrong number of results"; exit 1; }
+
+OHA_RPS=n/a
+if [ -x "$OHA" ]; then
+  OHA_RPS=$("$OHA" -n "$N" -c $C --no-tui "$URL" | awk '/Requests\/sec/ {printf "%.0f", $2}')
+fi
+
+PY_RPS=n/a
+if python3 -c "import aiohttp" 2>/dev/null; then
+  t0=$(now); python3 bench/aiohttp_runner.py "$WORK/urls.txt" "$WORK/py.jsonl" $C; t1=$(now)
+  PY_RPS=$(rate "$N" "$t0" "$t1")
+fi
+
+NS=$((N / 10))
+t0=$(now); xargs -P $C -n 1 curl -s -o /dev/null -w '%{http_code}\n' < "$WORK/urls_small.txt" > "$WORK/curl.txt"; t1=$(now)
+CURL_RPS=$(rate "$NS" "$t0" "$t1")
+
+ratio() { python3 -c "a,b='$1','$2'; print('n/a' if 'n/a' in (a,b) else f'{float(a)/float(b):.2f}')"; }
+echo
+echo "| runner (concurrency $C, $N requests; curl $NS) | req/s | corral / runner |"
+echo "|---|---|---|"
+echo "| corral run | $CORRAL | 1.00 |"
+echo "| oha (ceiling) | $OHA_RPS | $(ratio "$CORRAL" "$OHA_RPS") |"
+echo "| Python aiohttp runner | $PY_RPS | $(ratio "$CORRAL" "$PY_RPS") |"
+echo "| xargs -P $C + curl | $CURL_RPS | $(ratio "$CORRAL" "$CURL_RPS") |"
