@@ -40,6 +40,14 @@ fn bench(c: &mut Criterion) {
     g.bench_function("corral_check", |b| {
         b.iter(|| black_box(ours.check().is_ok()))
     });
+    // One clock read in this build (tokio's test-util clock, which dev-dependencies enable):
+    // how much of `corral_check` is reading the time.
+    g.bench_function("tokio_instant_now", |b| {
+        b.iter(|| black_box(tokio::time::Instant::now()))
+    });
+    g.bench_function("std_instant_now", |b| {
+        b.iter(|| black_box(std::time::Instant::now()))
+    });
     g.bench_function("governor_check", |b| {
         b.iter(|| black_box(theirs.check().is_ok()))
     });
