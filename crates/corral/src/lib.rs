@@ -15,6 +15,7 @@
 //! | [`retry`] | exponential backoff with full jitter, attempt and time caps, a retry budget, a classifier |
 //! | [`breaker`] | circuit breaker on failure *rate* over a rolling window, keyed per host, with state-change events |
 //! | [`timeout`] | per-attempt and whole-operation timeouts |
+//! | [`bus`] | a typed topic event bus: bounded per-subscriber buffers, drop-oldest with reported lag or backpressure |
 //!
 //! Every resilience piece is also a [`tower::Layer`], so it can wrap any `tower::Service`.
 //!
@@ -42,6 +43,7 @@ pub use error::ConfigError;
 
 pub mod batch;
 pub mod breaker;
+pub mod bus;
 pub mod exec;
 pub mod limit;
 pub mod pipeline;
