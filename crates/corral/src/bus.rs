@@ -343,10 +343,13 @@ impl<T> Drop for Subscriber<T> {
     }
 }
 
+/// A topic of some message type, as the registry keeps it.
+type AnyTopic = (TypeId, Arc<dyn Any + Send + Sync>);
+
 /// A registry of named, typed topics. Cheap to clone; clones share topics.
 #[derive(Clone, Default)]
 pub struct Bus {
-    topics: Arc<Mutex<HashMap<String, (TypeId, Arc<dyn Any + Send + Sync>)>>>,
+    topics: Arc<Mutex<HashMap<String, AnyTopic>>>,
 }
 
 impl fmt::Debug for Bus {
