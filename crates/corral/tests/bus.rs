@@ -133,7 +133,7 @@ async fn topics_are_typed_and_many_can_be_merged() {
     );
     a.publish("from a".into()).await;
     b.publish("from b".into()).await;
-    let mut got = vec![both.next().await.unwrap(), both.next().await.unwrap()];
+    let mut got = [both.next().await.unwrap(), both.next().await.unwrap()];
     got.sort_by(|x, y| x.0.cmp(&y.0));
     assert_eq!(&*got[0].0, "a");
     assert_eq!(got[0].1, Ok("from a".to_string()));
