@@ -186,18 +186,22 @@ impl Shutdown {
             .await
             .is_ok();
         let mut stragglers = Vec::new();
-        if !drained {
+        // Count before aborting: an aborted straggler's guard would otherwise count it as
+        // finished (on a multi-thread runtime the abort can complete at once).
+        let finished = {
             let live = self.lock();
-            let mut remaining: Vec<_> = live.tasks.iter().collect();
-            remaining.sort_by_key(|(id, _)| **id);
-            for (_, (name, abort)) in remaining {
-                stragglers.push(name.clone());
-                if let Some(abort) = abort {
-                    abort.abort();
+            if !drained {
+                let mut remaining: Vec<_> = live.tasks.iter().collect();
+                remaining.sort_by_key(|(id, _)| **id);
+                for (_, (name, abort)) in remaining {
+                    stragglers.push(name.clone());
+                    if let Some(abort) = abort {
+                        abort.abort();
+                    }
                 }
             }
-        }
-        let finished = self.lock().finished;
+            live.finished
+        };
         ShutdownReport {
             finished,
             stragglers,

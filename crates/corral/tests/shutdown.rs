@@ -84,3 +84,19 @@ async fn sigterm_triggers_then_second_signal_forces() {
         .await
         .expect("forced");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stragglers_do_not_count_as_finished_on_a_multi_thread_runtime() {
+    for _ in 0..50 {
+        let s = Shutdown::new();
+        let t = s.token();
+        s.spawn("obeys", async move { t.cancelled().await });
+        s.spawn("deaf", std::future::pending::<()>());
+        let report = s.shutdown(Duration::from_millis(20)).await;
+        assert_eq!(
+            (report.finished, report.stragglers.len()),
+            (1, 1),
+            "{report:?}"
+        );
+    }
+}
