@@ -15,6 +15,7 @@
 //! | [`retry`] | exponential backoff with full jitter, attempt and time caps, a retry budget, a classifier |
 //! | [`breaker`] | circuit breaker on failure *rate* over a rolling window, keyed per host, with state-change events |
 //! | [`timeout`] | per-attempt and whole-operation timeouts |
+//! | [`actor`] | actors: typed messages, bounded mailboxes, tell/ask, a registry, one-for-one supervision with heartbeat, restart limits and backoff |
 //! | [`bus`] | a typed topic event bus: bounded per-subscriber buffers, drop-oldest with reported lag or backpressure |
 //!
 //! Every resilience piece is also a [`tower::Layer`], so it can wrap any `tower::Service`.
@@ -41,6 +42,7 @@
 mod error;
 pub use error::ConfigError;
 
+pub mod actor;
 pub mod batch;
 pub mod breaker;
 pub mod bus;
