@@ -349,6 +349,9 @@ where
         let shift = (restarts.len() as u32).min(20);
         let wait = sup.backoff.saturating_mul(1 << shift).min(sup.max_backoff);
         restarts.push_back(now);
+        // The failed instance goes first: its resources (a journal file...) are released
+        // before the factory builds the replacement.
+        drop(actor);
         tokio::time::sleep(wait).await;
         actor = match std::panic::catch_unwind(AssertUnwindSafe(&mut factory)) {
             Ok(a) => a,

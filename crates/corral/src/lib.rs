@@ -16,6 +16,7 @@
 //! | [`breaker`] | circuit breaker on failure *rate* over a rolling window, keyed per host, with state-change events |
 //! | [`timeout`] | per-attempt and whole-operation timeouts |
 //! | [`actor`] | actors: typed messages, bounded mailboxes, tell/ask, a registry, one-for-one supervision with heartbeat, restart limits and backoff |
+//! | [`journal`] | durable state: a snapshot plus a checksummed append-only log, torn-tail repair, an fsync policy |
 //! | [`bus`] | a typed topic event bus: bounded per-subscriber buffers, drop-oldest with reported lag or backpressure |
 //!
 //! Every resilience piece is also a [`tower::Layer`], so it can wrap any `tower::Service`.
@@ -47,6 +48,7 @@ pub mod batch;
 pub mod breaker;
 pub mod bus;
 pub mod exec;
+pub mod journal;
 pub mod limit;
 pub mod pipeline;
 pub mod retry;
