@@ -177,21 +177,13 @@ pub struct Exec {
 /// Builder for [`Exec`]; start with [`Exec::builder`].
 #[derive(Debug, Clone)]
 pub struct ExecBuilder {
-    limit: usize,
-    strategy: Strategy,
-    ordered: bool,
-    cancel: Option<CancellationToken>,
-    on_cancel: OnCancel,
+    exec: Exec,
 }
 
 impl Default for ExecBuilder {
     fn default() -> Self {
         Self {
-            limit: 16,
-            strategy: Strategy::Buffered,
-            ordered: false,
-            cancel: None,
-            on_cancel: OnCancel::Finish,
+            exec: Exec::unchecked(16, false),
         }
     }
 }
@@ -199,46 +191,40 @@ impl Default for ExecBuilder {
 impl ExecBuilder {
     /// At most this many items taken from the input and not yet delivered (default 16).
     pub fn limit(mut self, limit: usize) -> Self {
-        self.limit = limit;
+        self.exec.limit = limit;
         self
     }
     /// How jobs are run (default [`Strategy::Buffered`]).
     pub fn strategy(mut self, strategy: Strategy) -> Self {
-        self.strategy = strategy;
+        self.exec.strategy = strategy;
         self
     }
     /// Deliver results in input order (default: completion order). Ordered output holds
     /// finished results behind a slow head item, which counts against the limit.
     pub fn ordered(mut self, ordered: bool) -> Self {
-        self.ordered = ordered;
+        self.exec.ordered = ordered;
         self
     }
     /// Stop intake when this token is cancelled.
     pub fn cancel_token(mut self, token: CancellationToken) -> Self {
-        self.cancel = Some(token);
+        self.exec.cancel = Some(token);
         self
     }
     /// What cancellation does to jobs already taken (default [`OnCancel::Finish`]).
     pub fn on_cancel(mut self, on_cancel: OnCancel) -> Self {
-        self.on_cancel = on_cancel;
+        self.exec.on_cancel = on_cancel;
         self
     }
     /// Checks the configuration. A limit of 0 is refused (it would never run anything),
     /// except for [`Strategy::Scatter`] which ignores the limit.
     pub fn build(self) -> Result<Exec, ConfigError> {
-        if self.limit == 0 && self.strategy != Strategy::Scatter {
+        if self.exec.limit == 0 && self.exec.strategy != Strategy::Scatter {
             return Err(ConfigError::new(
                 "exec",
                 "limit must be at least 1 (a limit of 0 would never run a job)",
             ));
         }
-        Ok(Exec {
-            limit: self.limit,
-            strategy: self.strategy,
-            ordered: self.ordered,
-            cancel: self.cancel,
-            on_cancel: self.on_cancel,
-        })
+        Ok(self.exec)
     }
 }
 
@@ -303,19 +289,11 @@ impl Exec {
                 // future than the select below, which matters at millions of items.
                 None => {
                     let futs = jobs.map(|(i, made)| caught(i, made));
-                    if self.ordered {
-                        futs.buffered(self.limit).boxed()
-                    } else {
-                        futs.buffer_unordered(self.limit).boxed()
-                    }
+                    buffer(futs, self.limit, self.ordered)
                 }
                 Some(token) => {
                     let futs = jobs.map(move |(i, made)| guarded(i, made, Some(token.clone())));
-                    if self.ordered {
-                        futs.buffered(self.limit).boxed()
-                    } else {
-                        futs.buffer_unordered(self.limit).boxed()
-                    }
+                    buffer(futs, self.limit, self.ordered)
                 }
             },
             Strategy::Spawn | Strategy::Scatter => {
@@ -325,11 +303,7 @@ impl Exec {
                     self.limit
                 };
                 let futs = jobs.map(move |(i, fut)| spawned(i, fut, abort.clone()));
-                if self.ordered {
-                    futs.buffered(limit).boxed()
-                } else {
-                    futs.buffer_unordered(limit).boxed()
-                }
+                buffer(futs, limit, self.ordered)
             }
             Strategy::WorkerPool => {
                 WorkerPool::new(jobs.boxed(), self.limit, self.ordered, abort).boxed()
@@ -377,6 +351,24 @@ impl Exec {
             Some(token) => Either::Left(input.take_until(token.clone().cancelled_owned())),
             None => Either::Right(input),
         }
+    }
+}
+
+/// Runs at most `limit` of the futures at once, yielding outputs in input order or as they finish.
+fn buffer<S>(
+    futs: S,
+    limit: usize,
+    ordered: bool,
+) -> BoxStream<'static, <S::Item as Future>::Output>
+where
+    S: Stream + Send + 'static,
+    S::Item: Future + Send,
+    <S::Item as Future>::Output: Send,
+{
+    if ordered {
+        futs.buffered(limit).boxed()
+    } else {
+        futs.buffer_unordered(limit).boxed()
     }
 }
 

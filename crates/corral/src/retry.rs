@@ -183,76 +183,64 @@ impl RetryBudget {
 /// Builder for [`RetryPolicy`].
 #[derive(Debug, Clone)]
 pub struct RetryPolicyBuilder {
-    max_attempts: u32,
-    base_delay: Duration,
-    max_delay: Duration,
-    max_elapsed: Option<Duration>,
-    budget: Option<RetryBudget>,
-    jitter: bool,
+    policy: RetryPolicy,
 }
 
 impl RetryPolicyBuilder {
     /// Attempts in all, including the first (default 3). 1 disables retries.
     pub fn max_attempts(mut self, n: u32) -> Self {
-        self.max_attempts = n;
+        self.policy.max_attempts = n;
         self
     }
     /// The first retry's maximum wait (default 100 ms); each further retry doubles it.
     pub fn base_delay(mut self, d: Duration) -> Self {
-        self.base_delay = d;
+        self.policy.base_delay = d;
         self
     }
     /// The largest wait between attempts (default 30 s).
     pub fn max_delay(mut self, d: Duration) -> Self {
-        self.max_delay = d;
+        self.policy.max_delay = d;
         self
     }
     /// Do not start a wait that would end more than this long after the first attempt began.
     pub fn max_elapsed(mut self, d: Duration) -> Self {
-        self.max_elapsed = Some(d);
+        self.policy.max_elapsed = Some(d);
         self
     }
     /// Share a retry budget with other operations.
     pub fn budget(mut self, budget: RetryBudget) -> Self {
-        self.budget = Some(budget);
+        self.policy.budget = Some(budget);
         self
     }
     /// Turn jitter off (waits are then exactly the cap); for tests and demos, not production.
     pub fn jitter(mut self, on: bool) -> Self {
-        self.jitter = on;
+        self.policy.jitter = on;
         self
     }
     /// Checks the configuration.
     pub fn build(self) -> Result<RetryPolicy, ConfigError> {
-        if self.max_attempts == 0 {
+        if self.policy.max_attempts == 0 {
             return Err(ConfigError::new(
                 "retry",
                 "max_attempts counts the first attempt too, so it must be at least 1",
             ));
         }
-        if self.max_delay < self.base_delay {
+        if self.policy.max_delay < self.policy.base_delay {
             return Err(ConfigError::new(
                 "retry",
                 format!(
                     "max_delay ({:?}) is shorter than base_delay ({:?})",
-                    self.max_delay, self.base_delay
+                    self.policy.max_delay, self.policy.base_delay
                 ),
             ));
         }
-        if self.max_elapsed.is_some_and(|d| d.is_zero()) {
+        if self.policy.max_elapsed.is_some_and(|d| d.is_zero()) {
             return Err(ConfigError::new(
                 "retry",
                 "max_elapsed must be longer than zero",
             ));
         }
-        Ok(RetryPolicy {
-            max_attempts: self.max_attempts,
-            base_delay: self.base_delay,
-            max_delay: self.max_delay,
-            max_elapsed: self.max_elapsed,
-            budget: self.budget,
-            jitter: self.jitter,
-        })
+        Ok(self.policy)
     }
 }
 
@@ -271,12 +259,14 @@ impl RetryPolicy {
     /// Defaults: 3 attempts, 100 ms base, 30 s max delay, full jitter, no elapsed cap, no budget.
     pub fn builder() -> RetryPolicyBuilder {
         RetryPolicyBuilder {
-            max_attempts: 3,
-            base_delay: Duration::from_millis(100),
-            max_delay: Duration::from_secs(30),
-            max_elapsed: None,
-            budget: None,
-            jitter: true,
+            policy: RetryPolicy {
+                max_attempts: 3,
+                base_delay: Duration::from_millis(100),
+                max_delay: Duration::from_secs(30),
+                max_elapsed: None,
+                budget: None,
+                jitter: true,
+            },
         }
     }
 
