@@ -44,11 +44,11 @@
 //!
 //! **Dropping a [`JoinHandle`] cancels its task**; call [`JoinHandle::detach`] to let it run.
 
-mod hyper;
+mod hyper_io;
 mod scheduler;
 mod task;
 
-pub use self::hyper::{connect, HyperIo, HyperTimer};
+pub use self::hyper_io::{connect, HyperIo, HyperTimer};
 pub use async_io::{Async, Timer};
 pub use task::{JoinError, JoinHandle};
 
@@ -250,6 +250,11 @@ impl Runtime {
 
     /// Stops the workers (each finishes the task it is running), joins every thread, and
     /// cancels the tasks still queued. Returns how many queued tasks were cancelled.
+    ///
+    /// A task that is not queued at that moment — waiting on a socket, a timer or a channel —
+    /// is not reachable from the runtime: it is cancelled (its future dropped, its
+    /// `JoinHandle` resolving to [`JoinError::Cancelled`]) when it is next woken, or when
+    /// whatever holds its waker drops it.
     pub fn shutdown(mut self) -> usize {
         self.stop()
     }
