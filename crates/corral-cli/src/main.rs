@@ -2,6 +2,7 @@
 //!
 //! See `corral --help`, `corral run --help` and the README.
 
+mod direct;
 mod job;
 mod mock;
 mod output;

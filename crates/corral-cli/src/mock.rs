@@ -83,6 +83,8 @@ struct Counters {
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct HostStats {
     pub requests: u64,
+    /// TCP connections accepted (shows whether clients reuse connections).
+    pub connections: u64,
     pub max_in_flight: u64,
     pub max_per_second: u64,
     pub statuses: HashMap<u16, u64>,
@@ -92,6 +94,7 @@ struct Host {
     profile: Profile,
     started: Instant,
     requests: AtomicU64,
+    connections: AtomicU64,
     counters: Mutex<Counters>,
 }
 
@@ -100,6 +103,7 @@ impl Host {
         let c = self.counters.lock().unwrap_or_else(|p| p.into_inner());
         HostStats {
             requests: self.requests.load(Ordering::SeqCst),
+            connections: self.connections.load(Ordering::SeqCst),
             max_in_flight: c.max_in_flight,
             max_per_second: c.per_second.values().copied().max().unwrap_or(0),
             statuses: c.statuses.clone(),
@@ -151,6 +155,7 @@ pub async fn start(profiles: &[Profile], base_port: u16) -> std::io::Result<Mock
             profile: *profile,
             started: Instant::now(),
             requests: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
             counters: Mutex::new(Counters::default()),
         });
         tokio::spawn(accept_loop(listener, host.clone(), stop.clone()));
@@ -170,6 +175,7 @@ async fn accept_loop(listener: TcpListener, host: Arc<Host>, stop: CancellationT
             a = listener.accept() => a,
         };
         let Ok((stream, _)) = accepted else { continue };
+        host.connections.fetch_add(1, Ordering::SeqCst);
         let _ = stream.set_nodelay(true);
         let host = host.clone();
         let stop = stop.clone();

@@ -17,6 +17,7 @@ use reqwest::header::HeaderMap;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::direct::{Direct, DirectError, Lease};
 use crate::job::{is_secret_header, redact_url, Invalid, Job, Parsed};
 
 /// What to do with response bodies.
@@ -91,6 +92,8 @@ pub struct Outcome {
 pub struct Engine {
     settings: Settings,
     client: reqwest::Client,
+    /// The direct HTTP/1.1 client for `http://` (None when a proxy is configured).
+    direct: Option<Direct>,
     host_slots: KeyedConcurrency<String>,
     host_rate: KeyedRateLimiter<String>,
     global_rate: Option<RateLimiter>,
@@ -141,6 +144,39 @@ struct Response {
     latency: Duration,
 }
 
+/// A response body being read, from either client.
+enum Body<'a> {
+    Reqwest(reqwest::Response),
+    Direct(hyper::body::Incoming, Lease<'a>),
+}
+
+impl Body<'_> {
+    async fn chunk(&mut self) -> Result<Option<bytes::Bytes>, AttemptError> {
+        match self {
+            Body::Reqwest(r) => r.chunk().await.map_err(|e| AttemptError::Transport {
+                kind: transport_kind(&e),
+                message: chain(&e),
+            }),
+            Body::Direct(b, _) => {
+                crate::direct::next_chunk(b)
+                    .await
+                    .map_err(|m| AttemptError::Transport {
+                        kind: "body",
+                        message: format!("error reading the body: {m}"),
+                    })
+            }
+        }
+    }
+
+    /// A direct connection whose response was read to its end goes back to the pool; any other
+    /// is closed.
+    fn finish(self, complete: bool) {
+        if let (Body::Direct(_, lease), true) = (self, complete) {
+            lease.release();
+        }
+    }
+}
+
 /// Why an attempt did not produce a final response.
 enum AttemptError {
     /// A response whose status is retryable (429, 5xx ...).
@@ -169,7 +205,7 @@ fn transport_kind(e: &reqwest::Error) -> &'static str {
 }
 
 /// The full chain of an error's messages ("error sending request: connection closed ...").
-fn chain(e: &dyn std::error::Error) -> String {
+pub fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
     while let Some(inner) = src {
@@ -272,9 +308,17 @@ impl Engine {
         let policy = policy
             .build()
             .map_err(|e| format!("retry: {}", e.message()))?;
+        let direct = (!crate::direct::proxy_configured()).then(|| {
+            Direct::new(
+                settings.per_host_concurrency,
+                settings.connect_timeout,
+                &settings.user_agent,
+            )
+        });
         Ok(Self {
             settings,
             client,
+            direct,
             host_slots,
             host_rate,
             global_rate,
@@ -423,38 +467,82 @@ impl Engine {
             kind: transport_kind(&e),
             message: chain(&e),
         };
-        let mut req = self
-            .client
-            .request(job.method.clone(), job.url.clone())
-            .headers(job.headers.clone());
-        if let Some(b) = &job.body {
-            req = req.body(b.clone());
-        }
-        let mut resp = req.send().await.map_err(transport)?;
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
+        let (status, headers, mut body) = match (&self.direct, job.url.scheme()) {
+            (Some(direct), "http") => {
+                let (resp, lease) =
+                    direct
+                        .send(job, &job.host_key())
+                        .await
+                        .map_err(|e| match e {
+                            DirectError::Connect(m) => AttemptError::Transport {
+                                kind: "connect",
+                                message: m,
+                            },
+                            DirectError::Connection(m) => AttemptError::Transport {
+                                kind: "connection",
+                                message: m,
+                            },
+                            DirectError::Request(m) => AttemptError::Transport {
+                                kind: "request",
+                                message: m,
+                            },
+                        })?;
+                let (parts, incoming) = resp.into_parts();
+                (
+                    parts.status.as_u16(),
+                    parts.headers,
+                    Body::Direct(incoming, lease),
+                )
+            }
+            _ => {
+                let mut req = self
+                    .client
+                    .request(job.method.clone(), job.url.clone())
+                    .headers(job.headers.clone());
+                if let Some(b) = &job.body {
+                    req = req.body(b.clone());
+                }
+                let resp = req.send().await.map_err(transport)?;
+                let status = resp.status().as_u16();
+                let headers = resp.headers().clone();
+                (status, headers, Body::Reqwest(resp))
+            }
+        };
         let mut body_bytes = 0u64;
-        let mut body = (self.settings.body == BodyMode::Save).then(Vec::new);
+        let mut saved = (self.settings.body == BodyMode::Save).then(Vec::new);
         let mut truncated = false;
-        if self.settings.body != BodyMode::Skip {
-            while let Some(chunk) = resp.chunk().await.map_err(transport)? {
+        let mut complete = false;
+        // `--no-body` reads nothing over reqwest; over a direct connection it drains the body
+        // (up to the cap, uncounted) so the connection can serve the next request.
+        let read = self.settings.body != BodyMode::Skip || matches!(body, Body::Direct(..));
+        if read {
+            let count = self.settings.body != BodyMode::Skip;
+            loop {
+                let Some(chunk) = body.chunk().await? else {
+                    complete = true;
+                    break;
+                };
                 let room = self.settings.max_body - body_bytes;
                 let take = (chunk.len() as u64).min(room);
                 body_bytes += take;
-                if let Some(b) = body.as_mut() {
+                if let Some(b) = saved.as_mut() {
                     b.extend_from_slice(&chunk[..take as usize]);
                 }
                 if take < chunk.len() as u64 {
-                    truncated = true; // the rest is never read; the connection is dropped
+                    truncated = count; // the rest is never read; the connection is dropped
                     break;
                 }
             }
+            if !count {
+                body_bytes = 0;
+            }
         }
+        body.finish(complete);
         let response = Response {
             status,
             headers,
             body_bytes,
-            body,
+            body: saved,
             truncated,
             latency: started.elapsed(),
         };
