@@ -158,8 +158,8 @@ fn per_host_limits_hold_every_job_once_bad_lines_named_secrets_redacted() {
         // the next. Unlimited, 3 slots at 15 ms would allow ~200/s.
         assert!(s["max_per_second"].as_u64().unwrap() <= 110, "{host}: {s}");
         // Connections are reused: a connection goes back to the pool before its slot is freed,
-        // so 3 slots never need more than 3 connections.
-        assert!(s["connections"].as_u64().unwrap() <= 3, "{host}: {s}");
+        // so 3 slots never need more than 3 connections (+1: this `stats` request's own).
+        assert!(s["connections"].as_u64().unwrap() <= 4, "{host}: {s}");
     }
     let rs = results(&out);
     assert_exactly_once(&rs, 240);
