@@ -2,13 +2,16 @@
 # Requests per second against `corral serve-mock` (one zero-latency host) at concurrency 256, for
 # corral run, oha (the ceiling), a Python aiohttp runner and xargs -P + curl, in one run.
 #
-# Usage: bench/http.sh [JOBS]          (default 50000; xargs+curl gets JOBS/10, it is slow)
+# Usage: bench/http.sh [JOBS [ROUNDS]]   (default 50000 requests, 3 rounds; xargs+curl gets
+#        JOBS/10 once, it is slow). Each round runs corral, oha and Python in turn; the table
+#        gives the medians and each round's ratios are printed as it ends.
 # Needs: oha (cargo install oha), python3 with aiohttp (pip install aiohttp), curl.
 # Everything talks to 127.0.0.1 only. Client and server share this machine's cores, so the
 # figures are relative: compare the ratios, not the absolute numbers, across machines.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-50000}
+ROUNDS=${2:-3}
 C=256
 OHA=${OHA:-$(command -v oha || echo /tmp/oha/bin/oha)}
 cargo build --release -q -p corral-cli
@@ -37,28 +40,38 @@ rate() { python3 -c "print(f'{$1 / ($3 - $2):.0f}')"; }
 # Warm-up (connection setup, page cache).
 "$BIN" run "$WORK/urls.txt" --urls -o "$WORK/warm.jsonl" --overwrite -q -c $C --per-host-concurrency $C > /dev/null || true
 
-t0=$(now); "$BIN" run "$WORK/jobs.jsonl" -o "$WORK/corral.jsonl" --overwrite -q -c $C --per-host-concurrency $C; t1=$(now)
-CORRAL=$(rate "$N" "$t0" "$t1")
-[ "$(wc -l < "$WORK/corral.jsonl")" -eq "$N" ] || { echo "corral wrote the wrong number of results"; exit 1; }
+median() { python3 -c "import statistics,sys; v=[float(x) for x in sys.argv[1:] if x!='n/a']; print(f'{statistics.median(v):.0f}' if v else 'n/a')" "$@"; }
+ratio() { python3 -c "a,b='$1','$2'; print('n/a' if 'n/a' in (a,b) else f'{float(a)/float(b):.2f}')"; }
 
-OHA_RPS=n/a
-if [ -x "$OHA" ]; then
-  OHA_RPS=$("$OHA" -n "$N" -c $C --no-tui "$URL" | awk '/Requests\/sec/ {printf "%.0f", $2}')
-fi
+# The runners take turns, ROUNDS times, so a slow moment of the machine hits them all alike.
+C_ALL=(); O_ALL=(); P_ALL=()
+for r in $(seq "$ROUNDS"); do
+  t0=$(now); "$BIN" run "$WORK/jobs.jsonl" -o "$WORK/corral.jsonl" --overwrite -q -c $C --per-host-concurrency $C; t1=$(now)
+  CR=$(rate "$N" "$t0" "$t1")
+  [ "$(wc -l < "$WORK/corral.jsonl")" -eq "$N" ] || { echo "corral wrote the wrong number of results"; exit 1; }
+  [ "$(grep -c '"ok":true' "$WORK/corral.jsonl")" -eq "$N" ] || { echo "corral had failed requests"; exit 1; }
 
-PY_RPS=n/a
-if python3 -c "import aiohttp" 2>/dev/null; then
-  t0=$(now); python3 bench/aiohttp_runner.py "$WORK/urls.txt" "$WORK/py.jsonl" $C; t1=$(now)
-  PY_RPS=$(rate "$N" "$t0" "$t1")
-fi
+  OR=n/a
+  if [ -x "$OHA" ]; then
+    OR=$("$OHA" -n "$N" -c $C --no-tui "$URL" | awk '/Requests\/sec/ {printf "%.0f", $2}')
+  fi
+
+  PR=n/a
+  if python3 -c "import aiohttp" 2>/dev/null; then
+    t0=$(now); python3 bench/aiohttp_runner.py "$WORK/urls.txt" "$WORK/py.jsonl" $C; t1=$(now)
+    PR=$(rate "$N" "$t0" "$t1")
+  fi
+  echo "round $r: corral $CR req/s, oha $OR, python $PR  (corral/oha $(ratio "$CR" "$OR"), corral/python $(ratio "$CR" "$PR"))"
+  C_ALL+=("$CR"); O_ALL+=("$OR"); P_ALL+=("$PR")
+done
+CORRAL=$(median "${C_ALL[@]}"); OHA_RPS=$(median "${O_ALL[@]}"); PY_RPS=$(median "${P_ALL[@]}")
 
 NS=$((N / 10))
 t0=$(now); xargs -P $C -n 1 curl -s -o /dev/null -w '%{http_code}\n' < "$WORK/urls_small.txt" > "$WORK/curl.txt"; t1=$(now)
 CURL_RPS=$(rate "$NS" "$t0" "$t1")
 
-ratio() { python3 -c "a,b='$1','$2'; print('n/a' if 'n/a' in (a,b) else f'{float(a)/float(b):.2f}')"; }
 echo
-echo "| runner (concurrency $C, $N requests; curl $NS) | req/s | corral / runner |"
+echo "| runner (concurrency $C, $N requests, median of $ROUNDS rounds; curl $NS, once) | req/s | corral / runner |"
 echo "|---|---|---|"
 echo "| corral run | $CORRAL | 1.00 |"
 echo "| oha (ceiling) | $OHA_RPS | $(ratio "$CORRAL" "$OHA_RPS") |"

@@ -1,6 +1,12 @@
 //! A direct HTTP/1.1 client for plain `http://` targets: hyper connections kept per host, one
 //! request at a time on each, reused when a response has been read to its end.
 //!
+//! A connection has no task of its own: the request that holds it drives it (see [`drive`]),
+//! so sending, the response head and the body are read on one task without a hand-off
+//! between tasks (or threads) per request. An idle connection is not polled at all; one the
+//! server closed meanwhile is noticed when it is taken and replaced before the request goes
+//! out. Each worker thread has its own client (connections belong to its runtime).
+//!
 //! Why not reqwest everywhere: on loopback, reqwest's pooled client (URL re-parsing, its pool's
 //! request channel to a separate connection task, per-request boxing) cost ~2.5x the user CPU
 //! per request of a bare hyper connection (`bench/http.sh` and a side-by-side probe: 0.55 s vs
@@ -10,8 +16,11 @@
 //! `ALL_PROXY`, lower-case too), which reqwest honours and this client does not.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::pin::{pin, Pin};
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -24,6 +33,43 @@ use hyper_util::rt::TokioIo;
 use crate::job::Job;
 
 type Sender = SendRequest<Full<Bytes>>;
+type Conn =
+    Pin<Box<hyper::client::conn::http1::Connection<TokioIo<tokio::net::TcpStream>, Full<Bytes>>>>;
+
+/// One connection: the request handle and the connection state machine, which is polled by the
+/// request that holds it (see [`drive`]) instead of by a task of its own.
+struct Connection {
+    sender: Sender,
+    /// `None` once the connection has ended.
+    conn: Option<Conn>,
+}
+
+impl Connection {
+    fn is_closed(&self) -> bool {
+        self.conn.is_none() || self.sender.is_closed()
+    }
+}
+
+/// Runs `fut` (which waits on `conn`) while driving the connection itself.
+async fn drive<F: Future>(conn: &mut Option<Conn>, fut: F) -> F::Output {
+    let mut fut = pin!(fut);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(v) = fut.as_mut().poll(cx) {
+            return Poll::Ready(v);
+        }
+        if let Some(c) = conn.as_mut() {
+            if c.as_mut().poll(cx).is_ready() {
+                // Ended (closed or failed). Dropping it drops its end of every channel, so
+                // `fut` now resolves (with an error if it was still waiting) instead of
+                // waiting for a wake-up that cannot come.
+                *conn = None;
+                return fut.as_mut().poll(cx);
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
 
 /// Why a direct request failed; the kinds match the reqwest path's.
 pub enum DirectError {
@@ -45,7 +91,7 @@ pub fn proxy_configured() -> bool {
 
 /// Idle connections per `host:port`.
 pub struct Direct {
-    idle: Mutex<HashMap<String, Vec<Sender>>>,
+    idle: Mutex<HashMap<Arc<str>, Vec<Connection>>>,
     max_idle_per_host: usize,
     connect_timeout: Duration,
     user_agent: HeaderValue,
@@ -55,21 +101,26 @@ pub struct Direct {
 /// body has been read to its end, or drop it (closing the connection) otherwise.
 pub struct Lease<'a> {
     owner: &'a Direct,
-    key: String,
-    sender: Sender,
+    key: Arc<str>,
+    conn: Connection,
 }
 
 impl Lease<'_> {
     /// Returns the connection to the idle pool (if it is still usable and there is room).
     pub fn release(self) {
-        if self.sender.is_closed() {
+        if self.conn.is_closed() {
             return;
         }
         let mut idle = self.owner.idle.lock().unwrap_or_else(|p| p.into_inner());
         let list = idle.entry(self.key).or_default();
         if list.len() < self.owner.max_idle_per_host {
-            list.push(self.sender);
+            list.push(self.conn);
         }
+    }
+
+    /// Reads the next chunk of the response body, driving the connection meanwhile.
+    pub async fn next_chunk(&mut self, body: &mut Incoming) -> Result<Option<Bytes>, String> {
+        drive(&mut self.conn.conn, next_chunk(body)).await
     }
 }
 
@@ -84,7 +135,7 @@ impl Direct {
         }
     }
 
-    fn take_idle(&self, key: &str) -> Option<Sender> {
+    fn take_idle(&self, key: &str) -> Option<Connection> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let list = idle.get_mut(key)?;
         while let Some(s) = list.pop() {
@@ -95,7 +146,7 @@ impl Direct {
         None
     }
 
-    async fn connect(&self, job: &Job) -> Result<Sender, DirectError> {
+    async fn connect(&self, job: &Job) -> Result<Connection, DirectError> {
         let host = job.url.host_str().unwrap_or_default();
         let port = job.url.port_or_known_default().unwrap_or(80);
         let connect = async {
@@ -132,11 +183,10 @@ impl Direct {
             .map_err(|e| {
                 DirectError::Connect(format!("cannot connect: {}", crate::runner::chain(&e)))
             })?;
-        // The connection task ends when the sender is dropped (or the peer closes).
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        Ok(sender)
+        Ok(Connection {
+            sender,
+            conn: Some(Box::pin(conn)),
+        })
     }
 
     fn build(&self, job: &Job) -> Result<hyper::Request<Full<Bytes>>, DirectError> {
@@ -169,15 +219,15 @@ impl Direct {
     pub async fn send(
         &self,
         job: &Job,
-        key: &str,
+        key: &Arc<str>,
     ) -> Result<(hyper::Response<Incoming>, Lease<'_>), DirectError> {
         let mut req = self.build(job)?;
         loop {
-            let (mut sender, reused) = match self.take_idle(key) {
-                Some(s) => (s, true),
+            let (mut conn, reused) = match self.take_idle(key) {
+                Some(c) => (c, true),
                 None => (self.connect(job).await?, false),
             };
-            if sender.ready().await.is_err() {
+            if drive(&mut conn.conn, conn.sender.ready()).await.is_err() {
                 if reused {
                     continue;
                 }
@@ -185,12 +235,13 @@ impl Direct {
                     "the connection closed at once".into(),
                 ));
             }
-            match sender.try_send_request(req).await {
+            let sent = drive(&mut conn.conn, conn.sender.try_send_request(req)).await;
+            match sent {
                 Ok(resp) => {
                     let lease = Lease {
                         owner: self,
-                        key: key.to_string(),
-                        sender,
+                        key: key.clone(),
+                        conn,
                     };
                     return Ok((resp, lease));
                 }
@@ -209,7 +260,7 @@ impl Direct {
 }
 
 /// Reads the next chunk of a direct response body.
-pub async fn next_chunk(body: &mut Incoming) -> Result<Option<Bytes>, String> {
+async fn next_chunk(body: &mut Incoming) -> Result<Option<Bytes>, String> {
     loop {
         match body.frame().await {
             None => return Ok(None),

@@ -281,24 +281,36 @@ fn is_secret_param(name: &str) -> bool {
 
 /// The URL with userinfo and secret-looking query values replaced by `REDACTED`.
 pub fn redact_url(url: &Url) -> String {
+    let creds = !url.username().is_empty() || url.password().is_some();
+    let secret_query = url.query_pairs().any(|(k, _)| is_secret_param(&k));
+    if !creds && !secret_query {
+        // Nothing to hide: the URL exactly as requested.
+        return url.as_str().to_owned();
+    }
     let mut u = url.clone();
-    if !u.username().is_empty() || u.password().is_some() {
+    if creds {
         let _ = u.set_username("REDACTED");
         let _ = u.set_password(None);
     }
-    if u.query().is_some() {
-        let pairs: Vec<(String, String)> = u
-            .query_pairs()
-            .map(|(k, v)| {
-                let v = if is_secret_param(&k) {
-                    "REDACTED".to_string()
+    if secret_query {
+        // Only secret values change; every other pair keeps its exact encoding.
+        let query: Vec<String> = url
+            .query()
+            .unwrap_or_default()
+            .split('&')
+            .map(|pair| {
+                let raw_key = pair.split_once('=').map_or(pair, |(k, _)| k);
+                let secret = url::form_urlencoded::parse(pair.as_bytes())
+                    .next()
+                    .is_some_and(|(k, _)| is_secret_param(&k));
+                if secret {
+                    format!("{raw_key}=REDACTED")
                 } else {
-                    v.into_owned()
-                };
-                (k.into_owned(), v)
+                    pair.to_owned()
+                }
             })
             .collect();
-        u.query_pairs_mut().clear().extend_pairs(pairs);
+        u.set_query(Some(&query.join("&")));
     }
     u.to_string()
 }
@@ -384,5 +396,13 @@ mod tests {
                 && is_secret_header("x-auth-token")
         );
         assert!(!is_secret_header("accept"));
+    }
+
+    #[test]
+    fn redaction_keeps_the_rest_of_the_url_as_written() {
+        let plain = Url::parse("http://h/p?q=a%20b&x=1+2&flag").unwrap();
+        assert_eq!(redact_url(&plain), "http://h/p?q=a%20b&x=1+2&flag");
+        let u = Url::parse("http://h/p?q=a%20b&Api%5FKey=s3cret&flag").unwrap();
+        assert_eq!(redact_url(&u), "http://h/p?q=a%20b&Api%5FKey=REDACTED&flag");
     }
 }

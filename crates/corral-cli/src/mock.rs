@@ -2,7 +2,8 @@
 //!
 //! Each simulated host is its own listener on 127.0.0.1 (so `host:port` differs and per-host
 //! limits apply to it), with a [`Profile`] deciding how it answers. Query parameters override the
-//! profile per request, for tests: `status=503`, `latency_ms=20`, `size=1000`, `retry_after=1`.
+//! profile per request, for tests: `status=503`, `latency_ms=20`, `size=1000`, `retry_after=1`,
+//! `close` (answer with `Connection: close`).
 //!
 //! Every host counts what a client did to it — requests, most requests in flight at once, most
 //! requests in one wall-clock second — and serves those counts as JSON at `GET /__stats`, so
@@ -323,6 +324,13 @@ async fn handle(
         "x-mock-profile",
         hyper::header::HeaderValue::from_static(host.profile.name()),
     );
+    if q.contains_key("close") {
+        // The server closes the connection after this response.
+        r.headers_mut().insert(
+            hyper::header::CONNECTION,
+            hyper::header::HeaderValue::from_static("close"),
+        );
+    }
     Ok(r)
 }
 

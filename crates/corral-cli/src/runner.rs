@@ -20,6 +20,9 @@ use serde_json::Value;
 use crate::direct::{Direct, DirectError, Lease};
 use crate::job::{is_secret_header, redact_url, Invalid, Job, Parsed};
 
+/// A host key (`host:port`): cheap to clone for every gate an attempt passes.
+type Host = Arc<str>;
+
 /// What to do with response bodies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyMode {
@@ -89,15 +92,22 @@ pub struct Outcome {
     pub json: String,
 }
 
+/// Runs jobs. One engine per runtime thread: the HTTP clients (and their connections) belong
+/// to the thread's runtime, the gates are shared by all engines of a run (see [`Engine::sibling`]).
 pub struct Engine {
-    settings: Settings,
+    gates: Arc<Gates>,
     client: reqwest::Client,
     /// The direct HTTP/1.1 client for `http://` (None when a proxy is configured).
     direct: Option<Direct>,
-    host_slots: KeyedConcurrency<String>,
-    host_rate: KeyedRateLimiter<String>,
+}
+
+/// What every engine of a run shares: limits, breakers, retry policy, per-host counters.
+pub struct Gates {
+    settings: Settings,
+    host_slots: KeyedConcurrency<Host>,
+    host_rate: KeyedRateLimiter<Host>,
     global_rate: Option<RateLimiter>,
-    breakers: Option<KeyedBreakers<String>>,
+    breakers: Option<KeyedBreakers<Host>>,
     policy: RetryPolicy,
     pub hosts: Arc<Mutex<HashMap<String, HostStat>>>,
     pub breaker_openings: Arc<AtomicU64>,
@@ -157,8 +167,9 @@ impl Body<'_> {
                 kind: transport_kind(&e),
                 message: chain(&e),
             }),
-            Body::Direct(b, _) => {
-                crate::direct::next_chunk(b)
+            Body::Direct(b, lease) => {
+                lease
+                    .next_chunk(b)
                     .await
                     .map_err(|m| AttemptError::Transport {
                         kind: "body",
@@ -235,15 +246,28 @@ fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
     )
 }
 
+fn clients(settings: &Settings) -> Result<(reqwest::Client, Option<Direct>), String> {
+    let client = reqwest::Client::builder()
+        .user_agent(settings.user_agent.clone())
+        .connect_timeout(settings.connect_timeout)
+        .pool_max_idle_per_host(settings.per_host_concurrency)
+        .tcp_nodelay(true)
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+    let direct = (!crate::direct::proxy_configured()).then(|| {
+        Direct::new(
+            settings.per_host_concurrency,
+            settings.connect_timeout,
+            &settings.user_agent,
+        )
+    });
+    Ok((client, direct))
+}
+
 impl Engine {
+    /// Checks the settings and builds the first engine of a run.
     pub fn new(settings: Settings) -> Result<Self, String> {
-        let client = reqwest::Client::builder()
-            .user_agent(settings.user_agent.clone())
-            .connect_timeout(settings.connect_timeout)
-            .pool_max_idle_per_host(settings.per_host_concurrency)
-            .tcp_nodelay(true)
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let (client, direct) = clients(&settings)?;
         let host_slots =
             KeyedConcurrency::new(settings.per_host_concurrency).map_err(|e| e.to_string())?;
         // Always keyed per host, so Retry-After can pause one host even with no rate set.
@@ -283,13 +307,13 @@ impl Engine {
                         .window(b.window)
                         .cool_down(b.cool_down)
                         .half_open_probes(b.probes)
-                        .build_keyed::<String>()
+                        .build_keyed::<Host>()
                         .map_err(|e| format!("breaker: {}", e.message()))?
                         .on_state_change(move |host, change| {
                             if change.to == State::Open {
                                 openings.fetch_add(1, Ordering::Relaxed);
                                 let mut h = hosts.lock().unwrap_or_else(|p| p.into_inner());
-                                h.entry(host.clone()).or_default().breaker_openings += 1;
+                                h.entry(host.to_string()).or_default().breaker_openings += 1;
                             }
                         }),
                 )
@@ -308,25 +332,36 @@ impl Engine {
         let policy = policy
             .build()
             .map_err(|e| format!("retry: {}", e.message()))?;
-        let direct = (!crate::direct::proxy_configured()).then(|| {
-            Direct::new(
-                settings.per_host_concurrency,
-                settings.connect_timeout,
-                &settings.user_agent,
-            )
-        });
         Ok(Self {
-            settings,
+            gates: Arc::new(Gates {
+                settings,
+                host_slots,
+                host_rate,
+                global_rate,
+                breakers,
+                policy,
+                hosts,
+                breaker_openings,
+            }),
             client,
             direct,
-            host_slots,
-            host_rate,
-            global_rate,
-            breakers,
-            policy,
-            hosts,
-            breaker_openings,
         })
+    }
+
+    /// Another engine sharing this one's gates, with HTTP clients of its own: for another
+    /// runtime thread, whose connections must not be driven from here.
+    pub fn sibling(&self) -> Result<Self, String> {
+        let (client, direct) = clients(&self.gates.settings)?;
+        Ok(Self {
+            gates: self.gates.clone(),
+            client,
+            direct,
+        })
+    }
+
+    /// The gates and counters shared by this engine and its siblings.
+    pub fn gates_handle(&self) -> Arc<Gates> {
+        self.gates.clone()
     }
 
     /// Runs one parsed input line to its result.
@@ -337,7 +372,7 @@ impl Engine {
                 let started = Instant::now();
                 let attempts = AtomicU32::new(0);
                 let run = self.run_job(&job, &attempts);
-                let result = match self.settings.total_timeout {
+                let result = match self.gates.settings.total_timeout {
                     Some(t) => match tokio::time::timeout(t, run).await {
                         Ok(r) => r,
                         Err(_) => Err((
@@ -363,10 +398,11 @@ impl Engine {
         job: &Job,
         attempts: &AtomicU32,
     ) -> Result<Response, (&'static str, String, Option<Response>)> {
-        let host = job.host_key();
-        let retry_statuses = &self.settings.retry_statuses;
-        let max_ra = self.settings.max_retry_after;
+        let host: Host = job.host_key().into();
+        let retry_statuses = &self.gates.settings.retry_statuses;
+        let max_ra = self.gates.settings.max_retry_after;
         let r = self
+            .gates
             .policy
             .retry(
                 |n| {
@@ -409,30 +445,33 @@ impl Engine {
         }
     }
 
-    async fn attempt(&self, job: &Job, host: &str) -> Result<Response, AttemptError> {
-        let key = host.to_string();
-        let _slot = self.host_slots.acquire(key.clone()).await;
-        self.host_rate.until_ready(&key).await;
-        if let Some(g) = &self.global_rate {
+    async fn attempt(&self, job: &Job, host: &Host) -> Result<Response, AttemptError> {
+        let key = host;
+        let _slot = self.gates.host_slots.acquire(key.clone()).await;
+        self.gates.host_rate.until_ready(key).await;
+        if let Some(g) = &self.gates.global_rate {
             g.until_ready().await;
         }
-        let permit = match &self.breakers {
+        let permit = match &self.gates.breakers {
             None => None,
-            Some(b) => Some(b.get(&key).try_acquire().map_err(|open| {
+            Some(b) => Some(b.get(key).try_acquire().map_err(|open| {
                 AttemptError::BreakerOpen(format!("circuit breaker for {host} is open: {open}"))
             })?),
         };
         {
             let now = Instant::now();
-            let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
-            let h = hosts.entry(key.clone()).or_default();
+            let mut hosts = self.gates.hosts.lock().unwrap_or_else(|p| p.into_inner());
+            let h = match hosts.get_mut(&**key) {
+                Some(h) => h,
+                None => hosts.entry(key.to_string()).or_default(),
+            };
             h.attempts += 1;
             h.first.get_or_insert(now);
             h.last = Some(now);
         }
-        let limit = job.timeout.unwrap_or(self.settings.timeout);
+        let limit = job.timeout.unwrap_or(self.gates.settings.timeout);
         let started = Instant::now();
-        let out = match tokio::time::timeout(limit, self.send(job, started)).await {
+        let out = match tokio::time::timeout(limit, self.send(job, key, started)).await {
             Ok(r) => r,
             Err(_) => Err(AttemptError::Transport {
                 kind: "timeout",
@@ -453,40 +492,45 @@ impl Engine {
         }
         if let Err(AttemptError::Status(r, Some(ra))) = &out {
             if r.status == 429 || r.status == 503 {
-                let until = tokio::time::Instant::now() + (*ra).min(self.settings.max_retry_after);
-                self.host_rate.pause_until(&key, until);
-                let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
-                hosts.entry(key).or_default().paused_by_retry_after += 1;
+                let until =
+                    tokio::time::Instant::now() + (*ra).min(self.gates.settings.max_retry_after);
+                self.gates.host_rate.pause_until(key, until);
+                let mut hosts = self.gates.hosts.lock().unwrap_or_else(|p| p.into_inner());
+                hosts
+                    .entry(key.to_string())
+                    .or_default()
+                    .paused_by_retry_after += 1;
             }
         }
         out
     }
 
-    async fn send(&self, job: &Job, started: Instant) -> Result<Response, AttemptError> {
+    async fn send(
+        &self,
+        job: &Job,
+        host: &Host,
+        started: Instant,
+    ) -> Result<Response, AttemptError> {
         let transport = |e: reqwest::Error| AttemptError::Transport {
             kind: transport_kind(&e),
             message: chain(&e),
         };
         let (status, headers, mut body) = match (&self.direct, job.url.scheme()) {
             (Some(direct), "http") => {
-                let (resp, lease) =
-                    direct
-                        .send(job, &job.host_key())
-                        .await
-                        .map_err(|e| match e {
-                            DirectError::Connect(m) => AttemptError::Transport {
-                                kind: "connect",
-                                message: m,
-                            },
-                            DirectError::Connection(m) => AttemptError::Transport {
-                                kind: "connection",
-                                message: m,
-                            },
-                            DirectError::Request(m) => AttemptError::Transport {
-                                kind: "request",
-                                message: m,
-                            },
-                        })?;
+                let (resp, lease) = direct.send(job, host).await.map_err(|e| match e {
+                    DirectError::Connect(m) => AttemptError::Transport {
+                        kind: "connect",
+                        message: m,
+                    },
+                    DirectError::Connection(m) => AttemptError::Transport {
+                        kind: "connection",
+                        message: m,
+                    },
+                    DirectError::Request(m) => AttemptError::Transport {
+                        kind: "request",
+                        message: m,
+                    },
+                })?;
                 let (parts, incoming) = resp.into_parts();
                 (
                     parts.status.as_u16(),
@@ -509,20 +553,20 @@ impl Engine {
             }
         };
         let mut body_bytes = 0u64;
-        let mut saved = (self.settings.body == BodyMode::Save).then(Vec::new);
+        let mut saved = (self.gates.settings.body == BodyMode::Save).then(Vec::new);
         let mut truncated = false;
         let mut complete = false;
         // `--no-body` reads nothing over reqwest; over a direct connection it drains the body
         // (up to the cap, uncounted) so the connection can serve the next request.
-        let read = self.settings.body != BodyMode::Skip || matches!(body, Body::Direct(..));
+        let read = self.gates.settings.body != BodyMode::Skip || matches!(body, Body::Direct(..));
         if read {
-            let count = self.settings.body != BodyMode::Skip;
+            let count = self.gates.settings.body != BodyMode::Skip;
             loop {
                 let Some(chunk) = body.chunk().await? else {
                     complete = true;
                     break;
                 };
-                let room = self.settings.max_body - body_bytes;
+                let room = self.gates.settings.max_body - body_bytes;
                 let take = (chunk.len() as u64).min(room);
                 body_bytes += take;
                 if let Some(b) = saved.as_mut() {
@@ -600,7 +644,7 @@ impl Engine {
         let error_kind = error.as_ref().map(|e| e.kind);
         let headers = resp
             .as_ref()
-            .filter(|_| self.settings.save_headers)
+            .filter(|_| self.gates.settings.save_headers)
             .map(|r| {
                 r.headers
                     .iter()
@@ -627,7 +671,7 @@ impl Engine {
             error,
             body_bytes: resp
                 .as_ref()
-                .filter(|_| self.settings.body != BodyMode::Skip)
+                .filter(|_| self.gates.settings.body != BodyMode::Skip)
                 .map(|r| r.body_bytes),
             truncated: resp.as_ref().is_some_and(|r| r.truncated),
             headers,

@@ -141,6 +141,8 @@ fn per_host_limits_hold_every_job_once_bad_lines_named_secrets_redacted() {
         "--per-host-burst",
         "1",
         "--save-headers",
+        "--threads",
+        "2",
     ]);
     assert_eq!(
         o.status.code(),
@@ -157,9 +159,13 @@ fn per_host_limits_hold_every_job_once_bad_lines_named_secrets_redacted() {
         // arrival second, so delivery jitter may carry a few of one second's last requests into
         // the next. Unlimited, 3 slots at 15 ms would allow ~200/s.
         assert!(s["max_per_second"].as_u64().unwrap() <= 110, "{host}: {s}");
-        // Connections are reused: a connection goes back to the pool before its slot is freed,
-        // so 3 slots never need more than 3 connections (+1: this `stats` request's own).
-        assert!(s["connections"].as_u64().unwrap() <= 4, "{host}: {s}");
+        // Connections are reused: a connection goes back to its thread's pool before its slot
+        // is freed, so 3 slots never need more than 3 connections per thread (+1: this `stats`
+        // request's own). Without reuse each of the ~120 requests would open one.
+        assert!(
+            s["connections"].as_u64().unwrap() <= 3 * 2 + 1,
+            "{host}: {s}"
+        );
     }
     let rs = results(&out);
     assert_exactly_once(&rs, 240);
@@ -608,4 +614,49 @@ fn urls_mode_stdin_and_config_file() {
     let o = corral(&["run", "-", "--config", bad_cfg.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("unknown field `concurency`"));
+}
+
+#[test]
+fn connections_the_server_closes_are_replaced_without_a_retry() {
+    let mock = Mock::start("fast");
+    let dir = tempfile::tempdir().unwrap();
+    // Every other response closes its connection; the next request on that connection must go
+    // out on a fresh one, not fail and not count as a retry.
+    let lines: Vec<String> = (0..300)
+        .map(|i| {
+            let close = if i % 2 == 0 { "&close=1" } else { "" };
+            format!(r#"{{"url":"{}/c?i={i}{close}"}}"#, mock.url("fast"))
+        })
+        .collect();
+    let jobs = write_jobs(dir.path(), &lines);
+    let out = dir.path().join("out.jsonl");
+    let o = corral(&[
+        "run",
+        jobs.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "-q",
+        "-c",
+        "8",
+        "--per-host-concurrency",
+        "4",
+        "--retries",
+        "0",
+        "--threads",
+        "2",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let rs = results(&out);
+    assert_exactly_once(&rs, 300);
+    assert!(rs.iter().all(|r| r["ok"] == true && r["attempts"] == 1));
+    let s = mock.stats("fast");
+    assert_eq!(s["requests"], 300, "{s}");
+    // ~150 closed connections were replaced, and the others were reused: far fewer than 300.
+    let conns = s["connections"].as_u64().unwrap();
+    assert!((150..=230).contains(&conns), "{s}");
 }
