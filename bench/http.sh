@@ -51,9 +51,13 @@ for r in $(seq "$ROUNDS"); do
   [ "$(wc -l < "$WORK/corral.jsonl")" -eq "$N" ] || { echo "corral wrote the wrong number of results"; exit 1; }
   [ "$(grep -c '"ok":true' "$WORK/corral.jsonl")" -eq "$N" ] || { echo "corral had failed requests"; exit 1; }
 
-  OR=n/a
+  # Every runner is timed the same way: wall time of the whole process, start to exit. (oha's
+  # own Requests/sec leaves out its start-up and is printed alongside, for reference.)
+  OR=n/a; OWN=n/a
   if [ -x "$OHA" ]; then
-    OR=$("$OHA" -n "$N" -c $C --no-tui "$URL" | awk '/Requests\/sec/ {printf "%.0f", $2}')
+    t0=$(now); "$OHA" -n "$N" -c $C --no-tui "$URL" > "$WORK/oha.txt"; t1=$(now)
+    OR=$(rate "$N" "$t0" "$t1")
+    OWN=$(awk '/Requests\/sec/ {printf "%.0f", $2}' "$WORK/oha.txt")
   fi
 
   PR=n/a
@@ -61,7 +65,7 @@ for r in $(seq "$ROUNDS"); do
     t0=$(now); python3 bench/aiohttp_runner.py "$WORK/urls.txt" "$WORK/py.jsonl" $C; t1=$(now)
     PR=$(rate "$N" "$t0" "$t1")
   fi
-  echo "round $r: corral $CR req/s, oha $OR, python $PR  (corral/oha $(ratio "$CR" "$OR"), corral/python $(ratio "$CR" "$PR"))"
+  echo "round $r: corral $CR req/s, oha $OR (own figure $OWN), python $PR  (corral/oha $(ratio "$CR" "$OR"), corral/python $(ratio "$CR" "$PR"))"
   C_ALL+=("$CR"); O_ALL+=("$OR"); P_ALL+=("$PR")
 done
 CORRAL=$(median "${C_ALL[@]}"); OHA_RPS=$(median "${O_ALL[@]}"); PY_RPS=$(median "${P_ALL[@]}")

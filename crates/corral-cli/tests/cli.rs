@@ -497,6 +497,17 @@ fn bad_options_and_unreadable_input_exit_2_and_write_nothing() {
                 jobs.to_str().unwrap(),
                 "-o",
                 out.to_str().unwrap(),
+                "--threads",
+                "0",
+            ],
+            "--threads must be at least 1",
+        ),
+        (
+            vec![
+                "run",
+                jobs.to_str().unwrap(),
+                "-o",
+                out.to_str().unwrap(),
                 "--max-body",
                 "12parsecs",
             ],
@@ -659,4 +670,41 @@ fn connections_the_server_closes_are_replaced_without_a_retry() {
     // ~150 closed connections were replaced, and the others were reused: far fewer than 300.
     let conns = s["connections"].as_u64().unwrap();
     assert!((150..=230).contains(&conns), "{s}");
+}
+
+#[test]
+fn global_concurrency_holds_across_worker_threads() {
+    let mock = Mock::start("fast");
+    let dir = tempfile::tempdir().unwrap();
+    let lines: Vec<String> = (0..100)
+        .map(|i| format!(r#"{{"url":"{}/g?i={i}&latency_ms=20"}}"#, mock.url("fast")))
+        .collect();
+    let jobs = write_jobs(dir.path(), &lines);
+    let out = dir.path().join("out.jsonl");
+    // 5 slots over 3 threads (2 + 2 + 1); the per-host limit is far above, so only the global
+    // one can hold the server's count down.
+    let o = corral(&[
+        "run",
+        jobs.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "-q",
+        "-c",
+        "5",
+        "--per-host-concurrency",
+        "50",
+        "--threads",
+        "3",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_exactly_once(&results(&out), 100);
+    let s = mock.stats("fast");
+    let max = s["max_in_flight"].as_u64().unwrap();
+    // Never above 5; and the slots of all threads were used (one thread alone has at most 2).
+    assert!((3..=5).contains(&max), "{s}");
 }
