@@ -3,6 +3,7 @@
 //! Every non-blank input line becomes either a [`Job`] or an [`Invalid`] naming the line number
 //! and the problem; invalid lines get an error result and the run goes on.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -279,13 +280,25 @@ fn is_secret_param(name: &str) -> bool {
     .any(|s| n.contains(s))
 }
 
-/// The URL with userinfo and secret-looking query values replaced by `REDACTED`.
-pub fn redact_url(url: &Url) -> String {
+/// True when some query parameter's (decoded) name looks secret.
+fn has_secret_param(url: &Url) -> bool {
+    let Some(q) = url.query() else { return false };
+    if q.contains(['%', '+']) {
+        // Encoded names: decode them first.
+        return url.query_pairs().any(|(k, _)| is_secret_param(&k));
+    }
+    q.split('&')
+        .any(|pair| is_secret_param(pair.split_once('=').map_or(pair, |(k, _)| k)))
+}
+
+/// The URL with userinfo and secret-looking query values replaced by `REDACTED`; borrowed
+/// when there is nothing to hide (the common case, once per result).
+pub fn redact_url(url: &Url) -> Cow<'_, str> {
     let creds = !url.username().is_empty() || url.password().is_some();
-    let secret_query = url.query_pairs().any(|(k, _)| is_secret_param(&k));
+    let secret_query = has_secret_param(url);
     if !creds && !secret_query {
         // Nothing to hide: the URL exactly as requested.
-        return url.as_str().to_owned();
+        return Cow::Borrowed(url.as_str());
     }
     let mut u = url.clone();
     if creds {
@@ -312,12 +325,12 @@ pub fn redact_url(url: &Url) -> String {
             .collect();
         u.set_query(Some(&query.join("&")));
     }
-    u.to_string()
+    Cow::Owned(u.to_string())
 }
 
 fn redact_url_str(s: &str) -> String {
     match Url::parse(s.trim()) {
-        Ok(u) => redact_url(&u),
+        Ok(u) => redact_url(&u).into_owned(),
         Err(_) => s.to_string(),
     }
 }

@@ -5,6 +5,7 @@
 //! request, bounded by the attempt timeout, with the body read up to `--max-body`. The retry
 //! loop around attempts is [`corral::retry`]; the whole job may be bounded by a total timeout.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -124,7 +125,7 @@ struct ResultLine<'a> {
     line: u64,
     id: &'a str,
     method: &'a str,
-    url: String,
+    url: Cow<'a, str>,
     ok: bool,
     status: Option<u16>,
     attempts: u32,
@@ -603,7 +604,7 @@ impl Engine {
             line: inv.line,
             id: &inv.id,
             method: inv.method.as_deref().unwrap_or(""),
-            url: inv.url.clone().unwrap_or_default(),
+            url: Cow::Borrowed(inv.url.as_deref().unwrap_or_default()),
             ok: false,
             status: None,
             attempts: 0,
