@@ -132,10 +132,16 @@ struct RunArgs {
 #[derive(Args, Deserialize, Default, Clone)]
 #[serde(deny_unknown_fields)]
 struct Options {
-    /// Jobs in flight at once, all hosts together [default: 64].
+    /// Jobs under way at once (sending, or between retries), all hosts together; jobs waiting
+    /// for a busy, rate-limited or paused host do not count [default: 64].
     #[arg(long, short = 'c')]
     concurrency: Option<usize>,
-    /// Threads that run requests, each with its share of --concurrency [default: one per CPU].
+    /// Jobs taken from the input at once, running or waiting for their host (its slots, rate or
+    /// Retry-After pause): a slow or paused host holds up the others only when its jobs fill all
+    /// of these [default: 4 x --concurrency, at least 256].
+    #[arg(long)]
+    queue: Option<usize>,
+    /// Threads that run requests, each with its share of the jobs [default: one per CPU].
     #[arg(long)]
     threads: Option<usize>,
     /// Requests in flight at once to one host (host:port) [default: 8].
@@ -252,6 +258,7 @@ impl Options {
             cli,
             cfg,
             concurrency,
+            queue,
             threads,
             per_host_concurrency,
             rate,
@@ -336,6 +343,8 @@ fn redact_header_arg(h: &str) -> String {
 /// Everything a run needs, validated.
 struct Plan {
     settings: Settings,
+    /// Jobs held at once (≥ concurrency).
+    queue: usize,
     threads: usize,
     extra_headers: HeaderMap,
     drain_timeout: Duration,
@@ -406,8 +415,15 @@ fn plan(o: &Options) -> Result<Plan, String> {
         Some(n) => n,
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
+    let queue = match o.queue {
+        Some(0) => return Err("--queue must be at least 1".into()),
+        Some(n) => n,
+        None => settings.concurrency.saturating_mul(4).max(256),
+    }
+    .max(settings.concurrency);
     Ok(Plan {
         settings,
+        queue,
         threads,
         extra_headers: parse_headers(&o.header)?,
         drain_timeout: Duration::from_secs(o.drain_timeout_s.unwrap_or(30)),
@@ -516,6 +532,7 @@ async fn execute(
         jobs,
         plan.threads,
         plan.settings.concurrency,
+        plan.queue,
         workers::Stop {
             intake: shutdown.token(),
             force: shutdown.force_token(),
@@ -538,7 +555,9 @@ async fn execute(
                 Some(batch) => {
                     for r in batch {
                         match r {
-                            Ok(outcome) => {
+                            // Not started before Ctrl-C: no result, --resume runs it.
+                            Ok(None) => {}
+                            Ok(Some(outcome)) => {
                                 stats.record(&outcome);
                                 if sender.push(outcome.json).await.is_err() {
                                     fatal.get_or_insert_with(|| "the results writer stopped".into());
@@ -557,7 +576,9 @@ async fn execute(
                     }
                     total = None;
                 }
-                progress.update(&stats, taken.load(Ordering::Relaxed).saturating_sub(stats.done));
+                let held = taken.load(Ordering::Relaxed).saturating_sub(stats.done);
+                let running = gates.running().min(held);
+                progress.update(&stats, running, held - running);
             }
         }
         if let Some(e) = writer.failed() {
@@ -569,7 +590,7 @@ async fn execute(
         }
     }
     workers.join().await; // after a forced stop, the threads abandon what is in flight
-    progress.update(&stats, 0);
+    progress.update(&stats, 0, 0);
     progress.finish();
     drop(sender);
     if let Err(e) = writer.close().await {
@@ -825,7 +846,7 @@ async fn demo(args: DemoArgs) -> Result<u8, Fail> {
         ..Options::default()
     };
     eprintln!(
-        "  limits: 64 jobs in flight, 8 per host, 60 req/s per host (burst 5), 3 retries with jittered backoff,\n  \
+        "  limits: 64 jobs under way, 8 requests per host, 60 req/s per host (burst 5), 3 retries with jittered backoff,\n  \
          per-host breakers (50 % failures over 5 s, min 10 calls, 2 s cool-down), 2 s timeout, 256 KiB body cap\n"
     );
     let plan = plan(&opts).map_err(fail(exit::FATAL))?;

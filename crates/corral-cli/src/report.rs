@@ -68,15 +68,17 @@ impl Stats {
         self.done as f64 / self.elapsed().as_secs_f64().max(1e-9)
     }
 
-    pub fn progress_line(&self, in_flight: u64) -> String {
+    /// `running`: requests in flight; `waiting`: jobs held that wait for their host or a retry.
+    pub fn progress_line(&self, running: u64, waiting: u64) -> String {
         format!(
-            "[{:>6.1}s] {} done ({} ok, {} failed), {} retries, {} in flight, {:.1} jobs/s",
+            "[{:>6.1}s] {} done ({} ok, {} failed), {} retries, {} running, {} waiting, {:.1} jobs/s",
             self.elapsed().as_secs_f64(),
             self.done,
             self.ok,
             self.failed,
             self.retries,
-            in_flight,
+            running,
+            waiting,
             self.rate()
         )
     }
@@ -273,22 +275,24 @@ impl Progress {
         }
     }
 
-    pub fn update(&mut self, stats: &Stats, in_flight: u64) {
+    pub fn update(&mut self, stats: &Stats, running: u64, waiting: u64) {
         match self {
             Progress::Bar(b) => {
                 b.set_position(stats.done + stats.skipped);
                 b.set_message(format!(
-                    "{} ok, {} failed, {} retries, {:.0}/s",
+                    "{} ok, {} failed, {} retries, {} running, {} waiting, {:.0}/s",
                     stats.ok,
                     stats.failed,
                     stats.retries,
+                    running,
+                    waiting,
                     stats.rate()
                 ));
             }
             Progress::Lines { every, last } => {
                 if last.elapsed() >= *every {
                     *last = Instant::now();
-                    eprintln!("{}", stats.progress_line(in_flight));
+                    eprintln!("{}", stats.progress_line(running, waiting));
                 }
             }
             Progress::Quiet => {}

@@ -4,6 +4,12 @@
 //! also carries `Retry-After` pauses) → global rate cell → per-host circuit breaker → the
 //! request, bounded by the attempt timeout, with the body read up to `--max-body`. The retry
 //! loop around attempts is [`corral::retry`]; the whole job may be bounded by a total timeout.
+//!
+//! `--concurrency` counts jobs under way. A job gets its active slot when it is taken from the
+//! input; when its host's gates are closed (slots busy, rate spent, paused by `Retry-After`) it
+//! gives the slot back while it waits and takes one again once they open. So a slow or paused
+//! host holds no global slot, and the other hosts' jobs run meanwhile; how many jobs may wait
+//! like that is bounded by `--queue`, which keeps memory flat.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -17,6 +23,8 @@ use corral::retry::{Decision, GiveUp, RetryBudget, RetryPolicy};
 use reqwest::header::HeaderMap;
 use serde::Serialize;
 use serde_json::Value;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
 
 use crate::direct::{Direct, DirectError, Lease};
 use crate::job::{is_secret_header, redact_url, Invalid, Job, Parsed};
@@ -97,6 +105,10 @@ pub struct Outcome {
 /// to the thread's runtime, the gates are shared by all engines of a run (see [`Engine::sibling`]).
 pub struct Engine {
     gates: Arc<Gates>,
+    /// This engine's active jobs (see [`Engine::set_active_limit`]).
+    active: Arc<Semaphore>,
+    /// Cancelled when the run stops taking jobs (see [`Engine::stop_on`]).
+    stop: CancellationToken,
     client: reqwest::Client,
     /// The direct HTTP/1.1 client for `http://` (None when a proxy is configured).
     direct: Option<Direct>,
@@ -105,6 +117,8 @@ pub struct Engine {
 /// What every engine of a run shares: limits, breakers, retry policy, per-host counters.
 pub struct Gates {
     settings: Settings,
+    /// Every engine's active-job semaphore with its number of permits (for [`Gates::running`]).
+    active: Mutex<Vec<(usize, Arc<Semaphore>)>>,
     host_slots: KeyedConcurrency<Host>,
     host_rate: KeyedRateLimiter<Host>,
     global_rate: Option<RateLimiter>,
@@ -112,6 +126,37 @@ pub struct Gates {
     policy: RetryPolicy,
     pub hosts: Arc<Mutex<HashMap<String, HostStat>>>,
     pub breaker_openings: Arc<AtomicU64>,
+}
+
+impl Gates {
+    /// Jobs under way right now (holding an active slot), all engines together.
+    pub fn running(&self) -> u64 {
+        let active = self.active.lock().unwrap_or_else(|p| p.into_inner());
+        active
+            .iter()
+            .map(|(n, s)| n.saturating_sub(s.available_permits()) as u64)
+            .sum()
+    }
+}
+
+/// A job's slot among its engine's active jobs (its share of `--concurrency`): held while the
+/// job is under way, given back while it waits for a busy, rate-limited or paused host, so that
+/// other hosts' jobs run meanwhile.
+struct Active {
+    sem: Arc<Semaphore>,
+    permit: Mutex<Option<OwnedSemaphorePermit>>,
+}
+
+impl Active {
+    fn release(&self) {
+        self.permit.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
+
+    async fn reacquire(&self) {
+        // Never closed; should it be, the job goes on without a slot rather than fail.
+        let p = self.sem.clone().acquire_owned().await.ok();
+        *self.permit.lock().unwrap_or_else(|p| p.into_inner()) = p;
+    }
 }
 
 #[derive(Serialize)]
@@ -197,7 +242,12 @@ enum AttemptError {
     Transport { kind: &'static str, message: String },
     /// The host's breaker is open.
     BreakerOpen(String),
+    /// The run stopped taking jobs (Ctrl-C) before this job's first request started.
+    NotStarted,
 }
+
+/// The error kind of a job that never started: it gets no result, so `--resume` runs it.
+const NOT_STARTED: &str = "not_started";
 
 /// The error kinds written to results. Only `request` (a request that could not even be built)
 /// is permanent; the others are retried.
@@ -269,6 +319,7 @@ impl Engine {
     /// Checks the settings and builds the first engine of a run.
     pub fn new(settings: Settings) -> Result<Self, String> {
         let (client, direct) = clients(&settings)?;
+        let concurrency = settings.concurrency;
         let host_slots =
             KeyedConcurrency::new(settings.per_host_concurrency).map_err(|e| e.to_string())?;
         // Always keyed per host, so Retry-After can pause one host even with no rate set.
@@ -335,6 +386,7 @@ impl Engine {
             .map_err(|e| format!("retry: {}", e.message()))?;
         Ok(Self {
             gates: Arc::new(Gates {
+                active: Mutex::new(Vec::new()),
                 settings,
                 host_slots,
                 host_rate,
@@ -344,9 +396,27 @@ impl Engine {
                 hosts,
                 breaker_openings,
             }),
+            active: Arc::new(Semaphore::new(concurrency)),
+            stop: CancellationToken::new(),
             client,
             direct,
         })
+    }
+
+    /// How many of this engine's jobs may be under way at once (its share of
+    /// `--concurrency`); returns the semaphore a job's first slot is taken from (the slot is
+    /// then handed to [`Engine::process`]).
+    pub fn set_active_limit(&mut self, n: usize) -> Arc<Semaphore> {
+        self.active = Arc::new(Semaphore::new(n));
+        let mut all = self.gates.active.lock().unwrap_or_else(|p| p.into_inner());
+        all.push((n, self.active.clone()));
+        self.active.clone()
+    }
+
+    /// Jobs whose first request has not started when `token` is cancelled are given up
+    /// ([`Engine::process`] returns `None` for them).
+    pub fn stop_on(&mut self, token: CancellationToken) {
+        self.stop = token;
     }
 
     /// Another engine sharing this one's gates, with HTTP clients of its own: for another
@@ -355,6 +425,8 @@ impl Engine {
         let (client, direct) = clients(&self.gates.settings)?;
         Ok(Self {
             gates: self.gates.clone(),
+            active: Arc::new(Semaphore::new(self.gates.settings.concurrency)),
+            stop: self.stop.clone(),
             client,
             direct,
         })
@@ -365,14 +437,24 @@ impl Engine {
         self.gates.clone()
     }
 
-    /// Runs one parsed input line to its result.
-    pub async fn process(self: Arc<Self>, parsed: Parsed) -> Outcome {
+    /// Runs one parsed input line to its result; `None` when the run stopped taking jobs
+    /// before this one started (it gets no result, so `--resume` runs it).
+    /// `slot`: the job's active slot, taken from [`Engine::set_active_limit`]'s semaphore.
+    pub async fn process(
+        self: Arc<Self>,
+        parsed: Parsed,
+        slot: Option<OwnedSemaphorePermit>,
+    ) -> Option<Outcome> {
         match parsed {
-            Parsed::Invalid(inv) => self.invalid(&inv),
+            Parsed::Invalid(inv) => Some(self.invalid(&inv)),
             Parsed::Job(job) => {
                 let started = Instant::now();
                 let attempts = AtomicU32::new(0);
-                let run = self.run_job(&job, &attempts);
+                let active = Active {
+                    sem: self.active.clone(),
+                    permit: Mutex::new(slot),
+                };
+                let run = self.run_job(&job, &attempts, &active);
                 let result = match self.gates.settings.total_timeout {
                     Some(t) => match tokio::time::timeout(t, run).await {
                         Ok(r) => r,
@@ -384,12 +466,15 @@ impl Engine {
                     },
                     None => run.await,
                 };
-                self.finish(
+                if matches!(result, Err((NOT_STARTED, ..))) {
+                    return None;
+                }
+                Some(self.finish(
                     &job,
                     result,
                     attempts.load(Ordering::Relaxed),
                     started.elapsed(),
-                )
+                ))
             }
         }
     }
@@ -398,6 +483,7 @@ impl Engine {
         &self,
         job: &Job,
         attempts: &AtomicU32,
+        active: &Active,
     ) -> Result<Response, (&'static str, String, Option<Response>)> {
         let host: Host = job.host_key().into();
         let retry_statuses = &self.gates.settings.retry_statuses;
@@ -408,10 +494,10 @@ impl Engine {
             .retry(
                 |n| {
                     attempts.store(n, Ordering::Relaxed);
-                    self.attempt(job, &host)
+                    self.attempt(job, &host, n <= 1, active)
                 },
                 |e: &AttemptError| match e {
-                    AttemptError::BreakerOpen(_) => Decision::Stop,
+                    AttemptError::BreakerOpen(_) | AttemptError::NotStarted => Decision::Stop,
                     AttemptError::Transport { kind, .. } if *kind == "request" => Decision::Stop,
                     AttemptError::Transport { .. } => Decision::Retry,
                     AttemptError::Status(resp, ra) if retry_statuses.contains(&resp.status) => {
@@ -441,15 +527,57 @@ impl Engine {
                         (kind, format!("{message}{why}"), None)
                     }
                     AttemptError::BreakerOpen(m) => ("circuit_open", m, None),
+                    AttemptError::NotStarted => (NOT_STARTED, String::new(), None),
                 })
             }
         }
     }
 
-    async fn attempt(&self, job: &Job, host: &Host) -> Result<Response, AttemptError> {
+    async fn attempt(
+        &self,
+        job: &Job,
+        host: &Host,
+        first: bool,
+        active: &Active,
+    ) -> Result<Response, AttemptError> {
         let key = host;
-        let _slot = self.gates.host_slots.acquire(key.clone()).await;
-        self.gates.host_rate.until_ready(key).await;
+        // After Ctrl-C, jobs that have not sent a request yet do not start: only requests
+        // already under way are drained. (Retries of a started job go on, within the drain
+        // deadline.)
+        let stopped = || first && self.stop.is_cancelled();
+        if stopped() {
+            return Err(AttemptError::NotStarted);
+        }
+        // The host's gates: passed at once, holding the job's active slot, when they are open;
+        // otherwise waited for without it, so other hosts' jobs run meanwhile.
+        let mut slot = self.gates.host_slots.try_acquire(key.clone());
+        let open = slot.is_some() && self.gates.host_rate.check(key).is_ok();
+        if !open {
+            active.release();
+            let held = slot.take();
+            let wait = async {
+                let s = match held {
+                    Some(s) => s,
+                    None => self.gates.host_slots.acquire(key.clone()).await,
+                };
+                self.gates.host_rate.until_ready(key).await;
+                active.reacquire().await;
+                s
+            };
+            slot = Some(if first {
+                tokio::select! {
+                    biased;
+                    s = wait => s,
+                    _ = self.stop.cancelled() => return Err(AttemptError::NotStarted),
+                }
+            } else {
+                wait.await
+            });
+            if stopped() {
+                return Err(AttemptError::NotStarted);
+            }
+        }
+        let _slot = slot;
         if let Some(g) = &self.gates.global_rate {
             g.until_ready().await;
         }

@@ -6,9 +6,9 @@
 //! more CPU per request (`bench/http.sh`, `corral run` user+sys time for 100 000 GETs: 2.1-2.4 s
 //! on the multi-threaded runtime, 1.7 s on one current-thread runtime). One current-thread
 //! runtime per core keeps each request, and each connection, on one thread for its whole life,
-//! the way `oha` runs. The global concurrency is split between the threads (it adds up exactly
-//! to `--concurrency`); every other limit (per host, rates, breakers, retry budget) is shared,
-//! so it holds across threads.
+//! the way `oha` runs. The jobs held at once (`--queue`) are split between the threads (they add
+//! up exactly); every limit (global and per-host concurrency, rates, breakers, retry budget) is
+//! shared, so it holds across threads.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -26,7 +26,7 @@ const OUTCOME_BATCH: usize = 64;
 
 /// The running worker threads; their outcomes arrive through [`Workers::next`].
 pub struct Workers {
-    outcomes: mpsc::Receiver<Vec<Result<Outcome, JobError>>>,
+    outcomes: mpsc::Receiver<Vec<Result<Option<Outcome>, JobError>>>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
@@ -35,19 +35,21 @@ pub struct Workers {
 pub struct Stop {
     /// Take no more jobs; finish the ones in flight.
     pub intake: CancellationToken,
-    /// Abandon the jobs in flight (their results are not written; `--resume` runs them).
+    /// Abandon the jobs under way (their results are not written; `--resume` runs them).
     pub force: CancellationToken,
 }
 
 impl Workers {
-    /// Starts `threads` worker threads (at most `concurrency`) that run the jobs of `jobs`,
-    /// `concurrency` of them at once in all. Must be called inside a tokio runtime, which reads
-    /// `jobs`. `taken` counts the jobs started.
+    /// Starts `threads` worker threads (at most `concurrency`) that run the jobs of `jobs`:
+    /// `concurrency` of them under way at once in all, and up to `held` taken at once, the rest
+    /// waiting for a host (see [`Engine::process`]). Must be called inside a tokio runtime, which
+    /// reads `jobs`. `taken` counts the jobs started.
     pub fn start<S>(
         engine: Engine,
         jobs: S,
         threads: usize,
         concurrency: usize,
+        held: usize,
         stop: Stop,
         taken: Arc<AtomicU64>,
     ) -> Result<Self, String>
@@ -55,10 +57,11 @@ impl Workers {
         S: Stream<Item = Parsed> + Send + 'static,
     {
         let threads = threads.clamp(1, concurrency.max(1));
+        let held = held.max(concurrency);
         // Jobs travel in small chunks and outcomes in batches: a hand-off per job would wake
         // the reader's thread once per job. A chunk is small against a thread's share of the
-        // concurrency, so a thread never sits on jobs another idle thread could run for long.
-        let chunk = (concurrency / threads / 8).clamp(1, 32);
+        // jobs held, so a thread never sits on jobs another idle thread could run for long.
+        let chunk = (held / threads / 8).clamp(1, 32);
         let (job_tx, job_rx) = async_channel::bounded::<Vec<Parsed>>(threads * 2);
         let (out_tx, outcomes) = mpsc::channel(threads * 4);
         let mut handles = Vec::with_capacity(threads);
@@ -67,8 +70,11 @@ impl Workers {
             engines.push(engine.sibling()?);
         }
         engines.push(engine);
-        for (i, eng) in engines.into_iter().enumerate() {
-            let share = concurrency / threads + usize::from(i < concurrency % threads);
+        for (i, mut eng) in engines.into_iter().enumerate() {
+            eng.stop_on(stop.intake.clone());
+            let share = held / threads + usize::from(i < held % threads);
+            let active = eng
+                .set_active_limit(concurrency / threads + usize::from(i < concurrency % threads));
             let exec = Exec::builder()
                 .limit(share)
                 .cancel_token(stop.intake.clone())
@@ -89,10 +95,15 @@ impl Workers {
                 .name(format!("corral-worker-{i}"))
                 .spawn(move || {
                     rt.block_on(async move {
-                        let jobs = rx.flat_map(futures::stream::iter);
-                        let mut results = exec.run(jobs, move |parsed: Parsed| {
+                        // A job is taken only with an active slot: while every job is under way
+                        // nothing more is held; jobs that wait for their host give theirs back.
+                        let jobs = rx.flat_map(futures::stream::iter).then(move |parsed| {
+                            let active = active.clone();
+                            async move { (parsed, active.acquire_owned().await.ok()) }
+                        });
+                        let mut results = exec.run(jobs, move |(parsed, slot): (Parsed, _)| {
                             taken.fetch_add(1, Ordering::Relaxed);
-                            eng.clone().process(parsed)
+                            eng.clone().process(parsed, slot)
                         });
                         loop {
                             let first = tokio::select! {
@@ -148,7 +159,8 @@ impl Workers {
     }
 
     /// The next finished jobs; `None` once every thread has stopped.
-    pub async fn next(&mut self) -> Option<Vec<Result<Outcome, JobError>>> {
+    /// A job that never started (the run stopped taking jobs first) comes as `Ok(None)`.
+    pub async fn next(&mut self) -> Option<Vec<Result<Option<Outcome>, JobError>>> {
         self.outcomes.recv().await
     }
 

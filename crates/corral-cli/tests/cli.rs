@@ -508,6 +508,17 @@ fn bad_options_and_unreadable_input_exit_2_and_write_nothing() {
                 jobs.to_str().unwrap(),
                 "-o",
                 out.to_str().unwrap(),
+                "--queue",
+                "0",
+            ],
+            "--queue must be at least 1",
+        ),
+        (
+            vec![
+                "run",
+                jobs.to_str().unwrap(),
+                "-o",
+                out.to_str().unwrap(),
                 "--max-body",
                 "12parsecs",
             ],
@@ -707,4 +718,121 @@ fn global_concurrency_holds_across_worker_threads() {
     let max = s["max_in_flight"].as_u64().unwrap();
     // Never above 5; and the slots of all threads were used (one thread alone has at most 2).
     assert!((3..=5).contains(&max), "{s}");
+}
+
+#[test]
+fn a_slow_host_does_not_hold_up_the_others() {
+    let mock = Mock::start("fast,slow");
+    let dir = tempfile::tempdir().unwrap();
+    // 20 jobs for a host served one at a time, 150 ms each, come first in the input; then 100
+    // fast ones. The slow host's waiting jobs hold no global slot, so the fast jobs run while
+    // it works through its queue.
+    let mut lines: Vec<String> = (0..20)
+        .map(|i| {
+            format!(
+                r#"{{"id":"s{i}","url":"{}/s?i={i}&latency_ms=150"}}"#,
+                mock.url("slow")
+            )
+        })
+        .collect();
+    lines.extend(
+        (0..100).map(|i| format!(r#"{{"id":"f{i}","url":"{}/f?i={i}"}}"#, mock.url("fast"))),
+    );
+    let jobs = write_jobs(dir.path(), &lines);
+    let out = dir.path().join("out.jsonl");
+    let o = corral(&[
+        "run",
+        jobs.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "-q",
+        "-c",
+        "4",
+        "--per-host-concurrency",
+        "1",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let rs = results(&out);
+    assert_exactly_once(&rs, 120);
+    // Results are written as jobs finish: all 100 fast ones land before the 5th slow one
+    // (100 fast requests take well under 4 x 150 ms). Were the slow jobs to hold the global
+    // slots while they wait, the fast ones could only start after most slow ones.
+    let is_fast = |r: &Value| r["id"].as_str().unwrap().starts_with('f');
+    let last_fast = rs.iter().rposition(is_fast).unwrap();
+    let slow_before_last_fast = rs[..last_fast].iter().filter(|r| !is_fast(r)).count();
+    assert!(
+        slow_before_last_fast < 5,
+        "{slow_before_last_fast} slow jobs finished before the last fast one"
+    );
+    assert!(mock.stats("slow")["max_in_flight"].as_u64().unwrap() <= 1);
+}
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_does_not_start_jobs_still_waiting_for_their_host() {
+    let mock = Mock::start("fast");
+    let dir = tempfile::tempdir().unwrap();
+    // One request at a time to this host: the other jobs are taken and wait for it.
+    let lines: Vec<String> = (0..12)
+        .map(|i| format!(r#"{{"url":"{}/w/{i}?latency_ms=300"}}"#, mock.url("fast")))
+        .collect();
+    let jobs = write_jobs(dir.path(), &lines);
+    let out = dir.path().join("out.jsonl");
+    let base = [
+        "run",
+        jobs.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "-c",
+        "4",
+        "--per-host-concurrency",
+        "1",
+    ];
+    let child = Command::new(BIN)
+        .args(base)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut seen = 0;
+    for _ in 0..200 {
+        std::thread::sleep(Duration::from_millis(20));
+        seen = std::fs::read_to_string(&out)
+            .map(|t| t.lines().count())
+            .unwrap_or(0);
+        if seen >= 1 {
+            break;
+        }
+    }
+    assert!(seen >= 1, "the run did not start writing results");
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // The one request under way is drained; the waiting jobs (the drain deadline would let
+    // them all run one by one) are left for --resume.
+    let partial = results(&out).len();
+    assert!(
+        partial <= seen + 2,
+        "{seen} before the signal, {partial} after"
+    );
+    let o = Command::new(BIN)
+        .args(base)
+        .arg("--resume")
+        .arg("-q")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0));
+    assert_exactly_once(&results(&out), 12);
 }
