@@ -41,10 +41,11 @@ rate() { python3 -c "print(f'{$1 / ($3 - $2):.0f}')"; }
 "$BIN" run "$WORK/urls.txt" --urls -o "$WORK/warm.jsonl" --overwrite -q -c $C --per-host-concurrency $C > /dev/null || true
 
 median() { python3 -c "import statistics,sys; v=[float(x) for x in sys.argv[1:] if x!='n/a']; print(f'{statistics.median(v):.0f}' if v else 'n/a')" "$@"; }
+median2() { python3 -c "import statistics,sys; v=[float(x) for x in sys.argv[1:] if x!='n/a']; print(f'{statistics.median(v):.2f}' if v else 'n/a')" "$@"; }
 ratio() { python3 -c "a,b='$1','$2'; print('n/a' if 'n/a' in (a,b) else f'{float(a)/float(b):.2f}')"; }
 
 # The runners take turns, ROUNDS times, so a slow moment of the machine hits them all alike.
-C_ALL=(); O_ALL=(); P_ALL=()
+C_ALL=(); O_ALL=(); P_ALL=(); RO_ALL=(); RP_ALL=()
 for r in $(seq "$ROUNDS"); do
   t0=$(now); "$BIN" run "$WORK/jobs.jsonl" -o "$WORK/corral.jsonl" --overwrite -q -c $C --per-host-concurrency $C; t1=$(now)
   CR=$(rate "$N" "$t0" "$t1")
@@ -67,6 +68,7 @@ for r in $(seq "$ROUNDS"); do
   fi
   echo "round $r: corral $CR req/s, oha $OR (own figure $OWN), python $PR  (corral/oha $(ratio "$CR" "$OR"), corral/python $(ratio "$CR" "$PR"))"
   C_ALL+=("$CR"); O_ALL+=("$OR"); P_ALL+=("$PR")
+  RO_ALL+=("$(ratio "$CR" "$OR")"); RP_ALL+=("$(ratio "$CR" "$PR")")
 done
 CORRAL=$(median "${C_ALL[@]}"); OHA_RPS=$(median "${O_ALL[@]}"); PY_RPS=$(median "${P_ALL[@]}")
 
@@ -75,9 +77,11 @@ t0=$(now); xargs -P $C -n 1 curl -s -o /dev/null -w '%{http_code}\n' < "$WORK/ur
 CURL_RPS=$(rate "$NS" "$t0" "$t1")
 
 echo
-echo "| runner (concurrency $C, $N requests, median of $ROUNDS rounds; curl $NS, once) | req/s | corral / runner |"
+# Ratios are paired: each round's corral / peer, then the median of those (a slow moment of the
+# machine cancels out within a round, not across medians taken apart).
+echo "| runner (concurrency $C, $N requests, $ROUNDS rounds; curl $NS, once) | median req/s | corral / runner (median of the rounds' ratios) |"
 echo "|---|---|---|"
 echo "| corral run | $CORRAL | 1.00 |"
-echo "| oha (ceiling) | $OHA_RPS | $(ratio "$CORRAL" "$OHA_RPS") |"
-echo "| Python aiohttp runner | $PY_RPS | $(ratio "$CORRAL" "$PY_RPS") |"
+echo "| oha (ceiling) | $OHA_RPS | $(median2 "${RO_ALL[@]}") |"
+echo "| Python aiohttp runner | $PY_RPS | $(median2 "${RP_ALL[@]}") |"
 echo "| xargs -P $C + curl | $CURL_RPS | $(ratio "$CORRAL" "$CURL_RPS") |"

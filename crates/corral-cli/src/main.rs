@@ -5,7 +5,7 @@
 /// mimalloc instead of the system allocator: every request allocates and frees small buffers
 /// on its worker thread, and glibc's malloc spent ~10% of `corral run`'s CPU on it (perf); with
 /// mimalloc user time for 100 000 loopback GETs fell from ~1.1 s to ~0.8 s (`bench/http.sh`).
-/// The price is a larger, still flat, resident set (~37 MiB instead of ~17 MiB, 10k or 1M jobs,
+/// The price is a larger, still flat, resident set (~40 MiB instead of ~17 MiB, 10k or 1M jobs,
 /// `bench/memory.sh`).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
