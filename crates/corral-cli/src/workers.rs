@@ -59,9 +59,9 @@ impl Workers {
         let threads = threads.clamp(1, concurrency.max(1));
         let held = held.max(concurrency);
         // Jobs travel in small chunks and outcomes in batches: a hand-off per job would wake
-        // the reader's thread once per job. A chunk is small against a thread's share of the
-        // jobs held, so a thread never sits on jobs another idle thread could run for long.
-        let chunk = (held / threads / 8).clamp(1, 32);
+        // the reader's thread once per job. A chunk is small against a thread's share of
+        // `concurrency`, so a thread never sits on jobs another idle thread could run for long.
+        let chunk = (concurrency / threads / 8).clamp(1, 32);
         let (job_tx, job_rx) = async_channel::bounded::<Vec<Parsed>>(threads * 2);
         let (out_tx, outcomes) = mpsc::channel(threads * 4);
         let mut handles = Vec::with_capacity(threads);
