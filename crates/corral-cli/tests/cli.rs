@@ -836,3 +836,32 @@ fn ctrl_c_does_not_start_jobs_still_waiting_for_their_host() {
     assert_eq!(o.status.code(), Some(0));
     assert_exactly_once(&results(&out), 12);
 }
+
+#[test]
+fn a_short_input_still_uses_every_threads_slots() {
+    let mock = Mock::start("slow");
+    let dir = tempfile::tempdir().unwrap();
+    let lines: Vec<String> = (0..8)
+        .map(|i| format!(r#"{{"url":"{}/t?i={i}&latency_ms=150"}}"#, mock.url("slow")))
+        .collect();
+    let jobs = write_jobs(dir.path(), &lines);
+    let out = dir.path().join("out.jsonl");
+    // One slot per thread: were one thread to take the whole (short) input in one chunk, the
+    // other would sit idle and the server would never see two requests at once.
+    let o = corral(&[
+        "run",
+        jobs.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "-q",
+        "-c",
+        "2",
+        "--per-host-concurrency",
+        "2",
+        "--threads",
+        "2",
+    ]);
+    assert_eq!(o.status.code(), Some(0));
+    assert_exactly_once(&results(&out), 8);
+    assert_eq!(mock.stats("slow")["max_in_flight"], 2);
+}
