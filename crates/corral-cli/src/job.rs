@@ -280,22 +280,25 @@ fn is_secret_param(name: &str) -> bool {
     .any(|s| n.contains(s))
 }
 
-/// True when some query parameter's (decoded) name looks secret.
-fn has_secret_param(url: &Url) -> bool {
-    let Some(q) = url.query() else { return false };
-    if q.contains(['%', '+']) {
-        // Encoded names: decode them first.
-        return url.query_pairs().any(|(k, _)| is_secret_param(&k));
+/// True when a query pair's (decoded) name looks secret. Names without `%` or `+` need no
+/// decoding, which is the common case.
+fn is_secret_pair(pair: &str) -> bool {
+    if pair.contains(['%', '+']) {
+        url::form_urlencoded::parse(pair.as_bytes())
+            .next()
+            .is_some_and(|(k, _)| is_secret_param(&k))
+    } else {
+        is_secret_param(pair.split_once('=').map_or(pair, |(k, _)| k))
     }
-    q.split('&')
-        .any(|pair| is_secret_param(pair.split_once('=').map_or(pair, |(k, _)| k)))
 }
 
 /// The URL with userinfo and secret-looking query values replaced by `REDACTED`; borrowed
 /// when there is nothing to hide (the common case, once per result).
 pub fn redact_url(url: &Url) -> Cow<'_, str> {
     let creds = !url.username().is_empty() || url.password().is_some();
-    let secret_query = has_secret_param(url);
+    let secret_query = url
+        .query()
+        .is_some_and(|q| q.split('&').any(is_secret_pair));
     if !creds && !secret_query {
         // Nothing to hide: the URL exactly as requested.
         return Cow::Borrowed(url.as_str());
@@ -312,11 +315,8 @@ pub fn redact_url(url: &Url) -> Cow<'_, str> {
             .unwrap_or_default()
             .split('&')
             .map(|pair| {
-                let raw_key = pair.split_once('=').map_or(pair, |(k, _)| k);
-                let secret = url::form_urlencoded::parse(pair.as_bytes())
-                    .next()
-                    .is_some_and(|(k, _)| is_secret_param(&k));
-                if secret {
+                if is_secret_pair(pair) {
+                    let raw_key = pair.split_once('=').map_or(pair, |(k, _)| k);
                     format!("{raw_key}=REDACTED")
                 } else {
                     pair.to_owned()

@@ -68,7 +68,7 @@ impl Stats {
         self.done as f64 / self.elapsed().as_secs_f64().max(1e-9)
     }
 
-    /// `running`: requests in flight; `waiting`: jobs held that wait for their host or a retry.
+    /// `running`: jobs under way; `waiting`: jobs held that wait for their host.
     pub fn progress_line(&self, running: u64, waiting: u64) -> String {
         format!(
             "[{:>6.1}s] {} done ({} ok, {} failed), {} retries, {} running, {} waiting, {:.1} jobs/s",

@@ -139,6 +139,18 @@ impl Gates {
     }
 }
 
+/// Updates the counters of `host`, created on first use (a key is allocated only then).
+fn host_stat(
+    hosts: &mut HashMap<String, HostStat>,
+    host: &str,
+    update: impl FnOnce(&mut HostStat),
+) {
+    match hosts.get_mut(host) {
+        Some(h) => update(h),
+        None => update(hosts.entry(host.to_string()).or_default()),
+    }
+}
+
 /// A job's slot among its engine's active jobs (its share of `--concurrency`): held while the
 /// job is under way, given back while it waits for a busy, rate-limited or paused host, so that
 /// other hosts' jobs run meanwhile.
@@ -365,7 +377,7 @@ impl Engine {
                             if change.to == State::Open {
                                 openings.fetch_add(1, Ordering::Relaxed);
                                 let mut h = hosts.lock().unwrap_or_else(|p| p.into_inner());
-                                h.entry(host.to_string()).or_default().breaker_openings += 1;
+                                host_stat(&mut h, host, |h| h.breaker_openings += 1);
                             }
                         }),
                 )
@@ -590,13 +602,11 @@ impl Engine {
         {
             let now = Instant::now();
             let mut hosts = self.gates.hosts.lock().unwrap_or_else(|p| p.into_inner());
-            let h = match hosts.get_mut(&**key) {
-                Some(h) => h,
-                None => hosts.entry(key.to_string()).or_default(),
-            };
-            h.attempts += 1;
-            h.first.get_or_insert(now);
-            h.last = Some(now);
+            host_stat(&mut hosts, key, |h| {
+                h.attempts += 1;
+                h.first.get_or_insert(now);
+                h.last = Some(now);
+            });
         }
         let limit = job.timeout.unwrap_or(self.gates.settings.timeout);
         let started = Instant::now();
@@ -625,10 +635,7 @@ impl Engine {
                     tokio::time::Instant::now() + (*ra).min(self.gates.settings.max_retry_after);
                 self.gates.host_rate.pause_until(key, until);
                 let mut hosts = self.gates.hosts.lock().unwrap_or_else(|p| p.into_inner());
-                hosts
-                    .entry(key.to_string())
-                    .or_default()
-                    .paused_by_retry_after += 1;
+                host_stat(&mut hosts, key, |h| h.paused_by_retry_after += 1);
             }
         }
         out

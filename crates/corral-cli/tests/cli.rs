@@ -385,6 +385,38 @@ fn kill_9_at_random_points_then_resume_leaves_every_job_exactly_once() {
     assert_eq!(std::fs::metadata(&out).unwrap().len(), len);
 }
 
+/// Starts `corral` with `args`, waits (bounded, 10 s) until `out` holds at least `lines`
+/// results, so the signal lands mid-run, then sends SIGINT and waits for the process. Returns
+/// the results seen before the signal and the process output.
+#[cfg(unix)]
+fn interrupt_once_written(
+    args: &[&str],
+    out: &Path,
+    lines: usize,
+) -> (usize, std::process::Output) {
+    let child = Command::new(BIN)
+        .args(args)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut seen = 0;
+    for _ in 0..500 {
+        std::thread::sleep(Duration::from_millis(20));
+        seen = std::fs::read_to_string(out)
+            .map(|t| t.lines().count())
+            .unwrap_or(0);
+        if seen >= lines {
+            break;
+        }
+    }
+    assert!(seen >= lines, "the run did not start writing results");
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    (seen, child.wait_with_output().unwrap())
+}
+
 #[cfg(unix)]
 #[test]
 fn ctrl_c_drains_in_flight_exits_130_and_resume_finishes() {
@@ -405,28 +437,7 @@ fn ctrl_c_drains_in_flight_exits_130_and_resume_finishes() {
         "--per-host-concurrency",
         "4",
     ];
-    let child = Command::new(BIN)
-        .args(base)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Wait (bounded) until results are being written, so the signal lands mid-run.
-    let mut seen = 0;
-    for _ in 0..200 {
-        std::thread::sleep(Duration::from_millis(50));
-        seen = std::fs::read_to_string(&out)
-            .map(|t| t.lines().count())
-            .unwrap_or(0);
-        if seen >= 4 {
-            break;
-        }
-    }
-    assert!(seen >= 4, "the run did not start writing results");
-    Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let o = child.wait_with_output().unwrap();
+    let (seen, o) = interrupt_once_written(&base, &out, 4);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(130), "{stderr}");
     assert!(stderr.contains("interrupted"), "{stderr}");
@@ -793,27 +804,7 @@ fn ctrl_c_does_not_start_jobs_still_waiting_for_their_host() {
         "--per-host-concurrency",
         "1",
     ];
-    let child = Command::new(BIN)
-        .args(base)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut seen = 0;
-    for _ in 0..200 {
-        std::thread::sleep(Duration::from_millis(20));
-        seen = std::fs::read_to_string(&out)
-            .map(|t| t.lines().count())
-            .unwrap_or(0);
-        if seen >= 1 {
-            break;
-        }
-    }
-    assert!(seen >= 1, "the run did not start writing results");
-    Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let o = child.wait_with_output().unwrap();
+    let (seen, o) = interrupt_once_written(&base, &out, 1);
     assert_eq!(
         o.status.code(),
         Some(130),
