@@ -1,84 +1,59 @@
-//! A direct HTTP/1.1 client for plain `http://` targets: hyper connections kept per host, one
-//! request at a time on each, reused when a response has been read to its end.
+//! A direct HTTP/1.1 client for plain `http://` targets: connections kept per host, one request
+//! at a time on each, reused when a response has been read to its end.
 //!
-//! A connection has no task of its own: the request that holds it drives it (see [`drive`]),
-//! so sending, the response head and the body are read on one task without a hand-off
-//! between tasks (or threads) per request. An idle connection is not polled at all; one the
-//! server closed meanwhile is noticed when it is taken and replaced before the request goes
-//! out. Each worker thread has its own client (connections belong to its runtime).
+//! The request is written from the job in one buffer, and the response is parsed with
+//! `httparse` (the parser under hyper) straight from the connection's read buffer: no request
+//! object, no per-request channels between a connection task and the request, and no header map
+//! unless one is needed (a status that may carry `Retry-After`, or `--save-headers`). Framing
+//! follows RFC 9112 §6: no body for `HEAD`, 1xx, 204 and 304; `Transfer-Encoding: chunked`;
+//! `Content-Length`; otherwise the body runs to the end of the connection. A connection is
+//! reused only when its response was read to its end and neither side asked to close.
 //!
-//! Why not reqwest everywhere: on loopback, reqwest's pooled client (URL re-parsing, its pool's
-//! request channel to a separate connection task, per-request boxing) cost ~2.5x the user CPU
-//! per request of a bare hyper connection (`bench/http.sh` and a side-by-side probe: 0.55 s vs
-//! 0.20 s user for 50 000 GETs). corral already bounds in-flight requests per host, so a
-//! connection per in-flight request is exactly the pool it needs. reqwest stays for `https://`
+//! Why not hyper's client connection: corral already does what its dispatcher is for (one
+//! request at a time per connection, bounded by corral's own per-host limits), and the
+//! dispatcher's machinery (a request channel, a response oneshot, a body channel per response)
+//! was the biggest share of corral's user CPU per request after the kernel's loopback path
+//! (`bench/http.sh`, see BENCHMARKS.md). reqwest (hyper underneath) stays for `https://`
 //! (rustls, HTTP/2) and whenever a proxy is configured in the environment (`HTTP_PROXY`,
 //! `ALL_PROXY`, lower-case too), which reqwest honours and this client does not.
+//!
+//! An idle connection is not watched; one the server closed meanwhile is noticed when it is
+//! taken (its socket reports the end, at no cost when it does not) and replaced before the
+//! request goes out. Should a server close a reused connection just as an idempotent request
+//! went out, with not one byte of response, the request is sent once more on a new connection,
+//! as browsers and hyper do; that is not a retry.
 
 use std::collections::HashMap;
-use std::future::Future;
+use std::io::Write as _;
 use std::net::SocketAddr;
-use std::pin::{pin, Pin};
+use std::ops::Range;
 use std::sync::{Arc, Mutex};
-use std::task::Poll;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::header::{HeaderValue, ACCEPT, HOST, USER_AGENT};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{HeaderName, HeaderValue, ACCEPT, CONNECTION, CONTENT_LENGTH, HOST};
+use http::header::{TRANSFER_ENCODING, USER_AGENT};
+use http::{HeaderMap, Method};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 use crate::job::Job;
 
-type Sender = SendRequest<Full<Bytes>>;
-type Conn =
-    Pin<Box<hyper::client::conn::http1::Connection<TokioIo<tokio::net::TcpStream>, Full<Bytes>>>>;
-
-/// One connection: the request handle and the connection state machine, which is polled by the
-/// request that holds it (see [`drive`]) instead of by a task of its own.
-struct Connection {
-    sender: Sender,
-    /// `None` once the connection has ended.
-    conn: Option<Conn>,
-}
-
-impl Connection {
-    fn is_closed(&self) -> bool {
-        self.conn.is_none() || self.sender.is_closed()
-    }
-}
-
-/// Runs `fut` (which waits on `conn`) while driving the connection itself.
-async fn drive<F: Future>(conn: &mut Option<Conn>, fut: F) -> F::Output {
-    let mut fut = pin!(fut);
-    std::future::poll_fn(|cx| {
-        if let Poll::Ready(v) = fut.as_mut().poll(cx) {
-            return Poll::Ready(v);
-        }
-        if let Some(c) = conn.as_mut() {
-            if c.as_mut().poll(cx).is_ready() {
-                // Ended (closed or failed). Dropping it drops its end of every channel, so
-                // `fut` now resolves (with an error if it was still waiting) instead of
-                // waiting for a wake-up that cannot come.
-                *conn = None;
-                return fut.as_mut().poll(cx);
-            }
-        }
-        Poll::Pending
-    })
-    .await
-}
+/// The largest response head (status line and headers) accepted.
+const MAX_HEAD: usize = 64 * 1024;
+/// The most response headers accepted.
+const MAX_HEADERS: usize = 128;
+/// How much room a read asks for.
+const READ_SIZE: usize = 16 * 1024;
 
 /// Why a direct request failed; the kinds match the reqwest path's.
+#[derive(Debug)]
 pub enum DirectError {
     /// DNS or TCP connect failed (or took longer than the connect timeout).
     Connect(String),
-    /// The connection failed while sending or before the response head arrived.
+    /// The connection failed while sending or before the response head arrived, or the
+    /// response was not valid HTTP/1.
     Connection(String),
-    /// The request cannot be expressed (bad header value ...): permanent.
-    Request(String),
 }
 
 /// True when the environment configures a proxy for plain HTTP: then reqwest (which honours
@@ -89,26 +64,82 @@ pub fn proxy_configured() -> bool {
         .any(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()))
 }
 
+/// One connection and its buffers (kept with it, so a request allocates none).
+struct Conn {
+    stream: TcpStream,
+    /// Bytes read and not yet consumed.
+    read: BytesMut,
+    /// The request being written.
+    write: Vec<u8>,
+}
+
+impl Conn {
+    /// False when the server has closed the connection (or sent something unasked) while it
+    /// was idle. Costs no system call unless the socket has reported an event since.
+    fn is_usable(&mut self) -> bool {
+        if !self.read.is_empty() {
+            return false;
+        }
+        let mut probe = [0u8; 1];
+        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+
+    /// Reads more bytes; `Ok(0)` at the end of the connection.
+    async fn fill(&mut self) -> std::io::Result<usize> {
+        if self.read.capacity() - self.read.len() < READ_SIZE / 4 {
+            self.read.reserve(READ_SIZE);
+        }
+        self.stream.read_buf(&mut self.read).await
+    }
+}
+
 /// Idle connections per `host:port`.
 pub struct Direct {
-    idle: Mutex<HashMap<Arc<str>, Vec<Connection>>>,
+    idle: Mutex<HashMap<Arc<str>, Vec<Conn>>>,
     max_idle_per_host: usize,
     connect_timeout: Duration,
     user_agent: HeaderValue,
 }
 
-/// A connection lent to one request; give it back with [`Lease::release`] once the response
-/// body has been read to its end, or drop it (closing the connection) otherwise.
+/// A response head as read: status, the headers if they were asked for, and the body to read
+/// with [`Lease::next_chunk`].
+#[derive(Debug)]
+pub struct Head {
+    pub status: u16,
+    /// Empty unless asked for (see [`Direct::send`]).
+    pub headers: HeaderMap,
+}
+
+/// How the rest of the body is framed.
+#[derive(Debug, Clone, Copy)]
+enum Framing {
+    /// This many bytes left.
+    Length(u64),
+    /// Chunked: this many bytes left of the current chunk (0: a chunk-size line is next).
+    Chunked(u64),
+    /// Until the server closes the connection.
+    Close,
+    /// Read to its end.
+    Done,
+}
+
+/// A connection lent to one request, with the rest of its response body; give it back with
+/// [`Lease::release`] once the body has been read to its end, or drop it (closing the
+/// connection) otherwise.
 pub struct Lease<'a> {
     owner: &'a Direct,
     key: Arc<str>,
-    conn: Connection,
+    conn: Conn,
+    framing: Framing,
+    /// The connection can serve another request once this response has been read.
+    keep_alive: bool,
 }
 
 impl Lease<'_> {
     /// Returns the connection to the idle pool (if it is still usable and there is room).
     pub fn release(self) {
-        if self.conn.is_closed() {
+        if !self.keep_alive || !matches!(self.framing, Framing::Done) || !self.conn.read.is_empty()
+        {
             return;
         }
         let mut idle = self.owner.idle.lock().unwrap_or_else(|p| p.into_inner());
@@ -118,9 +149,118 @@ impl Lease<'_> {
         }
     }
 
-    /// Reads the next chunk of the response body, driving the connection meanwhile.
-    pub async fn next_chunk(&mut self, body: &mut Incoming) -> Result<Option<Bytes>, String> {
-        drive(&mut self.conn.conn, next_chunk(body)).await
+    /// Reads the next piece of the response body; `None` at its end.
+    pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, String> {
+        loop {
+            match self.framing {
+                Framing::Done => return Ok(None),
+                Framing::Length(0) => {
+                    self.framing = Framing::Done;
+                    return Ok(None);
+                }
+                Framing::Length(left) => {
+                    if self.conn.read.is_empty() && self.fill().await? == 0 {
+                        return Err(format!(
+                            "the connection closed with {left} bytes of the body still to come"
+                        ));
+                    }
+                    let n = (self.conn.read.len() as u64).min(left);
+                    self.framing = Framing::Length(left - n);
+                    return Ok(Some(self.conn.read.split_to(n as usize).freeze()));
+                }
+                Framing::Close => {
+                    if self.conn.read.is_empty() && self.fill().await? == 0 {
+                        self.framing = Framing::Done;
+                        self.keep_alive = false;
+                        return Ok(None);
+                    }
+                    let n = self.conn.read.len();
+                    return Ok(Some(self.conn.read.split_to(n).freeze()));
+                }
+                Framing::Chunked(0) => match self.chunk_size().await? {
+                    0 => {
+                        self.trailers().await?;
+                        self.framing = Framing::Done;
+                        return Ok(None);
+                    }
+                    size => self.framing = Framing::Chunked(size),
+                },
+                Framing::Chunked(left) => {
+                    if self.conn.read.is_empty() && self.fill().await? == 0 {
+                        return Err("the connection closed inside a chunk of the body".into());
+                    }
+                    let n = (self.conn.read.len() as u64).min(left);
+                    let data = self.conn.read.split_to(n as usize).freeze();
+                    if n == left {
+                        // The chunk's data ends with CRLF.
+                        self.expect_crlf().await?;
+                    }
+                    self.framing = Framing::Chunked(left - n);
+                    return Ok(Some(data));
+                }
+            }
+        }
+    }
+
+    async fn fill(&mut self) -> Result<usize, String> {
+        self.conn
+            .fill()
+            .await
+            .map_err(|e| format!("error reading the body: {e}"))
+    }
+
+    /// Reads one line (without its CRLF) of at most `max` bytes.
+    async fn line(&mut self, max: usize) -> Result<BytesMut, String> {
+        let mut searched = 0;
+        loop {
+            if let Some(i) = self.conn.read[searched..].iter().position(|&b| b == b'\n') {
+                let mut line = self.conn.read.split_to(searched + i + 1);
+                line.truncate(line.len() - 1);
+                if line.last() == Some(&b'\r') {
+                    line.truncate(line.len() - 1);
+                }
+                return Ok(line);
+            }
+            searched = self.conn.read.len();
+            if searched > max {
+                return Err("a chunked body has a line that is too long".into());
+            }
+            if self.fill().await? == 0 {
+                return Err("the connection closed inside a chunked body".into());
+            }
+        }
+    }
+
+    async fn chunk_size(&mut self) -> Result<u64, String> {
+        let line = self.line(4096).await?;
+        let digits = line[..].split(|&b| b == b';').next().unwrap_or_default();
+        let digits = std::str::from_utf8(digits).unwrap_or_default().trim();
+        u64::from_str_radix(digits, 16)
+            .map_err(|_| format!("bad chunk size {:?}", String::from_utf8_lossy(&line)))
+    }
+
+    async fn expect_crlf(&mut self) -> Result<(), String> {
+        let line = self.line(2).await?;
+        if line.is_empty() {
+            Ok(())
+        } else {
+            Err("a chunk of the body is longer than its size".into())
+        }
+    }
+
+    /// Skips the trailer section after the last chunk (up to the empty line).
+    async fn trailers(&mut self) -> Result<(), String> {
+        let mut total = 0;
+        loop {
+            let line = self.line(MAX_HEAD).await?;
+            if line.is_empty() {
+                return Ok(());
+            }
+            total += line.len();
+            if total > MAX_HEAD {
+                return Err("the body's trailers are too large".into());
+            }
+        }
     }
 }
 
@@ -135,18 +275,18 @@ impl Direct {
         }
     }
 
-    fn take_idle(&self, key: &str) -> Option<Connection> {
+    fn take_idle(&self, key: &str) -> Option<Conn> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let list = idle.get_mut(key)?;
-        while let Some(s) = list.pop() {
-            if !s.is_closed() {
-                return Some(s);
+        while let Some(mut c) = list.pop() {
+            if c.is_usable() {
+                return Some(c);
             }
         }
         None
     }
 
-    async fn connect(&self, job: &Job) -> Result<Connection, DirectError> {
+    async fn connect(&self, job: &Job) -> Result<Conn, DirectError> {
         let host = job.url.host_str().unwrap_or_default();
         let port = job.url.port_or_known_default().unwrap_or(80);
         let connect = async {
@@ -158,7 +298,7 @@ impl Direct {
             };
             let mut last = None;
             for addr in addrs {
-                match tokio::net::TcpStream::connect(addr).await {
+                match TcpStream::connect(addr).await {
                     Ok(s) => return Ok(s),
                     Err(e) => last = Some(e),
                 }
@@ -178,99 +318,654 @@ impl Direct {
             }
         };
         let _ = stream.set_nodelay(true);
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| {
-                DirectError::Connect(format!("cannot connect: {}", crate::runner::chain(&e)))
-            })?;
-        Ok(Connection {
-            sender,
-            conn: Some(Box::pin(conn)),
+        Ok(Conn {
+            stream,
+            read: BytesMut::with_capacity(READ_SIZE),
+            write: Vec::with_capacity(1024),
         })
     }
 
-    fn build(&self, job: &Job) -> Result<hyper::Request<Full<Bytes>>, DirectError> {
+    /// Writes `job`'s request into `out`. Returns whether the request asks to close the
+    /// connection afterwards.
+    fn encode(&self, job: &Job, out: &mut Vec<u8>) -> bool {
         let target = &job.url[url::Position::BeforePath..url::Position::AfterQuery];
-        let authority = &job.url[url::Position::BeforeHost..url::Position::AfterPort];
-        let mut req = hyper::Request::builder()
-            .method(job.method.clone())
-            .uri(if target.is_empty() { "/" } else { target })
-            .body(Full::new(job.body.clone().unwrap_or_default()))
-            .map_err(|e| DirectError::Request(format!("cannot build the request: {e}")))?;
-        let headers = req.headers_mut();
-        headers.clone_from(&job.headers);
-        if !headers.contains_key(HOST) {
-            let host = HeaderValue::from_str(authority)
-                .map_err(|e| DirectError::Request(format!("bad host: {e}")))?;
-            headers.insert(HOST, host);
+        out.clear();
+        out.extend_from_slice(job.method.as_str().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(if target.is_empty() { "/" } else { target }.as_bytes());
+        out.extend_from_slice(b" HTTP/1.1\r\n");
+        let mut header = |name: &[u8], value: &[u8]| {
+            out.extend_from_slice(name);
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value);
+            out.extend_from_slice(b"\r\n");
+        };
+        let h = &job.headers;
+        if !h.contains_key(HOST) {
+            let authority = &job.url[url::Position::BeforeHost..url::Position::AfterPort];
+            header(b"host", authority.as_bytes());
         }
-        if !headers.contains_key(USER_AGENT) {
-            headers.insert(USER_AGENT, self.user_agent.clone());
+        if !h.contains_key(USER_AGENT) {
+            header(b"user-agent", self.user_agent.as_bytes());
         }
-        if !headers.contains_key(ACCEPT) {
-            headers.insert(ACCEPT, HeaderValue::from_static("*/*"));
+        if !h.contains_key(ACCEPT) {
+            header(b"accept", b"*/*");
         }
-        Ok(req)
+        let mut close = false;
+        for (name, value) in h {
+            // The body is framed by its length, set below; a length or coding from the job
+            // would contradict it.
+            if name == CONTENT_LENGTH || name == TRANSFER_ENCODING {
+                continue;
+            }
+            if name == CONNECTION && has_token(value.as_bytes(), b"close") {
+                close = true;
+            }
+            header(name.as_str().as_bytes(), value.as_bytes());
+        }
+        let body = job.body.as_deref().unwrap_or_default();
+        if !body.is_empty() || matches!(job.method, Method::POST | Method::PUT | Method::PATCH) {
+            let _ = write!(out, "content-length: {}\r\n", body.len());
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(body);
+        close
     }
 
-    /// Sends `job` on an idle connection to its host, or a new one. A reused connection that
-    /// turns out to be closed before the request went out is replaced transparently (the
-    /// request was not sent, so this is not a retry).
+    /// Sends `job` on an idle connection to its host, or a new one, and reads the response
+    /// head. `want_headers`: build the header map even for a 2xx/3xx response (it is always
+    /// built for other statuses, which may carry `Retry-After`).
     pub async fn send(
         &self,
         job: &Job,
         key: &Arc<str>,
-    ) -> Result<(hyper::Response<Incoming>, Lease<'_>), DirectError> {
-        let mut req = self.build(job)?;
+        want_headers: bool,
+    ) -> Result<(Head, Lease<'_>), DirectError> {
+        let mut fresh_only = false;
         loop {
-            let (mut conn, reused) = match self.take_idle(key) {
+            let (mut conn, reused) = match (!fresh_only).then(|| self.take_idle(key)).flatten() {
                 Some(c) => (c, true),
                 None => (self.connect(job).await?, false),
             };
-            if drive(&mut conn.conn, conn.sender.ready()).await.is_err() {
-                if reused {
-                    continue;
-                }
-                return Err(DirectError::Connection(
-                    "the connection closed at once".into(),
-                ));
-            }
-            let sent = drive(&mut conn.conn, conn.sender.try_send_request(req)).await;
-            match sent {
-                Ok(resp) => {
+            let mut write = std::mem::take(&mut conn.write);
+            let close = self.encode(job, &mut write);
+            let sent = conn.stream.write_all(&write).await;
+            conn.write = write;
+            let result = match sent {
+                Ok(()) => read_head(&mut conn, &job.method, want_headers).await,
+                Err(e) => Err(ReadError::Nothing(format!(
+                    "error sending the request: {e}"
+                ))),
+            };
+            match result {
+                Ok((head, framing, keep_alive)) => {
                     let lease = Lease {
                         owner: self,
                         key: key.clone(),
                         conn,
+                        framing,
+                        keep_alive: keep_alive && !close,
                     };
-                    return Ok((resp, lease));
+                    return Ok((head, lease));
                 }
-                Err(mut e) => match e.take_message() {
-                    Some(unsent) if reused => req = unsent,
-                    _ => {
-                        return Err(DirectError::Connection(format!(
-                            "error sending request: {}",
-                            crate::runner::chain(e.error())
-                        )))
-                    }
-                },
+                // A reused connection the server closed as the request went out: nothing was
+                // answered, so an idempotent request goes again on a new connection.
+                Err(ReadError::Nothing(_)) if reused && job.method.is_idempotent() => {
+                    fresh_only = true;
+                }
+                Err(ReadError::Nothing(m) | ReadError::Bad(m)) => {
+                    return Err(DirectError::Connection(m))
+                }
             }
         }
     }
 }
 
-/// Reads the next chunk of a direct response body.
-async fn next_chunk(body: &mut Incoming) -> Result<Option<Bytes>, String> {
+/// Why no response head was read.
+enum ReadError {
+    /// The connection ended or failed before one byte of response.
+    Nothing(String),
+    /// A failure after that, or a response that is not valid HTTP/1.
+    Bad(String),
+}
+
+/// Reads the response head (skipping 1xx interim responses); returns it with the body's
+/// framing and whether the connection may be reused after the body.
+async fn read_head(
+    conn: &mut Conn,
+    method: &Method,
+    want_headers: bool,
+) -> Result<(Head, Framing, bool), ReadError> {
+    let mut answered = false;
     loop {
-        match body.frame().await {
-            None => return Ok(None),
-            Some(Err(e)) => return Err(crate::runner::chain(&e)),
-            Some(Ok(frame)) => {
-                if let Ok(data) = frame.into_data() {
-                    return Ok(Some(data));
+        let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut resp = httparse::Response::new(&mut slots);
+        let parsed = resp
+            .parse(&conn.read)
+            .map_err(|e| ReadError::Bad(format!("invalid HTTP response: {e}")))?;
+        let len = match parsed {
+            httparse::Status::Complete(len) => len,
+            httparse::Status::Partial => {
+                if conn.read.len() > MAX_HEAD {
+                    return Err(ReadError::Bad(format!(
+                        "the response head is larger than {} KiB",
+                        MAX_HEAD / 1024
+                    )));
                 }
-                // Trailers: not data, keep reading.
+                match conn.fill().await {
+                    Ok(0) if !answered && conn.read.is_empty() => {
+                        return Err(ReadError::Nothing(
+                            "the connection closed before the response".into(),
+                        ))
+                    }
+                    Ok(0) => {
+                        return Err(ReadError::Bad(
+                            "the connection closed inside the response head".into(),
+                        ))
+                    }
+                    Ok(_) => {
+                        answered = true;
+                        continue;
+                    }
+                    Err(e) if !answered => {
+                        return Err(ReadError::Nothing(format!(
+                            "error reading the response: {e}"
+                        )))
+                    }
+                    Err(e) => {
+                        return Err(ReadError::Bad(format!("error reading the response: {e}")))
+                    }
+                }
+            }
+        };
+        let status = resp.code.unwrap_or_default();
+        let http11 = resp.version == Some(1);
+        if (100..200).contains(&status) && status != 101 {
+            // An interim response (100 Continue, 103 Early Hints): the real one follows.
+            conn.read.advance(len);
+            continue;
+        }
+        let mut keep_alive = http11;
+        let mut length: Option<u64> = None;
+        let mut chunked = false;
+        let mut coded = false;
+        for h in resp.headers.iter() {
+            if h.name.eq_ignore_ascii_case("content-length") {
+                let v = std::str::from_utf8(h.value)
+                    .ok()
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .ok_or_else(|| {
+                        ReadError::Bad("invalid Content-Length in the response".into())
+                    })?;
+                if length.is_some_and(|l| l != v) {
+                    return Err(ReadError::Bad(
+                        "the response has conflicting Content-Length headers".into(),
+                    ));
+                }
+                length = Some(v);
+            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                coded = true;
+                // Chunked only when it is the last coding applied.
+                chunked = h
+                    .value
+                    .rsplit(|&b| b == b',')
+                    .next()
+                    .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            } else if h.name.eq_ignore_ascii_case("connection") {
+                if has_token(h.value, b"close") {
+                    keep_alive = false;
+                } else if has_token(h.value, b"keep-alive") {
+                    keep_alive = true;
+                }
             }
         }
+        // Where each header sits in the head, to share its bytes in the map below.
+        let spans = (want_headers || !(200..400).contains(&status)).then(|| {
+            let base = conn.read.as_ptr() as usize;
+            resp.headers
+                .iter()
+                .map(|h| {
+                    let name = h.name.as_ptr() as usize - base;
+                    let value = h.value.as_ptr() as usize - base;
+                    (name..name + h.name.len(), value..value + h.value.len())
+                })
+                .collect::<Vec<_>>()
+        });
+        let head = conn.read.split_to(len).freeze();
+        let headers = match spans {
+            Some(spans) => header_map(&head, spans)?,
+            None => HeaderMap::new(),
+        };
+        let framing = if *method == Method::HEAD || status == 204 || status == 304 || status == 101
+        {
+            Framing::Done
+        } else if coded {
+            if length.is_some() {
+                // Both framings at once: read as chunked, but do not trust the connection.
+                keep_alive = false;
+            }
+            if chunked {
+                Framing::Chunked(0)
+            } else {
+                Framing::Close
+            }
+        } else {
+            match length {
+                Some(n) => Framing::Length(n),
+                None => Framing::Close,
+            }
+        };
+        if matches!(framing, Framing::Close) || status == 101 {
+            keep_alive = false;
+        }
+        return Ok((Head { status, headers }, framing, keep_alive));
+    }
+}
+
+/// Builds the header map of a response head from where each name and value sits in it; the
+/// values share the head's bytes rather than copying them.
+fn header_map(
+    head: &Bytes,
+    spans: Vec<(Range<usize>, Range<usize>)>,
+) -> Result<HeaderMap, ReadError> {
+    let mut map = HeaderMap::with_capacity(spans.len());
+    for (name, value) in spans {
+        let name = HeaderName::from_bytes(&head[name])
+            .map_err(|_| ReadError::Bad("invalid response header name".into()))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(value))
+            .map_err(|_| ReadError::Bad(format!("invalid value of response header {name}")))?;
+        map.append(name, value);
+    }
+    Ok(map)
+}
+
+/// True when the comma-separated header value lists `token` (case-insensitive).
+fn has_token(value: &[u8], token: &[u8]) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::{parse_line, Format, Parsed};
+    use std::collections::VecDeque;
+    use tokio::net::TcpListener;
+
+    /// What the scripted server does with one request on a connection.
+    #[derive(Clone)]
+    enum Reply {
+        /// Writes these bytes.
+        Send(&'static [u8]),
+        /// Closes the connection without a word.
+        Hang,
+    }
+
+    /// Requests the server saw (raw) and connections it accepted.
+    #[derive(Default)]
+    struct Seen {
+        /// Each request with the number of the connection it came on (0-based).
+        requests: Mutex<Vec<(usize, Vec<u8>)>>,
+        connections: std::sync::atomic::AtomicUsize,
+        /// Connections the server has closed.
+        closed: tokio::sync::watch::Sender<usize>,
+    }
+
+    /// A loopback server: the n-th connection follows the n-th script (a reply per request,
+    /// then it closes).
+    async fn server(scripts: Vec<Vec<Reply>>) -> (String, Arc<Seen>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Seen::default());
+        let scripts = Arc::new(Mutex::new(VecDeque::from(scripts)));
+        let s = seen.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut sock, _)) = listener.accept().await else {
+                    return;
+                };
+                let n = s
+                    .connections
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let script = scripts.lock().unwrap().pop_front().unwrap_or_default();
+                let s = s.clone();
+                tokio::spawn(async move {
+                    serve_one(&mut sock, n, script, &s).await;
+                    drop(sock);
+                    s.closed.send_modify(|n| *n += 1);
+                });
+            }
+        });
+        (format!("http://{addr}"), seen)
+    }
+
+    async fn serve_one(sock: &mut tokio::net::TcpStream, n: usize, script: Vec<Reply>, s: &Seen) {
+        let mut buf = Vec::new();
+        for reply in script {
+            // One request: the head, then a body of its content-length.
+            let req = loop {
+                if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+                    let len = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length: "))
+                        .map_or(0, |v| v.trim().parse::<usize>().unwrap());
+                    if buf.len() >= end + 4 + len {
+                        break buf.drain(..end + 4 + len).collect::<Vec<u8>>();
+                    }
+                }
+                let mut chunk = [0u8; 4096];
+                match sock.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            };
+            s.requests.lock().unwrap().push((n, req));
+            match reply {
+                Reply::Send(bytes) => sock.write_all(bytes).await.unwrap(),
+                Reply::Hang => return,
+            }
+        }
+    }
+
+    fn job(line: &str) -> Job {
+        match parse_line(1, line, Format::Jsonl, &HeaderMap::new()) {
+            Parsed::Job(j) => *j,
+            Parsed::Invalid(i) => panic!("{}", i.message),
+        }
+    }
+
+    fn get(base: &str, path: &str) -> Job {
+        job(&format!(r#"{{"url":"{base}{path}"}}"#))
+    }
+
+    fn client() -> Direct {
+        Direct::new(8, Duration::from_secs(5), "corral-test")
+    }
+
+    /// Sends `job` and reads the whole body; gives the connection back when it was complete.
+    async fn fetch(d: &Direct, job: &Job) -> Result<(Head, Vec<u8>), String> {
+        within(fetch_inner(d, job)).await
+    }
+
+    /// `f`, failing instead of hanging when it waits for bytes that never come.
+    async fn within<F: std::future::Future>(f: F) -> F::Output {
+        tokio::time::timeout(Duration::from_secs(10), f)
+            .await
+            .unwrap_or_else(|_| panic!("no complete response within 10 s"))
+    }
+
+    async fn fetch_inner(d: &Direct, job: &Job) -> Result<(Head, Vec<u8>), String> {
+        let key: Arc<str> = job.host_key().into();
+        let (head, mut lease) = d
+            .send(job, &key, true)
+            .await
+            .map_err(|e| format!("{e:?}"))?;
+        let mut body = Vec::new();
+        while let Some(chunk) = lease.next_chunk().await? {
+            body.extend_from_slice(&chunk);
+        }
+        lease.release();
+        Ok((head, body))
+    }
+
+    /// How many requests each connection carried.
+    fn per_connection(seen: &Seen) -> Vec<usize> {
+        let mut n = vec![0; connections(seen)];
+        for (c, _) in seen.requests.lock().unwrap().iter() {
+            n[*c] += 1;
+        }
+        n
+    }
+
+    fn connections(seen: &Seen) -> usize {
+        seen.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    const OK_HELLO: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Tag: a\r\n\r\nhello";
+
+    #[tokio::test]
+    async fn content_length_bodies_reuse_one_connection() {
+        let (base, seen) = server(vec![vec![Reply::Send(OK_HELLO), Reply::Send(OK_HELLO)]]).await;
+        let d = client();
+        for _ in 0..2 {
+            let (head, body) = fetch(&d, &get(&base, "/a?b=c")).await.unwrap();
+            assert_eq!((head.status, body.as_slice()), (200, &b"hello"[..]));
+            assert_eq!(head.headers["x-tag"], "a");
+        }
+        assert_eq!(connections(&seen), 1);
+        let req = String::from_utf8(seen.requests.lock().unwrap()[0].1.clone()).unwrap();
+        assert!(req.starts_with("GET /a?b=c HTTP/1.1\r\n"), "{req}");
+        let host = base.trim_start_matches("http://");
+        assert!(req.contains(&format!("host: {host}\r\n")), "{req}");
+        assert!(req.contains("user-agent: corral-test\r\n"), "{req}");
+        assert!(req.contains("accept: */*\r\n"), "{req}");
+        assert!(!req.contains("content-length"), "{req}");
+    }
+
+    #[tokio::test]
+    async fn chunked_bodies_with_extensions_and_trailers() {
+        let chunked: &[u8] = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+            5;ext=1\r\nhello\r\n1\r\n \r\nb\r\nworld, done\r\n0\r\nX-Trailer: t\r\n\r\n";
+        let (base, seen) = server(vec![vec![Reply::Send(chunked), Reply::Send(OK_HELLO)]]).await;
+        let d = client();
+        let (_, body) = fetch(&d, &get(&base, "/")).await.unwrap();
+        assert_eq!(String::from_utf8(body).unwrap(), "hello world, done");
+        // Read to its end, trailers and all: the connection serves the next request.
+        let (_, body) = fetch(&d, &get(&base, "/")).await.unwrap();
+        assert_eq!(body, b"hello");
+        assert_eq!(connections(&seen), 1);
+    }
+
+    #[tokio::test]
+    async fn bad_chunk_sizes_and_lengths_are_errors() {
+        let bad_chunk: &[u8] =
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n";
+        let two_lengths: &[u8] =
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello";
+        let short: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\nhello";
+        let garbage: &[u8] = b"SMTP ready\r\n\r\n";
+        let (base, _) = server(vec![
+            vec![Reply::Send(bad_chunk)],
+            vec![Reply::Send(two_lengths)],
+            vec![Reply::Send(short)],
+            vec![Reply::Send(garbage)],
+        ])
+        .await;
+        let d = client();
+        let e = fetch(&d, &get(&base, "/")).await.unwrap_err();
+        assert!(e.contains("bad chunk size"), "{e}");
+        let e = fetch(&d, &get(&base, "/")).await.unwrap_err();
+        assert!(e.contains("conflicting Content-Length"), "{e}");
+        let e = fetch(&d, &get(&base, "/")).await.unwrap_err();
+        assert!(e.contains("45 bytes of the body still to come"), "{e}");
+        let e = fetch(&d, &get(&base, "/")).await.unwrap_err();
+        assert!(e.contains("invalid HTTP response"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_body_without_length_runs_to_the_close() {
+        let open_ended: &[u8] = b"HTTP/1.1 200 OK\r\nX-A: 1\r\n\r\nall of this";
+        let (base, seen) = server(vec![
+            vec![Reply::Send(open_ended)],
+            vec![Reply::Send(OK_HELLO)],
+        ])
+        .await;
+        let d = client();
+        let (_, body) = fetch(&d, &get(&base, "/")).await.unwrap();
+        assert_eq!(body, b"all of this");
+        fetch(&d, &get(&base, "/")).await.unwrap();
+        assert_eq!(connections(&seen), 2);
+    }
+
+    #[tokio::test]
+    async fn interim_responses_are_skipped_and_bodiless_ones_have_no_body() {
+        let interim: &[u8] =
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </s>\r\n\r\n\
+              HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok";
+        let no_content: &[u8] = b"HTTP/1.1 204 No Content\r\n\r\n";
+        // A HEAD response announces a length but carries no body.
+        let head: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 999\r\n\r\n";
+        let (base, seen) = server(vec![vec![
+            Reply::Send(interim),
+            Reply::Send(no_content),
+            Reply::Send(head),
+            Reply::Send(OK_HELLO),
+        ]])
+        .await;
+        let d = client();
+        let (h, body) = fetch(&d, &get(&base, "/")).await.unwrap();
+        assert_eq!((h.status, body.as_slice()), (201, &b"ok"[..]));
+        let (h, body) = fetch(&d, &get(&base, "/")).await.unwrap();
+        assert_eq!((h.status, body.len()), (204, 0));
+        let head_job = job(&format!(r#"{{"method":"HEAD","url":"{base}/"}}"#));
+        let (h, body) = fetch(&d, &head_job).await.unwrap();
+        assert_eq!((h.status, body.len()), (200, 0));
+        let (_, body) = fetch(&d, &get(&base, "/")).await.unwrap();
+        assert_eq!(body, b"hello");
+        assert_eq!(connections(&seen), 1);
+    }
+
+    #[tokio::test]
+    async fn connections_asked_to_close_are_not_reused() {
+        let close: &[u8] = b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok";
+        let http10: &[u8] = b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok";
+        let http10_ka: &[u8] =
+            b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok";
+        // Should a connection be reused wrongly, the server takes the request and hangs up.
+        let (base, seen) = server(vec![
+            vec![Reply::Send(close), Reply::Hang],
+            vec![Reply::Send(http10), Reply::Hang],
+            vec![Reply::Send(http10_ka), Reply::Send(OK_HELLO)],
+        ])
+        .await;
+        let d = client();
+        for _ in 0..4 {
+            fetch(&d, &get(&base, "/")).await.unwrap();
+        }
+        // close, then 1.0, then 1.0 keep-alive and its reuse.
+        assert_eq!(per_connection(&seen), [1, 1, 2]);
+        // A job that asks to close gets a fresh connection next time.
+        let (base, seen) = server(vec![
+            vec![Reply::Send(OK_HELLO), Reply::Hang],
+            vec![Reply::Send(OK_HELLO)],
+        ])
+        .await;
+        let closing = job(&format!(
+            r#"{{"url":"{base}/","headers":{{"Connection":"close"}}}}"#
+        ));
+        fetch(&d, &closing).await.unwrap();
+        fetch(&d, &get(&base, "/")).await.unwrap();
+        assert_eq!(per_connection(&seen), [1, 1]);
+    }
+
+    #[tokio::test]
+    async fn a_connection_closed_while_idle_is_replaced() {
+        // The server answers once and closes without saying so.
+        let (base, seen) = server(vec![
+            vec![Reply::Send(OK_HELLO)],
+            vec![Reply::Send(OK_HELLO)],
+        ])
+        .await;
+        let d = client();
+        fetch(&d, &get(&base, "/")).await.unwrap();
+        // Once the server has closed, and our runtime has looked at its sockets again ...
+        seen.closed.subscribe().wait_for(|n| *n == 1).await.unwrap();
+        for _ in 0..4 {
+            tokio::task::yield_now().await;
+        }
+        // ... a POST (never sent twice) goes out on a new connection, not on the closed one.
+        let post = job(&format!(
+            r#"{{"method":"POST","url":"{base}/","body":"x"}}"#
+        ));
+        let (_, body) = fetch(&d, &post).await.unwrap();
+        assert_eq!(body, b"hello");
+        assert_eq!(connections(&seen), 2);
+    }
+
+    #[tokio::test]
+    async fn unanswered_requests_on_reused_connections_go_again_only_when_idempotent() {
+        // Each connection answers once, then takes the next request and closes without a word.
+        let (base, seen) = server(vec![
+            vec![Reply::Send(OK_HELLO), Reply::Hang],
+            vec![Reply::Send(OK_HELLO), Reply::Hang],
+            vec![Reply::Send(OK_HELLO)],
+        ])
+        .await;
+        let d = client();
+        fetch(&d, &get(&base, "/")).await.unwrap();
+        // GET: sent again on a new connection, once, transparently.
+        let (_, body) = fetch(&d, &get(&base, "/")).await.unwrap();
+        assert_eq!(body, b"hello");
+        assert_eq!(connections(&seen), 2);
+        // POST on the reused second connection: not sent twice, an error.
+        let post = job(&format!(
+            r#"{{"method":"POST","url":"{base}/","body":"x"}}"#
+        ));
+        let e = fetch(&d, &post).await.unwrap_err();
+        assert!(e.contains("closed before the response"), "{e}");
+        assert_eq!(connections(&seen), 2);
+        assert_eq!(seen.requests.lock().unwrap().len(), 4);
+    }
+
+    #[tokio::test]
+    async fn bodies_are_framed_by_corral_not_by_job_headers() {
+        let (base, seen) = server(vec![vec![Reply::Send(OK_HELLO), Reply::Send(OK_HELLO)]]).await;
+        let d = client();
+        let post = job(&format!(
+            r#"{{"method":"POST","url":"{base}/p","headers":{{"Content-Length":"1","Transfer-Encoding":"chunked","X-Key":"v"}},"body":"abc"}}"#
+        ));
+        fetch(&d, &post).await.unwrap();
+        let empty_put = job(&format!(r#"{{"method":"PUT","url":"{base}/p"}}"#));
+        fetch(&d, &empty_put).await.unwrap();
+        let reqs = seen.requests.lock().unwrap();
+        let first = String::from_utf8_lossy(&reqs[0].1).to_lowercase();
+        assert!(first.ends_with("content-length: 3\r\n\r\nabc"), "{first}");
+        assert!(!first.contains("transfer-encoding"), "{first}");
+        assert!(!first.contains("content-length: 1\r\n"), "{first}");
+        assert!(first.contains("x-key: v\r\n"), "{first}");
+        let second = String::from_utf8_lossy(&reqs[1].1).to_lowercase();
+        assert!(second.ends_with("content-length: 0\r\n\r\n"), "{second}");
+    }
+
+    #[tokio::test]
+    async fn headers_are_kept_for_statuses_that_may_need_them() {
+        let limited: &[u8] =
+            b"HTTP/1.1 429 Too Many\r\nRetry-After: 7\r\nContent-Length: 0\r\n\r\n";
+        let (base, _) = server(vec![vec![Reply::Send(OK_HELLO), Reply::Send(limited)]]).await;
+        let d = client();
+        let j = get(&base, "/");
+        let key: Arc<str> = j.host_key().into();
+        let (head, mut lease) = d.send(&j, &key, false).await.unwrap();
+        assert!(head.headers.is_empty());
+        assert_eq!(
+            within(lease.next_chunk()).await.unwrap().unwrap(),
+            &b"hello"[..]
+        );
+        assert_eq!(within(lease.next_chunk()).await.unwrap(), None);
+        lease.release();
+        let (head, _) = within(d.send(&j, &key, false)).await.unwrap();
+        assert_eq!(head.status, 429);
+        assert_eq!(head.headers["retry-after"], "7");
+    }
+
+    #[tokio::test]
+    async fn oversized_heads_are_refused() {
+        static BIG: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+        let big = BIG.get_or_init(|| {
+            let mut v = b"HTTP/1.1 200 OK\r\n".to_vec();
+            for i in 0..2000 {
+                v.extend_from_slice(format!("X-Filler-{i}: {}\r\n", "y".repeat(40)).as_bytes());
+            }
+            v.extend_from_slice(b"Content-Length: 0\r\n\r\n");
+            v
+        });
+        let (base, _) = server(vec![vec![Reply::Send(big)]]).await;
+        let e = fetch(&client(), &get(&base, "/")).await.unwrap_err();
+        assert!(
+            e.contains("invalid HTTP response") || e.contains("larger than"),
+            "{e}"
+        );
     }
 }

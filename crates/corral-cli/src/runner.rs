@@ -215,7 +215,7 @@ struct Response {
 /// A response body being read, from either client.
 enum Body<'a> {
     Reqwest(reqwest::Response),
-    Direct(hyper::body::Incoming, Lease<'a>),
+    Direct(Lease<'a>),
 }
 
 impl Body<'_> {
@@ -225,22 +225,20 @@ impl Body<'_> {
                 kind: transport_kind(&e),
                 message: chain(&e),
             }),
-            Body::Direct(b, lease) => {
-                lease
-                    .next_chunk(b)
-                    .await
-                    .map_err(|m| AttemptError::Transport {
-                        kind: "body",
-                        message: format!("error reading the body: {m}"),
-                    })
-            }
+            Body::Direct(lease) => lease
+                .next_chunk()
+                .await
+                .map_err(|m| AttemptError::Transport {
+                    kind: "body",
+                    message: format!("error reading the body: {m}"),
+                }),
         }
     }
 
     /// A direct connection whose response was read to its end goes back to the pool; any other
     /// is closed.
     fn finish(self, complete: bool) {
-        if let (Body::Direct(_, lease), true) = (self, complete) {
+        if let (Body::Direct(lease), true) = (self, complete) {
             lease.release();
         }
     }
@@ -653,26 +651,22 @@ impl Engine {
         };
         let (status, headers, mut body) = match (&self.direct, job.url.scheme()) {
             (Some(direct), "http") => {
-                let (resp, lease) = direct.send(job, host).await.map_err(|e| match e {
-                    DirectError::Connect(m) => AttemptError::Transport {
-                        kind: "connect",
-                        message: m,
-                    },
-                    DirectError::Connection(m) => AttemptError::Transport {
-                        kind: "connection",
-                        message: m,
-                    },
-                    DirectError::Request(m) => AttemptError::Transport {
-                        kind: "request",
-                        message: m,
-                    },
-                })?;
-                let (parts, incoming) = resp.into_parts();
-                (
-                    parts.status.as_u16(),
-                    parts.headers,
-                    Body::Direct(incoming, lease),
-                )
+                let want_headers = self.gates.settings.save_headers;
+                let (head, lease) =
+                    direct
+                        .send(job, host, want_headers)
+                        .await
+                        .map_err(|e| match e {
+                            DirectError::Connect(m) => AttemptError::Transport {
+                                kind: "connect",
+                                message: m,
+                            },
+                            DirectError::Connection(m) => AttemptError::Transport {
+                                kind: "connection",
+                                message: m,
+                            },
+                        })?;
+                (head.status, head.headers, Body::Direct(lease))
             }
             _ => {
                 let mut req = self
