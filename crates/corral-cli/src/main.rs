@@ -546,6 +546,7 @@ async fn execute(
     let mut total = total;
     let mut fatal: Option<String> = None;
     let mut lost_to_panic = 0u64;
+    let mut first_panic: Option<String> = None;
     loop {
         tokio::select! {
             biased;
@@ -564,7 +565,10 @@ async fn execute(
                                 }
                             }
                             // Not expected; the job's result is not written, so --resume runs it again.
-                            Err(_) => lost_to_panic += 1,
+                            Err(workers::Lost(why)) => {
+                                lost_to_panic += 1;
+                                first_panic.get_or_insert(why);
+                            }
                         }
                     }
                 }
@@ -600,7 +604,10 @@ async fn execute(
         fatal.get_or_insert(e);
     }
     if lost_to_panic > 0 {
-        notes.push(format!("{lost_to_panic} jobs hit an internal error and were not recorded; --resume will run them"));
+        notes.push(format!(
+            "{lost_to_panic} jobs hit an internal error and were not recorded; --resume will run them (first error: {})",
+            first_panic.as_deref().unwrap_or("unknown")
+        ));
     }
     let interrupted = shutdown.is_triggered();
     let (outcome, code) = if let Some(e) = &fatal {

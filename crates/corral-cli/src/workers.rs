@@ -9,24 +9,41 @@
 //! the way `oha` runs. The jobs held at once (`--queue`) are split between the threads (they add
 //! up exactly); every limit (global and per-host concurrency, rates, breakers, retry budget) is
 //! shared, so it holds across threads.
+//!
+//! Inside a thread, each job place (the thread's share of `--queue`) is a task of its own that
+//! runs one job after another, rather than one task driving every job of the thread through a
+//! `FuturesUnordered`. Why: a single task spends tokio's cooperative budget on many requests at
+//! once, and every time it runs out it wakes itself through the runtime's driver (an eventfd
+//! write, then one more `epoll_wait`). With a task per place, the runtime runs the woken tasks
+//! in turn and looks for I/O every few dozen of them, as it was designed to.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
-use corral::exec::{Exec, JobError};
 use futures::{FutureExt, Stream, StreamExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::job::Parsed;
 use crate::runner::{Engine, Outcome};
 
-/// Outcomes a thread hands over at once, at most.
-const OUTCOME_BATCH: usize = 64;
+/// Finished jobs a thread may hold before its tasks wait for the reader to take them.
+const OUTBOX: usize = 256;
+
+/// A job that produced no outcome because it panicked (the message); its result is not
+/// written, so `--resume` runs it again.
+#[derive(Debug)]
+pub struct Lost(pub String);
+
+/// What a worker thread hands over: a job's outcome, `Ok(None)` for a job that never started
+/// (the run stopped taking jobs first), or `Err` for one lost to a panic.
+pub type Finished = Result<Option<Outcome>, Lost>;
 
 /// The running worker threads; their outcomes arrive through [`Workers::next`].
 pub struct Workers {
-    outcomes: mpsc::Receiver<Vec<Result<Option<Outcome>, JobError>>>,
+    outcomes: mpsc::Receiver<Vec<Finished>>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
@@ -72,62 +89,34 @@ impl Workers {
         engines.push(engine);
         for (i, mut eng) in engines.into_iter().enumerate() {
             eng.stop_on(stop.intake.clone());
-            let share = held / threads + usize::from(i < held % threads);
+            let places = held / threads + usize::from(i < held % threads);
             let active = eng
                 .set_active_limit(concurrency / threads + usize::from(i < concurrency % threads));
-            let exec = Exec::builder()
-                .limit(share)
-                .cancel_token(stop.intake.clone())
-                .build()
-                .map_err(|e| e.to_string())?;
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .map_err(|e| format!("cannot start a worker runtime: {e}"))?;
-            let (rx, out, force, taken) = (
+            let thread = Thread {
+                engine: Arc::new(eng),
+                active,
+                inbox: Arc::new(Inbox::default()),
+                outbox: Arc::new(Outbox::default()),
+                taken: taken.clone(),
+            };
+            let (rx, out, intake, force) = (
                 job_rx.clone(),
                 out_tx.clone(),
+                stop.intake.clone(),
                 stop.force.clone(),
-                taken.clone(),
             );
-            let eng = Arc::new(eng);
             let handle = std::thread::Builder::new()
                 .name(format!("corral-worker-{i}"))
                 .spawn(move || {
                     rt.block_on(async move {
-                        // A job is taken only with an active slot: while every job is under way
-                        // nothing more is held; jobs that wait for their host give theirs back.
-                        let jobs = rx.flat_map(futures::stream::iter).then(move |parsed| {
-                            let active = active.clone();
-                            async move { (parsed, active.acquire_owned().await.ok()) }
-                        });
-                        let mut results = exec.run(jobs, move |(parsed, slot): (Parsed, _)| {
-                            taken.fetch_add(1, Ordering::Relaxed);
-                            eng.clone().process(parsed, slot)
-                        });
-                        loop {
-                            let first = tokio::select! {
-                                biased;
-                                _ = force.cancelled() => break,
-                                r = results.next() => r,
-                            };
-                            let Some(first) = first else { break };
-                            // With it, whatever else has finished by now.
-                            let mut batch = vec![first];
-                            let mut ended = false;
-                            while batch.len() < OUTCOME_BATCH {
-                                match results.next().now_or_never() {
-                                    Some(Some(r)) => batch.push(r),
-                                    Some(None) => {
-                                        ended = true;
-                                        break;
-                                    }
-                                    None => break,
-                                }
-                            }
-                            if out.send(batch).await.is_err() || ended {
-                                break;
-                            }
+                        tokio::select! {
+                            biased;
+                            _ = force.cancelled() => {}
+                            _ = thread.run(places, rx, out, intake) => {}
                         }
                     });
                 })
@@ -159,8 +148,7 @@ impl Workers {
     }
 
     /// The next finished jobs; `None` once every thread has stopped.
-    /// A job that never started (the run stopped taking jobs first) comes as `Ok(None)`.
-    pub async fn next(&mut self) -> Option<Vec<Result<Option<Outcome>, JobError>>> {
+    pub async fn next(&mut self) -> Option<Vec<Finished>> {
         self.outcomes.recv().await
     }
 
@@ -175,4 +163,214 @@ impl Workers {
         })
         .await;
     }
+}
+
+/// Jobs a thread has taken from the shared queue and not yet started.
+#[derive(Default)]
+struct Inbox {
+    jobs: Mutex<VecDeque<Parsed>>,
+    /// No more jobs will come.
+    ended: AtomicBool,
+    /// Tasks (each holding an active slot) waiting for a job.
+    waiting: AtomicUsize,
+    /// A job arrived (or the input ended).
+    arrived: Notify,
+    /// A task holding an active slot found no job: fetch a chunk.
+    wanted: Notify,
+}
+
+impl Inbox {
+    fn pop(&self) -> Option<Parsed> {
+        self.jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop_front()
+    }
+
+    /// The next job, or `None` once the input has ended and every job is taken.
+    async fn next(&self) -> Option<Parsed> {
+        loop {
+            let arrived = self.arrived.notified();
+            let mut arrived = std::pin::pin!(arrived);
+            // Registered before looking, so an arrival between the look and the wait is seen.
+            arrived.as_mut().enable();
+            if let Some(job) = self.pop() {
+                return Some(job);
+            }
+            if self.ended.load(Ordering::Acquire) {
+                return None;
+            }
+            self.wanted.notify_one();
+            self.waiting.fetch_add(1, Ordering::Relaxed);
+            let _waited = Waited(&self.waiting);
+            arrived.await;
+        }
+    }
+
+    /// Tasks waiting for a job that the jobs at hand do not cover.
+    fn short(&self) -> usize {
+        let have = self.jobs.lock().map(|j| j.len()).unwrap_or(0);
+        self.waiting.load(Ordering::Relaxed).saturating_sub(have)
+    }
+
+    fn end(&self) {
+        self.ended.store(true, Ordering::Release);
+        self.arrived.notify_waiters();
+    }
+}
+
+/// Counts a task out of [`Inbox::waiting`] when it stops waiting (or is dropped waiting).
+struct Waited<'a>(&'a AtomicUsize);
+
+impl Drop for Waited<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Finished jobs waiting to be handed to the reader's thread in one batch.
+struct Outbox {
+    done: Mutex<Vec<Finished>>,
+    /// Room left; a task waits for room before it adds an outcome, so a slow results writer
+    /// holds the jobs back instead of piling up outcomes.
+    room: Semaphore,
+    /// An outcome was added (or the places have all ended).
+    added: Notify,
+    /// Every place has ended: nothing more will be added.
+    closed: AtomicBool,
+}
+
+impl Default for Outbox {
+    fn default() -> Self {
+        Self {
+            done: Mutex::new(Vec::new()),
+            room: Semaphore::new(OUTBOX),
+            added: Notify::new(),
+            closed: AtomicBool::new(false),
+        }
+    }
+}
+
+impl Outbox {
+    async fn push(&self, f: Finished) {
+        if let Ok(p) = self.room.acquire().await {
+            p.forget();
+        }
+        self.done.lock().unwrap_or_else(|p| p.into_inner()).push(f);
+        self.added.notify_one();
+    }
+
+    fn take(&self) -> Vec<Finished> {
+        std::mem::take(&mut *self.done.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+/// One worker thread's state, shared by its tasks.
+#[derive(Clone)]
+struct Thread {
+    engine: Arc<Engine>,
+    active: Arc<Semaphore>,
+    inbox: Arc<Inbox>,
+    outbox: Arc<Outbox>,
+    taken: Arc<AtomicU64>,
+}
+
+impl Thread {
+    /// Runs the thread's jobs to the end of the input (or until intake stops) with `places`
+    /// tasks, and hands their outcomes to `out`.
+    async fn run(
+        self,
+        places: usize,
+        rx: async_channel::Receiver<Vec<Parsed>>,
+        out: mpsc::Sender<Vec<Finished>>,
+        intake: CancellationToken,
+    ) {
+        let fetcher = tokio::spawn(self.clone().fetch(rx, intake));
+        let places: Vec<_> = (0..places.max(1))
+            .map(|_| tokio::spawn(self.clone().place()))
+            .collect();
+        let sender = tokio::spawn(self.clone().send(out));
+        for p in places {
+            let _ = p.await;
+        }
+        fetcher.abort();
+        // Every place has ended, so nothing is added any more: one last batch, then the end.
+        self.outbox.closed.store(true, Ordering::Release);
+        self.outbox.added.notify_one();
+        let _ = sender.await;
+    }
+
+    /// Takes a chunk of jobs from the shared queue whenever a task with an active slot finds
+    /// none, until the queue ends or intake stops.
+    async fn fetch(self, rx: async_channel::Receiver<Vec<Parsed>>, intake: CancellationToken) {
+        loop {
+            self.inbox.wanted.notified().await;
+            while self.inbox.short() > 0 {
+                let chunk = tokio::select! {
+                    biased;
+                    _ = intake.cancelled() => None,
+                    c = rx.recv() => c.ok(),
+                };
+                let Some(chunk) = chunk else {
+                    self.inbox.end();
+                    return;
+                };
+                let n = chunk.len();
+                self.inbox
+                    .jobs
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .extend(chunk);
+                for _ in 0..n {
+                    self.inbox.arrived.notify_one();
+                }
+            }
+        }
+    }
+
+    /// One job place: takes an active slot, then a job, runs it, and again.
+    async fn place(self) {
+        loop {
+            // A job is taken only with an active slot: while every job is under way nothing
+            // more is taken; jobs that wait for their host give theirs back.
+            let slot = self.active.clone().acquire_owned().await.ok();
+            let Some(parsed) = self.inbox.next().await else {
+                return;
+            };
+            self.taken.fetch_add(1, Ordering::Relaxed);
+            let run = self.engine.clone().process(parsed, slot);
+            let finished = AssertUnwindSafe(run)
+                .catch_unwind()
+                .await
+                .map_err(|p| Lost(panic_message(&p)));
+            self.outbox.push(finished).await;
+        }
+    }
+
+    /// Hands finished jobs to the reader's thread, in batches of whatever finished meanwhile.
+    async fn send(self, out: mpsc::Sender<Vec<Finished>>) {
+        loop {
+            self.outbox.added.notified().await;
+            // Read before taking: once closed, the batch taken next is the last.
+            let closed = self.outbox.closed.load(Ordering::Acquire);
+            let batch = self.outbox.take();
+            let n = batch.len();
+            if n > 0 {
+                if out.send(batch).await.is_err() {
+                    return;
+                }
+                self.outbox.room.add_permits(n);
+            }
+            if closed {
+                return;
+            }
+        }
+    }
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a job panicked".into())
 }
