@@ -449,11 +449,13 @@ impl Engine {
 
     /// Runs one parsed input line to its result; `None` when the run stopped taking jobs
     /// before this one started (it gets no result, so `--resume` runs it).
-    /// `slot`: the job's active slot, taken from [`Engine::set_active_limit`]'s semaphore.
+    /// `slot`: the job's active slot, taken from [`Engine::set_active_limit`]'s semaphore. The
+    /// job gives it up while it waits for its host; it is back in `slot` when the job ends, so
+    /// the caller can go on to its next job without taking another.
     pub async fn process(
-        self: Arc<Self>,
+        &self,
         parsed: Parsed,
-        slot: Option<OwnedSemaphorePermit>,
+        slot: &mut Option<OwnedSemaphorePermit>,
     ) -> Option<Outcome> {
         match parsed {
             Parsed::Invalid(inv) => Some(self.invalid(&inv)),
@@ -462,7 +464,7 @@ impl Engine {
                 let attempts = AtomicU32::new(0);
                 let active = Active {
                     sem: self.active.clone(),
-                    permit: Mutex::new(slot),
+                    permit: Mutex::new(slot.take()),
                 };
                 let run = self.run_job(&job, &attempts, &active);
                 let result = match self.gates.settings.total_timeout {
@@ -476,6 +478,10 @@ impl Engine {
                     },
                     None => run.await,
                 };
+                *slot = active
+                    .permit
+                    .into_inner()
+                    .unwrap_or_else(|p| p.into_inner());
                 if matches!(result, Err((NOT_STARTED, ..))) {
                     return None;
                 }

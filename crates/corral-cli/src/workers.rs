@@ -330,15 +330,22 @@ impl Thread {
 
     /// One job place: takes an active slot, then a job, runs it, and again.
     async fn place(self) {
+        let mut slot = None;
         loop {
             // A job is taken only with an active slot: while every job is under way nothing
-            // more is taken; jobs that wait for their host give theirs back.
-            let slot = self.active.clone().acquire_owned().await.ok();
+            // more is taken. A job that waits for its host gives its slot back (and the place
+            // takes one again for its next job); otherwise the place keeps it.
+            if slot.is_none() {
+                match self.active.clone().acquire_owned().await {
+                    Ok(s) => slot = Some(s),
+                    Err(_) => return, // never closed
+                }
+            }
             let Some(parsed) = self.inbox.next().await else {
                 return;
             };
             self.taken.fetch_add(1, Ordering::Relaxed);
-            let run = self.engine.clone().process(parsed, slot);
+            let run = self.engine.process(parsed, &mut slot);
             let finished = AssertUnwindSafe(run)
                 .catch_unwind()
                 .await
