@@ -30,10 +30,14 @@ use std::ops::Range;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use base64::prelude::{Engine as _, BASE64_STANDARD};
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{HeaderName, HeaderValue, ACCEPT, CONNECTION, CONTENT_LENGTH, HOST};
+use http::header::{
+    HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONNECTION, CONTENT_LENGTH, HOST,
+};
 use http::header::{TRANSFER_ENCODING, USER_AGENT};
 use http::{HeaderMap, Method};
+use percent_encoding::percent_decode_str;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -350,6 +354,17 @@ impl Direct {
         }
         if !h.contains_key(ACCEPT) {
             header(b"accept", b"*/*");
+        }
+        // Credentials in the URL become Basic authorization, as with reqwest (and curl).
+        let url = &job.url;
+        if !h.contains_key(AUTHORIZATION)
+            && (!url.username().is_empty() || url.password().is_some())
+        {
+            let mut creds: Vec<u8> = percent_decode_str(url.username()).collect();
+            creds.push(b':');
+            creds.extend(percent_decode_str(url.password().unwrap_or_default()));
+            let value = format!("Basic {}", BASE64_STANDARD.encode(creds));
+            header(b"authorization", value.as_bytes());
         }
         let mut close = false;
         for (name, value) in h {
@@ -927,6 +942,30 @@ mod tests {
         assert!(first.contains("x-key: v\r\n"), "{first}");
         let second = String::from_utf8_lossy(&reqs[1].1).to_lowercase();
         assert!(second.ends_with("content-length: 0\r\n\r\n"), "{second}");
+    }
+
+    #[tokio::test]
+    async fn url_credentials_become_basic_authorization() {
+        let (base, seen) = server(vec![vec![Reply::Send(OK_HELLO), Reply::Send(OK_HELLO)]]).await;
+        let d = client();
+        let with_creds = base.replace("http://", "http://al%20ice:p%40ss@");
+        fetch(&d, &get(&with_creds, "/")).await.unwrap();
+        // An Authorization header of the job's own wins.
+        let own = job(&format!(
+            r#"{{"url":"{with_creds}/","headers":{{"Authorization":"Bearer t"}}}}"#
+        ));
+        fetch(&d, &own).await.unwrap();
+        let reqs = seen.requests.lock().unwrap();
+        let first = String::from_utf8_lossy(&reqs[0].1).to_string();
+        // base64("al ice:p@ss")
+        assert!(
+            first.contains("authorization: Basic YWwgaWNlOnBAc3M=\r\n"),
+            "{first}"
+        );
+        assert!(!first.contains("al%20ice"), "{first}");
+        let second = String::from_utf8_lossy(&reqs[1].1).to_string();
+        assert!(second.contains("authorization: Bearer t\r\n"), "{second}");
+        assert!(!second.contains("Basic"), "{second}");
     }
 
     #[tokio::test]
