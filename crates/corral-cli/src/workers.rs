@@ -16,6 +16,15 @@
 //! once, and every time it runs out it wakes itself through the runtime's driver (an eventfd
 //! write, then one more `epoll_wait`). With a task per place, the runtime runs the woken tasks
 //! in turn and looks for I/O every few dozen of them, as it was designed to.
+//!
+//! Why not [`corral::exec`] (which ran the jobs here before, `Strategy::Buffered`): a place
+//! takes a job only once it holds an active slot, and keeps that slot for its next job unless
+//! the job gave it up to wait for its host. `Exec` hands each item to the job closure on its
+//! own, so the slot would go back to the semaphore and be taken again for every job, waking a
+//! waiting task each time; measured, that cost what the task-per-place change gained
+//! (BENCHMARKS.md, `corral run` throughput). The places keep `Exec`'s promises that matter
+//! here: a bound on jobs held (`--queue`), a panic costs only its own job (reported, not
+//! written, so `--resume` runs it), and intake stops on Ctrl-C while jobs under way finish.
 
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
