@@ -207,10 +207,7 @@ impl Lease<'_> {
     }
 
     async fn fill(&mut self) -> Result<usize, String> {
-        self.conn
-            .fill()
-            .await
-            .map_err(|e| format!("error reading the body: {e}"))
+        self.conn.fill().await.map_err(|e| e.to_string())
     }
 
     /// Reads one line (without its CRLF) of at most `max` bytes.
