@@ -163,23 +163,19 @@ impl Lease<'_> {
                     return Ok(None);
                 }
                 Framing::Length(left) => {
-                    if self.conn.read.is_empty() && self.fill().await? == 0 {
-                        return Err(format!(
-                            "the connection closed with {left} bytes of the body still to come"
-                        ));
-                    }
-                    let n = (self.conn.read.len() as u64).min(left);
-                    self.framing = Framing::Length(left - n);
-                    return Ok(Some(self.conn.read.split_to(n as usize).freeze()));
+                    let data = self.piece(left).await?.ok_or_else(|| {
+                        format!("the connection closed with {left} bytes of the body still to come")
+                    })?;
+                    self.framing = Framing::Length(left - data.len() as u64);
+                    return Ok(Some(data));
                 }
                 Framing::Close => {
-                    if self.conn.read.is_empty() && self.fill().await? == 0 {
+                    let data = self.piece(u64::MAX).await?;
+                    if data.is_none() {
                         self.framing = Framing::Done;
                         self.keep_alive = false;
-                        return Ok(None);
                     }
-                    let n = self.conn.read.len();
-                    return Ok(Some(self.conn.read.split_to(n).freeze()));
+                    return Ok(data);
                 }
                 Framing::Chunked(0) => match self.chunk_size().await? {
                     0 => {
@@ -190,11 +186,11 @@ impl Lease<'_> {
                     size => self.framing = Framing::Chunked(size),
                 },
                 Framing::Chunked(left) => {
-                    if self.conn.read.is_empty() && self.fill().await? == 0 {
-                        return Err("the connection closed inside a chunk of the body".into());
-                    }
-                    let n = (self.conn.read.len() as u64).min(left);
-                    let data = self.conn.read.split_to(n as usize).freeze();
+                    let data = self
+                        .piece(left)
+                        .await?
+                        .ok_or("the connection closed inside a chunk of the body")?;
+                    let n = data.len() as u64;
                     if n == left {
                         // The chunk's data ends with CRLF.
                         self.expect_crlf().await?;
@@ -204,6 +200,16 @@ impl Lease<'_> {
                 }
             }
         }
+    }
+
+    /// Up to `max` bytes of the response, reading more first when none are at hand; `None` at
+    /// the end of the connection.
+    async fn piece(&mut self, max: u64) -> Result<Option<Bytes>, String> {
+        if self.conn.read.is_empty() && self.fill().await? == 0 {
+            return Ok(None);
+        }
+        let n = (self.conn.read.len() as u64).min(max) as usize;
+        Ok(Some(self.conn.read.split_to(n).freeze()))
     }
 
     async fn fill(&mut self) -> Result<usize, String> {
@@ -465,7 +471,7 @@ async fn read_head(
                     )));
                 }
                 match conn.fill().await {
-                    Ok(0) if !answered && conn.read.is_empty() => {
+                    Ok(0) if !answered => {
                         return Err(ReadError::Nothing(
                             "the connection closed before the response".into(),
                         ))
