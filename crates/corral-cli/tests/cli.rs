@@ -417,6 +417,20 @@ fn interrupt_once_written(
     (seen, child.wait_with_output().unwrap())
 }
 
+/// Runs `args` again with `--resume` and checks that it ends well with every one of the `n`
+/// jobs in `out` exactly once.
+#[cfg(unix)]
+fn resume_finishes(args: &[&str], out: &Path, n: u64) {
+    let o = Command::new(BIN)
+        .args(args)
+        .arg("--resume")
+        .arg("-q")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0));
+    assert_exactly_once(&results(out), n);
+}
+
 #[cfg(unix)]
 #[test]
 fn ctrl_c_drains_in_flight_exits_130_and_resume_finishes() {
@@ -452,14 +466,7 @@ fn ctrl_c_drains_in_flight_exits_130_and_resume_finishes() {
         partial.iter().all(|r| r["ok"] == true),
         "drained jobs completed normally"
     );
-    let o = Command::new(BIN)
-        .args(base)
-        .arg("--resume")
-        .arg("-q")
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(0));
-    assert_exactly_once(&results(&out), 40);
+    resume_finishes(&base, &out, 40);
 }
 
 #[test]
@@ -818,14 +825,7 @@ fn ctrl_c_does_not_start_jobs_still_waiting_for_their_host() {
         partial <= seen + 2,
         "{seen} before the signal, {partial} after"
     );
-    let o = Command::new(BIN)
-        .args(base)
-        .arg("--resume")
-        .arg("-q")
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(0));
-    assert_exactly_once(&results(&out), 12);
+    resume_finishes(&base, &out, 12);
 }
 
 #[test]
