@@ -3,108 +3,16 @@
 //! These run in real time (a real HTTP stack on loopback) but assert only what must hold
 //! whatever the timing: limits seen by the server, exactly-once results, redaction, exit codes.
 
-use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::*;
 use serde_json::Value;
-
-const BIN: &str = env!("CARGO_BIN_EXE_corral");
-
-/// A running `corral serve-mock`, killed on drop.
-struct Mock {
-    child: Child,
-    hosts: HashMap<String, String>,
-}
-
-impl Mock {
-    fn start(profiles: &str) -> Mock {
-        let mut child = Command::new(BIN)
-            .args([
-                "serve-mock",
-                "--port",
-                "0",
-                "--seconds",
-                "300",
-                "--profiles",
-                profiles,
-            ])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start serve-mock");
-        let mut out = BufReader::new(child.stdout.take().expect("stdout"));
-        let mut hosts = HashMap::new();
-        for _ in profiles.split(',') {
-            let mut line = String::new();
-            out.read_line(&mut line).expect("read mock address");
-            let mut parts = line.split_whitespace();
-            let (name, url) = (parts.next().expect("name"), parts.next().expect("url"));
-            hosts.insert(name.to_string(), url.to_string());
-        }
-        Mock { child, hosts }
-    }
-
-    fn url(&self, profile: &str) -> &str {
-        &self.hosts[profile]
-    }
-
-    /// The server's own counters for one host.
-    fn stats(&self, profile: &str) -> Value {
-        let addr = self.url(profile).trim_start_matches("http://").to_string();
-        let mut s = TcpStream::connect(&addr).expect("connect to mock");
-        write!(s, "GET /__stats HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("send");
-        let mut resp = String::new();
-        s.read_to_string(&mut resp).expect("read stats");
-        let body = resp.split("\r\n\r\n").nth(1).expect("body");
-        serde_json::from_str(body).expect("stats json")
-    }
-}
-
-impl Drop for Mock {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn write_jobs(dir: &Path, lines: &[String]) -> PathBuf {
-    let p = dir.join("jobs.jsonl");
-    std::fs::write(&p, lines.join("\n") + "\n").expect("write jobs");
-    p
-}
-
-fn results(path: &Path) -> Vec<Value> {
-    let text = std::fs::read_to_string(path).expect("results");
-    assert!(text.is_empty() || text.ends_with('\n'), "torn last line");
-    text.lines()
-        .map(|l| serde_json::from_str(l).expect("every line is JSON"))
-        .collect()
-}
-
-fn corral(args: &[&str]) -> std::process::Output {
-    Command::new(BIN).args(args).output().expect("run corral")
-}
-
-/// Asserts each input line 1..=n appears exactly once.
-fn assert_exactly_once(rs: &[Value], n: u64) {
-    let mut seen = BTreeMap::new();
-    for r in rs {
-        *seen.entry(r["line"].as_u64().expect("line")).or_insert(0) += 1;
-    }
-    let dups: Vec<_> = seen.iter().filter(|(_, c)| **c > 1).collect();
-    assert!(dups.is_empty(), "duplicated: {dups:?}");
-    let missing: Vec<u64> = (1..=n).filter(|l| !seen.contains_key(l)).collect();
-    assert!(
-        missing.is_empty(),
-        "missing {} jobs, first {:?}",
-        missing.len(),
-        &missing[..missing.len().min(5)]
-    );
-    assert_eq!(seen.len() as u64, n);
-}
 
 #[test]
 fn per_host_limits_hold_every_job_once_bad_lines_named_secrets_redacted() {

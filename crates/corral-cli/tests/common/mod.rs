@@ -1,0 +1,105 @@
+//! What the end-to-end tests share: the binary, a `corral serve-mock` to aim at, and checks
+//! on results files.
+#![allow(dead_code)] // each test file uses its own part
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_corral");
+
+/// A running `corral serve-mock`, killed on drop.
+pub struct Mock {
+    pub child: Child,
+    pub hosts: HashMap<String, String>,
+}
+
+impl Mock {
+    pub fn start(profiles: &str) -> Mock {
+        let mut child = Command::new(BIN)
+            .args([
+                "serve-mock",
+                "--port",
+                "0",
+                "--seconds",
+                "300",
+                "--profiles",
+                profiles,
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start serve-mock");
+        let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut hosts = HashMap::new();
+        for _ in profiles.split(',') {
+            let mut line = String::new();
+            out.read_line(&mut line).expect("read mock address");
+            let mut parts = line.split_whitespace();
+            let (name, url) = (parts.next().expect("name"), parts.next().expect("url"));
+            hosts.insert(name.to_string(), url.to_string());
+        }
+        Mock { child, hosts }
+    }
+
+    pub fn url(&self, profile: &str) -> &str {
+        &self.hosts[profile]
+    }
+
+    /// The server's own counters for one host.
+    pub fn stats(&self, profile: &str) -> Value {
+        let addr = self.url(profile).trim_start_matches("http://").to_string();
+        let mut s = TcpStream::connect(&addr).expect("connect to mock");
+        write!(s, "GET /__stats HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("send");
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).expect("read stats");
+        let body = resp.split("\r\n\r\n").nth(1).expect("body");
+        serde_json::from_str(body).expect("stats json")
+    }
+}
+
+impl Drop for Mock {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn write_jobs(dir: &Path, lines: &[String]) -> PathBuf {
+    let p = dir.join("jobs.jsonl");
+    std::fs::write(&p, lines.join("\n") + "\n").expect("write jobs");
+    p
+}
+
+pub fn results(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).expect("results");
+    assert!(text.is_empty() || text.ends_with('\n'), "torn last line");
+    text.lines()
+        .map(|l| serde_json::from_str(l).expect("every line is JSON"))
+        .collect()
+}
+
+pub fn corral(args: &[&str]) -> std::process::Output {
+    Command::new(BIN).args(args).output().expect("run corral")
+}
+
+/// Asserts each input line 1..=n appears exactly once.
+pub fn assert_exactly_once(rs: &[Value], n: u64) {
+    let mut seen = BTreeMap::new();
+    for r in rs {
+        *seen.entry(r["line"].as_u64().expect("line")).or_insert(0) += 1;
+    }
+    let dups: Vec<_> = seen.iter().filter(|(_, c)| **c > 1).collect();
+    assert!(dups.is_empty(), "duplicated: {dups:?}");
+    let missing: Vec<u64> = (1..=n).filter(|l| !seen.contains_key(l)).collect();
+    assert!(
+        missing.is_empty(),
+        "missing {} jobs, first {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    assert_eq!(seen.len() as u64, n);
+}
