@@ -27,6 +27,7 @@ use std::collections::HashMap;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -392,12 +393,14 @@ impl Direct {
 
     /// Sends `job` on an idle connection to its host, or a new one, and reads the response
     /// head. `want_headers`: build the header map even for a 2xx/3xx response (it is always
-    /// built for other statuses, which may carry `Retry-After`).
+    /// built for other statuses, which may carry `Retry-After`). `sending` is set once the
+    /// request starts to go out (before that, a failure cannot have reached the server).
     pub async fn send(
         &self,
         job: &Job,
         key: &Arc<str>,
         want_headers: bool,
+        sending: &AtomicBool,
     ) -> Result<(Head, Lease<'_>), DirectError> {
         let mut fresh_only = false;
         loop {
@@ -407,6 +410,8 @@ impl Direct {
             };
             let mut write = std::mem::take(&mut conn.write);
             let close = self.encode(job, &mut write);
+            // From here on the server may see the request, whatever happens next.
+            sending.store(true, Ordering::Relaxed);
             let sent = conn.stream.write_all(&write).await;
             conn.write = write;
             let result = match sent {
@@ -717,7 +722,7 @@ mod tests {
     async fn fetch_inner(d: &Direct, job: &Job) -> Result<(Head, Vec<u8>), String> {
         let key: Arc<str> = job.host_key().into();
         let (head, mut lease) = d
-            .send(job, &key, true)
+            .send(job, &key, true, &AtomicBool::new(false))
             .await
             .map_err(|e| format!("{e:?}"))?;
         let mut body = Vec::new();
@@ -979,7 +984,10 @@ mod tests {
         let d = client();
         let j = get(&base, "/");
         let key: Arc<str> = j.host_key().into();
-        let (head, mut lease) = d.send(&j, &key, false).await.unwrap();
+        let (head, mut lease) = d
+            .send(&j, &key, false, &AtomicBool::new(false))
+            .await
+            .unwrap();
         assert!(head.headers.is_empty());
         assert_eq!(
             within(lease.next_chunk()).await.unwrap().unwrap(),
@@ -987,7 +995,9 @@ mod tests {
         );
         assert_eq!(within(lease.next_chunk()).await.unwrap(), None);
         lease.release();
-        let (head, _) = within(d.send(&j, &key, false)).await.unwrap();
+        let (head, _) = within(d.send(&j, &key, false, &AtomicBool::new(false)))
+            .await
+            .unwrap();
         assert_eq!(head.status, 429);
         assert_eq!(head.headers["retry-after"], "7");
     }

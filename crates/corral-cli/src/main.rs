@@ -18,6 +18,7 @@ mod report;
 mod runner;
 mod workers;
 
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,7 +33,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
 
 use crate::job::Format;
-use crate::output::{Existing, Sink, Writer};
+use crate::output::{Existing, InputFacts, OpenMode, Sink, Writer};
 use crate::report::{Progress, Stats, Summary};
 use crate::runner::{BodyMode, BreakerSettings, Engine, Settings};
 use crate::workers::Workers;
@@ -115,6 +116,11 @@ struct RunArgs {
     /// The results file exists: start over, discarding it.
     #[arg(long)]
     overwrite: bool,
+    /// With --resume: lines of the results file that are not results of this jobs file (torn,
+    /// foreign, or naming a line the input does not have) are moved to RESULTS.rejected and
+    /// their jobs run again, instead of refusing to resume.
+    #[arg(long, requires = "resume")]
+    repair: bool,
     /// A TOML file with any of the options below (names with `_`); command-line options win.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -174,6 +180,12 @@ struct Options {
     /// Cap retries at this fraction of jobs (plus 10), e.g. 0.2, so retries cannot amplify an outage [default: no cap].
     #[arg(long)]
     retry_budget: Option<f64>,
+    /// Also retry POST and PATCH requests after a failure that may have reached the server (a
+    /// timeout, a reset, a 5xx). Without it they are retried only when they cannot have been
+    /// sent (connect failures) or carry an `Idempotency-Key` header.
+    #[arg(long)]
+    #[serde(default)]
+    retry_unsafe: bool,
     /// Longest Retry-After honoured, in seconds; longer ones are cut to this [default: 60].
     #[arg(long)]
     max_retry_after_s: Option<u64>,
@@ -246,6 +258,7 @@ macro_rules! merge {
             save_body: $cli.save_body || $cfg.save_body,
             no_body: $cli.no_body || $cfg.no_body,
             save_headers: $cli.save_headers || $cfg.save_headers,
+            retry_unsafe: $cli.retry_unsafe || $cfg.retry_unsafe,
             header: [$cfg.header.clone(), $cli.header.clone()].concat(),
         }
     };
@@ -385,6 +398,7 @@ fn plan(o: &Options) -> Result<Plan, String> {
             .clone()
             .unwrap_or_else(|| vec![429, 500, 502, 503, 504]),
         retry_budget: o.retry_budget,
+        retry_unsafe: o.retry_unsafe,
         max_retry_after: Duration::from_secs(o.max_retry_after_s.unwrap_or(60)),
         breaker: (!o.no_breaker).then(|| BreakerSettings {
             failure_rate: o.breaker_failure_rate.unwrap_or(0.5),
@@ -462,14 +476,30 @@ async fn execute(
     engine: Engine,
     plan: Plan,
     input: Box<dyn tokio::io::AsyncBufRead + Unpin + Send>,
-    input_path: Option<PathBuf>,
+    count_path: Option<PathBuf>,
     format: Format,
     sink: Sink,
     resumed: output::Resumed,
     quiet: bool,
     summary_json: Option<PathBuf>,
 ) -> Result<u8, Fail> {
-    let writer = Writer::start(sink, plan.fsync_interval).map_err(fail(exit::FATAL))?;
+    // The summary counts what the results file holds: a job is counted once its line is written.
+    let stats = Arc::new(Mutex::new(
+        Stats::new(resumed.done.len()).map_err(fail(exit::FATAL))?,
+    ));
+    let counted = stats.clone();
+    let writer = Writer::start(
+        sink,
+        plan.fsync_interval,
+        Box::new(move |written: &[runner::Outcome]| {
+            let mut stats = counted.lock().unwrap_or_else(|p| p.into_inner());
+            for outcome in written {
+                stats.record(outcome);
+            }
+        }),
+    )
+    .map_err(fail(exit::FATAL))?;
+    let stats_now = || stats.lock().unwrap_or_else(|p| p.into_inner());
     let shutdown = Shutdown::new();
     if let Err(e) = shutdown.listen_for_signals() {
         eprintln!("corral: cannot install signal handlers: {e}");
@@ -502,9 +532,15 @@ async fn execute(
             resumed.duplicates
         ));
     }
-    let mut stats = Stats::new(resumed.done.len()).map_err(fail(exit::FATAL))?;
+    if let Some((n, side)) = &resumed.set_aside {
+        notes.push(format!(
+            "--repair moved {n} lines that were not results of this jobs file to {}; their jobs ran again",
+            side.display()
+        ));
+    }
     let mut progress = Progress::new(quiet, plan.progress_every);
-    let total = input_path.map(count_lines);
+    // Only a regular file is counted: any other input can be read once, by the job reader.
+    let total = count_path.map(count_lines);
 
     let done = Arc::new(resumed.done);
     let skip = {
@@ -546,6 +582,7 @@ async fn execute(
     let mut total = total;
     let mut fatal: Option<String> = None;
     let mut lost_to_panic = 0u64;
+    let mut finished = 0u64;
     let mut first_panic: Option<String> = None;
     loop {
         tokio::select! {
@@ -559,8 +596,8 @@ async fn execute(
                             // Not started before Ctrl-C: no result, --resume runs it.
                             Ok(None) => {}
                             Ok(Some(outcome)) => {
-                                stats.record(&outcome);
-                                if sender.push(outcome.json).await.is_err() {
+                                finished += 1;
+                                if sender.push(outcome).await.is_err() {
                                     fatal.get_or_insert_with(|| "the results writer stopped".into());
                                 }
                             }
@@ -580,6 +617,7 @@ async fn execute(
                     }
                     total = None;
                 }
+                let stats = stats_now();
                 let held = taken.load(Ordering::Relaxed).saturating_sub(stats.done);
                 let running = gates.running().min(held);
                 progress.update(&stats, running, held - running);
@@ -594,11 +632,18 @@ async fn execute(
         }
     }
     workers.join().await; // after a forced stop, the threads abandon what is in flight
-    progress.update(&stats, 0, 0);
-    progress.finish();
     drop(sender);
     if let Err(e) = writer.close().await {
         fatal.get_or_insert(e);
+    }
+    let stats = stats_now();
+    progress.update(&stats, 0, 0);
+    progress.finish();
+    let unwritten = finished.saturating_sub(stats.done);
+    if unwritten > 0 {
+        notes.push(format!(
+            "{unwritten} finished jobs could not be written to the results and are not counted above; --resume runs them"
+        ));
     }
     if let Some(e) = read_error.lock().unwrap_or_else(|p| p.into_inner()).take() {
         fatal.get_or_insert(e);
@@ -661,12 +706,23 @@ async fn run_cmd(args: RunArgs) -> Result<u8, Fail> {
     };
     // Every check first: nothing is written before the options and the input are known good.
     let engine = Engine::new(plan.settings.clone()).map_err(fail(exit::BAD_INPUT))?;
-    let (input, input_path): (
+    let (input, facts, counted): (
         Box<dyn tokio::io::AsyncBufRead + Unpin + Send>,
+        InputFacts,
         Option<PathBuf>,
     ) = if args.jobs.as_os_str() == "-" {
+        let identity = std::io::stdin()
+            .as_fd()
+            .try_clone_to_owned()
+            .and_then(|fd| std::fs::File::from(fd).metadata())
+            .ok()
+            .map(|m| output::identity(&m));
         (
             Box::new(tokio::io::BufReader::new(tokio::io::stdin())),
+            InputFacts {
+                identity,
+                lines: None,
+            },
             None,
         )
     } else {
@@ -677,15 +733,42 @@ async fn run_cmd(args: RunArgs) -> Result<u8, Fail> {
                 format!("cannot read jobs file {shown}: {e}"),
             )
         })?;
-        if f.metadata().await.is_ok_and(|m| m.is_dir()) {
+        let meta = f.metadata().await.map_err(|e| {
+            Fail(
+                exit::BAD_INPUT,
+                format!("cannot read jobs file {shown}: {e}"),
+            )
+        })?;
+        if meta.is_dir() {
             return Err(Fail(
                 exit::BAD_INPUT,
                 format!("{shown} is a directory, not a jobs file"),
             ));
         }
+        // A pipe, FIFO or device can be read only once: by the job reader, nothing else.
+        let regular = meta.is_file();
+        let lines = if regular && args.resume {
+            let path = args.jobs.clone();
+            let n = tokio::task::spawn_blocking(move || output::count_all_lines(&path))
+                .await
+                .map_err(fail(exit::FATAL))?
+                .map_err(|e| {
+                    Fail(
+                        exit::BAD_INPUT,
+                        format!("cannot read jobs file {shown}: {e}"),
+                    )
+                })?;
+            Some(n)
+        } else {
+            None
+        };
         (
             Box::new(tokio::io::BufReader::with_capacity(1 << 16, f)),
-            Some(args.jobs.clone()),
+            InputFacts {
+                identity: Some(output::identity(&meta)),
+                lines,
+            },
+            regular.then(|| args.jobs.clone()),
         )
     };
     let existing = if args.resume {
@@ -695,19 +778,27 @@ async fn run_cmd(args: RunArgs) -> Result<u8, Fail> {
     } else {
         Existing::Refuse
     };
+    let mode = OpenMode {
+        existing,
+        repair: args.repair,
+    };
     let (sink, resumed) = match &args.output {
         None => (Sink::Stdout, output::Resumed::default()),
         Some(path) => {
-            let (file, resumed) = output::open(path, existing).map_err(fail(exit::BAD_INPUT))?;
-            let path = path.clone();
-            (Sink::File { file, path }, resumed)
+            let opened = output::open(path, mode, facts).map_err(fail(exit::BAD_INPUT))?;
+            let sink = Sink::File {
+                file: opened.file,
+                path: path.clone(),
+                sync: opened.regular,
+            };
+            (sink, opened.resumed)
         }
     };
     execute(
         engine,
         plan,
         input,
-        input_path,
+        counted,
         format,
         sink,
         resumed,
@@ -862,8 +953,12 @@ async fn demo(args: DemoArgs) -> Result<u8, Fail> {
         .await
         .map(|f| Box::new(tokio::io::BufReader::new(f)))
         .map_err(fail(exit::FATAL))?;
-    let (file, resumed) =
-        output::open(&results_path, Existing::Overwrite).map_err(fail(exit::FATAL))?;
+    let mode = OpenMode {
+        existing: Existing::Overwrite,
+        repair: false,
+    };
+    let opened =
+        output::open(&results_path, mode, InputFacts::default()).map_err(fail(exit::FATAL))?;
     let code = execute(
         engine,
         plan,
@@ -871,10 +966,11 @@ async fn demo(args: DemoArgs) -> Result<u8, Fail> {
         Some(jobs_path.clone()),
         Format::Jsonl,
         Sink::File {
-            file,
+            file: opened.file,
             path: results_path.clone(),
+            sync: opened.regular,
         },
-        resumed,
+        opened.resumed,
         args.quiet,
         Some(summary_path.clone()),
     )

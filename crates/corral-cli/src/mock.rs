@@ -264,7 +264,7 @@ async fn handle(
         Profile::Slow => latency = latency.or(Some(Duration::from_millis(20 + roll))),
         Profile::Flaky { percent } => {
             if status.is_none() && roll < u64::from(percent) {
-                status = Some(if roll % 2 == 0 {
+                status = Some(if roll.is_multiple_of(2) {
                     StatusCode::INTERNAL_SERVER_ERROR
                 } else {
                     StatusCode::SERVICE_UNAVAILABLE

@@ -6,6 +6,7 @@
 //! resume cuts it off. `fsync` runs at most once per `fsync_interval` and at the end, so a
 //! power loss costs at most that interval of results — which resume then simply re-runs.
 
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -14,28 +15,35 @@ use std::time::{Duration, Instant};
 
 use corral::batch::{Batch, BatchReport, BatchSender, Batcher};
 
-/// Input line numbers already present in the results.
+/// Input line numbers already present in the results: a bitset in blocks of 4096 lines, so that
+/// memory follows the lines present, not the largest number (10 million jobs cost 1.25 MB, and a
+/// corrupt `{"line": 9223372036854775807}` costs one 512-byte block, not an exabyte).
 #[derive(Debug, Default, Clone)]
 pub struct Done {
-    bits: Vec<u64>,
+    blocks: HashMap<u64, Box<[u64; BLOCK_WORDS]>>,
     count: u64,
 }
 
+/// Words (of 64 lines) in one block of [`Done`].
+const BLOCK_WORDS: usize = 64;
+const BLOCK_LINES: u64 = 64 * BLOCK_WORDS as u64;
+
 impl Done {
     pub fn insert(&mut self, line: u64) -> bool {
-        let (w, b) = ((line / 64) as usize, line % 64);
-        if self.bits.len() <= w {
-            self.bits.resize(w + 1, 0);
-        }
-        let new = self.bits[w] & (1 << b) == 0;
-        self.bits[w] |= 1 << b;
+        let block = self
+            .blocks
+            .entry(line / BLOCK_LINES)
+            .or_insert_with(|| Box::new([0; BLOCK_WORDS]));
+        let (w, b) = (((line % BLOCK_LINES) / 64) as usize, line % 64);
+        let new = block[w] & (1 << b) == 0;
+        block[w] |= 1 << b;
         self.count += u64::from(new);
         new
     }
     pub fn contains(&self, line: u64) -> bool {
-        self.bits
-            .get((line / 64) as usize)
-            .is_some_and(|w| w & (1 << (line % 64)) != 0)
+        self.blocks.get(&(line / BLOCK_LINES)).is_some_and(|block| {
+            block[((line % BLOCK_LINES) / 64) as usize] & (1 << (line % 64)) != 0
+        })
     }
     pub fn len(&self) -> u64 {
         self.count
@@ -61,6 +69,36 @@ pub struct Resumed {
     pub repaired_bytes: u64,
     /// Duplicate result lines found (each job should be there once; reported, not fatal).
     pub duplicates: u64,
+    /// Lines that were not results of this input, set aside by `--repair`, and where they went.
+    pub set_aside: Option<(u64, PathBuf)>,
+}
+
+/// How to open the results file.
+#[derive(Debug, Clone, Copy)]
+pub struct OpenMode {
+    pub existing: Existing,
+    /// With [`Existing::Resume`]: move lines that are not results of this input into a side
+    /// file instead of refusing.
+    pub repair: bool,
+}
+
+/// What is known of the jobs input without reading it (a pipe can be read only once).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct InputFacts {
+    /// Device and inode of the input, to refuse writing results over it.
+    pub identity: Option<(u64, u64)>,
+    /// The input's last line number, for a regular file: result lines naming a later line are
+    /// not results of this input.
+    pub lines: Option<u64>,
+}
+
+/// An opened results file.
+pub struct Opened {
+    pub file: File,
+    pub resumed: Resumed,
+    /// A regular file: locked for this run, and fsynced. Devices (`/dev/null`) and pipes are
+    /// written as a stream: nothing to lock, scan or sync.
+    pub regular: bool,
 }
 
 #[derive(serde::Deserialize)]
@@ -68,43 +106,192 @@ struct LineOnly {
     line: u64,
 }
 
-/// Opens `path` for appending results as `existing` says. Returns the file and what it held.
-pub fn open(path: &Path, existing: Existing) -> Result<(File, Resumed), String> {
+/// Device and inode of an open file or a path (following links).
+pub fn identity(meta: &std::fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (meta.dev(), meta.ino())
+}
+
+/// Counts the lines of a regular file (the last one may lack its newline), as the job reader
+/// numbers them.
+pub fn count_all_lines(path: &Path) -> std::io::Result<u64> {
+    use std::io::Read;
+    let mut f = File::open(path)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let (mut n, mut last) = (0u64, b'\n');
+    loop {
+        let read = f.read(&mut buf)?;
+        if read == 0 {
+            break;
+        }
+        n += buf[..read].iter().filter(|&&b| b == b'\n').count() as u64;
+        last = buf[read - 1];
+    }
+    Ok(n + u64::from(last != b'\n'))
+}
+
+/// Opens `path` for appending results as `mode` says, after checking that it is not the input
+/// and taking an exclusive lock on it for the whole run (a second run on the same file is
+/// refused, naming the holder's pid). Returns the file and what it held.
+pub fn open(path: &Path, mode: OpenMode, input: InputFacts) -> Result<Opened, String> {
     let shown = path.display();
     let meta = std::fs::metadata(path).ok();
-    let non_empty = meta.as_ref().is_some_and(|m| m.len() > 0);
     if meta.as_ref().is_some_and(|m| m.is_dir()) {
         return Err(format!("{shown} is a directory"));
     }
-    if non_empty && existing == Existing::Refuse {
-        return Err(format!(
-            "{shown} already holds results; pass --resume to skip the jobs it has and run the rest, \
-             or --overwrite to start over"
-        ));
+    if let (Some(m), Some(id)) = (&meta, input.identity) {
+        if identity(m) == id {
+            return Err(format!(
+                "{shown} is the jobs file itself: results would overwrite the jobs; name another results file"
+            ));
+        }
     }
-    let mut resumed = Resumed::default();
-    if non_empty && existing == Existing::Resume {
-        resumed = scan_and_repair(path)?;
-    }
-    let mut opts = OpenOptions::new();
-    opts.create(true);
-    if existing == Existing::Overwrite {
-        opts.write(true).truncate(true);
-    } else {
-        opts.append(true);
-    }
-    let file = opts
+    let regular = meta.as_ref().is_none_or(|m| m.is_file());
+    let refuse_non_empty = |len: u64| {
+        if len > 0 && mode.existing == Existing::Refuse {
+            Err(format!(
+                "{shown} already holds results; pass --resume to skip the jobs it has and run the rest, \
+                 or --overwrite to start over"
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    let file = OpenOptions::new()
+        .create(true)
+        .read(true)
+        .append(true)
         .open(path)
         .map_err(|e| format!("cannot open {shown} for writing: {e}"))?;
-    Ok((file, resumed))
+    if !regular {
+        return Ok(Opened {
+            file,
+            resumed: Resumed::default(),
+            regular,
+        });
+    }
+    // Locked before anything else is looked at: another run may be writing it.
+    lock(&file, path)?;
+    let len = file
+        .metadata()
+        .map_err(|e| format!("cannot read {shown}: {e}"))?
+        .len();
+    refuse_non_empty(len)?;
+    let mut resumed = Resumed::default();
+    match mode.existing {
+        Existing::Overwrite => file
+            .set_len(0)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| format!("cannot empty {shown}: {e}"))?,
+        Existing::Resume if len > 0 => {
+            let scan = scan(path, input.lines)?;
+            if let Some(first) = scan.bad.first() {
+                if !mode.repair {
+                    return Err(format!(
+                        "{shown}:{}: {}; {} such line(s) in all. Pass --resume --repair to set them \
+                         aside in {} and run their jobs again",
+                        first.0,
+                        first.1,
+                        scan.bad.len(),
+                        side_file(path).display()
+                    ));
+                }
+                let moved = set_aside(path, &scan)?;
+                // The repaired file is a new one: lock it before the old lock goes.
+                let repaired = OpenOptions::new()
+                    .read(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|e| format!("cannot open {shown} for writing: {e}"))?;
+                lock(&repaired, path)?;
+                drop(file);
+                let mut resumed = scan.resumed;
+                resumed.set_aside = Some((moved, side_file(path)));
+                return Ok(Opened {
+                    file: repaired,
+                    resumed,
+                    regular,
+                });
+            }
+            resumed = scan.resumed;
+            if resumed.repaired_bytes > 0 {
+                file.set_len(scan.good_end)
+                    .and_then(|()| file.sync_all())
+                    .map_err(|e| format!("cannot repair {shown}: {e}"))?;
+            }
+        }
+        _ => {}
+    }
+    Ok(Opened {
+        file,
+        resumed,
+        regular,
+    })
 }
 
-fn scan_and_repair(path: &Path) -> Result<Resumed, String> {
+/// Where `--repair` puts the lines it takes out of `path`.
+pub fn side_file(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".rejected");
+    path.with_file_name(name)
+}
+
+/// Takes an exclusive lock on the results file for as long as `file` is open.
+fn lock(file: &File, path: &Path) -> Result<(), String> {
+    match file.try_lock() {
+        Ok(()) => Ok(()),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let holder = file
+                .metadata()
+                .ok()
+                .and_then(|m| lock_holder(&m))
+                .map_or_else(|| "another process".to_string(), |pid| format!("pid {pid}"));
+            Err(format!(
+                "{} is being written by another corral run ({holder}); two runs on one results file \
+                 would write jobs twice. Wait for it to end, or stop it",
+                path.display()
+            ))
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(format!("cannot lock {}: {e}", path.display())),
+    }
+}
+
+/// The pid holding a lock on the file, from `/proc/locks` (Linux); `None` elsewhere.
+fn lock_holder(meta: &std::fs::Metadata) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let dev = meta.dev();
+    let (major, minor) = (
+        ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff),
+        (dev & 0xff) | ((dev >> 12) & !0xff),
+    );
+    let want = format!("{major:02x}:{minor:02x}:{}", meta.ino());
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    // "1: FLOCK  ADVISORY  WRITE 4242 08:01:1234 0 EOF"
+    locks.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let i = f.iter().position(|x| *x == want)?;
+        f.get(i.checked_sub(1)?)?.parse().ok()
+    })
+}
+
+/// What a results file holds.
+struct Scan {
+    resumed: Resumed,
+    /// Where the whole, good part of the file ends (a torn last line starts there).
+    good_end: u64,
+    /// Lines (1-based in the results file) that are not results of this input, and why.
+    bad: Vec<(u64, String)>,
+}
+
+fn scan(path: &Path, input_lines: Option<u64>) -> Result<Scan, String> {
     let shown = path.display();
     let file = File::open(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
     let mut reader = BufReader::new(file);
-    let mut resumed = Resumed::default();
-    let mut good_end = 0u64;
+    let mut scan = Scan {
+        resumed: Resumed::default(),
+        good_end: 0,
+        bad: Vec::new(),
+    };
     let mut buf = Vec::new();
     let mut n = 0u64;
     loop {
@@ -118,64 +305,143 @@ fn scan_and_repair(path: &Path) -> Result<Resumed, String> {
         n += 1;
         if buf.last() != Some(&b'\n') {
             // A torn last line from a crash mid-write: its job was not recorded; cut it off.
-            resumed.repaired_bytes = read as u64;
+            scan.resumed.repaired_bytes = read as u64;
             break;
         }
-        match serde_json::from_slice::<LineOnly>(&buf) {
+        scan.good_end += read as u64;
+        let why = match serde_json::from_slice::<LineOnly>(&buf) {
+            Err(e) => format!("not a corral result line ({e})"),
+            Ok(l) if l.line == 0 => "names input line 0 (lines count from 1)".to_string(),
+            Ok(l) if input_lines.is_some_and(|max| l.line > max) => format!(
+                "names input line {}, but the jobs file has {} lines: not a result of this jobs file",
+                l.line,
+                input_lines.unwrap_or_default()
+            ),
             Ok(l) => {
-                if !resumed.done.insert(l.line) {
-                    resumed.duplicates += 1;
+                if !scan.resumed.done.insert(l.line) {
+                    scan.resumed.duplicates += 1;
                 }
+                continue;
             }
-            Err(e) => {
-                return Err(format!(
-                    "{shown}:{n} is not a corral result line ({e}); refusing to resume from a file \
-                     corral did not write"
-                ))
-            }
+        };
+        scan.bad.push((n, why));
+    }
+    Ok(scan)
+}
+
+/// `--repair`: the bad lines of `path` are appended to its side file, the rest (without a torn
+/// tail) replaces `path` through a synced temporary file and a rename, so a crash at any point
+/// leaves either the old file or the repaired one. Returns how many lines were moved.
+fn set_aside(path: &Path, scan: &Scan) -> Result<u64, String> {
+    let shown = path.display();
+    let err = |what: &str, e: std::io::Error| format!("cannot repair {shown} ({what}): {e}");
+    let bad: std::collections::HashSet<u64> = scan.bad.iter().map(|b| b.0).collect();
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(path.file_name().unwrap_or_default());
+    tmp_name.push(".repair");
+    let tmp = path.with_file_name(tmp_name);
+    let side = side_file(path);
+    let reader = BufReader::new(File::open(path).map_err(|e| err("read", e))?);
+    let mut good = std::io::BufWriter::new(File::create(&tmp).map_err(|e| err("create", e))?);
+    let mut rejected = std::io::BufWriter::new(
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&side)
+            .map_err(|e| err("side file", e))?,
+    );
+    let mut taken = 0u64;
+    for (i, line) in reader.split(b'\n').enumerate() {
+        let line = line.map_err(|e| err("read", e))?;
+        let n = i as u64 + 1;
+        let to = if bad.contains(&n) {
+            &mut rejected
+        } else {
+            &mut good
+        };
+        to.write_all(&line)
+            .and_then(|()| to.write_all(b"\n"))
+            .map_err(|e| err("write", e))?;
+        taken += line.len() as u64 + 1;
+        if taken >= scan.good_end {
+            break; // what follows is a torn tail
         }
-        good_end += read as u64;
     }
-    if resumed.repaired_bytes > 0 {
-        let f = OpenOptions::new()
-            .write(true)
-            .open(path)
-            .map_err(|e| format!("cannot repair {shown}: {e}"))?;
-        f.set_len(good_end)
-            .map_err(|e| format!("cannot repair {shown}: {e}"))?;
-        f.sync_all()
-            .map_err(|e| format!("cannot repair {shown}: {e}"))?;
+    let sync = |w: std::io::BufWriter<File>| -> std::io::Result<()> {
+        w.into_inner().map_err(|e| e.into_error())?.sync_all()
+    };
+    sync(rejected).map_err(|e| err("side file", e))?;
+    sync(good).map_err(|e| err("write", e))?;
+    std::fs::rename(&tmp, path).map_err(|e| err("rename", e))?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let _ = File::open(dir).and_then(|d| d.sync_all());
     }
-    Ok(resumed)
+    Ok(scan.bad.len() as u64)
 }
 
 /// Where results go.
 pub enum Sink {
-    File { file: File, path: PathBuf },
+    /// A file: `sync` for a regular file (devices and pipes cannot be fsynced).
+    File {
+        file: File,
+        path: PathBuf,
+        sync: bool,
+    },
     Stdout,
 }
 
-/// A batched results writer. The first write error stops the run (see [`Writer::failed`]).
-pub struct Writer {
-    batcher: Batcher<String, std::io::Error>,
+/// One result line to write, with what the summary counts of it once it is written.
+pub trait Line: Send + 'static {
+    /// The JSON line, without its newline.
+    fn text(&self) -> &str;
+}
+
+/// Called with each batch once it is in the results, so that what the summary counts is what
+/// the file holds.
+pub type OnWritten<T> = Box<dyn Fn(&[T]) + Send + Sync>;
+
+/// A batched results writer. The first write error stops the run (see [`Writer::failed`]); the
+/// file is cut back to its last whole batch and nothing more is written, so it holds exactly the
+/// results that were counted, and `--resume` runs the rest.
+pub struct Writer<T> {
+    batcher: Batcher<T, std::io::Error>,
     failed: Arc<Mutex<Option<String>>>,
 }
 
-impl Writer {
-    pub fn start(sink: Sink, fsync_interval: Duration) -> Result<Self, String> {
+struct State {
+    sink: Sink,
+    last_sync: Instant,
+    /// A write failed: nothing more is written.
+    broken: bool,
+}
+
+impl<T: Line> Writer<T> {
+    pub fn start(
+        sink: Sink,
+        fsync_interval: Duration,
+        on_written: OnWritten<T>,
+    ) -> Result<Self, String> {
         let failed: Arc<Mutex<Option<String>>> = Arc::default();
         let f = failed.clone();
-        let state = Arc::new(Mutex::new((sink, Instant::now())));
+        let state = Arc::new(Mutex::new(State {
+            sink,
+            last_sync: Instant::now(),
+            broken: false,
+        }));
+        let on_written = Arc::new(on_written);
         let batcher = Batcher::builder()
             .max_size(512)
             .max_delay(Duration::from_millis(200))
             .queue_capacity(1024)
-            .build(move |batch: Batch<String>| {
+            .build(move |batch: Batch<T>| {
                 let state = state.clone();
                 let failed = f.clone();
+                let on_written = on_written.clone();
                 async move {
                     let r = tokio::task::spawn_blocking(move || {
-                        write_batch(&state, batch, fsync_interval)
+                        write_batch(&state, &batch, fsync_interval)?;
+                        on_written(batch.items());
+                        Ok(())
                     })
                     .await
                     .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
@@ -190,7 +456,7 @@ impl Writer {
         Ok(Self { batcher, failed })
     }
 
-    pub fn sender(&self) -> BatchSender<String> {
+    pub fn sender(&self) -> BatchSender<T> {
         self.batcher.sender()
     }
 
@@ -212,42 +478,76 @@ impl Writer {
     }
 }
 
-fn write_batch(
-    state: &Mutex<(Sink, Instant)>,
-    batch: Batch<String>,
+fn write_batch<T: Line>(
+    state: &Mutex<State>,
+    batch: &Batch<T>,
     fsync_interval: Duration,
 ) -> std::io::Result<()> {
     let mut guard = state.lock().unwrap_or_else(|p| p.into_inner());
-    let (sink, last_sync) = &mut *guard;
-    let mut buf = Vec::with_capacity(batch.items().iter().map(|l| l.len() + 1).sum());
+    let state = &mut *guard;
+    if state.broken {
+        return Err(std::io::Error::other("an earlier write failed"));
+    }
+    let mut buf = Vec::with_capacity(batch.items().iter().map(|l| l.text().len() + 1).sum());
     for line in batch.items() {
-        buf.extend_from_slice(line.as_bytes());
+        buf.extend_from_slice(line.text().as_bytes());
         buf.push(b'\n');
     }
     let closing = batch.reason() == corral::batch::FlushReason::Close;
-    match sink {
+    let r = match &mut state.sink {
         Sink::Stdout => {
             let mut out = std::io::stdout().lock();
-            out.write_all(&buf)?;
-            out.flush()
+            out.write_all(&buf).and_then(|()| out.flush())
         }
-        Sink::File { file, path } => {
+        Sink::File { file, path, sync } => {
+            let start = if *sync {
+                file.seek(SeekFrom::End(0))?
+            } else {
+                0
+            };
             // One write of whole lines; a crash can tear only the last one.
-            file.write_all(&buf)
-                .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-            if closing || last_sync.elapsed() >= fsync_interval {
-                file.sync_data()?;
-                *last_sync = Instant::now();
+            let mut r = file.write_all(&buf);
+            if r.is_ok() && *sync && (closing || state.last_sync.elapsed() >= fsync_interval) {
+                r = file.sync_data();
+                state.last_sync = Instant::now();
             }
-            let _ = file.seek(SeekFrom::End(0));
-            Ok(())
+            if r.is_err() && *sync {
+                // Part of the batch may be in the file: cut it back to the last whole batch,
+                // which the summary has counted.
+                let _ = file.set_len(start).and_then(|()| file.sync_data());
+            }
+            r.map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))
         }
-    }
+    };
+    state.broken = r.is_err();
+    r
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn mode(existing: Existing) -> OpenMode {
+        OpenMode {
+            existing,
+            repair: false,
+        }
+    }
+
+    fn resume(p: &Path, repair: bool, lines: Option<u64>) -> Result<Opened, String> {
+        let mode = OpenMode {
+            existing: Existing::Resume,
+            repair,
+        };
+        open(
+            p,
+            mode,
+            InputFacts {
+                identity: None,
+                lines,
+            },
+        )
+    }
 
     #[test]
     fn resume_repairs_a_torn_line_and_refuses_foreign_files() {
@@ -258,8 +558,9 @@ mod tests {
             "{\"line\":1}\n{\"line\":3}\n{\"line\":3}\n{\"line\":4,\"url\":\"htt",
         )
         .unwrap();
-        assert!(open(&p, Existing::Refuse).unwrap_err().contains("--resume"));
-        let (_f, r) = open(&p, Existing::Resume).unwrap();
+        let refused = open(&p, mode(Existing::Refuse), InputFacts::default());
+        assert!(refused.err().unwrap().contains("--resume"));
+        let r = resume(&p, false, None).unwrap().resumed;
         assert_eq!((r.done.len(), r.duplicates), (2, 1));
         assert!(
             r.done.contains(1) && r.done.contains(3) && !r.done.contains(4) && !r.done.contains(2)
@@ -270,20 +571,110 @@ mod tests {
             .ends_with("{\"line\":3}\n"));
 
         std::fs::write(&p, "hello\n").unwrap();
-        assert!(open(&p, Existing::Resume)
-            .unwrap_err()
-            .contains("not a corral result"));
-        let (_f, r) = open(&p, Existing::Overwrite).unwrap();
-        assert_eq!(r.done.len(), 0);
+        let e = resume(&p, false, None).err().unwrap();
+        assert!(e.contains("out.jsonl:1: not a corral result"), "{e}");
+        assert!(e.contains("--repair"), "{e}");
+        let o = open(&p, mode(Existing::Overwrite), InputFacts::default()).unwrap();
+        assert_eq!(o.resumed.done.len(), 0);
         assert_eq!(std::fs::metadata(&p).unwrap().len(), 0);
     }
 
     #[test]
-    fn done_is_a_bitset() {
+    fn bad_lines_are_named_and_repair_sets_them_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("out.jsonl");
+        let text = "{\"line\":1}\n{\"line\":9223372036854775807}\n{\"li\n{\"line\":0}\n{\"line\":2}\n{\"line\":3,\"u";
+        std::fs::write(&p, text).unwrap();
+        // No huge allocation, and the first bad line named with the input's bound.
+        let e = resume(&p, false, Some(5)).err().unwrap();
+        assert!(
+            e.contains("out.jsonl:2: names input line 9223372036854775807"),
+            "{e}"
+        );
+        assert!(
+            e.contains("3 such line(s)") && e.contains("out.jsonl.rejected"),
+            "{e}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&p).unwrap(),
+            text,
+            "refusing changes nothing"
+        );
+
+        let o = resume(&p, true, Some(5)).unwrap();
+        assert_eq!(o.resumed.done.len(), 2);
+        assert!(o.resumed.done.contains(1) && o.resumed.done.contains(2));
+        assert_eq!(o.resumed.set_aside.as_ref().map(|s| s.0), Some(3));
+        assert_eq!(
+            std::fs::read_to_string(&p).unwrap(),
+            "{\"line\":1}\n{\"line\":2}\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(side_file(&p)).unwrap(),
+            "{\"line\":9223372036854775807}\n{\"li\n{\"line\":0}\n"
+        );
+        // The repaired file is the one locked for the run.
+        let again = open(&p, mode(Existing::Overwrite), InputFacts::default());
+        assert!(again.err().unwrap().contains("another corral run"));
+    }
+
+    #[test]
+    fn a_locked_file_is_refused_naming_the_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("out.jsonl");
+        let first = open(&p, mode(Existing::Refuse), InputFacts::default()).unwrap();
+        assert!(first.regular);
+        for existing in [Existing::Resume, Existing::Overwrite, Existing::Refuse] {
+            let e = open(&p, mode(existing), InputFacts::default())
+                .err()
+                .unwrap();
+            let pid = format!("pid {}", std::process::id());
+            assert!(e.contains("another corral run") && e.contains(&pid), "{e}");
+        }
+        drop(first);
+        assert!(open(&p, mode(Existing::Refuse), InputFacts::default()).is_ok());
+    }
+
+    #[test]
+    fn the_jobs_file_is_never_the_results_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("jobs.jsonl");
+        std::fs::write(&p, "{\"url\":\"http://h/\"}\n").unwrap();
+        let facts = InputFacts {
+            identity: Some(identity(&std::fs::metadata(&p).unwrap())),
+            lines: Some(1),
+        };
+        for existing in [Existing::Resume, Existing::Overwrite, Existing::Refuse] {
+            let e = open(&p, mode(existing), facts).err().unwrap();
+            assert!(e.contains("is the jobs file itself"), "{e}");
+        }
+        assert_eq!(
+            std::fs::read_to_string(&p).unwrap(),
+            "{\"url\":\"http://h/\"}\n"
+        );
+    }
+
+    #[test]
+    fn lines_are_counted_as_the_reader_numbers_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("jobs");
+        for (text, n) in [("", 0), ("a", 1), ("a\n", 1), ("a\n\nb", 3), ("\n\n", 2)] {
+            std::fs::write(&p, text).unwrap();
+            assert_eq!(count_all_lines(&p).unwrap(), n, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn done_is_a_sparse_bitset() {
         let mut d = Done::default();
         assert!(d.insert(10_000_000));
         assert!(!d.insert(10_000_000));
         assert!(d.contains(10_000_000) && !d.contains(9_999_999));
-        assert!(d.bits.len() * 8 < 1_300_000);
+        assert!(d.insert(u64::MAX) && d.contains(u64::MAX) && !d.contains(u64::MAX - 1));
+        assert_eq!((d.len(), d.blocks.len()), (2, 2));
+        for l in 0..BLOCK_LINES {
+            d.insert(l);
+        }
+        assert_eq!(d.blocks.len(), 3);
     }
 }

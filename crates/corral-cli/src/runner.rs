@@ -13,7 +13,7 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -67,6 +67,8 @@ pub struct Settings {
     pub retry_max: Duration,
     pub retry_statuses: Vec<u16>,
     pub retry_budget: Option<f64>,
+    /// Retry requests that are not idempotent even when they may have reached the server.
+    pub retry_unsafe: bool,
     pub max_retry_after: Duration,
     pub breaker: Option<BreakerSettings>,
     pub timeout: Duration,
@@ -99,6 +101,12 @@ pub struct Outcome {
     pub attempts: u32,
     pub latency: Option<Duration>,
     pub json: String,
+}
+
+impl crate::output::Line for Outcome {
+    fn text(&self) -> &str {
+        &self.json
+    }
 }
 
 /// Runs jobs. One engine per runtime thread: the HTTP clients (and their connections) belong
@@ -175,6 +183,10 @@ impl Active {
 struct ErrorOut<'a> {
     kind: &'a str,
     message: String,
+    /// No response arrived, but the request may have reached the server (it started to go
+    /// out): a job that is not idempotent may have taken effect.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    maybe_sent: bool,
 }
 
 #[derive(Serialize)]
@@ -224,6 +236,7 @@ impl Body<'_> {
             Body::Reqwest(r) => r.chunk().await.map_err(|e| AttemptError::Transport {
                 kind: transport_kind(&e),
                 message: chain(&e),
+                sent: true,
             }),
             Body::Direct(lease) => lease
                 .next_chunk()
@@ -231,6 +244,7 @@ impl Body<'_> {
                 .map_err(|m| AttemptError::Transport {
                     kind: "body",
                     message: format!("error reading the body: {m}"),
+                    sent: true,
                 }),
         }
     }
@@ -249,7 +263,12 @@ enum AttemptError {
     /// A response whose status is retryable (429, 5xx ...).
     Status(Response, Option<Duration>),
     /// A transport failure.
-    Transport { kind: &'static str, message: String },
+    Transport {
+        kind: &'static str,
+        message: String,
+        /// The request may have reached the server (it started to go out).
+        sent: bool,
+    },
     /// The host's breaker is open.
     BreakerOpen(String),
     /// The run stopped taking jobs (Ctrl-C) before this job's first request started.
@@ -466,7 +485,8 @@ impl Engine {
                     sem: self.active.clone(),
                     permit: Mutex::new(slot.take()),
                 };
-                let run = self.run_job(&job, &attempts, &active);
+                let maybe_sent = AtomicBool::new(false);
+                let run = self.run_job(&job, &attempts, &active, &maybe_sent);
                 let result = match self.gates.settings.total_timeout {
                     Some(t) => match tokio::time::timeout(t, run).await {
                         Ok(r) => r,
@@ -489,6 +509,7 @@ impl Engine {
                     &job,
                     result,
                     attempts.load(Ordering::Relaxed),
+                    maybe_sent.load(Ordering::Relaxed),
                     started.elapsed(),
                 ))
             }
@@ -500,29 +521,50 @@ impl Engine {
         job: &Job,
         attempts: &AtomicU32,
         active: &Active,
+        maybe_sent: &AtomicBool,
     ) -> Result<Response, (&'static str, String, Option<Response>)> {
         let host: Host = job.host_key().into();
         let retry_statuses = &self.gates.settings.retry_statuses;
         let max_ra = self.gates.settings.max_retry_after;
+        // A request that is not idempotent (POST, PATCH) is sent again only when it cannot have
+        // reached the server, unless the job makes a repeat harmless or the user says so.
+        let unsafe_to_repeat = !job.method.is_idempotent()
+            && !self.gates.settings.retry_unsafe
+            && !job.headers.contains_key("idempotency-key");
+        let held_back = AtomicBool::new(false);
         let r = self
             .gates
             .policy
             .retry(
                 |n| {
                     attempts.store(n, Ordering::Relaxed);
-                    self.attempt(job, &host, n <= 1, active)
+                    self.attempt(job, &host, n <= 1, active, maybe_sent)
                 },
-                |e: &AttemptError| match e {
-                    AttemptError::BreakerOpen(_) | AttemptError::NotStarted => Decision::Stop,
-                    AttemptError::Transport { kind, .. } if *kind == "request" => Decision::Stop,
-                    AttemptError::Transport { .. } => Decision::Retry,
-                    AttemptError::Status(resp, ra) if retry_statuses.contains(&resp.status) => {
-                        match ra {
-                            Some(d) => Decision::RetryAfter((*d).min(max_ra)),
-                            None => Decision::Retry,
+                |e: &AttemptError| {
+                    let d = match e {
+                        AttemptError::BreakerOpen(_) | AttemptError::NotStarted => Decision::Stop,
+                        AttemptError::Transport { kind, .. } if *kind == "request" => {
+                            Decision::Stop
                         }
+                        AttemptError::Transport { .. } => Decision::Retry,
+                        AttemptError::Status(resp, ra) if retry_statuses.contains(&resp.status) => {
+                            match ra {
+                                Some(d) => Decision::RetryAfter((*d).min(max_ra)),
+                                None => Decision::Retry,
+                            }
+                        }
+                        AttemptError::Status(..) => Decision::Stop,
+                    };
+                    let reached = match e {
+                        AttemptError::Transport { sent, .. } => *sent,
+                        AttemptError::Status(..) => true,
+                        _ => false,
+                    };
+                    if unsafe_to_repeat && reached && !matches!(d, Decision::Stop) {
+                        held_back.store(true, Ordering::Relaxed);
+                        return Decision::Stop;
                     }
-                    AttemptError::Status(..) => Decision::Stop,
+                    d
                 },
             )
             .await;
@@ -530,6 +572,12 @@ impl Engine {
             Ok(resp) => Ok(resp),
             Err(e) => {
                 let why = match e.reason {
+                    GiveUp::Permanent if held_back.load(Ordering::Relaxed) => format!(
+                        " (not retried: a {} may have reached the server, and sending it again \
+                         could repeat its effect; give the job an Idempotency-Key header or pass \
+                         --retry-unsafe)",
+                        job.method
+                    ),
                     GiveUp::Permanent => String::new(),
                     other => format!(" ({other} after {} attempt(s))", e.attempts),
                 };
@@ -555,6 +603,7 @@ impl Engine {
         host: &Host,
         first: bool,
         active: &Active,
+        maybe_sent: &AtomicBool,
     ) -> Result<Response, AttemptError> {
         let key = host;
         // After Ctrl-C, jobs that have not sent a request yet do not start: only requests
@@ -614,13 +663,19 @@ impl Engine {
         }
         let limit = job.timeout.unwrap_or(self.gates.settings.timeout);
         let started = Instant::now();
-        let out = match tokio::time::timeout(limit, self.send(job, key, started)).await {
+        let sending = AtomicBool::new(false);
+        let send = self.send(job, key, started, &sending);
+        let out = match tokio::time::timeout(limit, send).await {
             Ok(r) => r,
             Err(_) => Err(AttemptError::Transport {
                 kind: "timeout",
                 message: format!("no complete response within {limit:?}"),
+                sent: sending.load(Ordering::Relaxed),
             }),
         };
+        if sending.load(Ordering::Relaxed) {
+            maybe_sent.store(true, Ordering::Relaxed);
+        }
         let healthy = match &out {
             Ok(_) => true,
             Err(AttemptError::Status(r, _)) => r.status < 500,
@@ -650,28 +705,31 @@ impl Engine {
         job: &Job,
         host: &Host,
         started: Instant,
+        sending: &AtomicBool,
     ) -> Result<Response, AttemptError> {
         let transport = |e: reqwest::Error| AttemptError::Transport {
             kind: transport_kind(&e),
             message: chain(&e),
+            sent: !e.is_connect() && !e.is_builder(),
         };
         let (status, headers, mut body) = match (&self.direct, job.url.scheme()) {
             (Some(direct), "http") => {
                 let want_headers = self.gates.settings.save_headers;
-                let (head, lease) =
-                    direct
-                        .send(job, host, want_headers)
-                        .await
-                        .map_err(|e| match e {
-                            DirectError::Connect(m) => AttemptError::Transport {
-                                kind: "connect",
-                                message: m,
-                            },
-                            DirectError::Connection(m) => AttemptError::Transport {
-                                kind: "connection",
-                                message: m,
-                            },
-                        })?;
+                let (head, lease) = direct
+                    .send(job, host, want_headers, sending)
+                    .await
+                    .map_err(|e| match e {
+                        DirectError::Connect(m) => AttemptError::Transport {
+                            kind: "connect",
+                            message: m,
+                            sent: false,
+                        },
+                        DirectError::Connection(m) => AttemptError::Transport {
+                            kind: "connection",
+                            message: m,
+                            sent: true,
+                        },
+                    })?;
                 (head.status, head.headers, Body::Direct(lease))
             }
             _ => {
@@ -682,6 +740,7 @@ impl Engine {
                 if let Some(b) = &job.body {
                     req = req.body(b.clone());
                 }
+                sending.store(true, Ordering::Relaxed);
                 let resp = req.send().await.map_err(transport)?;
                 let status = resp.status().as_u16();
                 let headers = resp.headers().clone();
@@ -748,6 +807,7 @@ impl Engine {
             error: Some(ErrorOut {
                 kind: "invalid_input",
                 message: inv.message.clone(),
+                maybe_sent: false,
             }),
             body_bytes: None,
             truncated: false,
@@ -770,11 +830,23 @@ impl Engine {
         job: &Job,
         result: Result<Response, (&'static str, String, Option<Response>)>,
         attempts: u32,
+        maybe_sent: bool,
         elapsed: Duration,
     ) -> Outcome {
         let (resp, error) = match result {
             Ok(r) => (Some(r), None),
-            Err((kind, message, r)) => (r, Some(ErrorOut { kind, message })),
+            Err((kind, message, r)) => {
+                // With no response, say whether the server may still have seen the request.
+                let maybe_sent = maybe_sent && r.is_none();
+                (
+                    r,
+                    Some(ErrorOut {
+                        kind,
+                        message,
+                        maybe_sent,
+                    }),
+                )
+            }
         };
         let ok = error.is_none();
         let error_kind = error.as_ref().map(|e| e.kind);

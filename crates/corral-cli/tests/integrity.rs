@@ -1,0 +1,315 @@
+//! Nothing lost, nothing run twice: end-to-end tests of what a hostile-input and fault probe of
+//! `corral run` found (pipes as input, the jobs file as output, two runs on one results file,
+//! corrupt results files, repeated POSTs, write failures), against `corral serve-mock` on
+//! 127.0.0.1.
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+fn code_and_stderr(o: &std::process::Output) -> (Option<i32>, String) {
+    (o.status.code(), String::from_utf8_lossy(&o.stderr).into())
+}
+
+fn fast_jobs(mock: &Mock, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| format!(r#"{{"url":"{}/p/{i}"}}"#, mock.url("fast")))
+        .collect()
+}
+
+/// Runs `corral run INPUT -o out` with `feed` written to its standard input by a thread.
+fn run_fed(input: &str, out: &Path, feed: String) -> std::process::Output {
+    let mut child = Command::new(BIN)
+        .args(["run", input, "-o", out.to_str().unwrap(), "-q"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        // Small writes, so the reader sees the input arrive in pieces.
+        for piece in feed.as_bytes().chunks(999) {
+            if stdin.write_all(piece).is_err() {
+                return;
+            }
+        }
+    });
+    let o = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    o
+}
+
+#[test]
+fn a_piped_jobs_file_is_read_once_and_every_job_runs() {
+    let mock = Mock::start("fast");
+    let dir = tempfile::tempdir().unwrap();
+    let n = 3000;
+    let feed = fast_jobs(&mock, n).join("\n") + "\n";
+
+    // `corral run /dev/stdin`: a path that is a pipe.
+    let out = dir.path().join("stdin.jsonl");
+    let o = run_fed("/dev/stdin", &out, feed.clone());
+    assert_eq!(code_and_stderr(&o).0, Some(0), "{}", code_and_stderr(&o).1);
+    assert_exactly_once(&results(&out), n as u64);
+
+    // A named FIFO, as `<(cat jobs.jsonl)` gives.
+    let fifo = dir.path().join("jobs.fifo");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let out = dir.path().join("fifo.jsonl");
+    let f = fifo.clone();
+    let feeder = std::thread::spawn(move || {
+        let mut w = std::fs::OpenOptions::new().write(true).open(f).unwrap();
+        for piece in feed.as_bytes().chunks(999) {
+            w.write_all(piece).unwrap();
+        }
+    });
+    let o = Command::new(BIN)
+        .args(["run", fifo.to_str().unwrap(), "-o", out.to_str().unwrap()])
+        .args(["-q"])
+        .output()
+        .unwrap();
+    feeder.join().unwrap();
+    assert_eq!(code_and_stderr(&o).0, Some(0), "{}", code_and_stderr(&o).1);
+    let rs = results(&out);
+    assert_exactly_once(&rs, n as u64);
+    assert!(rs.iter().all(|r| r["ok"] == true), "a line was torn apart");
+}
+
+#[test]
+fn the_jobs_file_is_never_overwritten_by_its_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines: Vec<String> = (0..50)
+        .map(|i| format!(r#"{{"url":"http://127.0.0.1:1/{i}"}}"#))
+        .collect();
+    let jobs = write_jobs(dir.path(), &lines);
+    let before = std::fs::read(&jobs).unwrap();
+    let link = dir.path().join("link.jsonl");
+    std::fs::hard_link(&jobs, &link).unwrap();
+    for out in [&jobs, &link] {
+        for flag in ["--overwrite", "--resume"] {
+            let o = corral(&[
+                "run",
+                jobs.to_str().unwrap(),
+                "-o",
+                out.to_str().unwrap(),
+                flag,
+                "-q",
+            ]);
+            let (code, err) = code_and_stderr(&o);
+            assert_eq!(code, Some(2), "{flag}: {err}");
+            assert!(err.contains("is the jobs file itself"), "{err}");
+            assert_eq!(std::fs::read(&jobs).unwrap(), before, "{flag}");
+        }
+    }
+    // Through standard input too.
+    let o = Command::new(BIN)
+        .args(["run", "-", "-o", jobs.to_str().unwrap(), "--overwrite"])
+        .stdin(std::fs::File::open(&jobs).unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(code_and_stderr(&o).0, Some(2), "{}", code_and_stderr(&o).1);
+    assert_eq!(std::fs::read(&jobs).unwrap(), before);
+}
+
+#[test]
+fn a_second_run_on_the_same_results_file_is_refused_naming_the_first() {
+    let mock = Mock::start("slow");
+    let dir = tempfile::tempdir().unwrap();
+    let n = 400;
+    let lines: Vec<String> = (0..n)
+        .map(|i| format!(r#"{{"url":"{}/s/{i}?latency_ms=20"}}"#, mock.url("slow")))
+        .collect();
+    let jobs = write_jobs(dir.path(), &lines);
+    let out = dir.path().join("out.jsonl");
+    let args = |extra: &str| {
+        let mut a = vec!["run", jobs.to_str().unwrap(), "-o", out.to_str().unwrap()];
+        a.extend([
+            "-q",
+            "--per-host-concurrency",
+            "2",
+            "--fsync-interval-ms",
+            "5",
+        ]);
+        if !extra.is_empty() {
+            a.push(extra);
+        }
+        a.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let mut first = Command::new(BIN)
+        .args(args(""))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until it writes (it holds the lock from before its first result).
+    for _ in 0..500 {
+        if std::fs::metadata(&out).is_ok_and(|m| m.len() > 0) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for extra in ["--resume", "--overwrite", ""] {
+        let o = Command::new(BIN).args(args(extra)).output().unwrap();
+        let (code, err) = code_and_stderr(&o);
+        assert_eq!(code, Some(2), "{extra}: {err}");
+        assert!(
+            err.contains(&format!("another corral run (pid {})", first.id())),
+            "{extra}: {err}"
+        );
+    }
+    first.kill().unwrap();
+    first.wait().unwrap();
+    // Once it is gone, resume finishes the run: every job once.
+    let o = Command::new(BIN).args(args("--resume")).output().unwrap();
+    assert_eq!(code_and_stderr(&o).0, Some(0), "{}", code_and_stderr(&o).1);
+    assert_exactly_once(&results(&out), n as u64);
+}
+
+#[test]
+fn a_corrupt_results_file_is_named_and_repair_sets_the_bad_lines_aside() {
+    let mock = Mock::start("fast");
+    let dir = tempfile::tempdir().unwrap();
+    let jobs = write_jobs(dir.path(), &fast_jobs(&mock, 20));
+    let out = dir.path().join("out.jsonl");
+    let o = corral(&["run", jobs.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0));
+    // Corrupt it: a huge line number, a torn line in the middle, a line of another input.
+    let text = std::fs::read_to_string(&out).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines[3] = r#"{"line":9223372036854775807}"#;
+    lines[7] = r#"{"line":8,"url":"htt"#;
+    lines[12] = r#"{"line":21}"#;
+    std::fs::write(&out, lines.join("\n") + "\n").unwrap();
+    let corrupt = std::fs::read(&out).unwrap();
+
+    let args = |repair: bool| {
+        let mut a = vec!["run", jobs.to_str().unwrap(), "-o", out.to_str().unwrap()];
+        a.extend(["--resume", "-q"]);
+        if repair {
+            a.push("--repair");
+        }
+        corral(&a)
+    };
+    let (code, err) = code_and_stderr(&args(false));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("out.jsonl:4: names input line 9223372036854775807"),
+        "{err}"
+    );
+    assert!(
+        err.contains("3 such line(s)") && err.contains("--repair"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        corrupt,
+        "a refusal changes nothing"
+    );
+
+    let (code, err) = code_and_stderr(&args(true));
+    assert_eq!(code, Some(0), "{err}");
+    assert_exactly_once(&results(&out), 20);
+    let side = std::fs::read_to_string(dir.path().join("out.jsonl.rejected")).unwrap();
+    assert_eq!(side.lines().count(), 3, "{side}");
+    assert!(side.contains("9223372036854775807") && side.contains(r#""line":21"#));
+}
+
+#[test]
+fn a_post_that_may_have_reached_the_server_is_not_sent_again() {
+    let mock = Mock::start("slow");
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("{}/charge?latency_ms=400", mock.url("slow"));
+    let run = |job: String, extra: &[&str]| {
+        let jobs = write_jobs(dir.path(), &[job]);
+        let out = dir.path().join("out.jsonl");
+        let mut a = vec!["run", jobs.to_str().unwrap(), "-o", out.to_str().unwrap()];
+        a.extend(["--overwrite", "-q", "--timeout-ms", "100", "--retries", "3"]);
+        a.extend(["--retry-base-ms", "1", "--retry-max-ms", "2"]);
+        a.extend(extra);
+        let o = corral(&a);
+        assert_eq!(o.status.code(), Some(1), "{}", code_and_stderr(&o).1);
+        results(&out).remove(0)
+    };
+    let seen = || mock.stats("slow")["requests"].as_u64().unwrap();
+
+    // A POST that timed out: the server has it once, and the result says it may have landed.
+    let r = run(
+        format!(r#"{{"method":"POST","url":"{url}","body":"x"}}"#),
+        &[],
+    );
+    assert_eq!(seen(), 1, "{r}");
+    assert_eq!(r["attempts"], 1, "{r}");
+    assert_eq!(r["error"]["kind"], "timeout");
+    assert_eq!(r["error"]["maybe_sent"], true, "{r}");
+    assert!(r["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("Idempotency-Key"));
+
+    // With an Idempotency-Key, or --retry-unsafe, it is retried; so is a GET.
+    let keyed =
+        format!(r#"{{"method":"POST","url":"{url}","headers":{{"Idempotency-Key":"k1"}}}}"#);
+    assert_eq!(run(keyed, &[])["attempts"], 4);
+    assert_eq!(seen(), 5);
+    let plain = format!(r#"{{"method":"PATCH","url":"{url}"}}"#);
+    assert_eq!(run(plain, &["--retry-unsafe"])["attempts"], 4);
+    assert_eq!(seen(), 9);
+    assert_eq!(run(format!(r#"{{"url":"{url}"}}"#), &[])["attempts"], 4);
+
+    // A POST that could not connect never left: it is retried, and not flagged.
+    let r = run(
+        r#"{"method":"POST","url":"http://127.0.0.1:1/x"}"#.into(),
+        &[],
+    );
+    assert_eq!(
+        (r["attempts"].as_u64(), r["error"]["kind"].as_str()),
+        (Some(4), Some("connect"))
+    );
+    assert!(r["error"].get("maybe_sent").is_none(), "{r}");
+}
+
+#[test]
+fn the_summary_counts_what_the_results_file_holds() {
+    let mock = Mock::start("fast");
+    let dir = tempfile::tempdir().unwrap();
+    let jobs = write_jobs(dir.path(), &fast_jobs(&mock, 300));
+    let summary = dir.path().join("summary.json");
+    let run = |out: &str| {
+        corral(&[
+            "run",
+            jobs.to_str().unwrap(),
+            "-o",
+            out,
+            "-q",
+            "--summary-json",
+            summary.to_str().unwrap(),
+        ])
+    };
+    // A device is written as a stream: no fsync to fail on.
+    let o = run("/dev/null");
+    assert_eq!(code_and_stderr(&o).0, Some(0), "{}", code_and_stderr(&o).1);
+    // Every write fails (ENOSPC): nothing is in the results, so nothing is counted as done.
+    let o = run("/dev/full");
+    let (code, err) = code_and_stderr(&o);
+    assert_eq!(code, Some(3), "{err}");
+    let s: serde_json::Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+    assert_eq!(
+        (s["jobs_done"].as_u64(), s["ok"].as_u64()),
+        (Some(0), Some(0)),
+        "{s}"
+    );
+    let notes = s["notes"].to_string();
+    assert!(
+        notes.contains("could not be written") && notes.contains("--resume"),
+        "{s}"
+    );
+}
