@@ -3,12 +3,13 @@
 //! Every non-blank input line becomes either a [`Job`] or an [`Invalid`] naming the line number
 //! and the problem; invalid lines get an error result and the run goes on.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::Stream;
+use regex::Regex;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::Method;
 use serde::Deserialize;
@@ -100,6 +101,19 @@ fn parse_url(s: &str) -> Result<Url, String> {
     Ok(url)
 }
 
+/// A serde error message without the input values it quotes (`invalid type: string "s3cret",
+/// expected ...`): a value may be a secret, and the field and the expectation say enough.
+fn without_values(message: &str) -> String {
+    static QUOTED: LazyLock<Option<Regex>> = LazyLock::new(|| {
+        Regex::new(r#"(invalid (?:type|value|length): [a-z ]+?) ?(?:`[^`]*`|"(?:[^"\\]|\\.)*")"#)
+            .ok()
+    });
+    match QUOTED.as_ref() {
+        Some(re) => re.replace_all(message, "$1").into_owned(),
+        None => message.to_string(),
+    }
+}
+
 /// Parses one input line (already known non-blank).
 pub fn parse_line(line_no: u64, text: &str, format: Format, extra: &HeaderMap) -> Parsed {
     let invalid =
@@ -107,7 +121,7 @@ pub fn parse_line(line_no: u64, text: &str, format: Format, extra: &HeaderMap) -
             Parsed::Invalid(Box::new(Invalid {
                 line: line_no,
                 id: id.unwrap_or_else(|| line_no.to_string()),
-                url: url.map(|u| redact_url_str(&u)),
+                url: url.map(|u| crate::redact::url_text(&u)),
                 method,
                 meta,
                 message: format!("line {line_no}: {message}"),
@@ -136,7 +150,7 @@ pub fn parse_line(line_no: u64, text: &str, format: Format, extra: &HeaderMap) -
                 None,
                 None,
                 None,
-                format!("not a valid job object: {e}"),
+                format!("not a valid job object: {}", without_values(&e.to_string())),
             )
         }
     };
@@ -258,83 +272,6 @@ where
     )
 }
 
-/// Header names whose values never reach results or logs.
-pub fn is_secret_header(name: &str) -> bool {
-    let n = name.to_ascii_lowercase();
-    matches!(
-        n.as_str(),
-        "authorization" | "proxy-authorization" | "cookie" | "set-cookie"
-    ) || [
-        "token", "secret", "api-key", "apikey", "api_key", "password", "auth", "session",
-    ]
-    .iter()
-    .any(|s| n.contains(s))
-}
-
-fn is_secret_param(name: &str) -> bool {
-    let n = name.to_ascii_lowercase();
-    [
-        "token", "secret", "key", "password", "passwd", "auth", "sig", "session", "code",
-    ]
-    .iter()
-    .any(|s| n.contains(s))
-}
-
-/// True when a query pair's (decoded) name looks secret. Names without `%` or `+` need no
-/// decoding, which is the common case.
-fn is_secret_pair(pair: &str) -> bool {
-    if pair.contains(['%', '+']) {
-        url::form_urlencoded::parse(pair.as_bytes())
-            .next()
-            .is_some_and(|(k, _)| is_secret_param(&k))
-    } else {
-        is_secret_param(pair.split_once('=').map_or(pair, |(k, _)| k))
-    }
-}
-
-/// The URL with userinfo and secret-looking query values replaced by `REDACTED`; borrowed
-/// when there is nothing to hide (the common case, once per result).
-pub fn redact_url(url: &Url) -> Cow<'_, str> {
-    let creds = !url.username().is_empty() || url.password().is_some();
-    let secret_query = url
-        .query()
-        .is_some_and(|q| q.split('&').any(is_secret_pair));
-    if !creds && !secret_query {
-        // Nothing to hide: the URL exactly as requested.
-        return Cow::Borrowed(url.as_str());
-    }
-    let mut u = url.clone();
-    if creds {
-        let _ = u.set_username("REDACTED");
-        let _ = u.set_password(None);
-    }
-    if secret_query {
-        // Only secret values change; every other pair keeps its exact encoding.
-        let query: Vec<String> = url
-            .query()
-            .unwrap_or_default()
-            .split('&')
-            .map(|pair| {
-                if is_secret_pair(pair) {
-                    let raw_key = pair.split_once('=').map_or(pair, |(k, _)| k);
-                    format!("{raw_key}=REDACTED")
-                } else {
-                    pair.to_owned()
-                }
-            })
-            .collect();
-        u.set_query(Some(&query.join("&")));
-    }
-    Cow::Owned(u.to_string())
-}
-
-fn redact_url_str(s: &str) -> String {
-    match Url::parse(s.trim()) {
-        Ok(u) => redact_url(&u).into_owned(),
-        Err(_) => s.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -387,35 +324,19 @@ mod tests {
             ),
             (r#"{"id":"a"}"#, "missing \"url\""),
             (r#"{"url":"http://x","timeout_ms":0}"#, "greater than 0"),
+            (
+                r#"{"url":"http://x","headers":{"X-Api-Key":12345}}"#,
+                "invalid type: integer, expected a string",
+            ),
+            (
+                r#"{"url":"http://x","body":{"k":1},"id":"s3cret"}"#,
+                "invalid type: map, expected a string",
+            ),
         ] {
             let e = job(line).unwrap_err();
             assert!(e.contains(want), "{line}: {e}");
             assert!(e.starts_with("line 7: "), "{e}");
+            assert!(!e.contains("12345") && !e.contains("s3cret"), "{e}");
         }
-    }
-
-    #[test]
-    fn secrets_are_redacted_from_urls() {
-        let u = Url::parse("http://user:pw@h/p?api_key=abc&page=2&access_token=t").unwrap();
-        let r = redact_url(&u);
-        assert!(
-            !r.contains("abc") && !r.contains("pw") && !r.contains("=t"),
-            "{r}"
-        );
-        assert!(r.contains("page=2"), "{r}");
-        assert!(
-            is_secret_header("Authorization")
-                && is_secret_header("X-Api-Key")
-                && is_secret_header("x-auth-token")
-        );
-        assert!(!is_secret_header("accept"));
-    }
-
-    #[test]
-    fn redaction_keeps_the_rest_of_the_url_as_written() {
-        let plain = Url::parse("http://h/p?q=a%20b&x=1+2&flag").unwrap();
-        assert_eq!(redact_url(&plain), "http://h/p?q=a%20b&x=1+2&flag");
-        let u = Url::parse("http://h/p?q=a%20b&Api%5FKey=s3cret&flag").unwrap();
-        assert_eq!(redact_url(&u), "http://h/p?q=a%20b&Api%5FKey=REDACTED&flag");
     }
 }

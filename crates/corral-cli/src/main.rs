@@ -14,6 +14,8 @@ mod direct;
 mod job;
 mod mock;
 mod output;
+mod redact;
+mod redirect;
 mod report;
 mod runner;
 mod workers;
@@ -326,11 +328,12 @@ fn parse_size(s: &str) -> Result<u64, String> {
 
 fn parse_headers(list: &[String]) -> Result<HeaderMap, String> {
     let mut map = HeaderMap::new();
-    for h in list {
+    for (i, h) in list.iter().enumerate() {
+        // The value is never quoted back: it may be a secret, even when the name is missing.
         let (name, value) = h.split_once(':').ok_or_else(|| {
             format!(
-                "--header {:?}: expected `Name: value`",
-                redact_header_arg(h)
+                "--header number {} (counting the config file's first): expected `Name: value`",
+                i + 1
             )
         })?;
         let name = HeaderName::from_bytes(name.trim().as_bytes())
@@ -340,17 +343,6 @@ fn parse_headers(list: &[String]) -> Result<HeaderMap, String> {
         map.append(name, value);
     }
     Ok(map)
-}
-
-fn redact_header_arg(h: &str) -> String {
-    match h.split_once(':') {
-        Some((n, _)) => format!("{n}: …"),
-        None if h.len() > 12 => format!(
-            "{}…",
-            &h[..h.char_indices().nth(12).map_or(h.len(), |(i, _)| i)]
-        ),
-        None => h.to_string(),
-    }
 }
 
 /// Everything a run needs, validated.
@@ -449,7 +441,14 @@ fn plan(o: &Options) -> Result<Plan, String> {
 fn load_config(path: &Path) -> Result<Options, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
-    toml::from_str(&text).map_err(|e| format!("config {}: {e}", path.display()))
+    // A parse error quotes the line, which may hold a secret header.
+    toml::from_str(&text).map_err(|e| {
+        format!(
+            "config {}: {}",
+            path.display(),
+            redact::text(&e.to_string())
+        )
+    })
 }
 
 /// Counts non-blank lines of a file in the background, for the progress bar's length.
@@ -656,7 +655,7 @@ async fn execute(
     }
     let interrupted = shutdown.is_triggered();
     let (outcome, code) = if let Some(e) = &fatal {
-        eprintln!("corral: {e}");
+        eprintln!("corral: {}", redact::text(e));
         ("stopped by an error", exit::FATAL)
     } else if interrupted {
         notes.push("interrupted: rerun with --resume to finish the remaining jobs".into());
@@ -1055,7 +1054,7 @@ fn main() -> ExitCode {
             }
         })
         .unwrap_or_else(|Fail(code, message)| {
-            eprintln!("corral: {message}");
+            eprintln!("corral: {}", redact::text(&message));
             code
         });
     // Do not wait for stray blocking reads (stdin) at exit.

@@ -3,11 +3,13 @@
 //! Each simulated host is its own listener on 127.0.0.1 (so `host:port` differs and per-host
 //! limits apply to it), with a [`Profile`] deciding how it answers. Query parameters override the
 //! profile per request, for tests: `status=503`, `latency_ms=20`, `size=1000`, `retry_after=1`,
-//! `close` (answer with `Connection: close`).
+//! `close` (answer with `Connection: close`), `location=URL` (a redirect there, 302 unless
+//! `status` says otherwise).
 //!
 //! Every host counts what a client did to it — requests, most requests in flight at once, most
 //! requests in one wall-clock second — and serves those counts as JSON at `GET /__stats`, so
-//! tests can check that limits were respected from the server's side.
+//! tests can check that limits were respected from the server's side. It also keeps the last
+//! few requests as received (target and headers), for tests of what a client sends.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -78,6 +80,18 @@ struct Counters {
     max_in_flight: u64,
     per_second: HashMap<u64, u64>,
     statuses: HashMap<u16, u64>,
+    recent: std::collections::VecDeque<Seen>,
+}
+
+/// Requests kept in [`HostStats::recent`].
+const RECENT: usize = 32;
+
+/// One request as the host received it.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct Seen {
+    /// The request target as sent: a path, or an absolute URL when sent to a proxy.
+    pub target: String,
+    pub headers: std::collections::BTreeMap<String, String>,
 }
 
 /// What one host saw.
@@ -89,6 +103,9 @@ pub struct HostStats {
     pub max_in_flight: u64,
     pub max_per_second: u64,
     pub statuses: HashMap<u16, u64>,
+    /// The last requests received, oldest first.
+    #[serde(default)]
+    pub recent: Vec<Seen>,
 }
 
 struct Host {
@@ -108,6 +125,7 @@ impl Host {
             max_in_flight: c.max_in_flight,
             max_per_second: c.per_second.values().copied().max().unwrap_or(0),
             statuses: c.statuses.clone(),
+            recent: c.recent.iter().cloned().collect(),
         }
     }
 }
@@ -238,7 +256,22 @@ async fn handle(
         c.max_in_flight = c.max_in_flight.max(c.in_flight);
         let s = c.per_second.entry(second).or_insert(0);
         *s += 1;
-        *s
+        let this_second = *s;
+        if c.recent.len() == RECENT {
+            c.recent.pop_front();
+        }
+        c.recent.push_back(Seen {
+            target: req.uri().to_string(),
+            headers: req
+                .headers()
+                .iter()
+                .map(|(k, v)| {
+                    let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
+                    (k.as_str().to_string(), v)
+                })
+                .collect(),
+        });
+        this_second
     };
     let _guard = InFlight(host.clone());
     let q: HashMap<String, String> = req
@@ -293,7 +326,11 @@ async fn handle(
     if let Some(d) = latency {
         tokio::time::sleep(d).await;
     }
-    let status = status.unwrap_or(StatusCode::OK);
+    let status = match status {
+        Some(s) => s,
+        None if q.contains_key("location") => StatusCode::FOUND,
+        None => StatusCode::OK,
+    };
     record_status(&host, status.as_u16());
     if let Some(mib) = huge.filter(|_| status.is_success()) {
         size = mib as usize * 1024 * 1024;
@@ -311,6 +348,11 @@ async fn handle(
         return Ok(r);
     }
     let mut r = full(status, Bytes::from(vec![b'.'; size]));
+    if let Some(to) = q.get("location") {
+        if let Ok(v) = hyper::header::HeaderValue::from_str(to) {
+            r.headers_mut().insert(hyper::header::LOCATION, v);
+        }
+    }
     if let Some(ra) = retry_after.filter(|_| {
         status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE
     }) {

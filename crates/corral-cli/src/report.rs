@@ -184,7 +184,11 @@ impl Summary {
                 },
             },
             hosts,
-            notes,
+            // A note may quote an error (a panic's message): nothing secret leaves in it.
+            notes: notes
+                .iter()
+                .map(|n| crate::redact::text(n).into_owned())
+                .collect(),
         }
     }
 

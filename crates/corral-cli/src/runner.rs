@@ -27,7 +27,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::direct::{Direct, DirectError, Lease};
-use crate::job::{is_secret_header, redact_url, Invalid, Job, Parsed};
+use crate::job::{Invalid, Job, Parsed};
+use crate::{redact, redirect};
 
 /// A host key (`host:port`): cheap to clone for every gate an attempt passes.
 type Host = Arc<str>;
@@ -189,6 +190,18 @@ struct ErrorOut<'a> {
     maybe_sent: bool,
 }
 
+impl<'a> ErrorOut<'a> {
+    /// The message is redacted here, once for every result: it may quote a URL, a header or
+    /// an input line.
+    fn new(kind: &'a str, message: &str, maybe_sent: bool) -> Self {
+        Self {
+            kind,
+            message: redact::text(message).into_owned(),
+            maybe_sent,
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct ResultLine<'a> {
     line: u64,
@@ -332,6 +345,9 @@ fn clients(settings: &Settings) -> Result<(reqwest::Client, Option<Direct>), Str
         .connect_timeout(settings.connect_timeout)
         .pool_max_idle_per_host(settings.per_host_concurrency)
         .tcp_nodelay(true)
+        // corral follows redirects itself (`redirect`): secrets stay with their origin.
+        .redirect(reqwest::redirect::Policy::none())
+        .referer(false)
         .build()
         .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
     let direct = (!crate::direct::proxy_configured()).then(|| {
@@ -543,7 +559,9 @@ impl Engine {
                 |e: &AttemptError| {
                     let d = match e {
                         AttemptError::BreakerOpen(_) | AttemptError::NotStarted => Decision::Stop,
-                        AttemptError::Transport { kind, .. } if *kind == "request" => {
+                        AttemptError::Transport { kind, .. }
+                            if *kind == "request" || *kind == "redirect" =>
+                        {
                             Decision::Stop
                         }
                         AttemptError::Transport { .. } => Decision::Retry,
@@ -707,11 +725,6 @@ impl Engine {
         started: Instant,
         sending: &AtomicBool,
     ) -> Result<Response, AttemptError> {
-        let transport = |e: reqwest::Error| AttemptError::Transport {
-            kind: transport_kind(&e),
-            message: chain(&e),
-            sent: !e.is_connect() && !e.is_builder(),
-        };
         let (status, headers, mut body) = match (&self.direct, job.url.scheme()) {
             (Some(direct), "http") => {
                 let want_headers = self.gates.settings.save_headers;
@@ -733,15 +746,8 @@ impl Engine {
                 (head.status, head.headers, Body::Direct(lease))
             }
             _ => {
-                let mut req = self
-                    .client
-                    .request(job.method.clone(), job.url.clone())
-                    .headers(job.headers.clone());
-                if let Some(b) = &job.body {
-                    req = req.body(b.clone());
-                }
                 sending.store(true, Ordering::Relaxed);
-                let resp = req.send().await.map_err(transport)?;
+                let resp = self.send_following(job).await?;
                 let status = resp.status().as_u16();
                 let headers = resp.headers().clone();
                 (status, headers, Body::Reqwest(resp))
@@ -793,6 +799,60 @@ impl Engine {
         }
     }
 
+    /// Sends `job` through reqwest, following redirects by [`crate::redirect`]'s rule.
+    async fn send_following(&self, job: &Job) -> Result<reqwest::Response, AttemptError> {
+        let transport = |e: reqwest::Error| AttemptError::Transport {
+            kind: transport_kind(&e),
+            message: chain(&e),
+            sent: !e.is_connect() && !e.is_builder(),
+        };
+        let (mut url, mut method) = (job.url.clone(), job.method.clone());
+        let mut headers = std::borrow::Cow::Borrowed(&job.headers);
+        let mut body = job.body.clone();
+        for _ in 0..=redirect::MAX_HOPS {
+            let mut req = self
+                .client
+                .request(method.clone(), url.clone())
+                .headers((*headers).clone());
+            if let Some(b) = &body {
+                req = req.body(b.clone());
+            }
+            let resp = req.send().await.map_err(transport)?;
+            let location = resp.headers().get(reqwest::header::LOCATION);
+            let status = resp.status().as_u16();
+            match redirect::next(&url, &method, status, location.map(|l| l.as_bytes())) {
+                redirect::Next::Stop => return Ok(resp),
+                redirect::Next::Refuse(why) => {
+                    return Err(AttemptError::Transport {
+                        kind: "redirect",
+                        message: why,
+                        sent: true,
+                    })
+                }
+                redirect::Next::Follow {
+                    url: to,
+                    method: m,
+                    keep_body,
+                } => {
+                    redirect::prepare(headers.to_mut(), &url, &to, keep_body);
+                    if !keep_body {
+                        body = None;
+                    }
+                    (url, method) = (to, m);
+                }
+            }
+        }
+        Err(AttemptError::Transport {
+            kind: "redirect",
+            message: format!(
+                "more than {} redirects, the last to {}",
+                redirect::MAX_HOPS,
+                redact::url(&url)
+            ),
+            sent: true,
+        })
+    }
+
     fn invalid(&self, inv: &Invalid) -> Outcome {
         let line = ResultLine {
             line: inv.line,
@@ -804,11 +864,7 @@ impl Engine {
             attempts: 0,
             latency_ms: None,
             elapsed_ms: 0.0,
-            error: Some(ErrorOut {
-                kind: "invalid_input",
-                message: inv.message.clone(),
-                maybe_sent: false,
-            }),
+            error: Some(ErrorOut::new("invalid_input", &inv.message, false)),
             body_bytes: None,
             truncated: false,
             headers: None,
@@ -838,14 +894,7 @@ impl Engine {
             Err((kind, message, r)) => {
                 // With no response, say whether the server may still have seen the request.
                 let maybe_sent = maybe_sent && r.is_none();
-                (
-                    r,
-                    Some(ErrorOut {
-                        kind,
-                        message,
-                        maybe_sent,
-                    }),
-                )
+                (r, Some(ErrorOut::new(kind, &message, maybe_sent)))
             }
         };
         let ok = error.is_none();
@@ -857,11 +906,7 @@ impl Engine {
                 r.headers
                     .iter()
                     .map(|(k, v)| {
-                        let v = if is_secret_header(k.as_str()) {
-                            "REDACTED".to_string()
-                        } else {
-                            String::from_utf8_lossy(v.as_bytes()).into_owned()
-                        };
+                        let v = redact::header_value(k.as_str(), v.as_bytes());
                         (k.as_str().to_string(), v)
                     })
                     .collect()
@@ -870,7 +915,7 @@ impl Engine {
             line: job.line,
             id: &job.id,
             method: job.method.as_str(),
-            url: redact_url(&job.url),
+            url: redact::url(&job.url),
             ok,
             status: resp.as_ref().map(|r| r.status),
             attempts,
