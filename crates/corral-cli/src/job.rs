@@ -86,6 +86,14 @@ pub enum Format {
 const METHODS: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
 
 fn parse_url(s: &str) -> Result<Url, String> {
+    // The URL parser drops tabs and line breaks silently: the request would go to a URL that
+    // is not the one in the file.
+    if let Some(i) = s.trim().find(|c: char| c.is_control()) {
+        return Err(format!(
+            "invalid url {s:?}: a control character (tab, line break ...) at byte {}; percent-encode it",
+            i + 1
+        ));
+    }
     let url = Url::parse(s.trim()).map_err(|e| format!("invalid url {s:?}: {e}"))?;
     match url.scheme() {
         "http" | "https" => {}
@@ -218,6 +226,23 @@ pub fn parse_line(line_no: u64, text: &str, format: Format, extra: &HeaderMap) -
         }
         (None, None) => None,
     };
+    // corral frames the body: a length or coding of the job's own would be sent as-is by one
+    // client and replaced by the other. One that agrees with the body is harmless.
+    let body_len = body.as_ref().map_or(0, |b| b.len() as u64);
+    if let Some(v) = headers.get(reqwest::header::CONTENT_LENGTH) {
+        let stated = v
+            .to_str()
+            .ok()
+            .filter(|t| t.bytes().all(|b| b.is_ascii_digit()));
+        if stated.and_then(|t| t.parse::<u64>().ok()) != Some(body_len) {
+            return fail(format!(
+                "header Content-Length does not match the body ({body_len} bytes); leave it out, corral sets it"
+            ));
+        }
+    }
+    if headers.contains_key(reqwest::header::TRANSFER_ENCODING) {
+        return fail("header Transfer-Encoding is not allowed; corral frames the body".into());
+    }
     if raw.timeout_ms == Some(0) {
         return fail("\"timeout_ms\" must be greater than 0".into());
     }
@@ -233,12 +258,70 @@ pub fn parse_line(line_no: u64, text: &str, format: Format, extra: &HeaderMap) -
     }))
 }
 
+/// Reads one line into `buf`, keeping at most `max` bytes of it (and its newline): a longer
+/// line is consumed to its end but not kept, so memory stays bounded whatever the input. Returns
+/// the bytes consumed (0 at the end of the input) and whether the line was too long.
+async fn read_line_bounded<R: AsyncBufRead + Unpin>(
+    reader: &mut R,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<(usize, bool)> {
+    let (mut total, mut too_long) = (0, false);
+    loop {
+        let avail = reader.fill_buf().await?;
+        if avail.is_empty() {
+            return Ok((total, too_long));
+        }
+        let (take, end) = match avail.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (avail.len(), false),
+        };
+        if !too_long {
+            if buf.len() + take > max.saturating_add(1) {
+                too_long = true;
+                buf.clear();
+                buf.shrink_to(64 * 1024);
+            } else {
+                buf.extend_from_slice(&avail[..take]);
+            }
+        }
+        reader.consume(take);
+        total += take;
+        if end {
+            return Ok((total, too_long));
+        }
+    }
+}
+
+/// A line refused before it could be parsed (too long, not UTF-8).
+fn unreadable(line: u64, message: String) -> Parsed {
+    Parsed::Invalid(Box::new(Invalid {
+        line,
+        id: line.to_string(),
+        url: None,
+        method: None,
+        meta: None,
+        message: format!("line {line}: {message}"),
+    }))
+}
+
+/// The URL of a `--urls` line: what precedes a ` #` comment.
+fn strip_comment(text: &str) -> &str {
+    match text.find(" #").or_else(|| text.find("\t#")) {
+        Some(i) => text[..i].trim_end(),
+        None => text,
+    }
+}
+
 /// Streams parsed jobs from a reader, skipping blank lines (and `#` comments in URL mode) and
-/// the lines `skip` says are done. Read errors end the stream with an `Err`.
+/// the lines `skip` says are done. A line longer than `max_line` bytes, or not UTF-8, becomes an
+/// invalid job naming its line; a UTF-8 byte order mark at the start is skipped. Read errors
+/// end the stream with an `Err`.
 pub fn read_jobs<R, F>(
     reader: R,
     format: Format,
     extra: HeaderMap,
+    max_line: usize,
     skip: F,
 ) -> impl Stream<Item = std::io::Result<Parsed>> + Send
 where
@@ -251,21 +334,44 @@ where
         move |(mut reader, mut line_no, mut buf, extra, skip)| async move {
             loop {
                 buf.clear();
-                match reader.read_until(b'\n', &mut buf).await {
+                let too_long = match read_line_bounded(&mut reader, &mut buf, max_line).await {
                     Err(e) => return Some((Err(e), (reader, line_no, buf, extra, skip))),
-                    Ok(0) => return None,
-                    Ok(_) => {}
-                }
+                    Ok((0, _)) => return None,
+                    Ok((_, too_long)) => too_long,
+                };
                 line_no += 1;
-                let text = String::from_utf8_lossy(&buf);
-                let text = text.trim();
-                if text.is_empty()
-                    || (format == Format::Urls && text.starts_with('#'))
-                    || skip(line_no)
-                {
+                if skip(line_no) {
                     continue;
                 }
-                let parsed = parse_line(line_no, text, format, &extra);
+                let parsed = if too_long {
+                    unreadable(
+                        line_no,
+                        format!("longer than --max-line ({max_line} bytes); not read"),
+                    )
+                } else {
+                    let bytes = match (line_no, buf.strip_prefix(b"\xEF\xBB\xBF")) {
+                        (1, Some(rest)) => rest,
+                        _ => &buf[..],
+                    };
+                    match std::str::from_utf8(bytes) {
+                        Err(e) => unreadable(
+                            line_no,
+                            format!("not valid UTF-8 (at byte {})", e.valid_up_to() + 1),
+                        ),
+                        Ok(text) => {
+                            let text = text.trim();
+                            if text.is_empty() || (format == Format::Urls && text.starts_with('#'))
+                            {
+                                continue;
+                            }
+                            let text = match format {
+                                Format::Urls => strip_comment(text),
+                                Format::Jsonl => text,
+                            };
+                            parse_line(line_no, text, format, &extra)
+                        }
+                    }
+                };
                 return Some((Ok(parsed), (reader, line_no, buf, extra, skip)));
             }
         },
@@ -324,6 +430,20 @@ mod tests {
             ),
             (r#"{"id":"a"}"#, "missing \"url\""),
             (r#"{"url":"http://x","timeout_ms":0}"#, "greater than 0"),
+            (
+                r#"{"url":"http://x","body":"abc","headers":{"Content-Length":"5"}}"#,
+                "Content-Length does not match the body (3 bytes)",
+            ),
+            (
+                r#"{"url":"http://x","body":"abc","headers":{"Content-Length":"+3"}}"#,
+                "Content-Length does not match",
+            ),
+            (
+                r#"{"url":"http://x","headers":{"Transfer-Encoding":"chunked"}}"#,
+                "Transfer-Encoding is not allowed",
+            ),
+            (r#"{"url":"http://x/a\tb"}"#, "a control character"),
+            (r#"{"url":"http://x/a\r\nb"}"#, "a control character"),
             (
                 r#"{"url":"http://x","headers":{"X-Api-Key":12345}}"#,
                 "invalid type: integer, expected a string",

@@ -222,6 +222,9 @@ struct Options {
     /// Largest body read per response, e.g. 1MiB, 512KiB, 100000; the rest is cut and flagged [default: 1MiB].
     #[arg(long)]
     max_body: Option<String>,
+    /// Longest input line, e.g. 1MiB; a longer line is not read, its job fails as invalid_input [default: 1MiB].
+    #[arg(long)]
+    max_line: Option<String>,
     /// Store response bodies (up to --max-body) in the results.
     #[arg(long, conflicts_with = "no_body")]
     #[serde(default)]
@@ -295,6 +298,7 @@ impl Options {
             connect_timeout_ms,
             total_timeout_ms,
             max_body,
+            max_line,
             drain_timeout_s,
             fsync_interval_ms,
             progress_interval_s,
@@ -303,25 +307,25 @@ impl Options {
     }
 }
 
-fn parse_size(s: &str) -> Result<u64, String> {
+fn parse_size(s: &str, what: &str) -> Result<u64, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (n, unit) = t.split_at(split);
     let n: u64 = n
         .parse()
-        .map_err(|_| format!("--max-body {s:?}: expected a size like 1MiB, 512KiB or 100000"))?;
+        .map_err(|_| format!("--{what} {s:?}: expected a size like 1MiB, 512KiB or 100000"))?;
     let mult = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" | "kib" => 1024,
         "m" | "mb" | "mib" => 1024 * 1024,
         "g" | "gb" | "gib" => 1024 * 1024 * 1024,
-        other => return Err(format!("--max-body {s:?}: unknown unit {other:?}")),
+        other => return Err(format!("--{what} {s:?}: unknown unit {other:?}")),
     };
     let v = n
         .checked_mul(mult)
-        .ok_or_else(|| format!("--max-body {s:?} is too large"))?;
+        .ok_or_else(|| format!("--{what} {s:?} is too large"))?;
     if v == 0 {
-        return Err("--max-body must be at least 1 byte (use --no-body to skip bodies)".into());
+        return Err(format!("--{what} must be at least 1 byte"));
     }
     Ok(v)
 }
@@ -352,6 +356,8 @@ struct Plan {
     queue: usize,
     threads: usize,
     extra_headers: HeaderMap,
+    /// Longest input line read (bytes).
+    max_line: usize,
     drain_timeout: Duration,
     fsync_interval: Duration,
     progress_every: Duration,
@@ -401,8 +407,12 @@ fn plan(o: &Options) -> Result<Plan, String> {
         }),
         timeout,
         connect_timeout: ms(o.connect_timeout_ms, 10_000),
-        total_timeout: o.total_timeout_ms.map(Duration::from_millis),
-        max_body: parse_size(o.max_body.as_deref().unwrap_or("1MiB"))?,
+        total_timeout: match o.total_timeout_ms {
+            Some(0) => return Err("--total-timeout-ms must be greater than 0".into()),
+            t => t.map(Duration::from_millis),
+        },
+        max_body: parse_size(o.max_body.as_deref().unwrap_or("1MiB"), "max-body")
+            .map_err(|e| format!("{e} (use --no-body to skip bodies)"))?,
         body: if o.no_body {
             BodyMode::Skip
         } else if o.save_body {
@@ -432,6 +442,11 @@ fn plan(o: &Options) -> Result<Plan, String> {
         queue,
         threads,
         extra_headers: parse_headers(&o.header)?,
+        max_line: usize::try_from(parse_size(
+            o.max_line.as_deref().unwrap_or("1MiB"),
+            "max-line",
+        )?)
+        .unwrap_or(usize::MAX),
         drain_timeout: Duration::from_secs(o.drain_timeout_s.unwrap_or(30)),
         fsync_interval: ms(o.fsync_interval_ms, 1000),
         progress_every: Duration::from_secs(o.progress_interval_s.unwrap_or(5).max(1)),
@@ -548,18 +563,24 @@ async fn execute(
     };
     let read_error: Arc<Mutex<Option<String>>> = Arc::default();
     let re = read_error.clone();
-    let jobs =
-        job::read_jobs(input, format, plan.extra_headers.clone(), skip).scan((), move |_, r| {
-            let out = match r {
-                Ok(p) => Some(p),
-                Err(e) => {
-                    *re.lock().unwrap_or_else(|p| p.into_inner()) =
-                        Some(format!("cannot read the jobs: {e}"));
-                    None
-                }
-            };
-            futures::future::ready(out)
-        });
+    let jobs = job::read_jobs(
+        input,
+        format,
+        plan.extra_headers.clone(),
+        plan.max_line,
+        skip,
+    )
+    .scan((), move |_, r| {
+        let out = match r {
+            Ok(p) => Some(p),
+            Err(e) => {
+                *re.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(format!("cannot read the jobs: {e}"));
+                None
+            }
+        };
+        futures::future::ready(out)
+    });
     let gates = engine.gates_handle();
     let taken = Arc::new(AtomicU64::new(0));
     let mut workers = Workers::start(

@@ -84,6 +84,9 @@ impl Stats {
     }
 }
 
+/// Hosts listed in the printed summary, the busiest first; `--summary-json` has them all.
+const HOSTS_SHOWN: usize = 20;
+
 /// The machine-readable summary (`--summary-json`), also the source of the printed one.
 #[derive(Debug, Serialize)]
 pub struct Summary {
@@ -231,10 +234,19 @@ impl Summary {
         ));
         if !self.hosts.is_empty() {
             out.push_str("  per host:                 attempts   attempts/s  breaker-opened  retry-after-pauses\n");
-            for (h, s) in &self.hosts {
+            // The busiest hosts only: a run over thousands of hosts would bury the rest.
+            let mut busiest: Vec<_> = self.hosts.iter().collect();
+            busiest.sort_by(|a, b| b.1.attempts.cmp(&a.1.attempts).then(a.0.cmp(b.0)));
+            for (h, s) in busiest.iter().take(HOSTS_SHOWN) {
                 out.push_str(&format!(
                     "    {:<24} {:>8}   {:>10.1}  {:>14}  {:>18}\n",
                     h, s.attempts, s.attempts_per_s, s.breaker_openings, s.paused_by_retry_after
+                ));
+            }
+            if busiest.len() > HOSTS_SHOWN {
+                out.push_str(&format!(
+                    "    ... and {} more hosts with fewer attempts (all of them: --summary-json)\n",
+                    busiest.len() - HOSTS_SHOWN
                 ));
             }
         }

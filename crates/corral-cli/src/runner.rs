@@ -13,7 +13,7 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -271,6 +271,17 @@ impl Body<'_> {
     }
 }
 
+/// What a job's attempts leave besides their result, for its result line.
+#[derive(Default)]
+struct Trace {
+    attempts: AtomicU32,
+    /// Some attempt started to send the request: the server may have seen it.
+    maybe_sent: AtomicBool,
+    /// The status of the last attempt's response head, 0 before one arrived: kept when the
+    /// body then fails or times out.
+    head: AtomicU16,
+}
+
 /// Why an attempt did not produce a final response.
 enum AttemptError {
     /// A response whose status is retryable (429, 5xx ...).
@@ -298,6 +309,8 @@ fn transport_kind(e: &reqwest::Error) -> &'static str {
         "request"
     } else if e.is_timeout() {
         "timeout"
+    } else if e.is_connect() && chain(e).contains("dns error") {
+        "dns"
     } else if e.is_connect() {
         "connect"
     } else if e.is_body() || e.is_decode() {
@@ -306,6 +319,11 @@ fn transport_kind(e: &reqwest::Error) -> &'static str {
         // Reset or closed connections, protocol errors: reqwest reports these as request errors.
         "connection"
     }
+}
+
+/// True when a name-resolution failure is the resolver's, not the name's: worth a retry.
+fn dns_may_recover(message: &str) -> bool {
+    message.contains("Temporary failure") || message.contains("try again")
 }
 
 /// The full chain of an error's messages ("error sending request: connection closed ...").
@@ -496,13 +514,12 @@ impl Engine {
             Parsed::Invalid(inv) => Some(self.invalid(&inv)),
             Parsed::Job(job) => {
                 let started = Instant::now();
-                let attempts = AtomicU32::new(0);
+                let trace = Trace::default();
                 let active = Active {
                     sem: self.active.clone(),
                     permit: Mutex::new(slot.take()),
                 };
-                let maybe_sent = AtomicBool::new(false);
-                let run = self.run_job(&job, &attempts, &active, &maybe_sent);
+                let run = self.run_job(&job, &trace, &active);
                 let result = match self.gates.settings.total_timeout {
                     Some(t) => match tokio::time::timeout(t, run).await {
                         Ok(r) => r,
@@ -521,13 +538,7 @@ impl Engine {
                 if matches!(result, Err((NOT_STARTED, ..))) {
                     return None;
                 }
-                Some(self.finish(
-                    &job,
-                    result,
-                    attempts.load(Ordering::Relaxed),
-                    maybe_sent.load(Ordering::Relaxed),
-                    started.elapsed(),
-                ))
+                Some(self.finish(&job, result, &trace, started.elapsed()))
             }
         }
     }
@@ -535,9 +546,8 @@ impl Engine {
     async fn run_job(
         &self,
         job: &Job,
-        attempts: &AtomicU32,
+        trace: &Trace,
         active: &Active,
-        maybe_sent: &AtomicBool,
     ) -> Result<Response, (&'static str, String, Option<Response>)> {
         let host: Host = job.host_key().into();
         let retry_statuses = &self.gates.settings.retry_statuses;
@@ -553,14 +563,21 @@ impl Engine {
             .policy
             .retry(
                 |n| {
-                    attempts.store(n, Ordering::Relaxed);
-                    self.attempt(job, &host, n <= 1, active, maybe_sent)
+                    trace.attempts.store(n, Ordering::Relaxed);
+                    self.attempt(job, &host, n <= 1, active, trace)
                 },
                 |e: &AttemptError| {
                     let d = match e {
                         AttemptError::BreakerOpen(_) | AttemptError::NotStarted => Decision::Stop,
                         AttemptError::Transport { kind, .. }
                             if *kind == "request" || *kind == "redirect" =>
+                        {
+                            Decision::Stop
+                        }
+                        // A name that does not exist will not exist on the next try; a
+                        // resolver that could not answer (EAI_AGAIN) may answer then.
+                        AttemptError::Transport { kind, message, .. }
+                            if *kind == "dns" && !dns_may_recover(message) =>
                         {
                             Decision::Stop
                         }
@@ -621,7 +638,7 @@ impl Engine {
         host: &Host,
         first: bool,
         active: &Active,
-        maybe_sent: &AtomicBool,
+        trace: &Trace,
     ) -> Result<Response, AttemptError> {
         let key = host;
         // After Ctrl-C, jobs that have not sent a request yet do not start: only requests
@@ -682,7 +699,8 @@ impl Engine {
         let limit = job.timeout.unwrap_or(self.gates.settings.timeout);
         let started = Instant::now();
         let sending = AtomicBool::new(false);
-        let send = self.send(job, key, started, &sending);
+        trace.head.store(0, Ordering::Relaxed);
+        let send = self.send(job, key, started, &sending, &trace.head);
         let out = match tokio::time::timeout(limit, send).await {
             Ok(r) => r,
             Err(_) => Err(AttemptError::Transport {
@@ -692,7 +710,7 @@ impl Engine {
             }),
         };
         if sending.load(Ordering::Relaxed) {
-            maybe_sent.store(true, Ordering::Relaxed);
+            trace.maybe_sent.store(true, Ordering::Relaxed);
         }
         let healthy = match &out {
             Ok(_) => true,
@@ -724,6 +742,7 @@ impl Engine {
         host: &Host,
         started: Instant,
         sending: &AtomicBool,
+        head: &AtomicU16,
     ) -> Result<Response, AttemptError> {
         let (status, headers, mut body) = match (&self.direct, job.url.scheme()) {
             (Some(direct), "http") => {
@@ -732,6 +751,11 @@ impl Engine {
                     .send(job, host, want_headers, sending)
                     .await
                     .map_err(|e| match e {
+                        DirectError::Dns(m) => AttemptError::Transport {
+                            kind: "dns",
+                            message: m,
+                            sent: false,
+                        },
                         DirectError::Connect(m) => AttemptError::Transport {
                             kind: "connect",
                             message: m,
@@ -753,6 +777,7 @@ impl Engine {
                 (status, headers, Body::Reqwest(resp))
             }
         };
+        head.store(status, Ordering::Relaxed);
         let mut body_bytes = 0u64;
         let mut saved = (self.gates.settings.body == BodyMode::Save).then(Vec::new);
         let mut truncated = false;
@@ -885,15 +910,18 @@ impl Engine {
         &self,
         job: &Job,
         result: Result<Response, (&'static str, String, Option<Response>)>,
-        attempts: u32,
-        maybe_sent: bool,
+        trace: &Trace,
         elapsed: Duration,
     ) -> Outcome {
+        let attempts = trace.attempts.load(Ordering::Relaxed);
+        // A response head that arrived before a timeout or a body error: its status is kept.
+        let mut status = None;
         let (resp, error) = match result {
             Ok(r) => (Some(r), None),
             Err((kind, message, r)) => {
                 // With no response, say whether the server may still have seen the request.
-                let maybe_sent = maybe_sent && r.is_none();
+                let maybe_sent = trace.maybe_sent.load(Ordering::Relaxed) && r.is_none();
+                status = Some(trace.head.load(Ordering::Relaxed)).filter(|s| *s != 0);
                 (r, Some(ErrorOut::new(kind, &message, maybe_sent)))
             }
         };
@@ -917,7 +945,7 @@ impl Engine {
             method: job.method.as_str(),
             url: redact::url(&job.url),
             ok,
-            status: resp.as_ref().map(|r| r.status),
+            status: resp.as_ref().map(|r| r.status).or(status),
             attempts,
             latency_ms: resp.as_ref().map(|r| r.latency.as_secs_f64() * 1000.0),
             elapsed_ms: elapsed.as_secs_f64() * 1000.0,

@@ -313,3 +313,178 @@ fn the_summary_counts_what_the_results_file_holds() {
         "{s}"
     );
 }
+
+#[test]
+fn what_is_sent_is_what_the_file_says() {
+    let mock = Mock::start("fast");
+    let fast = mock.url("fast");
+    let dir = tempfile::tempdir().unwrap();
+    let mut text: Vec<u8> = Vec::new();
+    // 1: after a byte order mark.
+    text.extend(b"\xEF\xBB\xBF");
+    text.extend(format!("{{\"url\":\"{fast}/bom\"}}\n").as_bytes());
+    // 2: not UTF-8 (the URL would otherwise be "fixed" to another one).
+    text.extend(b"{\"url\":\"");
+    text.extend(fast.as_bytes());
+    text.extend(b"/caf\xE9\"}\n");
+    // 3: longer than --max-line.
+    text.extend(
+        format!(
+            "{{\"url\":\"{fast}/long\",\"body\":\"{}\"}}\n",
+            "x".repeat(3000)
+        )
+        .as_bytes(),
+    );
+    // 4: a tab inside the URL, which the URL parser would drop.
+    text.extend(format!("{{\"url\":\"{fast}/a\\tb\"}}\n").as_bytes());
+    // 5: a Content-Length that disagrees with the body.
+    text.extend(
+        format!(r#"{{"method":"POST","url":"{fast}/cl","body":"abc","headers":{{"Content-Length":"10"}}}}"#)
+            .as_bytes(),
+    );
+    text.push(b'\n');
+    let jobs = dir.path().join("jobs.jsonl");
+    std::fs::write(&jobs, &text).unwrap();
+    let out = dir.path().join("out.jsonl");
+    let o = corral(&["run", jobs.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    let o2 = corral(&[
+        "run",
+        jobs.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--max-line",
+        "1KiB",
+        "--overwrite",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(o2.status.code(), Some(1));
+    let rs = results(&out);
+    assert_exactly_once(&rs, 5);
+    let r = |l: u64| rs.iter().find(|r| r["line"] == l).unwrap().clone();
+    let why = |l: u64| {
+        r(l)["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(r(1)["ok"], true, "{}", r(1));
+    assert!(why(2).contains("line 2: not valid UTF-8"), "{}", why(2));
+    assert!(
+        why(3).contains("line 3: longer than --max-line (1024 bytes)"),
+        "{}",
+        why(3)
+    );
+    assert!(why(4).contains("control character"), "{}", why(4));
+    assert!(
+        why(5).contains("Content-Length does not match"),
+        "{}",
+        why(5)
+    );
+    // Only line 1 was sent, and line 3 in the first run, whose --max-line let it through.
+    let targets: Vec<String> = mock.stats("fast")["recent"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["target"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(targets, ["/bom", "/long", "/bom"]);
+
+    // A URL list: a trailing comment is not part of the URL.
+    let urls = dir.path().join("urls.txt");
+    std::fs::write(
+        &urls,
+        format!("{fast}/u1\n{fast}/u2 # the second\n# a comment line\n"),
+    )
+    .unwrap();
+    let o = corral(&[
+        "run",
+        urls.to_str().unwrap(),
+        "--urls",
+        "-o",
+        out.to_str().unwrap(),
+        "--overwrite",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let rs = results(&out);
+    assert_eq!(rs.len(), 2);
+    assert_eq!(
+        rs.iter().find(|r| r["line"] == 2).unwrap()["url"],
+        format!("{fast}/u2")
+    );
+}
+
+#[test]
+fn smaller_holes_stay_closed() {
+    let mock = Mock::start("huge");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.jsonl");
+    let long_label = "a".repeat(64);
+    let mut lines = vec![
+        // The head (200) arrives, the 4 MiB body does not finish in time.
+        format!(r#"{{"url":"{}/big"}}"#, mock.url("huge")),
+        // A name that cannot exist (a label over 63 bytes; no resolver is asked): not retried.
+        format!(r#"{{"url":"http://{long_label}.invalid/"}}"#),
+    ];
+    // 25 hosts (closed ports): the printed summary lists the busiest 20.
+    lines.extend((1..=25).map(|p| format!(r#"{{"url":"http://127.0.0.1:{p}/"}}"#)));
+    let jobs = write_jobs(dir.path(), &lines);
+    let summary = dir.path().join("summary.json");
+    let o = corral(&[
+        "run",
+        jobs.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--timeout-ms",
+        "60",
+        "--retries",
+        "2",
+        "--retry-base-ms",
+        "1",
+        "--no-breaker",
+        "--max-body",
+        "8MiB",
+        "--summary-json",
+        summary.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    let rs = results(&out);
+    let r = |l: u64| rs.iter().find(|r| r["line"] == l).unwrap().clone();
+    assert_eq!(
+        (r(1)["status"].as_u64(), r(1)["error"]["kind"].as_str()),
+        (Some(200), Some("timeout")),
+        "{}",
+        r(1)
+    );
+    assert_eq!(
+        (r(2)["attempts"].as_u64(), r(2)["error"]["kind"].as_str()),
+        (Some(1), Some("dns")),
+        "{}",
+        r(2)
+    );
+    let host_lines = err
+        .lines()
+        .filter(|l| l.starts_with("    127.0.0.1:"))
+        .count();
+    assert_eq!(host_lines, 20, "{err}");
+    assert!(err.contains("and 7 more hosts"), "{err}");
+    let s: serde_json::Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+    assert_eq!(s["hosts"].as_object().unwrap().len(), 27);
+
+    // A total timeout of 0 would fail every job: refused.
+    let o = corral(&["run", jobs.to_str().unwrap(), "--total-timeout-ms", "0"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("--total-timeout-ms must be greater than 0")
+    );
+}
