@@ -426,13 +426,23 @@ impl Direct {
             let close = self.encode(job, &mut write);
             // From here on the server may see the request, whatever happens next.
             sending.store(true, Ordering::Relaxed);
-            let sent = conn.stream.write_all(&write).await;
+            let sent = write_request(&mut conn, &write).await;
             conn.write = write;
             let result = match sent {
-                Ok(()) => read_head(&mut conn, &job.method, want_headers).await,
-                Err(e) => Err(ReadError::Nothing(format!(
-                    "error sending the request: {e}"
-                ))),
+                Ok(Sent::Whole) => read_head(&mut conn, &job.method, want_headers).await,
+                // The server answered, or closed, before the request was all sent (a 413 for
+                // a body it will not take): its answer is the response.
+                Ok(Sent::Cut) => read_head(&mut conn, &job.method, want_headers)
+                    .await
+                    .map(|(head, framing, _)| (head, framing, false)),
+                // It may have answered before it closed: that answer is worth more than the
+                // write error.
+                Err(e) => match read_head(&mut conn, &job.method, want_headers).await {
+                    Ok((head, framing, _)) => Ok((head, framing, false)),
+                    Err(_) => Err(ReadError::Nothing(format!(
+                        "error sending the request: {e}"
+                    ))),
+                },
             };
             match result {
                 Ok((head, framing, keep_alive)) => {
@@ -456,6 +466,52 @@ impl Direct {
             }
         }
     }
+}
+
+/// Requests larger than this are written while watching for an early answer; smaller ones fit
+/// the socket's buffer and go out in one write.
+const WATCH_ABOVE: usize = 64 * 1024;
+
+/// How a request went out.
+enum Sent {
+    Whole,
+    /// The server answered or closed before the end: the rest was not sent, and the
+    /// connection cannot be reused.
+    Cut,
+}
+
+/// Writes a request; a large one piece by piece while watching the connection, so that a
+/// server that answers before it has read the body (`413 Content Too Large`, `401`) is heard
+/// at once instead of the write failing with a reset after megabytes.
+async fn write_request(conn: &mut Conn, buf: &[u8]) -> std::io::Result<Sent> {
+    if buf.len() <= WATCH_ABOVE {
+        conn.stream.write_all(buf).await?;
+        return Ok(Sent::Whole);
+    }
+    let mut off = 0;
+    while off < buf.len() {
+        tokio::select! {
+            biased;
+            r = conn.stream.readable() => {
+                r?;
+                conn.read.reserve(READ_SIZE);
+                match conn.stream.try_read_buf(&mut conn.read) {
+                    Ok(_) => return Ok(Sent::Cut),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            w = conn.stream.writable() => {
+                w?;
+                match conn.stream.try_write(&buf[off..]) {
+                    Ok(n) => off += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
+    Ok(Sent::Whole)
 }
 
 /// Why no response head was read.
@@ -640,6 +696,8 @@ mod tests {
         Send(&'static [u8]),
         /// Closes the connection without a word.
         Hang,
+        /// Answers as soon as the request's head is in, without reading its body, and closes.
+        Early(&'static [u8]),
     }
 
     /// Requests the server saw (raw) and connections it accepted.
@@ -686,6 +744,11 @@ mod tests {
             // One request: the head, then a body of its content-length.
             let req = loop {
                 if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    if let Reply::Early(bytes) = reply {
+                        s.requests.lock().unwrap().push((n, buf[..end].to_vec()));
+                        sock.write_all(bytes).await.unwrap();
+                        return;
+                    }
                     let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
                     let len = head
                         .lines()
@@ -704,7 +767,7 @@ mod tests {
             s.requests.lock().unwrap().push((n, req));
             match reply {
                 Reply::Send(bytes) => sock.write_all(bytes).await.unwrap(),
-                Reply::Hang => return,
+                Reply::Hang | Reply::Early(_) => return,
             }
         }
     }
@@ -1031,6 +1094,27 @@ mod tests {
             .unwrap();
         assert_eq!(head.status, 429);
         assert_eq!(head.headers["retry-after"], "7");
+    }
+
+    #[tokio::test]
+    async fn an_answer_before_the_body_is_sent_is_the_response() {
+        const TOO_LARGE: &[u8] =
+            b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 4\r\nConnection: close\r\n\r\nnope";
+        let (base, seen) = server(vec![
+            vec![Reply::Early(TOO_LARGE)],
+            vec![Reply::Send(OK_HELLO)],
+        ])
+        .await;
+        let d = client();
+        let body = "x".repeat(16 << 20);
+        let post = job(&format!(
+            r#"{{"method":"POST","url":"{base}/upload","body":"{body}"}}"#
+        ));
+        let (head, got) = fetch(&d, &post).await.unwrap();
+        assert_eq!((head.status, &got[..]), (413, &b"nope"[..]));
+        // The connection, cut short, is not reused.
+        fetch(&d, &get(&base, "/next")).await.unwrap();
+        assert_eq!(connections(&seen), 2);
     }
 
     #[tokio::test]
