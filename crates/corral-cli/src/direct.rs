@@ -23,7 +23,6 @@
 //! went out, with not one byte of response, the request is sent once more on a new connection,
 //! as browsers and hyper do; that is not a retry.
 
-use std::collections::HashMap;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -43,6 +42,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::job::Job;
+use crate::pool::Pool;
 
 /// The largest response head (status line and headers) accepted.
 const MAX_HEAD: usize = 64 * 1024;
@@ -58,9 +58,19 @@ pub enum DirectError {
     Dns(String),
     /// TCP connect failed (or took longer than the connect timeout).
     Connect(String),
+    /// The process is out of file descriptors (`EMFILE`, `ENFILE`): not the host's fault.
+    FdLimit(String),
     /// The connection failed while sending or before the response head arrived, or the
     /// response was not valid HTTP/1.
     Connection(String),
+}
+
+/// True for "too many open files", of the process (`EMFILE`) or the system (`ENFILE`).
+pub fn is_fd_limit(e: &std::io::Error) -> bool {
+    // Linux's errno values; std has no ErrorKind for them.
+    const ENFILE: i32 = 23;
+    const EMFILE: i32 = 24;
+    matches!(e.raw_os_error(), Some(ENFILE | EMFILE))
 }
 
 /// True when the environment configures a proxy for plain HTTP: then reqwest (which honours
@@ -102,8 +112,7 @@ impl Conn {
 
 /// Idle connections per `host:port`.
 pub struct Direct {
-    idle: Mutex<HashMap<Arc<str>, Vec<Conn>>>,
-    max_idle_per_host: usize,
+    idle: Mutex<Pool<Conn>>,
     connect_timeout: Duration,
     user_agent: HeaderValue,
 }
@@ -150,10 +159,7 @@ impl Lease<'_> {
             return;
         }
         let mut idle = self.owner.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let list = idle.entry(self.key).or_default();
-        if list.len() < self.owner.max_idle_per_host {
-            list.push(self.conn);
-        }
+        idle.put(self.key, self.conn);
     }
 
     /// Reads the next piece of the response body; `None` at its end.
@@ -280,10 +286,16 @@ impl Lease<'_> {
 }
 
 impl Direct {
-    pub fn new(max_idle_per_host: usize, connect_timeout: Duration, user_agent: &str) -> Self {
+    /// A client keeping at most `max_idle_per_host` idle connections to one host and
+    /// `max_idle` in all (see [`Pool`]).
+    pub fn new(
+        max_idle_per_host: usize,
+        max_idle: usize,
+        connect_timeout: Duration,
+        user_agent: &str,
+    ) -> Self {
         Self {
-            idle: Mutex::new(HashMap::new()),
-            max_idle_per_host,
+            idle: Mutex::new(Pool::new(max_idle_per_host, max_idle)),
             connect_timeout,
             user_agent: HeaderValue::from_str(user_agent)
                 .unwrap_or_else(|_| HeaderValue::from_static("corral")),
@@ -292,16 +304,22 @@ impl Direct {
 
     fn take_idle(&self, key: &str) -> Option<Conn> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let list = idle.get_mut(key)?;
-        while let Some(mut c) = list.pop() {
-            if c.is_usable() {
-                return Some(c);
-            }
-        }
-        None
+        idle.take(key, Conn::is_usable)
     }
 
+    /// Connects to `job`'s host. Out of file descriptors, it closes this client's idle
+    /// connections and tries once more; failing again, the error says so (kind `fd_limit`).
     async fn connect(&self, job: &Job) -> Result<Conn, DirectError> {
+        match self.connect_once(job).await {
+            Err(DirectError::FdLimit(_)) => {
+                self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
+                self.connect_once(job).await
+            }
+            r => r,
+        }
+    }
+
+    async fn connect_once(&self, job: &Job) -> Result<Conn, DirectError> {
         let host = job.url.host_str().unwrap_or_default();
         let port = job.url.port_or_known_default().unwrap_or(80);
         let connect = async {
@@ -330,6 +348,11 @@ impl Direct {
             Ok(Ok(Ok(s))) => s,
             Ok(Ok(Err(e))) => {
                 return Err(DirectError::Dns(format!("cannot resolve {host}: {e}")));
+            }
+            Ok(Err(e)) if is_fd_limit(&e) => {
+                return Err(DirectError::FdLimit(format!(
+                    "cannot connect: out of file descriptors ({e}); lower --concurrency or raise `ulimit -n`"
+                )))
             }
             Ok(Err(e)) => return Err(DirectError::Connect(format!("cannot connect: {e}"))),
             Err(_) => {
@@ -784,7 +807,7 @@ mod tests {
     }
 
     fn client() -> Direct {
-        Direct::new(8, Duration::from_secs(5), "corral-test")
+        Direct::new(8, 64, Duration::from_secs(5), "corral-test")
     }
 
     /// Sends `job` and reads the whole body; gives the connection back when it was complete.

@@ -14,6 +14,7 @@ mod direct;
 mod job;
 mod mock;
 mod output;
+mod pool;
 mod redact;
 mod redirect;
 mod report;
@@ -381,7 +382,8 @@ fn plan(o: &Options) -> Result<Plan, String> {
     if timeout.is_zero() {
         return Err("--timeout-ms must be greater than 0".into());
     }
-    let settings = Settings {
+    let mut settings = Settings {
+        idle_connections: 0, // below, once the threads are known
         concurrency: positive(o.concurrency, 64, "concurrency")?,
         per_host_concurrency: positive(o.per_host_concurrency, 8, "per-host-concurrency")?,
         rate: rate(&o.rate, "rate")?,
@@ -431,6 +433,7 @@ fn plan(o: &Options) -> Result<Plan, String> {
         Some(n) => n,
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
+    settings.idle_connections = idle_budget(fd_limit(), settings.concurrency, threads);
     let queue = match o.queue {
         Some(0) => return Err("--queue must be at least 1".into()),
         Some(n) => n,
@@ -452,6 +455,33 @@ fn plan(o: &Options) -> Result<Plan, String> {
         progress_every: Duration::from_secs(o.progress_interval_s.unwrap_or(5).max(1)),
     })
 }
+
+/// The process's open-file limit (after [`raise_fd_limit`]); unlimited when it cannot be read.
+fn fd_limit() -> u64 {
+    rlimit::Resource::NOFILE
+        .get()
+        .map_or(u64::MAX, |(soft, _)| soft)
+}
+
+/// Raises the soft open-file limit to the hard one: a run over many hosts needs a socket for
+/// each connection, and the usual soft limit (1024) is far below what the system allows.
+fn raise_fd_limit() {
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+}
+
+/// Idle connections each of `threads` worker threads may keep for reuse: what the open-file
+/// limit leaves after the connections in use (one per job under way) and a reserve (standard
+/// streams, the jobs and results files, the runtimes' own descriptors), split between the
+/// threads, and at most [`MAX_IDLE_PER_THREAD`] (each holds a read buffer).
+fn idle_budget(fd_limit: u64, concurrency: usize, threads: usize) -> usize {
+    const RESERVE: u64 = 64;
+    let left = fd_limit.saturating_sub(RESERVE.saturating_add(concurrency as u64));
+    let per_thread = left / threads.max(1) as u64;
+    usize::try_from(per_thread).map_or(MAX_IDLE_PER_THREAD, |n| n.min(MAX_IDLE_PER_THREAD))
+}
+
+/// See [`idle_budget`].
+const MAX_IDLE_PER_THREAD: usize = 512;
 
 fn load_config(path: &Path) -> Result<Options, String> {
     let text = std::fs::read_to_string(path)
@@ -1053,6 +1083,7 @@ fn describe(p: &mock::Profile) -> String {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    raise_fd_limit();
     // `run` and `demo` do their requests on worker threads of their own (see `workers`): the
     // main thread only reads jobs and writes results. The mock server alone wants every core.
     let mut builder = match cli.cmd {

@@ -71,6 +71,9 @@ pub struct Settings {
     /// Retry requests that are not idempotent even when they may have reached the server.
     pub retry_unsafe: bool,
     pub max_retry_after: Duration,
+    /// Idle connections each worker thread keeps for reuse, all hosts together (sized from the
+    /// open-file limit).
+    pub idle_connections: usize,
     pub breaker: Option<BreakerSettings>,
     pub timeout: Duration,
     pub connect_timeout: Duration,
@@ -371,6 +374,7 @@ fn clients(settings: &Settings) -> Result<(reqwest::Client, Option<Direct>), Str
     let direct = (!crate::direct::proxy_configured()).then(|| {
         Direct::new(
             settings.per_host_concurrency,
+            settings.idle_connections,
             settings.connect_timeout,
             &settings.user_agent,
         )
@@ -751,6 +755,11 @@ impl Engine {
                     .send(job, host, want_headers, sending)
                     .await
                     .map_err(|e| match e {
+                        DirectError::FdLimit(m) => AttemptError::Transport {
+                            kind: "fd_limit",
+                            message: m,
+                            sent: false,
+                        },
                         DirectError::Dns(m) => AttemptError::Transport {
                             kind: "dns",
                             message: m,

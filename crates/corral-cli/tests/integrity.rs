@@ -488,3 +488,93 @@ fn smaller_holes_stay_closed() {
         String::from_utf8_lossy(&o.stderr).contains("--total-timeout-ms must be greater than 0")
     );
 }
+
+/// `corral run ARGS` with the open-file limit (soft and hard) set to `n`.
+fn corral_with_fd_limit(n: u32, args: &[&str]) -> std::process::Output {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+        .arg(BIN)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn many_hosts_under_a_low_open_file_limit_all_succeed() {
+    // 600 hosts on one mock (a listener each), two rounds of jobs over all of them.
+    let hosts = 600;
+    let mut child = Command::new(BIN)
+        .args([
+            "serve-mock",
+            "--port",
+            "0",
+            "--seconds",
+            "120",
+            "--profiles",
+        ])
+        .arg(vec!["fast"; hosts].join(","))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let urls: Vec<String> = std::io::BufRead::lines(out)
+        .take(hosts)
+        .map(|l| l.unwrap().split_whitespace().nth(1).unwrap().to_string())
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let lines: Vec<String> = (0..2 * hosts)
+        .map(|i| format!(r#"{{"url":"{}/r/{i}"}}"#, urls[i % hosts]))
+        .collect();
+    let jobs = write_jobs(dir.path(), &lines);
+    let out = dir.path().join("out.jsonl");
+    let (jobs_s, out_s) = (jobs.to_str().unwrap(), out.to_str().unwrap());
+    let o = corral_with_fd_limit(256, &["run", jobs_s, "-o", out_s, "-q", "--retries", "0"]);
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    let rs = results(&out);
+    let failed: Vec<_> = rs.iter().filter(|r| r["ok"] != true).take(3).collect();
+    assert!(failed.is_empty(), "{failed:?}\n{err}");
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert_exactly_once(&rs, 2 * hosts as u64);
+
+    // Far below what the jobs under way need: the failures say so, and blame no host.
+    let slow: Vec<String> = (0..200)
+        .map(|i| format!(r#"{{"url":"{}/s/{i}?latency_ms=300"}}"#, urls[0]))
+        .collect();
+    let jobs = write_jobs(dir.path(), &slow);
+    let o = corral_with_fd_limit(
+        48,
+        &[
+            "run",
+            jobs_s,
+            "-o",
+            out_s,
+            "--overwrite",
+            "-q",
+            "--retries",
+            "0",
+            "-c",
+            "100",
+            "--per-host-concurrency",
+            "100",
+        ],
+    );
+    let _ = &jobs; // the same path, new jobs
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let rs = results(&out);
+    let kinds: std::collections::BTreeSet<&str> = rs
+        .iter()
+        .filter_map(|r| r["error"]["kind"].as_str())
+        .collect();
+    assert!(
+        kinds.contains("fd_limit") && !kinds.contains("connect"),
+        "{kinds:?}"
+    );
+}
