@@ -105,7 +105,15 @@ pub struct Outcome {
     pub attempts: u32,
     pub latency: Option<Duration>,
     pub json: String,
+    /// Its share of [`RESULT_BYTES`], held until the line is written (dropped with it).
+    held: Option<OwnedSemaphorePermit>,
 }
+
+/// Bytes of result lines that may wait in memory to be written, all threads together. Lines
+/// with saved bodies are large (up to `--max-body` each), and thousands of them queued between
+/// the jobs and the writer grew to gigabytes; past this budget a finished job waits for the
+/// writer before it hands its line over (and its place takes no new job).
+pub const RESULT_BYTES: usize = 64 << 20;
 
 impl crate::output::Line for Outcome {
     fn text(&self) -> &str {
@@ -136,11 +144,19 @@ pub struct Gates {
     global_rate: Option<RateLimiter>,
     breakers: Option<KeyedBreakers<Host>>,
     policy: RetryPolicy,
+    /// See [`RESULT_BYTES`].
+    result_bytes: Arc<Semaphore>,
     pub hosts: Arc<Mutex<HashMap<String, HostStat>>>,
     pub breaker_openings: Arc<AtomicU64>,
 }
 
 impl Gates {
+    /// Bytes of [`RESULT_BYTES`] not held by lines waiting to be written.
+    #[cfg(test)]
+    pub fn result_bytes_free(&self) -> usize {
+        self.result_bytes.available_permits()
+    }
+
     /// Jobs under way right now (holding an active slot), all engines together.
     pub fn running(&self) -> u64 {
         let active = self.active.lock().unwrap_or_else(|p| p.into_inner());
@@ -460,6 +476,7 @@ impl Engine {
                 global_rate,
                 breakers,
                 policy,
+                result_bytes: Arc::new(Semaphore::new(RESULT_BYTES)),
                 hosts,
                 breaker_openings,
             }),
@@ -514,8 +531,8 @@ impl Engine {
         parsed: Parsed,
         slot: &mut Option<OwnedSemaphorePermit>,
     ) -> Option<Outcome> {
-        match parsed {
-            Parsed::Invalid(inv) => Some(self.invalid(&inv)),
+        let mut outcome = match parsed {
+            Parsed::Invalid(inv) => self.invalid(&inv),
             Parsed::Job(job) => {
                 let started = Instant::now();
                 let trace = Trace::default();
@@ -542,9 +559,20 @@ impl Engine {
                 if matches!(result, Err((NOT_STARTED, ..))) {
                     return None;
                 }
-                Some(self.finish(&job, result, &trace, started.elapsed()))
+                self.finish(&job, result, &trace, started.elapsed())
             }
-        }
+        };
+        // A line larger than the whole budget waits for all of it: it is then alone.
+        let bytes = outcome.json.len().clamp(1, RESULT_BYTES);
+        let permits = u32::try_from(bytes).unwrap_or(u32::MAX);
+        outcome.held = self
+            .gates
+            .result_bytes
+            .clone()
+            .acquire_many_owned(permits)
+            .await
+            .ok();
+        Some(outcome)
     }
 
     async fn run_job(
@@ -912,6 +940,7 @@ impl Engine {
             attempts: 0,
             latency: None,
             json: serde_json::to_string(&line).unwrap_or_default(),
+            held: None,
         }
     }
 
@@ -978,6 +1007,36 @@ impl Engine {
             attempts,
             latency: resp.as_ref().map(|r| r.latency),
             json: serde_json::to_string(&line).unwrap_or_default(),
+            held: None,
         }
+    }
+}
+
+/// Settings for in-process tests: `concurrency` jobs, short timeouts, no limits.
+#[cfg(test)]
+pub fn test_settings(concurrency: usize) -> Settings {
+    Settings {
+        concurrency,
+        per_host_concurrency: 8,
+        rate: None,
+        burst: 1,
+        per_host_rate: None,
+        per_host_burst: 1,
+        retries: 0,
+        retry_base: Duration::from_millis(1),
+        retry_max: Duration::from_millis(1),
+        retry_statuses: vec![503],
+        retry_budget: None,
+        retry_unsafe: false,
+        max_retry_after: Duration::from_secs(1),
+        idle_connections: 8,
+        breaker: None,
+        timeout: Duration::from_secs(5),
+        connect_timeout: Duration::from_secs(5),
+        total_timeout: None,
+        max_body: 1 << 20,
+        body: BodyMode::Discard,
+        save_headers: false,
+        user_agent: "corral-test".into(),
     }
 }

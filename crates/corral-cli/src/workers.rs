@@ -54,6 +54,9 @@ pub type Finished = Result<Option<Outcome>, Lost>;
 pub struct Workers {
     outcomes: mpsc::Receiver<Vec<Finished>>,
     threads: Vec<std::thread::JoinHandle<()>>,
+    /// Each thread's places, for tests of how they grow.
+    #[cfg_attr(not(test), allow(dead_code))]
+    places: Vec<Arc<Places>>,
 }
 
 /// How the threads are told to stop.
@@ -91,6 +94,7 @@ impl Workers {
         let (job_tx, job_rx) = async_channel::bounded::<Vec<Parsed>>(threads * 2);
         let (out_tx, outcomes) = mpsc::channel(threads * 4);
         let mut handles = Vec::with_capacity(threads);
+        let mut all_places = Vec::with_capacity(threads);
         let mut engines = Vec::with_capacity(threads);
         for _ in 1..threads {
             engines.push(engine.sibling()?);
@@ -111,7 +115,9 @@ impl Workers {
                 inbox: Arc::new(Inbox::default()),
                 outbox: Arc::new(Outbox::default()),
                 taken: taken.clone(),
+                places: Arc::new(Places::new(places.max(1))),
             };
+            all_places.push(thread.places.clone());
             let (rx, out, intake, force) = (
                 job_rx.clone(),
                 out_tx.clone(),
@@ -125,7 +131,7 @@ impl Workers {
                         tokio::select! {
                             biased;
                             _ = force.cancelled() => {}
-                            _ = thread.run(places, rx, out, intake) => {}
+                            _ = thread.run(rx, out, intake) => {}
                         }
                     });
                 })
@@ -153,7 +159,18 @@ impl Workers {
         Ok(Self {
             outcomes,
             threads: handles,
+            places: all_places,
         })
+    }
+
+    /// Job places spawned so far, all threads together: they grow with the jobs held, up to
+    /// `held`.
+    #[cfg(test)]
+    pub fn places(&self) -> usize {
+        self.places
+            .iter()
+            .map(|p| p.spawned.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// The next finished jobs; `None` once every thread has stopped.
@@ -274,6 +291,39 @@ impl Outbox {
     }
 }
 
+/// A thread's job places: spawned as they are needed, not all at start, so that a large
+/// `--concurrency` or `--queue` costs nothing until jobs fill it (`-c 100000` on 10 jobs used to
+/// allocate 400 000 tasks, 2.6 GB, before the first request).
+struct Places {
+    /// Places that may exist at once (the thread's share of `--queue`).
+    max: usize,
+    /// Places spawned so far.
+    spawned: AtomicUsize,
+    /// Places ready for a job: waiting for an active slot, or for a job to arrive.
+    idle: AtomicUsize,
+    tasks: tokio_util::task::TaskTracker,
+}
+
+impl Places {
+    fn new(max: usize) -> Self {
+        Self {
+            max,
+            spawned: AtomicUsize::new(0),
+            idle: AtomicUsize::new(0),
+            tasks: tokio_util::task::TaskTracker::new(),
+        }
+    }
+
+    /// Claims the right to spawn one more place, if the thread may have more.
+    fn claim(&self) -> bool {
+        self.spawned
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+}
+
 /// One worker thread's state, shared by its tasks.
 #[derive(Clone)]
 struct Thread {
@@ -282,26 +332,25 @@ struct Thread {
     inbox: Arc<Inbox>,
     outbox: Arc<Outbox>,
     taken: Arc<AtomicU64>,
+    places: Arc<Places>,
 }
 
 impl Thread {
-    /// Runs the thread's jobs to the end of the input (or until intake stops) with `places`
-    /// tasks, and hands their outcomes to `out`.
+    /// Runs the thread's jobs to the end of the input (or until intake stops) with up to its
+    /// share of places, and hands their outcomes to `out`.
     async fn run(
         self,
-        places: usize,
         rx: async_channel::Receiver<Vec<Parsed>>,
         out: mpsc::Sender<Vec<Finished>>,
         intake: CancellationToken,
     ) {
         let fetcher = tokio::spawn(self.clone().fetch(rx, intake));
-        let places: Vec<_> = (0..places.max(1))
-            .map(|_| tokio::spawn(self.clone().place()))
-            .collect();
         let sender = tokio::spawn(self.clone().send(out));
-        for p in places {
-            let _ = p.await;
-        }
+        self.spawn_place();
+        // Only a running place spawns another (see `place`), so once none is left none can
+        // come: closed now, the tracker's wait ends when the last place does.
+        self.places.tasks.close();
+        self.places.tasks.wait().await;
         fetcher.abort();
         // Every place has ended, so nothing is added any more: one last batch, then the end.
         self.outbox.closed.store(true, Ordering::Release);
@@ -337,10 +386,20 @@ impl Thread {
         }
     }
 
-    /// One job place: takes an active slot, then a job, runs it, and again.
+    fn spawn_place(&self) {
+        if self.places.claim() {
+            self.places.tasks.spawn(self.clone().place());
+        }
+    }
+
+    /// One job place: takes an active slot, then a job, runs it, and again. When it takes a
+    /// job and no other place is ready for the next one, it spawns one (up to the thread's
+    /// share), so that places grow with the jobs under way and waiting, never ahead of them.
     async fn place(self) {
         let mut slot = None;
         loop {
+            self.places.idle.fetch_add(1, Ordering::Relaxed);
+            let ready = Waited(&self.places.idle);
             // A job is taken only with an active slot: while every job is under way nothing
             // more is taken. A job that waits for its host gives its slot back (and the place
             // takes one again for its next job); otherwise the place keeps it.
@@ -353,6 +412,10 @@ impl Thread {
             let Some(parsed) = self.inbox.next().await else {
                 return;
             };
+            drop(ready);
+            if self.places.idle.load(Ordering::Relaxed) == 0 {
+                self.spawn_place();
+            }
             self.taken.fetch_add(1, Ordering::Relaxed);
             let run = self.engine.process(parsed, &mut slot);
             let finished = AssertUnwindSafe(run)
@@ -389,4 +452,100 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
         .map(|s| s.to_string())
         .or_else(|| p.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "a job panicked".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::Invalid;
+    use std::time::Duration;
+
+    /// A line that needs no request: its outcome is `invalid_input`, with `id` echoed.
+    fn invalid(line: u64, id: String) -> Parsed {
+        Parsed::Invalid(Box::new(Invalid {
+            line,
+            id,
+            url: None,
+            method: None,
+            meta: None,
+            message: "test".into(),
+        }))
+    }
+
+    fn start(concurrency: usize, held: usize, jobs: Vec<Parsed>) -> (Workers, Arc<AtomicU64>) {
+        let engine = Engine::new(crate::runner::test_settings(concurrency)).unwrap();
+        start_engine(engine, concurrency, held, jobs)
+    }
+
+    fn start_engine(
+        engine: Engine,
+        concurrency: usize,
+        held: usize,
+        jobs: Vec<Parsed>,
+    ) -> (Workers, Arc<AtomicU64>) {
+        let taken = Arc::new(AtomicU64::new(0));
+        let stop = Stop {
+            intake: CancellationToken::new(),
+            force: CancellationToken::new(),
+        };
+        let w = Workers::start(
+            engine,
+            futures::stream::iter(jobs),
+            2,
+            concurrency,
+            held,
+            stop,
+            taken.clone(),
+        )
+        .unwrap();
+        (w, taken)
+    }
+
+    async fn drain(w: &mut Workers) -> usize {
+        let mut n = 0;
+        while let Some(batch) = w.next().await {
+            n += batch.len();
+        }
+        n
+    }
+
+    #[tokio::test]
+    async fn places_grow_with_the_jobs_not_with_the_limits() {
+        let jobs = (1..=10).map(|l| invalid(l, l.to_string())).collect();
+        let (mut w, _) = start(100_000, 400_000, jobs);
+        assert_eq!(drain(&mut w).await, 10);
+        // Each thread starts one place and adds one when a job is taken and none is ready.
+        assert!(w.places() <= 2 + 10, "{} places for 10 jobs", w.places());
+        w.join().await;
+    }
+
+    #[tokio::test]
+    async fn finished_lines_wait_in_memory_only_up_to_a_byte_budget() {
+        // Lines of 256 KiB each, and nobody takes them: at most the budget's worth are finished
+        // and handed over; the rest wait, each in a place holding an active slot.
+        let line = 256 << 10;
+        let big = "x".repeat(line);
+        let n = 2 * crate::runner::RESULT_BYTES / line;
+        let jobs = (1..=n as u64).map(|l| invalid(l, big.clone())).collect();
+        let concurrency = 8;
+        let engine = Engine::new(crate::runner::test_settings(concurrency)).unwrap();
+        let gates = engine.gates_handle();
+        let (mut w, taken) = start_engine(engine, concurrency, 256, jobs);
+        // Until the budget is spent (or, without one, every job is taken).
+        for _ in 0..1000 {
+            if gates.result_bytes_free() < line || taken.load(Ordering::Relaxed) == n as u64 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let taken = taken.load(Ordering::Relaxed);
+        let in_budget = (crate::runner::RESULT_BYTES / line) as u64;
+        assert!(
+            taken <= in_budget + concurrency as u64,
+            "{taken} of {n} jobs taken with nobody writing"
+        );
+        assert_eq!(drain(&mut w).await, n, "once they are taken, all finish");
+        w.join().await;
+    }
 }
