@@ -488,16 +488,21 @@ fn write_batch<T: Line>(
     if state.broken {
         return Err(std::io::Error::other("an earlier write failed"));
     }
-    let mut buf = Vec::with_capacity(batch.items().iter().map(|l| l.text().len() + 1).sum());
-    for line in batch.items() {
-        buf.extend_from_slice(line.text().as_bytes());
-        buf.push(b'\n');
-    }
+    // Lines go out through a small buffer, not one copy of the whole batch (lines with saved
+    // bodies are megabytes each).
+    let write_lines = |w: &mut dyn Write| -> std::io::Result<()> {
+        let mut w = std::io::BufWriter::with_capacity(256 * 1024, w);
+        for line in batch.items() {
+            w.write_all(line.text().as_bytes())?;
+            w.write_all(b"\n")?;
+        }
+        w.flush()
+    };
     let closing = batch.reason() == corral::batch::FlushReason::Close;
     let r = match &mut state.sink {
         Sink::Stdout => {
             let mut out = std::io::stdout().lock();
-            out.write_all(&buf).and_then(|()| out.flush())
+            write_lines(&mut out)
         }
         Sink::File { file, path, sync } => {
             let start = if *sync {
@@ -505,8 +510,8 @@ fn write_batch<T: Line>(
             } else {
                 0
             };
-            // One write of whole lines; a crash can tear only the last one.
-            let mut r = file.write_all(&buf);
+            // Whole lines in order; a crash can tear only the last one.
+            let mut r = write_lines(file);
             if r.is_ok() && *sync && (closing || state.last_sync.elapsed() >= fsync_interval) {
                 r = file.sync_data();
                 state.last_sync = Instant::now();

@@ -254,6 +254,8 @@ struct Response {
     body: Option<Vec<u8>>,
     truncated: bool,
     latency: Duration,
+    /// The share of [`RESULT_BYTES`] reserved for a saved body, handed on to the result line.
+    held: Option<OwnedSemaphorePermit>,
 }
 
 /// A response body being read, from either client.
@@ -337,6 +339,18 @@ fn transport_kind(e: &reqwest::Error) -> &'static str {
     } else {
         // Reset or closed connections, protocol errors: reqwest reports these as request errors.
         "connection"
+    }
+}
+
+/// A result line as JSON, its buffer sized for a saved body up front (growing by doubling, a
+/// 1 MiB body's line would hold 2 MiB).
+fn to_json(line: &ResultLine<'_>) -> String {
+    let size = 512 + line.body.as_ref().map_or(0, |b| b.len() + b.len() / 16);
+    let mut out = Vec::with_capacity(size);
+    match serde_json::to_writer(&mut out, line) {
+        // serde_json writes UTF-8 only.
+        Ok(()) => String::from_utf8(out).unwrap_or_default(),
+        Err(_) => String::new(),
     }
 }
 
@@ -562,16 +576,27 @@ impl Engine {
                 self.finish(&job, result, &trace, started.elapsed())
             }
         };
-        // A line larger than the whole budget waits for all of it: it is then alone.
-        let bytes = outcome.json.len().clamp(1, RESULT_BYTES);
-        let permits = u32::try_from(bytes).unwrap_or(u32::MAX);
-        outcome.held = self
-            .gates
-            .result_bytes
-            .clone()
-            .acquire_many_owned(permits)
-            .await
-            .ok();
+        // The line holds its size of the budget until it is written: a saved body's reserve is
+        // cut to it, anything else takes it now. A line larger than the whole budget waits for
+        // all of it: it is then alone.
+        let need = outcome.json.len().clamp(1, RESULT_BYTES);
+        let have = outcome.held.as_ref().map_or(0, |p| p.num_permits());
+        if let (Some(held), true) = (outcome.held.as_mut(), have > need) {
+            drop(held.split(have - need));
+        } else if need > have {
+            let more = u32::try_from(need - have).unwrap_or(u32::MAX);
+            let more = self
+                .gates
+                .result_bytes
+                .clone()
+                .acquire_many_owned(more)
+                .await
+                .ok();
+            match (&mut outcome.held, more) {
+                (Some(held), Some(more)) => held.merge(more),
+                (held, more) => *held = more,
+            }
+        }
         Some(outcome)
     }
 
@@ -732,7 +757,24 @@ impl Engine {
         let started = Instant::now();
         let sending = AtomicBool::new(false);
         trace.head.store(0, Ordering::Relaxed);
-        let send = self.send(job, key, started, &sending, &trace.head);
+        // A body to be saved has its room reserved before the request (and its timeout)
+        // starts: jobs wait for memory here, never half-way through a body.
+        let held = match self.gates.settings.body {
+            BodyMode::Save => {
+                let room = (self.gates.settings.max_body as usize)
+                    .saturating_add(4096)
+                    .min(RESULT_BYTES);
+                let room = u32::try_from(room).unwrap_or(u32::MAX);
+                self.gates
+                    .result_bytes
+                    .clone()
+                    .acquire_many_owned(room)
+                    .await
+                    .ok()
+            }
+            _ => None,
+        };
+        let send = self.send(job, key, started, &sending, &trace.head, held);
         let out = match tokio::time::timeout(limit, send).await {
             Ok(r) => r,
             Err(_) => Err(AttemptError::Transport {
@@ -775,6 +817,7 @@ impl Engine {
         started: Instant,
         sending: &AtomicBool,
         head: &AtomicU16,
+        held: Option<OwnedSemaphorePermit>,
     ) -> Result<Response, AttemptError> {
         let (status, headers, mut body) = match (&self.direct, job.url.scheme()) {
             (Some(direct), "http") => {
@@ -852,6 +895,7 @@ impl Engine {
             body: saved,
             truncated,
             latency: started.elapsed(),
+            held,
         };
         if (200..400).contains(&status) {
             Ok(response)
@@ -947,11 +991,20 @@ impl Engine {
     fn finish(
         &self,
         job: &Job,
-        result: Result<Response, (&'static str, String, Option<Response>)>,
+        mut result: Result<Response, (&'static str, String, Option<Response>)>,
         trace: &Trace,
         elapsed: Duration,
     ) -> Outcome {
         let attempts = trace.attempts.load(Ordering::Relaxed);
+        let (held, saved) = match &mut result {
+            Ok(r) | Err((_, _, Some(r))) => (r.held.take(), r.body.take()),
+            Err(_) => (None, None),
+        };
+        // Moved, not copied: a saved body can be megabytes.
+        let saved = saved.map(|b| {
+            String::from_utf8(b)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+        });
         // A response head that arrived before a timeout or a body error: its status is kept.
         let mut status = None;
         let (resp, error) = match result {
@@ -994,10 +1047,7 @@ impl Engine {
                 .map(|r| r.body_bytes),
             truncated: resp.as_ref().is_some_and(|r| r.truncated),
             headers,
-            body: resp
-                .as_ref()
-                .and_then(|r| r.body.as_ref())
-                .map(|b| String::from_utf8_lossy(b).into_owned()),
+            body: saved,
             meta: job.meta.as_ref(),
         };
         Outcome {
@@ -1006,8 +1056,8 @@ impl Engine {
             error_kind,
             attempts,
             latency: resp.as_ref().map(|r| r.latency),
-            json: serde_json::to_string(&line).unwrap_or_default(),
-            held: None,
+            json: to_json(&line),
+            held,
         }
     }
 }
