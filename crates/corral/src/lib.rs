@@ -17,10 +17,12 @@
 //! | [`timeout`] | per-attempt and whole-operation timeouts |
 //! | [`actor`] | actors: typed messages, bounded mailboxes, tell/ask, a registry, one-for-one supervision with heartbeat, restart limits and backoff |
 //! | [`journal`] | durable state: a snapshot plus a checksummed append-only log, torn-tail repair, an fsync policy |
-//! | [`runtime`] | (feature `runtime`, on by default) corral's own executor: priority levels with dedicated threads, stealing rules, parking, panic isolation, `spawn!`/`join!`/`try_join!`, async-io timers and sockets, hyper executor |
 //! | [`bus`] | a typed topic event bus: bounded per-subscriber buffers, drop-oldest with reported lag or backpressure |
 //!
 //! Every resilience piece is also a [`tower::Layer`], so it can wrap any `tower::Service`.
+//!
+//! corral's own priority executor, which runs without tokio, is the separate crate
+//! `corral-runtime`.
 //!
 //! ```
 //! use corral::exec::Exec;
@@ -54,8 +56,6 @@ pub mod journal;
 pub mod limit;
 pub mod pipeline;
 pub mod retry;
-#[cfg(feature = "runtime")]
-pub mod runtime;
 pub mod shutdown;
 pub mod timeout;
 

@@ -2,12 +2,12 @@
 //! and a client doing GETs against it, with `Handle` as hyper's executor, `HyperTimer` as its
 //! timer and `async-io` sockets through `HyperIo`. No tokio.
 //!
-//! Run: `cargo run -p corral --example runtime_http`
+//! Run: `cargo run -p corral-runtime --example runtime_http`
 
 use std::convert::Infallible;
 use std::net::TcpListener;
 
-use corral::runtime::{Async, HyperIo, HyperTimer, Priority, Runtime};
+use corral_runtime::{Async, HyperIo, HyperTimer, Priority, Runtime};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Bytes;
 
@@ -36,7 +36,7 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         });
 
         // Client: hyper's connection task is spawned through the runtime handle.
-        let io = corral::runtime::connect(addr).await?;
+        let io = corral_runtime::connect(addr).await?;
         let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
             .handshake::<_, Empty<Bytes>>(io)
             .await?;

@@ -2,13 +2,13 @@
 //! and a periodic job on corral's runtime, stopped by shutdown rather than by anyone awaiting
 //! them.
 //!
-//! Run: `cargo run -p corral --example runtime_background`
+//! Run: `cargo run -p corral-runtime --example runtime_background`
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use corral::runtime::{Priority, Runtime};
+use corral_runtime::{Priority, Runtime};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let rt = Runtime::builder().build()?;
@@ -26,7 +26,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // A one-off background job nobody waits for.
     let (tx, rx) = futures::channel::oneshot::channel();
     rt.handle().background(async move {
-        corral::runtime::sleep(Duration::from_millis(50)).await;
+        corral_runtime::sleep(Duration::from_millis(50)).await;
         println!("background cleanup done");
         let _ = tx.send(());
     });
@@ -34,15 +34,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Foreground work meanwhile.
     let total = rt.block_on(async {
         let parts: Vec<_> = (1..=10u64)
-            .map(|n| corral::spawn!(async move { n * n }))
+            .map(|n| corral_runtime::spawn!(async move { n * n }))
             .collect();
         let mut total = 0;
         for p in parts {
             total += p.await?;
         }
         let _ = rx.await;
-        corral::runtime::sleep(Duration::from_millis(60)).await;
-        Ok::<_, corral::runtime::JoinError>(total)
+        corral_runtime::sleep(Duration::from_millis(60)).await;
+        Ok::<_, corral_runtime::JoinError>(total)
     })?;
     println!("foreground result: {total}");
     rt.shutdown(); // stops the periodic task with the workers

@@ -1,11 +1,10 @@
 //! The scheduling core alone (no async-io reactor), small enough to run under Miri:
 //! `cargo +nightly miri test -p corral --test runtime_core`.
-#![cfg(feature = "runtime")]
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use corral::runtime::{JoinError, Priority, Runtime};
+use corral_runtime::{JoinError, Priority, Runtime};
 use futures::executor::block_on;
 
 const N: usize = if cfg!(miri) { 40 } else { 2_000 };

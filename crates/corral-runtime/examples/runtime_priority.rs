@@ -10,7 +10,7 @@
 
 use std::time::{Duration, Instant};
 
-use corral::runtime::{Priority, Runtime};
+use corral_runtime::{Priority, Runtime};
 
 fn burn(iterations: u64) -> u64 {
     (0..iterations).fold(0u64, |x, i| std::hint::black_box(x.wrapping_mul(31) ^ i))
@@ -28,7 +28,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // 40 low-priority CPU hogs, ~2 ms each, queued at once.
         let flood: Vec<_> = (0..40)
             .map(|i| {
-                corral::spawn!(
+                corral_runtime::spawn!(
                     async move {
                         burn(2_000_000);
                         (i, std::thread::current().name().map(String::from))
@@ -41,7 +41,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut waits = Vec::new();
         for i in 0..10 {
             let queued = Instant::now();
-            let h = corral::spawn!(
+            let h = corral_runtime::spawn!(
                 async move {
                     (
                         queued.elapsed(),
@@ -53,7 +53,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let (waited, thread) = h.await?;
             println!("high task {i}: started after {waited:?} on {thread:?}");
             waits.push(waited);
-            corral::runtime::sleep(Duration::from_millis(3)).await;
+            corral_runtime::sleep(Duration::from_millis(3)).await;
         }
         let mut low_threads = Vec::new();
         for h in flood {
@@ -66,7 +66,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("40 low tasks all ran on the low thread: {all_low}");
         println!("slowest high-task start: {:?}", waits.iter().max());
         assert!(all_low);
-        Ok::<_, corral::runtime::JoinError>(())
+        Ok::<_, corral_runtime::JoinError>(())
     })?;
     rt.shutdown();
     Ok(())

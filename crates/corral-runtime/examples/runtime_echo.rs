@@ -2,11 +2,11 @@
 //! `async-io`, no tokio anywhere. 200 loopback clients each send 64 KiB and check every byte
 //! comes back; then the runtime shuts down and joins its threads.
 //!
-//! Run: `cargo run -p corral --example runtime_echo`
+//! Run: `cargo run -p corral-runtime --example runtime_echo`
 
 use std::net::{TcpListener, TcpStream};
 
-use corral::runtime::{Async, Priority, Runtime};
+use corral_runtime::{Async, Priority, Runtime};
 use futures::{AsyncReadExt, AsyncWriteExt};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

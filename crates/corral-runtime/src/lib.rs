@@ -20,10 +20,12 @@
 //! scheduling policy (levels, stealing rules, who to wake) — see `scheduler.rs`, which contains
 //! no `unsafe`.
 //!
-//! Use it for programs that need priorities; everything else in corral runs on tokio.
+//! Use it for programs that need priorities; everything else in corral runs on tokio. It is a
+//! crate of its own so that nothing that runs on tokio pulls `async-io`, `async-task` or
+//! `smol-hyper`.
 //!
 //! ```
-//! use corral::runtime::{Priority, Runtime};
+//! use corral_runtime::{Priority, Runtime};
 //!
 //! let rt = Runtime::builder()
 //!     .threads(Priority::High, 1)
@@ -32,10 +34,10 @@
 //!     .steal(Priority::Low, false) // low-priority work never runs on the other threads
 //!     .build()?;
 //! let answer = rt.block_on(async {
-//!     let fast = corral::spawn!(async { 40 }, Priority::High);
-//!     let slow = corral::spawn!(async { 2 }); // default priority: Normal
-//!     let (a, b) = corral::try_join!(fast, slow)?;
-//!     Ok::<_, corral::runtime::JoinError>(a + b)
+//!     let fast = corral_runtime::spawn!(async { 40 }, Priority::High);
+//!     let slow = corral_runtime::spawn!(async { 2 }); // default priority: Normal
+//!     let (a, b) = corral_runtime::try_join!(fast, slow)?;
+//!     Ok::<_, corral_runtime::JoinError>(a + b)
 //! })?;
 //! assert_eq!(answer, 42);
 //! rt.shutdown(); // joins every worker thread
@@ -44,9 +46,16 @@
 //!
 //! **Dropping a [`JoinHandle`] cancels its task**; call [`JoinHandle::detach`] to let it run.
 
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+#![deny(clippy::unwrap_used)]
+
+mod error;
 mod hyper_io;
 mod scheduler;
 mod task;
+
+pub use error::ConfigError;
 
 pub use self::hyper_io::{connect, HyperIo, HyperTimer};
 pub use async_io::{Async, Timer};
@@ -61,7 +70,7 @@ use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
 
-use crate::error::{panic_message, ConfigError};
+use crate::error::panic_message;
 use scheduler::{Shared, LEVELS};
 
 /// A task's priority: which queue it waits in, and so which threads run it first.
@@ -152,13 +161,12 @@ impl Builder {
     /// Starts the worker threads.
     pub fn build(self) -> Result<Runtime, BuildError> {
         if self.threads.iter().sum::<usize>() == 0 {
-            return Err(ConfigError::new("runtime", "at least one worker thread is needed").into());
+            return Err(ConfigError::new("at least one worker thread is needed").into());
         }
         for level in Priority::ALL {
             let i = level.index();
             if self.threads[i] == 0 && !self.stealable[i] {
                 return Err(ConfigError::new(
-                    "runtime",
                     format!(
                         "{} priority has no threads and does not allow stealing: its tasks would never run",
                         level.name()
@@ -376,7 +384,6 @@ impl Handle {
     {
         if period.is_zero() {
             return Err(ConfigError::new(
-                "runtime",
                 "a periodic task needs a period above zero",
             ));
         }
@@ -450,10 +457,10 @@ pub mod __private {
 #[macro_export]
 macro_rules! spawn {
     ($future:expr $(,)?) => {
-        $crate::runtime::spawn($crate::runtime::Priority::Normal, $future)
+        $crate::spawn($crate::Priority::Normal, $future)
     };
     ($future:expr, $priority:expr $(,)?) => {
-        $crate::runtime::spawn($priority, $future)
+        $crate::spawn($priority, $future)
     };
 }
 
@@ -462,7 +469,7 @@ macro_rules! spawn {
 #[macro_export]
 macro_rules! join {
     ($($future:expr),+ $(,)?) => {
-        $crate::runtime::__private::join!($($future),+)
+        $crate::__private::join!($($future),+)
     };
 }
 
@@ -472,6 +479,6 @@ macro_rules! join {
 #[macro_export]
 macro_rules! try_join {
     ($($future:expr),+ $(,)?) => {
-        $crate::runtime::__private::try_join!($($future),+)
+        $crate::__private::try_join!($($future),+)
     };
 }

@@ -5,11 +5,11 @@
 //!
 //! Every executor gets 2 worker threads (corral: 2 threads on one level, the others empty).
 //!
-//! Run: `cargo bench -p corral --bench runtime`
+//! Run: `cargo bench -p corral-runtime --bench runtime`
 
 use std::sync::Arc;
 
-use corral::runtime::{Priority, Runtime};
+use corral_runtime::{Priority, Runtime};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 const TASKS: u64 = 100_000;

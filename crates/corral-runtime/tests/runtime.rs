@@ -1,12 +1,11 @@
 //! corral's own runtime: scheduling, stealing rules, parking, panics, shutdown, I/O, hyper.
-#![cfg(feature = "runtime")]
 
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use corral::runtime::{Async, JoinError, Priority, Runtime};
+use corral_runtime::{Async, JoinError, Priority, Runtime};
 use futures::{AsyncReadExt, AsyncWriteExt};
 
 fn thread_name() -> String {
@@ -17,7 +16,7 @@ fn thread_name() -> String {
 /// for broken scheduling; the passing path never waits for it).
 async fn within<F: std::future::Future>(limit: Duration, fut: F) -> F::Output {
     futures::pin_mut!(fut);
-    match futures::future::select(fut, corral::runtime::sleep(limit)).await {
+    match futures::future::select(fut, corral_runtime::sleep(limit)).await {
         futures::future::Either::Left((out, _)) => out,
         futures::future::Either::Right(_) => panic!("did not finish within {limit:?}"),
     }
@@ -48,7 +47,7 @@ fn every_task_runs_exactly_once() {
             let prio = Priority::ALL[i % 3];
             rt.spawn(prio, async move {
                 if i % 7 == 0 {
-                    corral::runtime::yield_now().await; // re-scheduled via its waker
+                    corral_runtime::yield_now().await; // re-scheduled via its waker
                 }
                 runs[i].fetch_add(1, Ordering::SeqCst);
                 i
@@ -287,7 +286,7 @@ fn bad_configurations_are_refused() {
     ] {
         assert!(matches!(
             b.build(),
-            Err(corral::runtime::BuildError::Config(_))
+            Err(corral_runtime::BuildError::Config(_))
         ));
     }
     let rt = Runtime::builder()
@@ -307,16 +306,19 @@ fn macros_spawn_join_and_try_join() {
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let a = corral::spawn!(async { thread_name() });
-        let b = corral::spawn!(async { 2 }, Priority::Low);
-        let (a, b) = corral::join!(a, b);
+        let a = corral_runtime::spawn!(async { thread_name() });
+        let b = corral_runtime::spawn!(async { 2 }, Priority::Low);
+        let (a, b) = corral_runtime::join!(a, b);
         assert!(a.expect("a").starts_with("macros-"));
         assert_eq!(b, Ok(2));
-        let ok = corral::try_join!(corral::spawn!(async { 1 }), corral::spawn!(async { 2 }));
+        let ok = corral_runtime::try_join!(
+            corral_runtime::spawn!(async { 1 }),
+            corral_runtime::spawn!(async { 2 })
+        );
         assert_eq!(ok, Ok((1, 2)));
-        let failed = corral::try_join!(
-            corral::spawn!(async { 1 }),
-            corral::spawn!(async {
+        let failed = corral_runtime::try_join!(
+            corral_runtime::spawn!(async { 1 }),
+            corral_runtime::spawn!(async {
                 if thread_name().is_empty() {
                     return 0;
                 }
@@ -357,7 +359,7 @@ fn periodic_and_background_tasks_run_until_stopped() {
     // Background: detached, nobody holds a handle, and it still runs to the end.
     let (tx, rx) = futures::channel::oneshot::channel();
     rt.handle().background(async move {
-        corral::runtime::sleep(Duration::from_millis(1)).await;
+        corral_runtime::sleep(Duration::from_millis(1)).await;
         let _ = tx.send(thread_name());
     });
     let name = rt
@@ -383,7 +385,7 @@ fn listener(backlog: i32) -> Async<TcpListener> {
     Async::new(TcpListener::from(socket)).expect("async listener")
 }
 
-async fn echo_server(rt: &corral::runtime::Handle) -> std::net::SocketAddr {
+async fn echo_server(rt: &corral_runtime::Handle) -> std::net::SocketAddr {
     let listener = listener(2048);
     let addr = listener.get_ref().local_addr().expect("addr");
     let h = rt.clone();
@@ -449,7 +451,7 @@ fn hyper_client_and_server_run_on_the_runtime() {
         handle
             .spawn(Priority::High, async move {
                 while let Ok((stream, _)) = listener.accept().await {
-                    let io = corral::runtime::HyperIo::new(stream);
+                    let io = corral_runtime::HyperIo::new(stream);
                     let svc = hyper::service::service_fn(|req: hyper::Request<_>| async move {
                         let body = format!("hello {}", req.uri().path());
                         Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
@@ -459,7 +461,7 @@ fn hyper_client_and_server_run_on_the_runtime() {
                     server_rt
                         .spawn(Priority::Normal, async move {
                             let _ = hyper::server::conn::http1::Builder::new()
-                                .timer(corral::runtime::HyperTimer)
+                                .timer(corral_runtime::HyperTimer)
                                 .serve_connection(io, svc)
                                 .await;
                         })
@@ -468,7 +470,7 @@ fn hyper_client_and_server_run_on_the_runtime() {
             })
             .detach();
         let mut bodies = Vec::new();
-        let io = corral::runtime::connect(addr).await.expect("connect");
+        let io = corral_runtime::connect(addr).await.expect("connect");
         let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
             .await
             .expect("handshake");

@@ -8,7 +8,7 @@
 //! corral: 1 High thread + 1 Low thread, the Low level refusing stealing; probes are High.
 //! A second corral row leaves stealing on, to show what the per-level switch buys.
 //!
-//! Run: `cargo bench -p corral --bench priority` (prints a table: p50 / p99 / max and the
+//! Run: `cargo bench -p corral-runtime --bench priority` (prints a table: p50 / p99 / max and the
 //! ratio of p99s, ours / theirs).
 
 use std::future::Future;
@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use corral::runtime::{Priority, Runtime};
+use corral_runtime::{Priority, Runtime};
 
 const FLOOD: usize = 8;
 const PROBES: usize = 2000;
