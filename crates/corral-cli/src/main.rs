@@ -10,16 +10,8 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-mod direct;
-mod job;
 mod mock;
-mod output;
-mod pool;
-mod redact;
-mod redirect;
-mod report;
-mod runner;
-mod workers;
+mod progress;
 
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
@@ -35,11 +27,13 @@ use futures::StreamExt;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
 
-use crate::job::Format;
-use crate::output::{Existing, InputFacts, OpenMode, Sink, Writer};
-use crate::report::{Progress, Stats, Summary};
-use crate::runner::{BodyMode, BreakerSettings, Engine, Settings};
-use crate::workers::Workers;
+use corral_engine::engine::{self as runner, BodyMode, BreakerSettings, Engine, Settings};
+use corral_engine::job::{self, Format};
+use corral_engine::sink::{self as output, Existing, InputFacts, OpenMode, Sink, Writer};
+use corral_engine::summary::{Stats, Summary};
+use corral_engine::{redact, workers, workers::Workers};
+
+use crate::progress::Progress;
 
 /// A command that cannot go on: the exit code and the message for stderr.
 struct Fail(u8, String);
@@ -558,7 +552,7 @@ async fn execute(
         });
     }
     let mut notes = Vec::new();
-    if resumed.done.len() > 0 {
+    if !resumed.done.is_empty() {
         notes.push(format!(
             "resumed: {} jobs already in the results were skipped",
             resumed.done.len()
@@ -730,7 +724,7 @@ async fn execute(
         notes,
     );
     if !quiet {
-        summary.print();
+        eprint!("{}", summary.render());
     }
     if let Some(p) = summary_json {
         let json = serde_json::to_vec_pretty(&summary).unwrap_or_default();

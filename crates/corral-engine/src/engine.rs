@@ -26,9 +26,10 @@ use serde_json::Value;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::direct::{Direct, DirectError, Lease};
+use crate::http::direct::{Direct, DirectError, Lease};
+use crate::http::redirect;
 use crate::job::{Invalid, Job, Parsed};
-use crate::{redact, redirect};
+use crate::redact;
 
 /// A host key (`host:port`): cheap to clone for every gate an attempt passes.
 type Host = Arc<str>;
@@ -115,7 +116,7 @@ pub struct Outcome {
 /// writer before it hands its line over (and its place takes no new job).
 pub const RESULT_BYTES: usize = 64 << 20;
 
-impl crate::output::Line for Outcome {
+impl crate::sink::Line for Outcome {
     fn text(&self) -> &str {
         &self.json
     }
@@ -401,7 +402,7 @@ fn clients(settings: &Settings) -> Result<(reqwest::Client, Option<Direct>), Str
         .referer(false)
         .build()
         .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-    let direct = (!crate::direct::proxy_configured()).then(|| {
+    let direct = (!crate::http::direct::proxy_configured()).then(|| {
         Direct::new(
             settings.per_host_concurrency,
             settings.idle_connections,
@@ -905,7 +906,7 @@ impl Engine {
         }
     }
 
-    /// Sends `job` through reqwest, following redirects by [`crate::redirect`]'s rule.
+    /// Sends `job` through reqwest, following redirects by [`crate::http::redirect`]'s rule.
     async fn send_following(&self, job: &Job) -> Result<reqwest::Response, AttemptError> {
         let transport = |e: reqwest::Error| AttemptError::Transport {
             kind: transport_kind(&e),

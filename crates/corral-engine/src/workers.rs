@@ -35,8 +35,8 @@ use futures::{FutureExt, Stream, StreamExt};
 use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use crate::engine::{Engine, Outcome};
 use crate::job::Parsed;
-use crate::runner::{Engine, Outcome};
 
 /// Finished jobs a thread may hold before its tasks wait for the reader to take them.
 const OUTBOX: usize = 256;
@@ -473,7 +473,7 @@ mod tests {
     }
 
     fn start(concurrency: usize, held: usize, jobs: Vec<Parsed>) -> (Workers, Arc<AtomicU64>) {
-        let engine = Engine::new(crate::runner::test_settings(concurrency)).unwrap();
+        let engine = Engine::new(crate::engine::test_settings(concurrency)).unwrap();
         start_engine(engine, concurrency, held, jobs)
     }
 
@@ -525,10 +525,10 @@ mod tests {
         // and handed over; the rest wait, each in a place holding an active slot.
         let line = 256 << 10;
         let big = "x".repeat(line);
-        let n = 2 * crate::runner::RESULT_BYTES / line;
+        let n = 2 * crate::engine::RESULT_BYTES / line;
         let jobs = (1..=n as u64).map(|l| invalid(l, big.clone())).collect();
         let concurrency = 8;
-        let engine = Engine::new(crate::runner::test_settings(concurrency)).unwrap();
+        let engine = Engine::new(crate::engine::test_settings(concurrency)).unwrap();
         let gates = engine.gates_handle();
         let (mut w, taken) = start_engine(engine, concurrency, 256, jobs);
         // Until the budget is spent (or, without one, every job is taken).
@@ -540,7 +540,7 @@ mod tests {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
         let taken = taken.load(Ordering::Relaxed);
-        let in_budget = (crate::runner::RESULT_BYTES / line) as u64;
+        let in_budget = (crate::engine::RESULT_BYTES / line) as u64;
         assert!(
             taken <= in_budget + concurrency as u64,
             "{taken} of {n} jobs taken with nobody writing"

@@ -77,7 +77,7 @@ impl<C> Pool<C> {
 
     /// Idle connections held.
     #[cfg(test)]
-    pub fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.order.len()
     }
 

@@ -41,8 +41,8 @@ use percent_encoding::percent_decode_str;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::pool::Pool;
 use crate::job::Job;
-use crate::pool::Pool;
 
 /// The largest response head (status line and headers) accepted.
 const MAX_HEAD: usize = 64 * 1024;

@@ -1,14 +1,12 @@
-//! Progress while running and the summary at the end.
+//! What a run did: counters over the results written, and the summary built from them.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
-use crate::runner::{HostStat, Outcome};
+use crate::engine::{HostStat, Outcome};
 
 /// Counters over finished jobs.
 pub struct Stats {
@@ -195,7 +193,8 @@ impl Summary {
         }
     }
 
-    pub fn print(&self) {
+    /// The summary as printed at the end of a run.
+    pub fn render(&self) -> String {
         let mut out = String::new();
         out.push_str(&format!(
             "\ncorral: {} — {} jobs in {:.2}s ({:.1} jobs/s): {} ok, {} failed",
@@ -253,71 +252,6 @@ impl Summary {
         for n in &self.notes {
             out.push_str(&format!("  note: {n}\n"));
         }
-        eprint!("{out}");
-    }
-}
-
-/// A progress bar on a terminal, a periodic line otherwise, or nothing.
-pub enum Progress {
-    Bar(ProgressBar),
-    Lines { every: Duration, last: Instant },
-    Quiet,
-}
-
-impl Progress {
-    pub fn new(quiet: bool, every: Duration) -> Self {
-        if quiet {
-            Progress::Quiet
-        } else if std::io::stderr().is_terminal() {
-            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(8));
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-            );
-            Progress::Bar(bar)
-        } else {
-            Progress::Lines {
-                every,
-                last: Instant::now(),
-            }
-        }
-    }
-
-    pub fn set_total(&self, total: u64) {
-        if let Progress::Bar(b) = self {
-            b.set_length(total);
-        }
-    }
-
-    pub fn update(&mut self, stats: &Stats, running: u64, waiting: u64) {
-        match self {
-            Progress::Bar(b) => {
-                b.set_position(stats.done + stats.skipped);
-                b.set_message(format!(
-                    "{} ok, {} failed, {} retries, {} running, {} waiting, {:.0}/s",
-                    stats.ok,
-                    stats.failed,
-                    stats.retries,
-                    running,
-                    waiting,
-                    stats.rate()
-                ));
-            }
-            Progress::Lines { every, last } => {
-                if last.elapsed() >= *every {
-                    *last = Instant::now();
-                    eprintln!("{}", stats.progress_line(running, waiting));
-                }
-            }
-            Progress::Quiet => {}
-        }
-    }
-
-    pub fn finish(&self) {
-        if let Progress::Bar(b) = self {
-            b.finish_and_clear();
-        }
+        out
     }
 }

@@ -45,8 +45,13 @@ impl Done {
             block[((line % BLOCK_LINES) / 64) as usize] & (1 << (line % 64)) != 0
         })
     }
+    /// Lines present.
     pub fn len(&self) -> u64 {
         self.count
+    }
+    /// No line present.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
     }
 }
 

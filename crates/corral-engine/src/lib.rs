@@ -1,0 +1,27 @@
+//! # corral-engine
+//!
+//! The engine behind `corral run`: a very large file of HTTP requests pushed through per-host
+//! and global limits, retries, circuit breakers and Retry-After pauses, on one thread-per-core
+//! runtime each, with exactly-once results and crash-safe resume.
+//!
+//! | module | what it is |
+//! |---|---|
+//! | [`job`] | input lines: a JSONL job or a URL, parsed and checked, one [`job::Parsed`] per line |
+//! | [`engine`] | one job in, one result line out, through every gate of the run |
+//! | [`workers`] | the threads that run jobs, each with its own runtime and clients |
+//! | [`http`] | the lean HTTP/1.1 client, its connection pool, the redirect rule |
+//! | [`sink`] | the results file: lock, resume scan and repair, batched fsync-bounded writer |
+//! | [`summary`] | counters over the results written, and the summary built from them |
+//! | [`redact`] | what is secret, and the one place every outgoing string is cleaned |
+//!
+//! The `corral` binary (`crates/corral-cli`) parses options and drives these; see
+//! ARCHITECTURE.md for the path of one job from input line to result line.
+#![forbid(unsafe_code)]
+
+pub mod engine;
+pub mod http;
+pub mod job;
+pub mod redact;
+pub mod sink;
+pub mod summary;
+pub mod workers;
