@@ -1,0 +1,180 @@
+//! `corral demo`: a few thousand jobs against the embedded mock server, with its faults.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use corral_engine::engine::Engine;
+use corral_engine::job::Format;
+use corral_engine::sink::{self as output, Existing, InputFacts, OpenMode, Sink};
+
+use crate::exit::{code as exit, fail, Fail};
+use crate::flags::{plan, Options};
+use crate::mock;
+use crate::run::execute;
+
+#[derive(Args)]
+pub(crate) struct DemoArgs {
+    /// How many jobs to generate.
+    #[arg(long, default_value_t = 3000)]
+    pub(crate) jobs: u64,
+    /// Directory for jobs.jsonl, results.jsonl and summary.json [default: a new temporary directory].
+    #[arg(long)]
+    pub(crate) dir: Option<PathBuf>,
+    /// No progress output.
+    #[arg(long, short)]
+    pub(crate) quiet: bool,
+}
+
+pub(crate) async fn demo(args: DemoArgs) -> Result<u8, Fail> {
+    let server = mock::start(&mock::demo_profiles(), 0)
+        .await
+        .map_err(|e| Fail(exit::FATAL, format!("cannot start the mock server: {e}")))?;
+    let dir = args.dir.unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("corral-demo-{}", std::process::id()))
+    });
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| Fail(exit::FATAL, format!("cannot create {}: {e}", dir.display())))?;
+    let jobs_path = dir.join("jobs.jsonl");
+    let results_path = dir.join("results.jsonl");
+    let summary_path = dir.join("summary.json");
+    let mut lines = String::new();
+    for i in 0..args.jobs {
+        let host = &server.hosts[(i % server.hosts.len() as u64) as usize];
+        if i == 17 {
+            lines.push_str("{\"url\": \"http://127.0.0.1:1/this line is broken\"\n");
+            continue;
+        }
+        if i == 42 {
+            lines.push_str("{\"method\": \"FETCH\", \"url\": \"http://127.0.0.1/\"}\n");
+            continue;
+        }
+        lines.push_str(&format!(
+            "{{\"id\":\"job-{i}\",\"url\":\"{}/items/{i}?api_key=demo-secret\",\"headers\":{{\"Authorization\":\"Bearer demo-secret\"}},\"meta\":{{\"profile\":\"{}\"}}}}\n",
+            host.base_url(),
+            host.profile.name()
+        ));
+    }
+    std::fs::write(&jobs_path, lines).map_err(|e| {
+        Fail(
+            exit::FATAL,
+            format!("cannot write {}: {e}", jobs_path.display()),
+        )
+    })?;
+    eprintln!(
+        "corral demo: {} jobs against {} simulated hosts on 127.0.0.1:",
+        args.jobs,
+        server.hosts.len()
+    );
+    for h in &server.hosts {
+        eprintln!(
+            "  {:<8} {}  {}",
+            h.profile.name(),
+            h.addr,
+            describe(&h.profile)
+        );
+    }
+    let opts = Options {
+        concurrency: Some(64),
+        per_host_concurrency: Some(8),
+        per_host_rate: Some("60/s".into()),
+        per_host_burst: Some(5),
+        retries: Some(3),
+        retry_base_ms: Some(50),
+        retry_max_ms: Some(1000),
+        breaker_min_calls: Some(10),
+        breaker_window_s: Some(5),
+        breaker_cool_down_s: Some(2),
+        timeout_ms: Some(2000),
+        max_body: Some("256KiB".into()),
+        max_retry_after_s: Some(2),
+        progress_interval_s: Some(1),
+        ..Options::default()
+    };
+    eprintln!(
+        "  limits: 64 jobs under way, 8 requests per host, 60 req/s per host (burst 5), 3 retries with jittered backoff,\n  \
+         per-host breakers (50 % failures over 5 s, min 10 calls, 2 s cool-down), 2 s timeout, 256 KiB body cap\n"
+    );
+    let plan = plan(&opts).map_err(fail(exit::FATAL))?;
+    let engine = Engine::new(plan.settings.clone()).map_err(fail(exit::FATAL))?;
+    let input = tokio::fs::File::open(&jobs_path)
+        .await
+        .map(|f| Box::new(tokio::io::BufReader::new(f)))
+        .map_err(fail(exit::FATAL))?;
+    let mode = OpenMode {
+        existing: Existing::Overwrite,
+        repair: false,
+    };
+    let opened =
+        output::open(&results_path, mode, InputFacts::default()).map_err(fail(exit::FATAL))?;
+    let code = execute(
+        engine,
+        plan,
+        input,
+        Some(jobs_path.clone()),
+        Format::Jsonl,
+        Sink::File {
+            file: opened.file,
+            path: results_path.clone(),
+            sync: opened.regular,
+        },
+        opened.resumed,
+        args.quiet,
+        Some(summary_path.clone()),
+    )
+    .await?;
+    eprintln!("\n  what the servers saw (their own counters):");
+    eprintln!("    host                     requests  max-in-flight  max-per-second  statuses");
+    for h in &server.hosts {
+        let s = h.stats();
+        let mut st: Vec<_> = s.statuses.iter().collect();
+        st.sort();
+        let st: Vec<String> = st
+            .iter()
+            .map(|(k, v)| {
+                if **k == 0 {
+                    format!("reset: {v}")
+                } else {
+                    format!("{k}: {v}")
+                }
+            })
+            .collect();
+        eprintln!(
+            "    {:<8} {:<15} {:>8}  {:>13}  {:>14}  {}",
+            h.profile.name(),
+            h.addr,
+            s.requests,
+            s.max_in_flight,
+            s.max_per_second,
+            st.join(", ")
+        );
+    }
+    eprintln!(
+        "\n  jobs: {}\n  results: {}\n  summary: {}\n  try: corral run {} -o {} --resume   (nothing left to do: every job is there once)",
+        jobs_path.display(),
+        results_path.display(),
+        summary_path.display(),
+        jobs_path.display(),
+        results_path.display()
+    );
+    Ok(match code {
+        exit::FATAL | exit::INTERRUPTED => code,
+        _ => exit::OK, // failures are the point of the demo
+    })
+}
+
+pub(crate) fn describe(p: &mock::Profile) -> String {
+    match p {
+        mock::Profile::Fast => "answers at once".into(),
+        mock::Profile::Slow => "answers after 20-120 ms".into(),
+        mock::Profile::Flaky { percent } => format!("{percent} % of answers are 500/503"),
+        mock::Profile::Limited { per_sec } => {
+            format!("allows {per_sec} req/s, else 429 + Retry-After")
+        }
+        mock::Profile::Reset { percent } => format!("resets {percent} % of connections"),
+        mock::Profile::Huge { mib } => format!("sends {mib} MiB bodies, slowly"),
+        mock::Profile::Outage { from_s, to_s } => {
+            format!("fails every request from {from_s} s to {to_s} s")
+        }
+    }
+}

@@ -1,0 +1,420 @@
+//! The options of `corral run`, from the command line and the config file, merged and
+//! checked into a [`Plan`].
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Args;
+use corral::limit::Rate;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use serde::Deserialize;
+
+use corral_engine::engine::{BodyMode, BreakerSettings, Settings};
+use corral_engine::redact;
+
+pub(crate) const RUN_EXAMPLES: &str = "\
+Examples:
+  corral run jobs.jsonl -o results.jsonl
+  corral run jobs.jsonl -o results.jsonl --resume          # after a crash or Ctrl-C
+  corral run urls.txt --urls --per-host-rate 50/s --per-host-concurrency 4 -o out.jsonl
+  cat jobs.jsonl | corral run - --rate 3000/min --retries 5 --header 'Authorization: Bearer $T'
+  corral run jobs.jsonl --config corral.toml -o out.jsonl --summary-json summary.json
+
+A job line: {\"id\"?, \"method\"?, \"url\", \"headers\"?, \"body\"? | \"json\"?, \"timeout_ms\"?, \"meta\"?}
+A result line: {\"line\", \"id\", \"method\", \"url\", \"ok\", \"status\", \"attempts\", \"latency_ms\",
+  \"elapsed_ms\", \"error\"?: {\"kind\", \"message\"}, \"body_bytes\"?, \"truncated\"?, \"headers\"?, \"body\"?, \"meta\"?}
+Secrets (Authorization, Cookie, *token*, *key* headers; key/token query values) never reach
+results or logs. Resume identifies jobs by input line number: resume with the same jobs file.";
+
+#[derive(Args)]
+pub(crate) struct RunArgs {
+    /// The jobs file (JSONL, or one URL per line with --urls); `-` reads standard input.
+    pub(crate) jobs: PathBuf,
+    /// Results file (JSONL). Without it, results go to standard output.
+    #[arg(short, long)]
+    pub(crate) output: Option<PathBuf>,
+    /// The input is one URL per line (GET), `#` starts a comment line.
+    #[arg(long)]
+    pub(crate) urls: bool,
+    /// The results file exists: skip the jobs it already holds, repair a torn last line, run the rest.
+    #[arg(long, conflicts_with = "overwrite")]
+    pub(crate) resume: bool,
+    /// The results file exists: start over, discarding it.
+    #[arg(long)]
+    pub(crate) overwrite: bool,
+    /// With --resume: lines of the results file that are not results of this jobs file (torn,
+    /// foreign, or naming a line the input does not have) are moved to RESULTS.rejected and
+    /// their jobs run again, instead of refusing to resume.
+    #[arg(long, requires = "resume")]
+    pub(crate) repair: bool,
+    /// A TOML file with any of the options below (names with `_`); command-line options win.
+    #[arg(long)]
+    pub(crate) config: Option<PathBuf>,
+    /// Write the final summary as JSON to this file.
+    #[arg(long)]
+    pub(crate) summary_json: Option<PathBuf>,
+    /// No progress output.
+    #[arg(long, short)]
+    pub(crate) quiet: bool,
+    #[command(flatten)]
+    pub(crate) opts: Options,
+}
+
+/// Every tunable, from the command line or the config file.
+#[derive(Args, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Options {
+    /// Jobs under way at once (sending, or between retries), all hosts together; jobs waiting
+    /// for a busy, rate-limited or paused host do not count [default: 64].
+    #[arg(long, short = 'c')]
+    pub(crate) concurrency: Option<usize>,
+    /// Jobs taken from the input at once, running or waiting for their host (its slots, rate or
+    /// Retry-After pause): a slow or paused host holds up the others only when its jobs fill all
+    /// of these [default: 4 x --concurrency, at least 256].
+    #[arg(long)]
+    pub(crate) queue: Option<usize>,
+    /// Threads that run requests, each with its share of the jobs [default: one per CPU].
+    #[arg(long)]
+    pub(crate) threads: Option<usize>,
+    /// Requests in flight at once to one host (host:port) [default: 8].
+    #[arg(long)]
+    pub(crate) per_host_concurrency: Option<usize>,
+    /// Global request rate, e.g. 200/s, 3000/min, 10/100ms [default: unlimited].
+    #[arg(long)]
+    pub(crate) rate: Option<String>,
+    /// Requests the global rate lets through at once after idling [default: 1].
+    #[arg(long)]
+    pub(crate) burst: Option<u64>,
+    /// Request rate per host, e.g. 50/s [default: unlimited].
+    #[arg(long)]
+    pub(crate) per_host_rate: Option<String>,
+    /// Burst of the per-host rate [default: 1].
+    #[arg(long)]
+    pub(crate) per_host_burst: Option<u64>,
+    /// Retries after the first attempt (0 disables) [default: 3].
+    #[arg(long)]
+    pub(crate) retries: Option<u32>,
+    /// First retry's maximum backoff in ms; doubles each retry, full jitter [default: 200].
+    #[arg(long)]
+    pub(crate) retry_base_ms: Option<u64>,
+    /// Largest backoff in ms [default: 10000].
+    #[arg(long)]
+    pub(crate) retry_max_ms: Option<u64>,
+    /// HTTP statuses that are retried (timeouts and connection errors always are) [default: 429,500,502,503,504].
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) retry_on: Option<Vec<u16>>,
+    /// Cap retries at this fraction of jobs (plus 10), e.g. 0.2, so retries cannot amplify an outage [default: no cap].
+    #[arg(long)]
+    pub(crate) retry_budget: Option<f64>,
+    /// Also retry POST and PATCH requests after a failure that may have reached the server (a
+    /// timeout, a reset, a 5xx). Without it they are retried only when they cannot have been
+    /// sent (connect failures) or carry an `Idempotency-Key` header.
+    #[arg(long)]
+    #[serde(default)]
+    pub(crate) retry_unsafe: bool,
+    /// Longest Retry-After honoured, in seconds; longer ones are cut to this [default: 60].
+    #[arg(long)]
+    pub(crate) max_retry_after_s: Option<u64>,
+    /// Disable the per-host circuit breakers.
+    #[arg(long)]
+    #[serde(default)]
+    pub(crate) no_breaker: bool,
+    /// Failure rate over the window that opens a host's breaker [default: 0.5].
+    #[arg(long)]
+    pub(crate) breaker_failure_rate: Option<f64>,
+    /// Attempts in the window before the rate counts [default: 20].
+    #[arg(long)]
+    pub(crate) breaker_min_calls: Option<u32>,
+    /// Rolling window of the breaker, seconds [default: 30].
+    #[arg(long)]
+    pub(crate) breaker_window_s: Option<u64>,
+    /// Seconds an open breaker waits before probing [default: 10].
+    #[arg(long)]
+    pub(crate) breaker_cool_down_s: Option<u64>,
+    /// Probe requests a half-open breaker lets through [default: 1].
+    #[arg(long)]
+    pub(crate) breaker_probes: Option<u32>,
+    /// Per-attempt timeout (send to last body byte), ms; a job's timeout_ms overrides it [default: 30000].
+    #[arg(long)]
+    pub(crate) timeout_ms: Option<u64>,
+    /// Connect timeout, ms [default: 10000].
+    #[arg(long)]
+    pub(crate) connect_timeout_ms: Option<u64>,
+    /// Timeout for a whole job including retries and their waits, ms [default: none].
+    #[arg(long)]
+    pub(crate) total_timeout_ms: Option<u64>,
+    /// Largest body read per response, e.g. 1MiB, 512KiB, 100000; the rest is cut and flagged [default: 1MiB].
+    #[arg(long)]
+    pub(crate) max_body: Option<String>,
+    /// Longest input line, e.g. 1MiB; a longer line is not read, its job fails as invalid_input [default: 1MiB].
+    #[arg(long)]
+    pub(crate) max_line: Option<String>,
+    /// Store response bodies (up to --max-body) in the results.
+    #[arg(long, conflicts_with = "no_body")]
+    #[serde(default)]
+    pub(crate) save_body: bool,
+    /// Do not read response bodies at all.
+    #[arg(long)]
+    #[serde(default)]
+    pub(crate) no_body: bool,
+    /// Store response headers in the results (secret ones redacted).
+    #[arg(long)]
+    #[serde(default)]
+    pub(crate) save_headers: bool,
+    /// Extra request header for every job, `Name: value` (repeatable); a job's own headers win.
+    #[arg(long = "header", short = 'H')]
+    #[serde(default)]
+    pub(crate) header: Vec<String>,
+    /// After Ctrl-C, how long in-flight requests may finish, seconds [default: 30].
+    #[arg(long)]
+    pub(crate) drain_timeout_s: Option<u64>,
+    /// Sync results to disk at most this often, ms (a power loss costs at most this much, re-run by --resume) [default: 1000].
+    #[arg(long)]
+    pub(crate) fsync_interval_ms: Option<u64>,
+    /// Seconds between progress lines when stderr is not a terminal [default: 5].
+    #[arg(long)]
+    pub(crate) progress_interval_s: Option<u64>,
+    /// User-Agent header [default: corral/VERSION].
+    #[arg(long)]
+    pub(crate) user_agent: Option<String>,
+}
+
+macro_rules! merge {
+    ($cli:ident, $cfg:ident, $($f:ident),*) => {
+        Options {
+            $($f: $cli.$f.clone().or_else(|| $cfg.$f.clone()),)*
+            no_breaker: $cli.no_breaker || $cfg.no_breaker,
+            save_body: $cli.save_body || $cfg.save_body,
+            no_body: $cli.no_body || $cfg.no_body,
+            save_headers: $cli.save_headers || $cfg.save_headers,
+            retry_unsafe: $cli.retry_unsafe || $cfg.retry_unsafe,
+            header: [$cfg.header.clone(), $cli.header.clone()].concat(),
+        }
+    };
+}
+
+impl Options {
+    pub(crate) fn merged_with(&self, cfg: &Options) -> Options {
+        let cli = self;
+        merge!(
+            cli,
+            cfg,
+            concurrency,
+            queue,
+            threads,
+            per_host_concurrency,
+            rate,
+            burst,
+            per_host_rate,
+            per_host_burst,
+            retries,
+            retry_base_ms,
+            retry_max_ms,
+            retry_on,
+            retry_budget,
+            max_retry_after_s,
+            breaker_failure_rate,
+            breaker_min_calls,
+            breaker_window_s,
+            breaker_cool_down_s,
+            breaker_probes,
+            timeout_ms,
+            connect_timeout_ms,
+            total_timeout_ms,
+            max_body,
+            max_line,
+            drain_timeout_s,
+            fsync_interval_ms,
+            progress_interval_s,
+            user_agent
+        )
+    }
+}
+
+pub(crate) fn parse_size(s: &str, what: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("--{what} {s:?}: expected a size like 1MiB, 512KiB or 100000"))?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1024,
+        "m" | "mb" | "mib" => 1024 * 1024,
+        "g" | "gb" | "gib" => 1024 * 1024 * 1024,
+        other => return Err(format!("--{what} {s:?}: unknown unit {other:?}")),
+    };
+    let v = n
+        .checked_mul(mult)
+        .ok_or_else(|| format!("--{what} {s:?} is too large"))?;
+    if v == 0 {
+        return Err(format!("--{what} must be at least 1 byte"));
+    }
+    Ok(v)
+}
+
+pub(crate) fn parse_headers(list: &[String]) -> Result<HeaderMap, String> {
+    let mut map = HeaderMap::new();
+    for (i, h) in list.iter().enumerate() {
+        // The value is never quoted back: it may be a secret, even when the name is missing.
+        let (name, value) = h.split_once(':').ok_or_else(|| {
+            format!(
+                "--header number {} (counting the config file's first): expected `Name: value`",
+                i + 1
+            )
+        })?;
+        let name = HeaderName::from_bytes(name.trim().as_bytes())
+            .map_err(|_| format!("--header: invalid header name {:?}", name.trim()))?;
+        let value = HeaderValue::from_str(value.trim())
+            .map_err(|_| format!("--header: invalid value for {name}"))?;
+        map.append(name, value);
+    }
+    Ok(map)
+}
+
+/// Everything a run needs, validated.
+pub(crate) struct Plan {
+    pub(crate) settings: Settings,
+    /// Jobs held at once (≥ concurrency).
+    pub(crate) queue: usize,
+    pub(crate) threads: usize,
+    pub(crate) extra_headers: HeaderMap,
+    /// Longest input line read (bytes).
+    pub(crate) max_line: usize,
+    pub(crate) drain_timeout: Duration,
+    pub(crate) fsync_interval: Duration,
+    pub(crate) progress_every: Duration,
+}
+
+pub(crate) fn plan(o: &Options) -> Result<Plan, String> {
+    let rate = |s: &Option<String>, what: &str| -> Result<Option<Rate>, String> {
+        s.as_deref()
+            .map(|r| {
+                r.parse::<Rate>()
+                    .map_err(|e| format!("--{what}: {}", e.message()))
+            })
+            .transpose()
+    };
+    let ms = |v: Option<u64>, d: u64| Duration::from_millis(v.unwrap_or(d));
+    let positive = |v: Option<usize>, d: usize, what: &str| match v.unwrap_or(d) {
+        0 => Err(format!("--{what} must be at least 1")),
+        n => Ok(n),
+    };
+    let timeout = ms(o.timeout_ms, 30_000);
+    if timeout.is_zero() {
+        return Err("--timeout-ms must be greater than 0".into());
+    }
+    let mut settings = Settings {
+        idle_connections: 0, // below, once the threads are known
+        concurrency: positive(o.concurrency, 64, "concurrency")?,
+        per_host_concurrency: positive(o.per_host_concurrency, 8, "per-host-concurrency")?,
+        rate: rate(&o.rate, "rate")?,
+        burst: o.burst.unwrap_or(1),
+        per_host_rate: rate(&o.per_host_rate, "per-host-rate")?,
+        per_host_burst: o.per_host_burst.unwrap_or(1),
+        retries: o.retries.unwrap_or(3),
+        retry_base: ms(o.retry_base_ms, 200),
+        retry_max: ms(o.retry_max_ms, 10_000),
+        retry_statuses: o
+            .retry_on
+            .clone()
+            .unwrap_or_else(|| vec![429, 500, 502, 503, 504]),
+        retry_budget: o.retry_budget,
+        retry_unsafe: o.retry_unsafe,
+        max_retry_after: Duration::from_secs(o.max_retry_after_s.unwrap_or(60)),
+        breaker: (!o.no_breaker).then(|| BreakerSettings {
+            failure_rate: o.breaker_failure_rate.unwrap_or(0.5),
+            min_calls: o.breaker_min_calls.unwrap_or(20),
+            window: Duration::from_secs(o.breaker_window_s.unwrap_or(30)),
+            cool_down: Duration::from_secs(o.breaker_cool_down_s.unwrap_or(10)),
+            probes: o.breaker_probes.unwrap_or(1),
+        }),
+        timeout,
+        connect_timeout: ms(o.connect_timeout_ms, 10_000),
+        total_timeout: match o.total_timeout_ms {
+            Some(0) => return Err("--total-timeout-ms must be greater than 0".into()),
+            t => t.map(Duration::from_millis),
+        },
+        max_body: parse_size(o.max_body.as_deref().unwrap_or("1MiB"), "max-body")
+            .map_err(|e| format!("{e} (use --no-body to skip bodies)"))?,
+        body: if o.no_body {
+            BodyMode::Skip
+        } else if o.save_body {
+            BodyMode::Save
+        } else {
+            BodyMode::Discard
+        },
+        save_headers: o.save_headers,
+        user_agent: o
+            .user_agent
+            .clone()
+            .unwrap_or_else(|| format!("corral/{}", env!("CARGO_PKG_VERSION"))),
+    };
+    let threads = match o.threads {
+        Some(0) => return Err("--threads must be at least 1".into()),
+        Some(n) => n,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    settings.idle_connections = idle_budget(fd_limit(), settings.concurrency, threads);
+    let queue = match o.queue {
+        Some(0) => return Err("--queue must be at least 1".into()),
+        Some(n) => n,
+        None => settings.concurrency.saturating_mul(4).max(256),
+    }
+    .max(settings.concurrency);
+    Ok(Plan {
+        settings,
+        queue,
+        threads,
+        extra_headers: parse_headers(&o.header)?,
+        max_line: usize::try_from(parse_size(
+            o.max_line.as_deref().unwrap_or("1MiB"),
+            "max-line",
+        )?)
+        .unwrap_or(usize::MAX),
+        drain_timeout: Duration::from_secs(o.drain_timeout_s.unwrap_or(30)),
+        fsync_interval: ms(o.fsync_interval_ms, 1000),
+        progress_every: Duration::from_secs(o.progress_interval_s.unwrap_or(5).max(1)),
+    })
+}
+
+/// The process's open-file limit (after [`raise_fd_limit`]); unlimited when it cannot be read.
+pub(crate) fn fd_limit() -> u64 {
+    rlimit::Resource::NOFILE
+        .get()
+        .map_or(u64::MAX, |(soft, _)| soft)
+}
+
+/// Raises the soft open-file limit to the hard one: a run over many hosts needs a socket for
+/// each connection, and the usual soft limit (1024) is far below what the system allows.
+pub(crate) fn raise_fd_limit() {
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+}
+
+/// Idle connections each of `threads` worker threads may keep for reuse: what the open-file
+/// limit leaves after the connections in use (one per job under way) and a reserve (standard
+/// streams, the jobs and results files, the runtimes' own descriptors), split between the
+/// threads, and at most [`MAX_IDLE_PER_THREAD`] (each holds a read buffer).
+pub(crate) fn idle_budget(fd_limit: u64, concurrency: usize, threads: usize) -> usize {
+    const RESERVE: u64 = 64;
+    let left = fd_limit.saturating_sub(RESERVE.saturating_add(concurrency as u64));
+    let per_thread = left / threads.max(1) as u64;
+    usize::try_from(per_thread).map_or(MAX_IDLE_PER_THREAD, |n| n.min(MAX_IDLE_PER_THREAD))
+}
+
+/// See [`idle_budget`].
+pub(crate) const MAX_IDLE_PER_THREAD: usize = 512;
+
+pub(crate) fn load_config(path: &Path) -> Result<Options, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
+    // A parse error quotes the line, which may hold a secret header.
+    toml::from_str(&text).map_err(|e| {
+        format!(
+            "config {}: {}",
+            path.display(),
+            redact::text(&e.to_string())
+        )
+    })
+}
