@@ -26,6 +26,7 @@ use serde_json::Value;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use crate::error::ErrorKind;
 use crate::http::direct::{Direct, DirectError, Lease};
 use crate::http::redirect;
 use crate::job::{Invalid, Job, Parsed};
@@ -102,7 +103,7 @@ pub struct HostStat {
 pub struct Outcome {
     pub ok: bool,
     pub status: Option<u16>,
-    pub error_kind: Option<&'static str>,
+    pub error_kind: Option<ErrorKind>,
     pub attempts: u32,
     pub latency: Option<Duration>,
     pub json: String,
@@ -201,8 +202,8 @@ impl Active {
 }
 
 #[derive(Serialize)]
-struct ErrorOut<'a> {
-    kind: &'a str,
+struct ErrorOut {
+    kind: ErrorKind,
     message: String,
     /// No response arrived, but the request may have reached the server (it started to go
     /// out): a job that is not idempotent may have taken effect.
@@ -210,10 +211,10 @@ struct ErrorOut<'a> {
     maybe_sent: bool,
 }
 
-impl<'a> ErrorOut<'a> {
+impl ErrorOut {
     /// The message is redacted here, once for every result: it may quote a URL, a header or
     /// an input line.
-    fn new(kind: &'a str, message: &str, maybe_sent: bool) -> Self {
+    fn new(kind: ErrorKind, message: &str, maybe_sent: bool) -> Self {
         Self {
             kind,
             message: redact::text(message).into_owned(),
@@ -234,7 +235,7 @@ struct ResultLine<'a> {
     latency_ms: Option<f64>,
     elapsed_ms: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<ErrorOut<'a>>,
+    error: Option<ErrorOut>,
     #[serde(skip_serializing_if = "Option::is_none")]
     body_bytes: Option<u64>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -277,7 +278,7 @@ impl Body<'_> {
                 .next_chunk()
                 .await
                 .map_err(|m| AttemptError::Transport {
-                    kind: "body",
+                    kind: ErrorKind::Body,
                     message: format!("error reading the body: {m}"),
                     sent: true,
                 }),
@@ -310,7 +311,7 @@ enum AttemptError {
     Status(Response, Option<Duration>),
     /// A transport failure.
     Transport {
-        kind: &'static str,
+        kind: ErrorKind,
         message: String,
         /// The request may have reached the server (it started to go out).
         sent: bool,
@@ -321,25 +322,36 @@ enum AttemptError {
     NotStarted,
 }
 
-/// The error kind of a job that never started: it gets no result, so `--resume` runs it.
-const NOT_STARTED: &str = "not_started";
+/// How a job ended without a response to record: it failed, or it never started (the run
+/// stopped taking jobs first; it gets no result, so `--resume` runs it).
+enum Ended {
+    Failed(Failure),
+    NotStarted,
+}
+
+/// A job that failed: why, in words, and the last response when the failure is its status.
+struct Failure {
+    kind: ErrorKind,
+    message: String,
+    response: Option<Response>,
+}
 
 /// The error kinds written to results. Only `request` (a request that could not even be built)
 /// is permanent; the others are retried.
-fn transport_kind(e: &reqwest::Error) -> &'static str {
+fn transport_kind(e: &reqwest::Error) -> ErrorKind {
     if e.is_builder() {
-        "request"
+        ErrorKind::Request
     } else if e.is_timeout() {
-        "timeout"
+        ErrorKind::Timeout
     } else if e.is_connect() && chain(e).contains("dns error") {
-        "dns"
+        ErrorKind::Dns
     } else if e.is_connect() {
-        "connect"
+        ErrorKind::Connect
     } else if e.is_body() || e.is_decode() {
-        "body"
+        ErrorKind::Body
     } else {
         // Reset or closed connections, protocol errors: reqwest reports these as request errors.
-        "connection"
+        ErrorKind::Connection
     }
 }
 
@@ -559,11 +571,11 @@ impl Engine {
                 let result = match self.gates.settings.total_timeout {
                     Some(t) => match tokio::time::timeout(t, run).await {
                         Ok(r) => r,
-                        Err(_) => Err((
-                            "total_timeout",
-                            format!("gave up after the total timeout of {t:?}"),
-                            None,
-                        )),
+                        Err(_) => Err(Ended::Failed(Failure {
+                            kind: ErrorKind::TotalTimeout,
+                            message: format!("gave up after the total timeout of {t:?}"),
+                            response: None,
+                        })),
                     },
                     None => run.await,
                 };
@@ -571,9 +583,11 @@ impl Engine {
                     .permit
                     .into_inner()
                     .unwrap_or_else(|p| p.into_inner());
-                if matches!(result, Err((NOT_STARTED, ..))) {
-                    return None;
-                }
+                let result = match result {
+                    Ok(r) => Ok(r),
+                    Err(Ended::NotStarted) => return None,
+                    Err(Ended::Failed(f)) => Err(f),
+                };
                 self.finish(&job, result, &trace, started.elapsed())
             }
         };
@@ -601,12 +615,7 @@ impl Engine {
         Some(outcome)
     }
 
-    async fn run_job(
-        &self,
-        job: &Job,
-        trace: &Trace,
-        active: &Active,
-    ) -> Result<Response, (&'static str, String, Option<Response>)> {
+    async fn run_job(&self, job: &Job, trace: &Trace, active: &Active) -> Result<Response, Ended> {
         let host: Host = job.host_key().into();
         let retry_statuses = &self.gates.settings.retry_statuses;
         let max_ra = self.gates.settings.max_retry_after;
@@ -627,15 +636,14 @@ impl Engine {
                 |e: &AttemptError| {
                     let d = match e {
                         AttemptError::BreakerOpen(_) | AttemptError::NotStarted => Decision::Stop,
-                        AttemptError::Transport { kind, .. }
-                            if *kind == "request" || *kind == "redirect" =>
-                        {
-                            Decision::Stop
-                        }
+                        AttemptError::Transport {
+                            kind: ErrorKind::Request | ErrorKind::Redirect,
+                            ..
+                        } => Decision::Stop,
                         // A name that does not exist will not exist on the next try; a
                         // resolver that could not answer (EAI_AGAIN) may answer then.
                         AttemptError::Transport { kind, message, .. }
-                            if *kind == "dns" && !dns_may_recover(message) =>
+                            if *kind == ErrorKind::Dns && !dns_may_recover(message) =>
                         {
                             Decision::Stop
                         }
@@ -674,17 +682,24 @@ impl Engine {
                     GiveUp::Permanent => String::new(),
                     other => format!(" ({other} after {} attempt(s))", e.attempts),
                 };
+                let failed = |kind, message, response| {
+                    Ended::Failed(Failure {
+                        kind,
+                        message,
+                        response,
+                    })
+                };
                 Err(match e.error {
-                    AttemptError::Status(resp, _) => (
-                        "http_status",
+                    AttemptError::Status(resp, _) => failed(
+                        ErrorKind::HttpStatus,
                         format!("HTTP {}{why}", resp.status),
                         Some(resp),
                     ),
                     AttemptError::Transport { kind, message, .. } => {
-                        (kind, format!("{message}{why}"), None)
+                        failed(kind, format!("{message}{why}"), None)
                     }
-                    AttemptError::BreakerOpen(m) => ("circuit_open", m, None),
-                    AttemptError::NotStarted => (NOT_STARTED, String::new(), None),
+                    AttemptError::BreakerOpen(m) => failed(ErrorKind::CircuitOpen, m, None),
+                    AttemptError::NotStarted => Ended::NotStarted,
                 })
             }
         }
@@ -779,7 +794,7 @@ impl Engine {
         let out = match tokio::time::timeout(limit, send).await {
             Ok(r) => r,
             Err(_) => Err(AttemptError::Transport {
-                kind: "timeout",
+                kind: ErrorKind::Timeout,
                 message: format!("no complete response within {limit:?}"),
                 sent: sending.load(Ordering::Relaxed),
             }),
@@ -828,22 +843,22 @@ impl Engine {
                     .await
                     .map_err(|e| match e {
                         DirectError::FdLimit(m) => AttemptError::Transport {
-                            kind: "fd_limit",
+                            kind: ErrorKind::FdLimit,
                             message: m,
                             sent: false,
                         },
                         DirectError::Dns(m) => AttemptError::Transport {
-                            kind: "dns",
+                            kind: ErrorKind::Dns,
                             message: m,
                             sent: false,
                         },
                         DirectError::Connect(m) => AttemptError::Transport {
-                            kind: "connect",
+                            kind: ErrorKind::Connect,
                             message: m,
                             sent: false,
                         },
                         DirectError::Connection(m) => AttemptError::Transport {
-                            kind: "connection",
+                            kind: ErrorKind::Connection,
                             message: m,
                             sent: true,
                         },
@@ -931,7 +946,7 @@ impl Engine {
                 redirect::Next::Stop => return Ok(resp),
                 redirect::Next::Refuse(why) => {
                     return Err(AttemptError::Transport {
-                        kind: "redirect",
+                        kind: ErrorKind::Redirect,
                         message: why,
                         sent: true,
                     })
@@ -950,7 +965,7 @@ impl Engine {
             }
         }
         Err(AttemptError::Transport {
-            kind: "redirect",
+            kind: ErrorKind::Redirect,
             message: format!(
                 "more than {} redirects, the last to {}",
                 redirect::MAX_HOPS,
@@ -971,7 +986,7 @@ impl Engine {
             attempts: 0,
             latency_ms: None,
             elapsed_ms: 0.0,
-            error: Some(ErrorOut::new("invalid_input", &inv.message, false)),
+            error: Some(ErrorOut::new(ErrorKind::InvalidInput, &inv.message, false)),
             body_bytes: None,
             truncated: false,
             headers: None,
@@ -981,7 +996,7 @@ impl Engine {
         Outcome {
             ok: false,
             status: None,
-            error_kind: Some("invalid_input"),
+            error_kind: Some(ErrorKind::InvalidInput),
             attempts: 0,
             latency: None,
             json: serde_json::to_string(&line).unwrap_or_default(),
@@ -992,13 +1007,16 @@ impl Engine {
     fn finish(
         &self,
         job: &Job,
-        mut result: Result<Response, (&'static str, String, Option<Response>)>,
+        mut result: Result<Response, Failure>,
         trace: &Trace,
         elapsed: Duration,
     ) -> Outcome {
         let attempts = trace.attempts.load(Ordering::Relaxed);
         let (held, saved) = match &mut result {
-            Ok(r) | Err((_, _, Some(r))) => (r.held.take(), r.body.take()),
+            Ok(r)
+            | Err(Failure {
+                response: Some(r), ..
+            }) => (r.held.take(), r.body.take()),
             Err(_) => (None, None),
         };
         // Moved, not copied: a saved body can be megabytes.
@@ -1010,7 +1028,11 @@ impl Engine {
         let mut status = None;
         let (resp, error) = match result {
             Ok(r) => (Some(r), None),
-            Err((kind, message, r)) => {
+            Err(Failure {
+                kind,
+                message,
+                response: r,
+            }) => {
                 // With no response, say whether the server may still have seen the request.
                 let maybe_sent = trace.maybe_sent.load(Ordering::Relaxed) && r.is_none();
                 status = Some(trace.head.load(Ordering::Relaxed)).filter(|s| *s != 0);

@@ -7,6 +7,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::engine::{HostStat, Outcome};
+use crate::error::ErrorKind;
 
 /// Counters over finished jobs.
 pub struct Stats {
@@ -17,7 +18,7 @@ pub struct Stats {
     pub failed: u64,
     pub retries: u64,
     pub by_status: BTreeMap<u16, u64>,
-    pub by_error: BTreeMap<&'static str, u64>,
+    pub by_error: BTreeMap<ErrorKind, u64>,
     pub skipped: u64,
 }
 
@@ -99,7 +100,7 @@ pub struct Summary {
     pub elapsed_s: f64,
     pub jobs_per_s: f64,
     pub by_status: BTreeMap<u16, u64>,
-    pub by_error: BTreeMap<&'static str, u64>,
+    pub by_error: BTreeMap<ErrorKind, u64>,
     pub latency_ms: Latency,
     pub hosts: BTreeMap<String, HostSummary>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
