@@ -296,48 +296,56 @@ pub(crate) fn plan(o: &Options) -> Result<Plan, String> {
             })
             .transpose()
     };
-    let ms = |v: Option<u64>, d: u64| Duration::from_millis(v.unwrap_or(d));
+    // Every default comes from the engine's `Settings::default()`, written there once.
+    let d = Settings::default();
+    let db = BreakerSettings::default();
+    let ms = |v: Option<u64>, d: Duration| v.map_or(d, Duration::from_millis);
+    let secs = |v: Option<u64>, d: Duration| v.map_or(d, Duration::from_secs);
     let positive = |v: Option<usize>, d: usize, what: &str| match v.unwrap_or(d) {
         0 => Err(format!("--{what} must be at least 1")),
         n => Ok(n),
     };
-    let timeout = ms(o.timeout_ms, 30_000);
+    let timeout = ms(o.timeout_ms, d.timeout);
     if timeout.is_zero() {
         return Err("--timeout-ms must be greater than 0".into());
     }
     let mut settings = Settings {
         idle_connections: 0, // below, once the threads are known
-        concurrency: positive(o.concurrency, 64, "concurrency")?,
-        per_host_concurrency: positive(o.per_host_concurrency, 8, "per-host-concurrency")?,
+        concurrency: positive(o.concurrency, d.concurrency, "concurrency")?,
+        per_host_concurrency: positive(
+            o.per_host_concurrency,
+            d.per_host_concurrency,
+            "per-host-concurrency",
+        )?,
         rate: rate(&o.rate, "rate")?,
-        burst: o.burst.unwrap_or(1),
+        burst: o.burst.unwrap_or(d.burst),
         per_host_rate: rate(&o.per_host_rate, "per-host-rate")?,
-        per_host_burst: o.per_host_burst.unwrap_or(1),
-        retries: o.retries.unwrap_or(3),
-        retry_base: ms(o.retry_base_ms, 200),
-        retry_max: ms(o.retry_max_ms, 10_000),
-        retry_statuses: o
-            .retry_on
-            .clone()
-            .unwrap_or_else(|| vec![429, 500, 502, 503, 504]),
+        per_host_burst: o.per_host_burst.unwrap_or(d.per_host_burst),
+        retries: o.retries.unwrap_or(d.retries),
+        retry_base: ms(o.retry_base_ms, d.retry_base),
+        retry_max: ms(o.retry_max_ms, d.retry_max),
+        retry_statuses: o.retry_on.clone().unwrap_or(d.retry_statuses),
         retry_budget: o.retry_budget,
         retry_unsafe: o.retry_unsafe,
-        max_retry_after: Duration::from_secs(o.max_retry_after_s.unwrap_or(60)),
+        max_retry_after: secs(o.max_retry_after_s, d.max_retry_after),
         breaker: (!o.no_breaker).then(|| BreakerSettings {
-            failure_rate: o.breaker_failure_rate.unwrap_or(0.5),
-            min_calls: o.breaker_min_calls.unwrap_or(20),
-            window: Duration::from_secs(o.breaker_window_s.unwrap_or(30)),
-            cool_down: Duration::from_secs(o.breaker_cool_down_s.unwrap_or(10)),
-            probes: o.breaker_probes.unwrap_or(1),
+            failure_rate: o.breaker_failure_rate.unwrap_or(db.failure_rate),
+            min_calls: o.breaker_min_calls.unwrap_or(db.min_calls),
+            window: secs(o.breaker_window_s, db.window),
+            cool_down: secs(o.breaker_cool_down_s, db.cool_down),
+            probes: o.breaker_probes.unwrap_or(db.probes),
         }),
         timeout,
-        connect_timeout: ms(o.connect_timeout_ms, 10_000),
+        connect_timeout: ms(o.connect_timeout_ms, d.connect_timeout),
         total_timeout: match o.total_timeout_ms {
             Some(0) => return Err("--total-timeout-ms must be greater than 0".into()),
             t => t.map(Duration::from_millis),
         },
-        max_body: parse_size(o.max_body.as_deref().unwrap_or("1MiB"), "max-body")
-            .map_err(|e| format!("{e} (use --no-body to skip bodies)"))?,
+        max_body: match o.max_body.as_deref() {
+            None => d.max_body,
+            Some(m) => parse_size(m, "max-body")
+                .map_err(|e| format!("{e} (use --no-body to skip bodies)"))?,
+        },
         body: if o.no_body {
             BodyMode::Skip
         } else if o.save_body {
@@ -346,10 +354,7 @@ pub(crate) fn plan(o: &Options) -> Result<Plan, String> {
             BodyMode::Discard
         },
         save_headers: o.save_headers,
-        user_agent: o
-            .user_agent
-            .clone()
-            .unwrap_or_else(|| format!("corral/{}", env!("CARGO_PKG_VERSION"))),
+        user_agent: o.user_agent.clone().unwrap_or(d.user_agent),
     };
     let threads = match o.threads {
         Some(0) => return Err("--threads must be at least 1".into()),
@@ -374,7 +379,7 @@ pub(crate) fn plan(o: &Options) -> Result<Plan, String> {
         )?)
         .unwrap_or(usize::MAX),
         drain_timeout: Duration::from_secs(o.drain_timeout_s.unwrap_or(30)),
-        fsync_interval: ms(o.fsync_interval_ms, 1000),
+        fsync_interval: ms(o.fsync_interval_ms, Duration::from_millis(1000)),
         progress_every: Duration::from_secs(o.progress_interval_s.unwrap_or(5).max(1)),
     })
 }

@@ -86,6 +86,48 @@ pub struct Settings {
     pub user_agent: String,
 }
 
+/// The defaults of `corral run`, written here once: the binary's options fall back to these.
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            concurrency: 64,
+            per_host_concurrency: 8,
+            rate: None,
+            burst: 1,
+            per_host_rate: None,
+            per_host_burst: 1,
+            retries: 3,
+            retry_base: Duration::from_millis(200),
+            retry_max: Duration::from_millis(10_000),
+            retry_statuses: vec![429, 500, 502, 503, 504],
+            retry_budget: None,
+            retry_unsafe: false,
+            max_retry_after: Duration::from_secs(60),
+            idle_connections: 256,
+            breaker: Some(BreakerSettings::default()),
+            timeout: Duration::from_millis(30_000),
+            connect_timeout: Duration::from_millis(10_000),
+            total_timeout: None,
+            max_body: 1 << 20,
+            body: BodyMode::Discard,
+            save_headers: false,
+            user_agent: format!("corral/{}", env!("CARGO_PKG_VERSION")),
+        }
+    }
+}
+
+impl Default for BreakerSettings {
+    fn default() -> Self {
+        Self {
+            failure_rate: 0.5,
+            min_calls: 20,
+            window: Duration::from_secs(30),
+            cool_down: Duration::from_secs(10),
+            probes: 1,
+        }
+    }
+}
+
 /// Per-host counters for the summary.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct HostStat {
