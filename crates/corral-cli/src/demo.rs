@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use corral_engine::engine::Engine;
 use corral_engine::job::Format;
+use corral_engine::run::Run;
 use corral_engine::sink::{self as output, Existing, InputFacts, OpenMode, Sink};
 
 use crate::exit::{code as exit, fail, Fail};
@@ -96,7 +96,7 @@ pub(crate) async fn demo(args: DemoArgs) -> Result<u8, Fail> {
          per-host breakers (50 % failures over 5 s, min 10 calls, 2 s cool-down), 2 s timeout, 256 KiB body cap\n"
     );
     let plan = plan(&opts).map_err(fail(exit::FATAL))?;
-    let engine = Engine::new(plan.settings.clone()).map_err(fail(exit::FATAL))?;
+    let run = Run::new(plan.settings.clone()).map_err(fail(exit::FATAL))?;
     let input = tokio::fs::File::open(&jobs_path)
         .await
         .map(|f| Box::new(tokio::io::BufReader::new(f)))
@@ -108,7 +108,7 @@ pub(crate) async fn demo(args: DemoArgs) -> Result<u8, Fail> {
     let opened =
         output::open(&results_path, mode, InputFacts::default()).map_err(fail(exit::FATAL))?;
     let code = execute(
-        engine,
+        run,
         plan,
         input,
         Some(jobs_path.clone()),

@@ -2,18 +2,13 @@
 
 use std::os::fd::AsFd;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use corral::shutdown::Shutdown;
-use futures::StreamExt;
-
-use corral_engine::engine::{self as runner, Engine};
 use corral_engine::job::{self, Format};
-use corral_engine::sink::{self as output, Existing, InputFacts, OpenMode, Sink, Writer};
+use corral_engine::redact;
+use corral_engine::run::{Ending, Observer, Run};
+use corral_engine::sink::{self as output, Existing, InputFacts, OpenMode, Sink};
 use corral_engine::summary::{Stats, Summary};
-use corral_engine::{redact, workers, workers::Workers};
 
 use crate::exit::{code as exit, fail, Fail};
 use crate::flags::{load_config, plan, Plan, RunArgs};
@@ -37,10 +32,21 @@ pub(crate) fn count_lines(path: PathBuf) -> tokio::task::JoinHandle<Option<u64>>
     })
 }
 
-/// One run, from opened input to summary. Returns the exit code.
+/// Shows the run's progress on the bar or lines of [`Progress`].
+impl Observer for Progress {
+    fn total(&mut self, jobs: u64) {
+        self.set_total(jobs);
+    }
+    fn tick(&mut self, stats: &Stats, running: u64, waiting: u64) {
+        self.update(stats, running, waiting);
+    }
+}
+
+/// One run, from opened input to summary: signals, progress, the engine's [`Run`], the
+/// summary and the exit code.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn execute(
-    engine: Engine,
+    run: Run,
     plan: Plan,
     input: Box<dyn tokio::io::AsyncBufRead + Unpin + Send>,
     count_path: Option<PathBuf>,
@@ -50,23 +56,6 @@ pub(crate) async fn execute(
     quiet: bool,
     summary_json: Option<PathBuf>,
 ) -> Result<u8, Fail> {
-    // The summary counts what the results file holds: a job is counted once its line is written.
-    let stats = Arc::new(Mutex::new(
-        Stats::new(resumed.done.len()).map_err(fail(exit::FATAL))?,
-    ));
-    let counted = stats.clone();
-    let writer = Writer::start(
-        sink,
-        plan.fsync_interval,
-        Box::new(move |written: &[runner::Outcome]| {
-            let mut stats = counted.lock().unwrap_or_else(|p| p.into_inner());
-            for outcome in written {
-                stats.record(outcome);
-            }
-        }),
-    )
-    .map_err(fail(exit::FATAL))?;
-    let stats_now = || stats.lock().unwrap_or_else(|p| p.into_inner());
     let shutdown = Shutdown::new();
     if let Err(e) = shutdown.listen_for_signals() {
         eprintln!("corral: cannot install signal handlers: {e}");
@@ -80,6 +69,68 @@ pub(crate) async fn execute(
             s.force();
         });
     }
+    let mut notes = resume_notes(&resumed);
+    let mut progress = Progress::new(quiet, plan.progress_every);
+    let mut run = run
+        .threads(plan.threads)
+        .queue(plan.queue)
+        .fsync_interval(plan.fsync_interval)
+        .skipped(resumed.done.len())
+        .stop_on(shutdown.token(), shutdown.force_token());
+    // Only a regular file is counted: any other input can be read once, by the job reader.
+    if let Some(path) = count_path {
+        run = run.total(count_lines(path));
+    }
+    let done = resumed.done;
+    let jobs = job::read_jobs(
+        input,
+        format,
+        plan.extra_headers.clone(),
+        plan.max_line,
+        move |line: u64| done.contains(line),
+    );
+    let report = run
+        .run_observed(jobs, sink, &mut progress)
+        .await
+        .map_err(fail(exit::FATAL))?;
+    progress.finish();
+    notes.extend(report.notes.iter().cloned());
+    let (outcome, code) = match &report.ending {
+        Ending::Fatal(e) => {
+            eprintln!("corral: {}", redact::text(e));
+            ("stopped by an error", exit::FATAL)
+        }
+        Ending::Interrupted => {
+            notes.push("interrupted: rerun with --resume to finish the remaining jobs".into());
+            ("interrupted", exit::INTERRUPTED)
+        }
+        Ending::Finished if report.stats.failed > 0 || report.lost > 0 => {
+            ("finished with failures", exit::SOME_FAILED)
+        }
+        Ending::Finished => ("finished", exit::OK),
+    };
+    let summary = Summary::build(
+        &report.stats,
+        &report.hosts,
+        report.breaker_openings,
+        outcome,
+        i32::from(code),
+        notes,
+    );
+    if !quiet {
+        eprint!("{}", summary.render());
+    }
+    if let Some(p) = summary_json {
+        let json = serde_json::to_vec_pretty(&summary).unwrap_or_default();
+        if let Err(e) = std::fs::write(&p, json) {
+            eprintln!("corral: cannot write {}: {e}", p.display());
+        }
+    }
+    Ok(code)
+}
+
+/// What resuming found in the results file, for the summary.
+fn resume_notes(resumed: &output::Resumed) -> Vec<String> {
     let mut notes = Vec::new();
     if !resumed.done.is_empty() {
         notes.push(format!(
@@ -105,163 +156,7 @@ pub(crate) async fn execute(
             side.display()
         ));
     }
-    let mut progress = Progress::new(quiet, plan.progress_every);
-    // Only a regular file is counted: any other input can be read once, by the job reader.
-    let total = count_path.map(count_lines);
-
-    let done = Arc::new(resumed.done);
-    let skip = {
-        let done = done.clone();
-        move |line: u64| done.contains(line)
-    };
-    let read_error: Arc<Mutex<Option<String>>> = Arc::default();
-    let re = read_error.clone();
-    let jobs = job::read_jobs(
-        input,
-        format,
-        plan.extra_headers.clone(),
-        plan.max_line,
-        skip,
-    )
-    .scan((), move |_, r| {
-        let out = match r {
-            Ok(p) => Some(p),
-            Err(e) => {
-                *re.lock().unwrap_or_else(|p| p.into_inner()) =
-                    Some(format!("cannot read the jobs: {e}"));
-                None
-            }
-        };
-        futures::future::ready(out)
-    });
-    let gates = engine.gates_handle();
-    let taken = Arc::new(AtomicU64::new(0));
-    let mut workers = Workers::start(
-        engine,
-        jobs,
-        plan.threads,
-        plan.settings.concurrency,
-        plan.queue,
-        workers::Stop {
-            intake: shutdown.token(),
-            force: shutdown.force_token(),
-        },
-        taken.clone(),
-    )
-    .map_err(fail(exit::FATAL))?;
-    let sender = writer.sender();
-    let force = shutdown.force_token();
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
-    let mut total = total;
-    let mut fatal: Option<String> = None;
-    let mut lost_to_panic = 0u64;
-    let mut finished = 0u64;
-    let mut first_panic: Option<String> = None;
-    loop {
-        tokio::select! {
-            biased;
-            _ = force.cancelled() => break,
-            r = workers.next() => match r {
-                None => break,
-                Some(batch) => {
-                    for r in batch {
-                        match r {
-                            // Not started before Ctrl-C: no result, --resume runs it.
-                            Ok(None) => {}
-                            Ok(Some(outcome)) => {
-                                finished += 1;
-                                if sender.push(outcome).await.is_err() {
-                                    fatal.get_or_insert_with(|| "the results writer stopped".into());
-                                }
-                            }
-                            // Not expected; the job's result is not written, so --resume runs it again.
-                            Err(workers::Lost(why)) => {
-                                lost_to_panic += 1;
-                                first_panic.get_or_insert(why);
-                            }
-                        }
-                    }
-                }
-            },
-            _ = tick.tick() => {
-                if let Some(h) = total.as_mut().filter(|h| h.is_finished()) {
-                    if let Ok(Some(n)) = h.await {
-                        progress.set_total(n);
-                    }
-                    total = None;
-                }
-                let stats = stats_now();
-                let held = taken.load(Ordering::Relaxed).saturating_sub(stats.done);
-                let running = gates.running().min(held);
-                progress.update(&stats, running, held - running);
-            }
-        }
-        if let Some(e) = writer.failed() {
-            fatal.get_or_insert(e);
-        }
-        if fatal.is_some() {
-            shutdown.force();
-            break;
-        }
-    }
-    workers.join().await; // after a forced stop, the threads abandon what is in flight
-    drop(sender);
-    if let Err(e) = writer.close().await {
-        fatal.get_or_insert(e);
-    }
-    let stats = stats_now();
-    progress.update(&stats, 0, 0);
-    progress.finish();
-    let unwritten = finished.saturating_sub(stats.done);
-    if unwritten > 0 {
-        notes.push(format!(
-            "{unwritten} finished jobs could not be written to the results and are not counted above; --resume runs them"
-        ));
-    }
-    if let Some(e) = read_error.lock().unwrap_or_else(|p| p.into_inner()).take() {
-        fatal.get_or_insert(e);
-    }
-    if lost_to_panic > 0 {
-        notes.push(format!(
-            "{lost_to_panic} jobs hit an internal error and were not recorded; --resume will run them (first error: {})",
-            first_panic.as_deref().unwrap_or("unknown")
-        ));
-    }
-    let interrupted = shutdown.is_triggered();
-    let (outcome, code) = if let Some(e) = &fatal {
-        eprintln!("corral: {}", redact::text(e));
-        ("stopped by an error", exit::FATAL)
-    } else if interrupted {
-        notes.push("interrupted: rerun with --resume to finish the remaining jobs".into());
-        ("interrupted", exit::INTERRUPTED)
-    } else if stats.failed > 0 || lost_to_panic > 0 {
-        ("finished with failures", exit::SOME_FAILED)
-    } else {
-        ("finished", exit::OK)
-    };
-    let hosts = gates
-        .hosts
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
-    let summary = Summary::build(
-        &stats,
-        &hosts,
-        gates.breaker_openings.load(Ordering::Relaxed),
-        outcome,
-        i32::from(code),
-        notes,
-    );
-    if !quiet {
-        eprint!("{}", summary.render());
-    }
-    if let Some(p) = summary_json {
-        let json = serde_json::to_vec_pretty(&summary).unwrap_or_default();
-        if let Err(e) = std::fs::write(&p, json) {
-            eprintln!("corral: cannot write {}: {e}", p.display());
-        }
-    }
-    Ok(code)
+    notes
 }
 
 pub(crate) async fn run_cmd(args: RunArgs) -> Result<u8, Fail> {
@@ -278,7 +173,7 @@ pub(crate) async fn run_cmd(args: RunArgs) -> Result<u8, Fail> {
         Format::Jsonl
     };
     // Every check first: nothing is written before the options and the input are known good.
-    let engine = Engine::new(plan.settings.clone()).map_err(fail(exit::BAD_INPUT))?;
+    let run = Run::new(plan.settings.clone()).map_err(fail(exit::BAD_INPUT))?;
     let (input, facts, counted): (
         Box<dyn tokio::io::AsyncBufRead + Unpin + Send>,
         InputFacts,
@@ -368,7 +263,7 @@ pub(crate) async fn run_cmd(args: RunArgs) -> Result<u8, Fail> {
         }
     };
     execute(
-        engine,
+        run,
         plan,
         input,
         counted,

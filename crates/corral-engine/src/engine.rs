@@ -195,6 +195,16 @@ pub struct Gates {
 }
 
 impl Gates {
+    /// The per-host counters so far.
+    pub fn host_stats(&self) -> HashMap<String, HostStat> {
+        self.hosts.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Circuit breakers opened so far, all hosts together.
+    pub fn breaker_openings(&self) -> u64 {
+        self.breaker_openings.load(Ordering::Relaxed)
+    }
+
     /// Bytes of [`RESULT_BYTES`] not held by lines waiting to be written.
     #[cfg(test)]
     pub fn result_bytes_free(&self) -> usize {

@@ -9,6 +9,7 @@
 //! | [`job`] | input lines: a JSONL job or a URL, parsed and checked, one [`job::Parsed`] per line |
 //! | [`engine`] | one job in, one result line out, through every gate of the run |
 //! | [`error`] | how a job can fail: [`error::ErrorKind`] |
+//! | [`run`] | a whole run as one call: jobs in, results into a sink, a [`run::Report`] out |
 //! | [`workers`] | the threads that run jobs, each with its own runtime and clients |
 //! | [`http`] | the lean HTTP/1.1 client, its connection pool, the redirect rule |
 //! | [`sink`] | the results file: lock, resume scan and repair, batched fsync-bounded writer |
@@ -24,6 +25,7 @@ pub mod error;
 pub mod http;
 pub mod job;
 pub mod redact;
+pub mod run;
 pub mod sink;
 pub mod summary;
 pub mod workers;

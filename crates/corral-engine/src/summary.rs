@@ -10,6 +10,7 @@ use crate::engine::{HostStat, Outcome};
 use crate::error::ErrorKind;
 
 /// Counters over finished jobs.
+#[derive(Debug, Clone)]
 pub struct Stats {
     started: Instant,
     latency_us: Histogram<u64>,
