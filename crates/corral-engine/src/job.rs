@@ -57,10 +57,25 @@ pub struct Invalid {
     pub message: String,
 }
 
+/// An input line, parsed: a job to run, or why it is not one.
 #[derive(Debug)]
 pub enum Parsed {
+    /// A job to run.
     Job(Box<Job>),
+    /// A line that is not a valid job: it gets an `invalid_input` result.
     Invalid(Box<Invalid>),
+}
+
+impl Parsed {
+    /// A JSONL job line (`{"url": ..., "method"?: ..., ...}`), numbered `line` (its identity).
+    pub fn jsonl(line: u64, text: &str) -> Self {
+        parse_line(line, text, Format::Jsonl, &HeaderMap::new())
+    }
+
+    /// A GET of `url`, numbered `line`.
+    pub fn get(line: u64, url: &str) -> Self {
+        parse_line(line, url, Format::Urls, &HeaderMap::new())
+    }
 }
 
 #[derive(Deserialize)]

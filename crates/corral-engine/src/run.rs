@@ -4,7 +4,7 @@
 //!
 //! ```no_run
 //! use corral_engine::engine::Settings;
-//! use corral_engine::job::{parse_line, Format};
+//! use corral_engine::job::Parsed;
 //! use corral_engine::run::Run;
 //! use corral_engine::sink::Sink;
 //!
@@ -15,11 +15,7 @@
 //!     retries: 3,
 //!     ..Settings::default()
 //! };
-//! let headers = Default::default();
-//! let jobs = (1..=1000u64).map(|n| {
-//!     let line = format!(r#"{{"url":"http://127.0.0.1:8080/items/{n}"}}"#);
-//!     Ok(parse_line(n, &line, Format::Jsonl, &headers))
-//! });
+//! let jobs = (1..=1000u64).map(|n| Ok(Parsed::get(n, &format!("http://127.0.0.1:8080/items/{n}"))));
 //! let report = Run::new(settings)?.run(futures::stream::iter(jobs), Sink::Stdout).await?;
 //! println!("{} ok, {} failed", report.stats.ok, report.stats.failed);
 //! # Ok(())
