@@ -13,12 +13,11 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use corral::breaker::{CircuitBreaker, KeyedBreakers, State};
-use corral::limit::{KeyedConcurrency, KeyedRateLimiter, Rate, RateLimiter};
+use corral::limit::{Rate, RateLimiter};
 use corral::retry::{Decision, GiveUp, RetryBudget, RetryPolicy};
 use reqwest::header::HeaderMap;
 use serde::Serialize;
@@ -27,13 +26,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::ErrorKind;
+use crate::hosts::{Host, Hosts};
 use crate::http::direct::{Direct, DirectError, Lease};
 use crate::http::redirect;
 use crate::job::{Invalid, Job, Parsed};
 use crate::redact;
-
-/// A host key (`host:port`): cheap to clone for every gate an attempt passes.
-type Host = Arc<str>;
 
 /// What to do with response bodies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,26 +180,23 @@ pub struct Gates {
     settings: Settings,
     /// Every engine's active-job semaphore with its number of permits (for [`Gates::running`]).
     active: Mutex<Vec<(usize, Arc<Semaphore>)>>,
-    host_slots: KeyedConcurrency<Host>,
-    host_rate: KeyedRateLimiter<Host>,
+    /// Every host's slots, rate cell, breaker and counters (see [`Hosts`]).
+    hosts: Hosts,
     global_rate: Option<RateLimiter>,
-    breakers: Option<KeyedBreakers<Host>>,
     policy: RetryPolicy,
     /// See [`RESULT_BYTES`].
     result_bytes: Arc<Semaphore>,
-    pub hosts: Arc<Mutex<HashMap<String, HostStat>>>,
-    pub breaker_openings: Arc<AtomicU64>,
 }
 
 impl Gates {
     /// The per-host counters so far.
     pub fn host_stats(&self) -> HashMap<String, HostStat> {
-        self.hosts.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.hosts.stats()
     }
 
     /// Circuit breakers opened so far, all hosts together.
     pub fn breaker_openings(&self) -> u64 {
-        self.breaker_openings.load(Ordering::Relaxed)
+        self.hosts.breaker_openings()
     }
 
     /// Bytes of [`RESULT_BYTES`] not held by lines waiting to be written.
@@ -218,18 +212,6 @@ impl Gates {
             .iter()
             .map(|(n, s)| n.saturating_sub(s.available_permits()) as u64)
             .sum()
-    }
-}
-
-/// Updates the counters of `host`, created on first use (a key is allocated only then).
-fn host_stat(
-    hosts: &mut HashMap<String, HostStat>,
-    host: &str,
-    update: impl FnOnce(&mut HostStat),
-) {
-    match hosts.get_mut(host) {
-        Some(h) => update(h),
-        None => update(hosts.entry(host.to_string()).or_default()),
     }
 }
 
@@ -482,22 +464,7 @@ impl Engine {
     pub fn new(settings: Settings) -> Result<Self, String> {
         let (client, direct) = clients(&settings)?;
         let concurrency = settings.concurrency;
-        let host_slots =
-            KeyedConcurrency::new(settings.per_host_concurrency).map_err(|e| e.to_string())?;
-        // Always keyed per host, so Retry-After can pause one host even with no rate set.
-        let host_rate = RateLimiter::builder()
-            .rate(
-                settings
-                    .per_host_rate
-                    .unwrap_or(Rate::per_second(1_000_000_000)),
-            )
-            .burst(if settings.per_host_rate.is_some() {
-                settings.per_host_burst
-            } else {
-                1_000_000
-            })
-            .build_keyed()
-            .map_err(|e| format!("--per-host-rate: {}", e.message()))?;
+        let hosts = Hosts::new(&settings)?;
         let global_rate = match settings.rate {
             Some(r) => Some(
                 RateLimiter::builder()
@@ -507,31 +474,6 @@ impl Engine {
                     .map_err(|e| format!("--rate: {}", e.message()))?,
             ),
             None => None,
-        };
-        let hosts: Arc<Mutex<HashMap<String, HostStat>>> = Arc::default();
-        let breaker_openings = Arc::new(AtomicU64::new(0));
-        let breakers = match settings.breaker {
-            None => None,
-            Some(b) => {
-                let (hosts, openings) = (hosts.clone(), breaker_openings.clone());
-                Some(
-                    CircuitBreaker::builder()
-                        .failure_rate(b.failure_rate)
-                        .min_calls(b.min_calls)
-                        .window(b.window)
-                        .cool_down(b.cool_down)
-                        .half_open_probes(b.probes)
-                        .build_keyed::<Host>()
-                        .map_err(|e| format!("breaker: {}", e.message()))?
-                        .on_state_change(move |host, change| {
-                            if change.to == State::Open {
-                                openings.fetch_add(1, Ordering::Relaxed);
-                                let mut h = hosts.lock().unwrap_or_else(|p| p.into_inner());
-                                host_stat(&mut h, host, |h| h.breaker_openings += 1);
-                            }
-                        }),
-                )
-            }
         };
         let mut policy = RetryPolicy::builder()
             .max_attempts(settings.retries.saturating_add(1))
@@ -550,14 +492,10 @@ impl Engine {
             gates: Arc::new(Gates {
                 active: Mutex::new(Vec::new()),
                 settings,
-                host_slots,
-                host_rate,
+                hosts,
                 global_rate,
-                breakers,
                 policy,
                 result_bytes: Arc::new(Semaphore::new(RESULT_BYTES)),
-                hosts,
-                breaker_openings,
             }),
             active: Arc::new(Semaphore::new(concurrency)),
             stop: CancellationToken::new(),
@@ -766,6 +704,16 @@ impl Engine {
         trace: &Trace,
     ) -> Result<Response, AttemptError> {
         let key = host;
+        // The host's whole state, looked up once for the attempt.
+        let state = self
+            .gates
+            .hosts
+            .get(key)
+            .map_err(|e| AttemptError::Transport {
+                kind: ErrorKind::Request,
+                message: e.to_string(),
+                sent: false,
+            })?;
         // After Ctrl-C, jobs that have not sent a request yet do not start: only requests
         // already under way are drained. (Retries of a started job go on, within the drain
         // deadline.)
@@ -775,21 +723,22 @@ impl Engine {
         }
         // The host's gates: passed at once, holding the job's active slot, when they are open;
         // otherwise waited for without it, so other hosts' jobs run meanwhile.
-        let mut slot = self.gates.host_slots.try_acquire(key.clone());
-        let open = slot.is_some() && self.gates.host_rate.check(key).is_ok();
+        let mut slot = state.slots.clone().try_acquire_owned().ok();
+        let open = slot.is_some() && state.rate.check().is_ok();
         if !open {
             active.release();
             let held = slot.take();
             let wait = async {
                 let s = match held {
-                    Some(s) => s,
-                    None => self.gates.host_slots.acquire(key.clone()).await,
+                    Some(s) => Some(s),
+                    // Never closed.
+                    None => state.slots.clone().acquire_owned().await.ok(),
                 };
-                self.gates.host_rate.until_ready(key).await;
+                state.rate.until_ready().await;
                 active.reacquire().await;
                 s
             };
-            slot = Some(if first {
+            slot = if first {
                 tokio::select! {
                     biased;
                     s = wait => s,
@@ -797,7 +746,7 @@ impl Engine {
                 }
             } else {
                 wait.await
-            });
+            };
             if stopped() {
                 return Err(AttemptError::NotStarted);
             }
@@ -806,21 +755,13 @@ impl Engine {
         if let Some(g) = &self.gates.global_rate {
             g.until_ready().await;
         }
-        let permit = match &self.gates.breakers {
+        let permit = match &state.breaker {
             None => None,
-            Some(b) => Some(b.get(key).try_acquire().map_err(|open| {
+            Some(b) => Some(b.try_acquire().map_err(|open| {
                 AttemptError::BreakerOpen(format!("circuit breaker for {host} is open: {open}"))
             })?),
         };
-        {
-            let now = Instant::now();
-            let mut hosts = self.gates.hosts.lock().unwrap_or_else(|p| p.into_inner());
-            host_stat(&mut hosts, key, |h| {
-                h.attempts += 1;
-                h.first.get_or_insert(now);
-                h.last = Some(now);
-            });
-        }
+        state.attempted();
         let limit = job.timeout.unwrap_or(self.gates.settings.timeout);
         let started = Instant::now();
         let sending = AtomicBool::new(false);
@@ -870,9 +811,8 @@ impl Engine {
             if r.status == 429 || r.status == 503 {
                 let until =
                     tokio::time::Instant::now() + (*ra).min(self.gates.settings.max_retry_after);
-                self.gates.host_rate.pause_until(key, until);
-                let mut hosts = self.gates.hosts.lock().unwrap_or_else(|p| p.into_inner());
-                host_stat(&mut hosts, key, |h| h.paused_by_retry_after += 1);
+                state.rate.pause_until(until);
+                state.paused();
             }
         }
         out

@@ -10,6 +10,7 @@
 //! | [`engine`] | one job in, one result line out, through every gate of the run |
 //! | [`error`] | how a job can fail: [`error::ErrorKind`] |
 //! | [`run`] | a whole run as one call: jobs in, results into a sink, a [`run::Report`] out |
+//! | [`hosts`] | one entry per host: slots, rate cell (and Retry-After pause), breaker, counters; idle hosts evicted |
 //! | [`workers`] | the threads that run jobs, each with its own runtime and clients |
 //! | [`http`] | the lean HTTP/1.1 client, its connection pool, the redirect rule |
 //! | [`sink`] | the results file: lock, resume scan and repair, batched fsync-bounded writer |
@@ -22,6 +23,7 @@
 
 pub mod engine;
 pub mod error;
+pub mod hosts;
 pub mod http;
 pub mod job;
 pub mod redact;

@@ -1,0 +1,293 @@
+//! Everything a run keeps about one host, in one entry: its request slots, its rate cell (which
+//! also carries Retry-After pauses), its circuit breaker and its counters.
+//!
+//! Why one entry: an attempt used to look its host up in five maps (slots, rate, breaker, two
+//! counter updates), each behind its own lock; now it takes the entry once and holds it for the
+//! attempt. And why eviction: a run over millions of hosts would otherwise keep every host's
+//! state to the end. An entry no attempt holds, untouched for longer than any state it keeps
+//! can last (the breaker's window and cool-down, the longest Retry-After, the rate's refill),
+//! is as good as a new one and is dropped; only its counters are kept, for the summary.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::time::Instant as Clock;
+
+use corral::breaker::{CircuitBreaker, State};
+use corral::limit::{Rate, RateLimiter};
+use corral::ConfigError;
+use tokio::sync::Semaphore;
+
+use crate::engine::{HostStat, Settings};
+
+/// A host key (`host:port`).
+pub type Host = Arc<str>;
+
+/// One host's state. Take it with [`Hosts::get`] once per attempt.
+pub struct HostState {
+    /// Requests in flight to the host (`--per-host-concurrency`).
+    pub slots: Arc<Semaphore>,
+    /// The host's rate cell; also paused by Retry-After.
+    pub rate: RateLimiter,
+    /// The host's breaker, unless breakers are off.
+    pub breaker: Option<CircuitBreaker>,
+    stat: Mutex<HostStat>,
+    /// Breaker openings (counted by the breaker's own callback).
+    openings: Arc<AtomicU64>,
+    /// When an attempt last took this entry.
+    touched: Mutex<Clock>,
+}
+
+impl HostState {
+    /// Counts an attempt that is about to send.
+    pub fn attempted(&self) {
+        let now = Instant::now();
+        let mut s = self.stat.lock().unwrap_or_else(|p| p.into_inner());
+        s.attempts += 1;
+        s.first.get_or_insert(now);
+        s.last = Some(now);
+    }
+
+    /// Counts a Retry-After pause.
+    pub fn paused(&self) {
+        self.stat
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .paused_by_retry_after += 1;
+    }
+
+    fn snapshot(&self) -> HostStat {
+        let mut s = self.stat.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        s.breaker_openings = self.openings.load(Ordering::Relaxed);
+        s
+    }
+}
+
+/// The hosts of a run.
+pub struct Hosts {
+    live: Mutex<HashMap<Host, Arc<HostState>>>,
+    /// Counters of evicted hosts, for the summary.
+    retired: Mutex<HashMap<Host, HostStat>>,
+    per_host_concurrency: usize,
+    rate: Rate,
+    burst: u64,
+    breaker: Option<corral::breaker::CircuitBreakerBuilder>,
+    /// Breaker openings, all hosts together.
+    openings: Arc<AtomicU64>,
+    /// An entry untouched this long holds no state that matters any more.
+    idle_after: Duration,
+    /// Entries at which a sweep for idle ones runs (doubles when a sweep frees too few).
+    sweep_at: Mutex<usize>,
+}
+
+/// Entries before the first sweep.
+const FIRST_SWEEP: usize = 1024;
+
+impl Hosts {
+    /// Hosts for a run with `settings`; checks the per-host rate and breaker settings.
+    pub fn new(settings: &Settings) -> Result<Self, String> {
+        // Always a rate cell, so Retry-After can pause one host even with no rate set.
+        let (rate, burst) = match settings.per_host_rate {
+            Some(r) => (r, settings.per_host_burst),
+            None => (Rate::per_second(1_000_000_000), 1_000_000),
+        };
+        RateLimiter::builder()
+            .rate(rate)
+            .burst(burst)
+            .build()
+            .map_err(|e| format!("--per-host-rate: {}", e.message()))?;
+        let breaker = settings.breaker.map(|b| {
+            CircuitBreaker::builder()
+                .failure_rate(b.failure_rate)
+                .min_calls(b.min_calls)
+                .window(b.window)
+                .cool_down(b.cool_down)
+                .half_open_probes(b.probes)
+        });
+        if let Some(b) = &breaker {
+            b.clone()
+                .build()
+                .map_err(|e| format!("breaker: {}", e.message()))?;
+        }
+        let refill = rate
+            .period()
+            .checked_div(u32::try_from(rate.count()).unwrap_or(u32::MAX).max(1))
+            .unwrap_or_default()
+            .saturating_mul(u32::try_from(burst).unwrap_or(u32::MAX));
+        let breaker_memory = settings
+            .breaker
+            .map_or(Duration::ZERO, |b| b.window.max(b.cool_down));
+        let idle_after = refill
+            .max(breaker_memory)
+            .max(settings.max_retry_after)
+            .saturating_add(Duration::from_secs(1));
+        Ok(Self {
+            live: Mutex::new(HashMap::new()),
+            retired: Mutex::new(HashMap::new()),
+            per_host_concurrency: settings.per_host_concurrency,
+            rate,
+            burst,
+            breaker,
+            openings: Arc::new(AtomicU64::new(0)),
+            idle_after,
+            sweep_at: Mutex::new(FIRST_SWEEP),
+        })
+    }
+
+    /// The entry of `host`, made on first use: one lookup per attempt. `Err` only if the
+    /// settings [`Hosts::new`] checked would not build after all.
+    pub fn get(&self, host: &Host) -> Result<Arc<HostState>, ConfigError> {
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(h) = live.get(host) {
+            *h.touched.lock().unwrap_or_else(|p| p.into_inner()) = Clock::now();
+            return Ok(h.clone());
+        }
+        let mut sweep_at = self.sweep_at.lock().unwrap_or_else(|p| p.into_inner());
+        if live.len() >= *sweep_at {
+            self.sweep(&mut live);
+            // Sweep again only once as many entries have come as are left.
+            *sweep_at = (live.len() * 2).max(FIRST_SWEEP);
+        }
+        let entry = Arc::new(self.new_entry()?);
+        live.insert(host.clone(), entry.clone());
+        Ok(entry)
+    }
+
+    fn new_entry(&self) -> Result<HostState, ConfigError> {
+        let openings = Arc::new(AtomicU64::new(0));
+        let breaker = match self.breaker.clone() {
+            None => None,
+            Some(b) => {
+                let (mine, all) = (openings.clone(), self.openings.clone());
+                let b = b.on_state_change(move |change| {
+                    if change.to == State::Open {
+                        mine.fetch_add(1, Ordering::Relaxed);
+                        all.fetch_add(1, Ordering::Relaxed);
+                    }
+                });
+                Some(b.build()?)
+            }
+        };
+        Ok(HostState {
+            slots: Arc::new(Semaphore::new(self.per_host_concurrency)),
+            rate: RateLimiter::builder()
+                .rate(self.rate)
+                .burst(self.burst)
+                .build()?,
+            breaker,
+            stat: Mutex::new(HostStat::default()),
+            openings,
+            touched: Mutex::new(Clock::now()),
+        })
+    }
+
+    /// Drops the entries no attempt holds that have been idle for long enough.
+    fn sweep(&self, live: &mut HashMap<Host, Arc<HostState>>) {
+        let mut retired = self.retired.lock().unwrap_or_else(|p| p.into_inner());
+        live.retain(|host, h| {
+            let idle = Arc::strong_count(h) == 1
+                && h.touched
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .elapsed()
+                    >= self.idle_after;
+            if idle {
+                retired.insert(host.clone(), h.snapshot());
+            }
+            !idle
+        });
+    }
+
+    /// Every host's counters so far, the evicted ones too.
+    pub fn stats(&self) -> HashMap<String, HostStat> {
+        let mut all: HashMap<String, HostStat> = self
+            .retired
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        for (k, h) in live.iter() {
+            let s = h.snapshot();
+            match all.get_mut(&**k) {
+                // A host evicted, then seen again: both lives count.
+                Some(old) => {
+                    old.attempts += s.attempts;
+                    old.breaker_openings += s.breaker_openings;
+                    old.paused_by_retry_after += s.paused_by_retry_after;
+                    old.last = s.last.or(old.last);
+                }
+                None => {
+                    all.insert(k.to_string(), s);
+                }
+            }
+        }
+        all
+    }
+
+    /// Breaker openings, all hosts together.
+    pub fn breaker_openings(&self) -> u64 {
+        self.openings.load(Ordering::Relaxed)
+    }
+
+    /// Hosts with live state.
+    pub fn live(&self) -> usize {
+        self.live.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(i: usize) -> Host {
+        format!("h{i}:80").into()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_entry_per_host_idle_ones_evicted_their_counters_kept() {
+        let settings = Settings {
+            breaker: None,
+            max_retry_after: Duration::ZERO,
+            ..Settings::default()
+        };
+        let hosts = Hosts::new(&settings).unwrap();
+        let (a, b) = (hosts.get(&key(0)).unwrap(), hosts.get(&key(0)).unwrap());
+        assert!(Arc::ptr_eq(&a, &b), "one entry per host");
+        drop(b);
+        for i in 1..FIRST_SWEEP {
+            hosts.get(&key(i)).unwrap().attempted();
+        }
+        a.attempted(); // still held: never evicted
+        tokio::time::advance(Duration::from_secs(2)).await;
+        hosts.get(&key(FIRST_SWEEP)).unwrap().attempted(); // the sweep runs here
+        assert_eq!(hosts.live(), 2, "only the held host and the new one are left");
+        let stats = hosts.stats();
+        assert_eq!(stats.len(), FIRST_SWEEP + 1);
+        assert!(stats.values().all(|s| s.attempts == 1), "counters outlive eviction");
+        // A host seen again after eviction starts afresh, and both lives count.
+        hosts.get(&key(5)).unwrap().attempted();
+        assert_eq!(hosts.stats()[&*key(5)].attempts, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn state_that_still_matters_is_not_evicted() {
+        // With breakers on and Retry-After up to 60 s, a host idle for 2 s may still be paused
+        // or have an open breaker: it stays.
+        let hosts = Hosts::new(&Settings::default()).unwrap();
+        for i in 0..FIRST_SWEEP {
+            hosts.get(&key(i)).unwrap();
+        }
+        tokio::time::advance(Duration::from_secs(2)).await;
+        hosts.get(&key(FIRST_SWEEP)).unwrap();
+        assert_eq!(hosts.live(), FIRST_SWEEP + 1);
+        tokio::time::advance(Duration::from_secs(62)).await;
+        for i in FIRST_SWEEP + 1..2 * FIRST_SWEEP + 2 {
+            hosts.get(&key(i)).unwrap();
+        }
+        assert!(hosts.live() < 2 * FIRST_SWEEP, "{} live", hosts.live());
+    }
+}
