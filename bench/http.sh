@@ -6,6 +6,8 @@
 #        JOBS/10 once, it is slow). Each round runs corral, oha and Python in turn; the table
 #        gives the medians and each round's ratios are printed as it ends.
 # Needs: oha (cargo install oha), python3 with aiohttp (pip install aiohttp), curl.
+# BASELINE=path/to/another/corral also runs that build in every round (before/after a change),
+# and prints the paired ratio this build / baseline.
 # Everything talks to 127.0.0.1 only. Client and server share this machine's cores, so the
 # figures are relative: compare the ratios, not the absolute numbers, across machines.
 set -euo pipefail
@@ -45,7 +47,8 @@ median2() { python3 -c "import statistics,sys; v=[float(x) for x in sys.argv[1:]
 ratio() { python3 -c "a,b='$1','$2'; print('n/a' if 'n/a' in (a,b) else f'{float(a)/float(b):.2f}')"; }
 
 # The runners take turns, ROUNDS times, so a slow moment of the machine hits them all alike.
-C_ALL=(); O_ALL=(); P_ALL=(); RO_ALL=(); RP_ALL=()
+C_ALL=(); O_ALL=(); P_ALL=(); RO_ALL=(); RP_ALL=(); B_ALL=(); RB_ALL=()
+BASELINE=${BASELINE:-}
 for r in $(seq "$ROUNDS"); do
   t0=$(now); "$BIN" run "$WORK/jobs.jsonl" -o "$WORK/corral.jsonl" --overwrite -q -c $C --per-host-concurrency $C; t1=$(now)
   CR=$(rate "$N" "$t0" "$t1")
@@ -66,7 +69,13 @@ for r in $(seq "$ROUNDS"); do
     t0=$(now); python3 bench/aiohttp_runner.py "$WORK/urls.txt" "$WORK/py.jsonl" $C; t1=$(now)
     PR=$(rate "$N" "$t0" "$t1")
   fi
-  echo "round $r: corral $CR req/s, oha $OR (own figure $OWN), python $PR  (corral/oha $(ratio "$CR" "$OR"), corral/python $(ratio "$CR" "$PR"))"
+  BR=n/a
+  if [ -n "$BASELINE" ]; then
+    t0=$(now); "$BASELINE" run "$WORK/jobs.jsonl" -o "$WORK/base.jsonl" --overwrite -q -c $C --per-host-concurrency $C; t1=$(now)
+    BR=$(rate "$N" "$t0" "$t1")
+    B_ALL+=("$BR"); RB_ALL+=("$(ratio "$CR" "$BR")")
+  fi
+  echo "round $r: corral $CR req/s, oha $OR (own figure $OWN), python $PR, baseline $BR  (corral/oha $(ratio "$CR" "$OR"), corral/python $(ratio "$CR" "$PR"), corral/baseline $(ratio "$CR" "$BR"))"
   C_ALL+=("$CR"); O_ALL+=("$OR"); P_ALL+=("$PR")
   RO_ALL+=("$(ratio "$CR" "$OR")"); RP_ALL+=("$(ratio "$CR" "$PR")")
 done
@@ -85,3 +94,6 @@ echo "| corral run | $CORRAL | 1.00 |"
 echo "| oha (ceiling) | $OHA_RPS | $(median2 "${RO_ALL[@]}") |"
 echo "| Python aiohttp runner | $PY_RPS | $(median2 "${RP_ALL[@]}") |"
 echo "| xargs -P $C + curl | $CURL_RPS | $(ratio "$CORRAL" "$CURL_RPS") |"
+if [ -n "$BASELINE" ]; then
+  echo "| baseline corral ($BASELINE) | $(median "${B_ALL[@]}") | $(median2 "${RB_ALL[@]}") |"
+fi

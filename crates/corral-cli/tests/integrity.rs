@@ -356,12 +356,7 @@ fn what_is_sent_is_what_the_file_says() {
         "1KiB",
         "--overwrite",
     ]);
-    assert_eq!(
-        o.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert_exit(&o, 1);
     assert_eq!(o2.status.code(), Some(1));
     let rs = results(&out);
     assert_exactly_once(&rs, 5);
@@ -410,12 +405,7 @@ fn what_is_sent_is_what_the_file_says() {
         out.to_str().unwrap(),
         "--overwrite",
     ]);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert_exit(&o, 0);
     let rs = results(&out);
     assert_eq!(rs.len(), 2);
     assert_eq!(
@@ -505,24 +495,8 @@ fn corral_with_fd_limit(n: u32, args: &[&str]) -> std::process::Output {
 fn many_hosts_under_a_low_open_file_limit_all_succeed() {
     // 600 hosts on one mock (a listener each), two rounds of jobs over all of them.
     let hosts = 600;
-    let mut child = Command::new(BIN)
-        .args([
-            "serve-mock",
-            "--port",
-            "0",
-            "--seconds",
-            "120",
-            "--profiles",
-        ])
-        .arg(vec!["fast"; hosts].join(","))
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let out = std::io::BufReader::new(child.stdout.take().unwrap());
-    let urls: Vec<String> = std::io::BufRead::lines(out)
-        .take(hosts)
-        .map(|l| l.unwrap().split_whitespace().nth(1).unwrap().to_string())
-        .collect();
+    let mock = Mock::start(&vec!["fast"; hosts].join(","));
+    let urls = &mock.urls;
     let dir = tempfile::tempdir().unwrap();
     let lines: Vec<String> = (0..2 * hosts)
         .map(|i| format!(r#"{{"url":"{}/r/{i}"}}"#, urls[i % hosts]))
@@ -561,14 +535,7 @@ fn many_hosts_under_a_low_open_file_limit_all_succeed() {
         ],
     );
     let _ = &jobs; // the same path, new jobs
-    let _ = child.kill();
-    let _ = child.wait();
-    assert_eq!(
-        o.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert_exit(&o, 1);
     let rs = results(&out);
     let kinds: std::collections::BTreeSet<&str> = rs
         .iter()

@@ -54,12 +54,7 @@ fn no_secret_reaches_results_errors_or_the_summary() {
         "--retries",
         "0",
     ]);
-    assert_eq!(
-        o.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert_exit(&o, 1);
     assert_no_secret("stderr", &String::from_utf8_lossy(&o.stderr));
     assert_no_secret("the results", &std::fs::read_to_string(&out).unwrap());
     assert_no_secret("the summary", &std::fs::read_to_string(&summary).unwrap());
@@ -142,12 +137,7 @@ fn a_redirect_to_another_origin_carries_no_secret_and_no_referer_query() {
         .env_remove("no_proxy")
         .output()
         .unwrap();
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert_exit(&o, 0);
     assert!(results(&out).iter().all(|r| r["status"] == 200));
     let recent = mock.stats("fast")["recent"].clone();
     let seen = |target: &str| -> Value {

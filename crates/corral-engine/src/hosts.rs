@@ -264,10 +264,17 @@ mod tests {
         a.attempted(); // still held: never evicted
         tokio::time::advance(Duration::from_secs(2)).await;
         hosts.get(&key(FIRST_SWEEP)).unwrap().attempted(); // the sweep runs here
-        assert_eq!(hosts.live(), 2, "only the held host and the new one are left");
+        assert_eq!(
+            hosts.live(),
+            2,
+            "only the held host and the new one are left"
+        );
         let stats = hosts.stats();
         assert_eq!(stats.len(), FIRST_SWEEP + 1);
-        assert!(stats.values().all(|s| s.attempts == 1), "counters outlive eviction");
+        assert!(
+            stats.values().all(|s| s.attempts == 1),
+            "counters outlive eviction"
+        );
         // A host seen again after eviction starts afresh, and both lives count.
         hosts.get(&key(5)).unwrap().attempted();
         assert_eq!(hosts.stats()[&*key(5)].attempts, 2);

@@ -103,7 +103,9 @@ const METHODS: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OP
 fn parse_url(s: &str) -> Result<Url, String> {
     // The URL parser drops tabs and line breaks silently: the request would go to a URL that
     // is not the one in the file.
-    if let Some(i) = s.trim().find(|c: char| c.is_control()) {
+    // Bytes, not chars: the check runs on every job (an ASCII control is all that can hide in
+    // a URL; the parser percent-encodes anything else).
+    if let Some(i) = s.trim().bytes().position(|b| b < 0x20 || b == 0x7f) {
         return Err(format!(
             "invalid url {s:?}: a control character (tab, line break ...) at byte {}; percent-encode it",
             i + 1

@@ -16,6 +16,8 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_corral");
 pub struct Mock {
     pub child: Child,
     pub hosts: HashMap<String, String>,
+    /// Every host's base URL, in the order of the profiles.
+    pub urls: Vec<String>,
 }
 
 impl Mock {
@@ -35,14 +37,16 @@ impl Mock {
             .expect("start serve-mock");
         let mut out = BufReader::new(child.stdout.take().expect("stdout"));
         let mut hosts = HashMap::new();
+        let mut urls = Vec::new();
         for _ in profiles.split(',') {
             let mut line = String::new();
             out.read_line(&mut line).expect("read mock address");
             let mut parts = line.split_whitespace();
             let (name, url) = (parts.next().expect("name"), parts.next().expect("url"));
             hosts.insert(name.to_string(), url.to_string());
+            urls.push(url.to_string());
         }
-        Mock { child, hosts }
+        Mock { child, hosts, urls }
     }
 
     pub fn url(&self, profile: &str) -> &str {
@@ -102,4 +106,14 @@ pub fn assert_exactly_once(rs: &[Value], n: u64) {
         &missing[..missing.len().min(5)]
     );
     assert_eq!(seen.len() as u64, n);
+}
+
+/// Asserts `o` exited with `code`, showing its stderr when it did not.
+pub fn assert_exit(o: &std::process::Output, code: i32) {
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }

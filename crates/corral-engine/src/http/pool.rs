@@ -4,18 +4,22 @@
 //! Why a cap on all hosts together: a run over thousands of hosts used to keep one idle
 //! connection (a file descriptor) for every host it had seen, until the process ran out of
 //! descriptors and healthy hosts failed with `connect` errors. The cap is sized from the
-//! process's open-file limit (see `fd_budget` in the CLI), so idle connections never crowd out
+//! process's open-file limit (see `idle_budget` in the CLI), so idle connections never crowd out
 //! the ones in use.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 /// Idle connections of type `C`, by host key.
 #[derive(Debug)]
 pub struct Pool<C> {
     by_host: HashMap<Arc<str>, VecDeque<(u64, C)>>,
-    /// Every idle connection by age (its sequence number), oldest first.
-    order: BTreeMap<u64, Arc<str>>,
+    /// Connections put in the pool, oldest first, by sequence number. Taking a connection does
+    /// not look for it here (that would cost a search per request): its entry goes stale, and
+    /// is skipped when it comes up for eviction or dropped when stale entries pile up.
+    order: VecDeque<(u64, Arc<str>)>,
+    /// Idle connections held.
+    idle: usize,
     next: u64,
     per_host: usize,
     total: usize,
@@ -26,7 +30,8 @@ impl<C> Pool<C> {
     pub fn new(per_host: usize, total: usize) -> Self {
         Self {
             by_host: HashMap::new(),
-            order: BTreeMap::new(),
+            order: VecDeque::new(),
+            idle: 0,
             next: 0,
             per_host,
             total,
@@ -37,63 +42,79 @@ impl<C> Pool<C> {
     /// refuses (closed by the server meanwhile) are dropped.
     pub fn take(&mut self, key: &str, mut usable: impl FnMut(&mut C) -> bool) -> Option<C> {
         let list = self.by_host.get_mut(key)?;
-        let mut found = None;
-        while let Some((seq, mut c)) = list.pop_back() {
-            self.order.remove(&seq);
+        // An emptied list is kept: the host's connection comes back to it in a moment, and
+        // dropping and making it again cost an allocation per request.
+        while let Some((_, mut c)) = list.pop_back() {
+            self.idle -= 1;
             if usable(&mut c) {
-                found = Some(c);
-                break;
+                return Some(c);
             }
         }
-        if list.is_empty() {
-            self.by_host.remove(key);
-        }
-        found
+        None
     }
 
     /// Keeps `conn` for reuse, closing the least recently used one when the pool is full; a
     /// connection beyond its host's share is closed at once.
     pub fn put(&mut self, key: Arc<str>, conn: C) {
-        if self.total == 0 || self.by_host.get(&key).map_or(0, VecDeque::len) >= self.per_host {
+        if self.total == 0 {
             return;
         }
-        while self.order.len() >= self.total {
+        if self.idle >= self.total {
             self.evict_oldest();
+        }
+        let list = self.by_host.entry(key.clone()).or_default();
+        if list.len() >= self.per_host {
+            return;
         }
         let seq = self.next;
         self.next += 1;
-        self.order.insert(seq, key.clone());
-        self.by_host.entry(key).or_default().push_back((seq, conn));
+        list.push_back((seq, conn));
+        self.order.push_back((seq, key));
+        self.idle += 1;
+        if self.order.len() > 2 * self.idle + 64 {
+            self.compact();
+        }
     }
 
     /// Closes every idle connection (when the process runs out of file descriptors); returns
     /// how many.
     pub fn clear(&mut self) -> usize {
-        let n = self.order.len();
+        let n = self.idle;
         self.by_host.clear();
         self.order.clear();
+        self.idle = 0;
         n
     }
 
     /// Idle connections held.
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.order.len()
+        self.idle
     }
 
     fn evict_oldest(&mut self) {
-        let Some((seq, key)) = self.order.pop_first() else {
-            return;
-        };
-        if let Some(list) = self.by_host.get_mut(&key) {
-            // A host's connections are in age order: its oldest is in front.
-            if list.front().is_some_and(|(s, _)| *s == seq) {
-                list.pop_front();
-            }
-            if list.is_empty() {
-                self.by_host.remove(&key);
+        while let Some((seq, key)) = self.order.pop_front() {
+            if let Some(list) = self.by_host.get_mut(&key) {
+                // A host's connections are in age order: if this entry's connection is still
+                // idle, it is the host's oldest. Otherwise the entry is stale.
+                if list.front().is_some_and(|(s, _)| *s == seq) {
+                    list.pop_front();
+                    self.idle -= 1;
+                    return;
+                }
             }
         }
+    }
+
+    /// Drops stale order entries, and the lists of hosts with no idle connection.
+    fn compact(&mut self) {
+        self.by_host.retain(|_, list| !list.is_empty());
+        let by_host = &self.by_host;
+        self.order.retain(|(seq, key)| {
+            by_host
+                .get(key)
+                .is_some_and(|l| l.binary_search_by_key(seq, |(s, _)| *s).is_ok())
+        });
     }
 }
 
@@ -119,7 +140,7 @@ mod tests {
         p.put(key("e"), 6); // b's 2 goes
         assert_eq!(p.take("b", |_| true), None);
         assert_eq!(p.take("c", |_| true), Some(4));
-        assert_eq!((p.len(), p.by_host.len()), (2, 2));
+        assert_eq!(p.len(), 2);
     }
 
     #[test]
@@ -132,11 +153,19 @@ mod tests {
         // The newest first; a refused one is dropped on the way.
         assert_eq!(p.take("a", |c| *c != 1), Some(0));
         assert_eq!(p.len(), 0);
-        assert!(p.by_host.is_empty() && p.order.is_empty());
         p.put(key("x"), 7);
         p.put(key("y"), 8);
         assert_eq!(p.clear(), 2);
         assert_eq!(p.take("x", |_| true), None);
+        // Hosts come and go: the lists they leave empty do not pile up.
+        let mut p = Pool::new(2, 10);
+        for i in 0..1000 {
+            let k = key(&format!("h{i}"));
+            p.put(k.clone(), i);
+            assert_eq!(p.take(&k, |_| true), Some(i));
+        }
+        assert!(p.by_host.len() <= 64 + 1, "{} lists", p.by_host.len());
+        assert!(p.order.len() <= 64 + 1, "{} order entries", p.order.len());
         let mut none = Pool::new(8, 0);
         none.put(key("x"), 1);
         assert_eq!(none.len(), 0);
