@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::ErrorKind;
 use crate::hosts::{Host, Hosts};
-use crate::http::direct::{Direct, DirectError, Lease};
+use crate::http::direct::{Direct, DirectError, Lease, Request};
 use crate::http::redirect;
 use crate::job::{Invalid, Job, Parsed};
 use crate::redact;
@@ -831,7 +831,17 @@ impl Engine {
             (Some(direct), "http") => {
                 let want_headers = self.gates.settings.save_headers;
                 let (head, lease) = direct
-                    .send(job, host, want_headers, sending)
+                    .send(
+                        Request {
+                            method: &job.method,
+                            url: &job.url,
+                            headers: &job.headers,
+                            body: job.body.as_deref().unwrap_or_default(),
+                        },
+                        host,
+                        want_headers,
+                        sending,
+                    )
                     .await
                     .map_err(|e| match e {
                         DirectError::FdLimit(m) => AttemptError::Transport {

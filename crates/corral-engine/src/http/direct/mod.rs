@@ -1,7 +1,8 @@
 //! A direct HTTP/1.1 client for plain `http://` targets: connections kept per host, one request
 //! at a time on each, reused when a response has been read to its end.
 //!
-//! The request is written from the job in one buffer, and the response is parsed with
+//! The request is written from its parts ([`Request`]: method, URL, headers, body; this client
+//! knows nothing of jobs) in one buffer, and the response is parsed with
 //! `httparse` (the parser under hyper) straight from the connection's read buffer: no request
 //! object, no per-request channels between a connection task and the request, and no header map
 //! unless one is needed (a status that may carry `Retry-After`, or `--save-headers`). Framing
@@ -22,34 +23,45 @@
 //! request goes out. Should a server close a reused connection just as an idempotent request
 //! went out, with not one byte of response, the request is sent once more on a new connection,
 //! as browsers and hyper do; that is not a retry.
+//!
+//! By concern: `conn` opens a connection and holds its buffers, `encode` writes a request,
+//! `head` reads a response head and decides the body's framing, `body` reads the body and gives
+//! the connection back; this file sends a request through them, with the idle pool.
 
-use std::io::Write as _;
-use std::net::SocketAddr;
-use std::ops::Range;
+mod body;
+mod conn;
+mod encode;
+mod head;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use base64::prelude::{Engine as _, BASE64_STANDARD};
-use bytes::{Buf, Bytes, BytesMut};
-use http::header::{
-    HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONNECTION, CONTENT_LENGTH, HOST,
-};
-use http::header::{TRANSFER_ENCODING, USER_AGENT};
+use http::header::HeaderValue;
 use http::{HeaderMap, Method};
-use percent_encoding::percent_decode_str;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::AsyncWriteExt;
+use url::Url;
 
 use super::pool::Pool;
-use crate::job::Job;
+pub use body::Lease;
+pub use conn::is_fd_limit;
+use conn::{Conn, READ_SIZE};
+pub use head::Head;
+use head::{read_head, ReadError};
 
-/// The largest response head (status line and headers) accepted.
-const MAX_HEAD: usize = 64 * 1024;
-/// The most response headers accepted.
-const MAX_HEADERS: usize = 128;
-/// How much room a read asks for.
-const READ_SIZE: usize = 16 * 1024;
+/// What to send: a request's parts, borrowed from wherever they live (the engine's job).
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// The method.
+    pub method: &'a Method,
+    /// The URL (`http://` only: this client speaks no TLS).
+    pub url: &'a Url,
+    /// The request's own headers; corral adds `Host`, `User-Agent`, `Accept` and
+    /// `Authorization` (from URL credentials) only where these have none.
+    pub headers: &'a HeaderMap,
+    /// The body (empty for none); framed by its length.
+    pub body: &'a [u8],
+}
 
 /// Why a direct request failed; the kinds match the reqwest path's.
 #[derive(Debug)]
@@ -65,14 +77,6 @@ pub enum DirectError {
     Connection(String),
 }
 
-/// True for "too many open files", of the process (`EMFILE`) or the system (`ENFILE`).
-pub fn is_fd_limit(e: &std::io::Error) -> bool {
-    // Linux's errno values; std has no ErrorKind for them.
-    const ENFILE: i32 = 23;
-    const EMFILE: i32 = 24;
-    matches!(e.raw_os_error(), Some(ENFILE | EMFILE))
-}
-
 /// True when the environment configures a proxy for plain HTTP: then reqwest (which honours
 /// it) must carry `http://` requests too.
 pub fn proxy_configured() -> bool {
@@ -81,208 +85,11 @@ pub fn proxy_configured() -> bool {
         .any(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()))
 }
 
-/// One connection and its buffers (kept with it, so a request allocates none).
-struct Conn {
-    stream: TcpStream,
-    /// Bytes read and not yet consumed.
-    read: BytesMut,
-    /// The request being written.
-    write: Vec<u8>,
-}
-
-impl Conn {
-    /// False when the server has closed the connection (or sent something unasked) while it
-    /// was idle. Costs no system call unless the socket has reported an event since.
-    fn is_usable(&mut self) -> bool {
-        if !self.read.is_empty() {
-            return false;
-        }
-        let mut probe = [0u8; 1];
-        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
-    }
-
-    /// Reads more bytes; `Ok(0)` at the end of the connection.
-    async fn fill(&mut self) -> std::io::Result<usize> {
-        if self.read.capacity() - self.read.len() < READ_SIZE / 4 {
-            self.read.reserve(READ_SIZE);
-        }
-        self.stream.read_buf(&mut self.read).await
-    }
-}
-
 /// Idle connections per `host:port`.
 pub struct Direct {
     idle: Mutex<Pool<Conn>>,
     connect_timeout: Duration,
     user_agent: HeaderValue,
-}
-
-/// A response head as read: status, the headers if they were asked for, and the body to read
-/// with [`Lease::next_chunk`].
-#[derive(Debug)]
-pub struct Head {
-    pub status: u16,
-    /// Empty unless asked for (see [`Direct::send`]).
-    pub headers: HeaderMap,
-}
-
-/// How the rest of the body is framed.
-#[derive(Debug, Clone, Copy)]
-enum Framing {
-    /// This many bytes left.
-    Length(u64),
-    /// Chunked: this many bytes left of the current chunk (0: a chunk-size line is next).
-    Chunked(u64),
-    /// Until the server closes the connection.
-    Close,
-    /// Read to its end.
-    Done,
-}
-
-/// A connection lent to one request, with the rest of its response body; give it back with
-/// [`Lease::release`] once the body has been read to its end, or drop it (closing the
-/// connection) otherwise.
-pub struct Lease<'a> {
-    owner: &'a Direct,
-    key: Arc<str>,
-    conn: Conn,
-    framing: Framing,
-    /// The connection can serve another request once this response has been read.
-    keep_alive: bool,
-}
-
-impl Lease<'_> {
-    /// Returns the connection to the idle pool (if it is still usable and there is room).
-    pub fn release(self) {
-        if !self.keep_alive || !matches!(self.framing, Framing::Done) || !self.conn.read.is_empty()
-        {
-            return;
-        }
-        let mut idle = self.owner.idle.lock().unwrap_or_else(|p| p.into_inner());
-        idle.put(self.key, self.conn);
-    }
-
-    /// Reads the next piece of the response body; `None` at its end.
-    pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, String> {
-        loop {
-            match self.framing {
-                Framing::Done => return Ok(None),
-                Framing::Length(0) => {
-                    self.framing = Framing::Done;
-                    return Ok(None);
-                }
-                Framing::Length(left) => {
-                    let data = self.piece(left).await?.ok_or_else(|| {
-                        format!("the connection closed with {left} bytes of the body still to come")
-                    })?;
-                    self.framing = Framing::Length(left - data.len() as u64);
-                    return Ok(Some(data));
-                }
-                Framing::Close => {
-                    let data = self.piece(u64::MAX).await?;
-                    if data.is_none() {
-                        self.framing = Framing::Done;
-                        self.keep_alive = false;
-                    }
-                    return Ok(data);
-                }
-                Framing::Chunked(0) => match self.chunk_size().await? {
-                    0 => {
-                        self.trailers().await?;
-                        self.framing = Framing::Done;
-                        return Ok(None);
-                    }
-                    size => self.framing = Framing::Chunked(size),
-                },
-                Framing::Chunked(left) => {
-                    let data = self
-                        .piece(left)
-                        .await?
-                        .ok_or("the connection closed inside a chunk of the body")?;
-                    let n = data.len() as u64;
-                    if n == left {
-                        // The chunk's data ends with CRLF.
-                        self.expect_crlf().await?;
-                    }
-                    self.framing = Framing::Chunked(left - n);
-                    return Ok(Some(data));
-                }
-            }
-        }
-    }
-
-    /// Up to `max` bytes of the response, reading more first when none are at hand; `None` at
-    /// the end of the connection.
-    async fn piece(&mut self, max: u64) -> Result<Option<Bytes>, String> {
-        if self.conn.read.is_empty() && self.fill().await? == 0 {
-            return Ok(None);
-        }
-        let n = (self.conn.read.len() as u64).min(max) as usize;
-        Ok(Some(self.conn.read.split_to(n).freeze()))
-    }
-
-    async fn fill(&mut self) -> Result<usize, String> {
-        self.conn.fill().await.map_err(|e| e.to_string())
-    }
-
-    /// Reads one line (without its CRLF) of at most `max` bytes. A bare LF is refused: a
-    /// parser that accepts what another in the path rejects is how requests get smuggled.
-    async fn line(&mut self, max: usize) -> Result<BytesMut, String> {
-        let mut searched = 0;
-        loop {
-            if let Some(i) = self.conn.read[searched..].iter().position(|&b| b == b'\n') {
-                let mut line = self.conn.read.split_to(searched + i + 1);
-                line.truncate(line.len() - 1);
-                if line.last() != Some(&b'\r') {
-                    return Err("a line of the chunked body ends in a bare LF, not CRLF".into());
-                }
-                line.truncate(line.len() - 1);
-                return Ok(line);
-            }
-            searched = self.conn.read.len();
-            if searched > max {
-                return Err("a chunked body has a line that is too long".into());
-            }
-            if self.fill().await? == 0 {
-                return Err("the connection closed inside a chunked body".into());
-            }
-        }
-    }
-
-    async fn chunk_size(&mut self) -> Result<u64, String> {
-        let line = self.line(4096).await?;
-        let digits = line[..].split(|&b| b == b';').next().unwrap_or_default();
-        let digits = std::str::from_utf8(digits).unwrap_or_default().trim();
-        Some(digits)
-            .filter(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_hexdigit()))
-            .and_then(|d| u64::from_str_radix(d, 16).ok())
-            .ok_or(())
-            .map_err(|_| format!("bad chunk size {:?}", String::from_utf8_lossy(&line)))
-    }
-
-    async fn expect_crlf(&mut self) -> Result<(), String> {
-        let line = self.line(2).await?;
-        if line.is_empty() {
-            Ok(())
-        } else {
-            Err("a chunk of the body is longer than its size".into())
-        }
-    }
-
-    /// Skips the trailer section after the last chunk (up to the empty line).
-    async fn trailers(&mut self) -> Result<(), String> {
-        let mut total = 0;
-        loop {
-            let line = self.line(MAX_HEAD).await?;
-            if line.is_empty() {
-                return Ok(());
-            }
-            total += line.len();
-            if total > MAX_HEAD {
-                return Err("the body's trailers are too large".into());
-            }
-        }
-    }
 }
 
 impl Direct {
@@ -307,134 +114,33 @@ impl Direct {
         idle.take(key, Conn::is_usable)
     }
 
-    /// Connects to `job`'s host. Out of file descriptors, it closes this client's idle
+    /// Gives a connection whose response was read to its end back to the pool.
+    fn put_idle(&self, key: Arc<str>, conn: Conn) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        idle.put(key, conn);
+    }
+
+    /// Connects to `req`'s host. Out of file descriptors, it closes this client's idle
     /// connections and tries once more; failing again, the error says so (kind `fd_limit`).
-    async fn connect(&self, job: &Job) -> Result<Conn, DirectError> {
-        match self.connect_once(job).await {
+    async fn connect(&self, req: &Request<'_>) -> Result<Conn, DirectError> {
+        let host = req.url.host_str().unwrap_or_default();
+        let port = req.url.port_or_known_default().unwrap_or(80);
+        match conn::open(host, port, self.connect_timeout).await {
             Err(DirectError::FdLimit(_)) => {
                 self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
-                self.connect_once(job).await
+                conn::open(host, port, self.connect_timeout).await
             }
             r => r,
         }
     }
 
-    async fn connect_once(&self, job: &Job) -> Result<Conn, DirectError> {
-        let host = job.url.host_str().unwrap_or_default();
-        let port = job.url.port_or_known_default().unwrap_or(80);
-        let connect = async {
-            // An IP literal needs no resolver round trip.
-            let host = host.trim_start_matches('[').trim_end_matches(']');
-            let addrs: Vec<SocketAddr> = match host.parse::<std::net::IpAddr>() {
-                Ok(ip) => vec![SocketAddr::new(ip, port)],
-                Err(_) => match tokio::net::lookup_host((host, port)).await {
-                    Ok(a) => a.collect(),
-                    Err(e) => return Ok(Err(e)),
-                },
-            };
-            let mut last = None;
-            for addr in addrs {
-                match TcpStream::connect(addr).await {
-                    Ok(s) => return Ok(Ok(s)),
-                    Err(e) => last = Some(e),
-                }
-            }
-            Err(last.unwrap_or_else(|| {
-                std::io::Error::new(std::io::ErrorKind::NotFound, "no address for the host")
-            }))
-        };
-        // Ok(Err(_)): the name did not resolve; Err(_): no connection.
-        let stream = match tokio::time::timeout(self.connect_timeout, connect).await {
-            Ok(Ok(Ok(s))) => s,
-            Ok(Ok(Err(e))) => {
-                return Err(DirectError::Dns(format!("cannot resolve {host}: {e}")));
-            }
-            Ok(Err(e)) if is_fd_limit(&e) => {
-                return Err(DirectError::FdLimit(format!(
-                    "cannot connect: out of file descriptors ({e}); lower --concurrency or raise `ulimit -n`"
-                )))
-            }
-            Ok(Err(e)) => return Err(DirectError::Connect(format!("cannot connect: {e}"))),
-            Err(_) => {
-                return Err(DirectError::Connect(format!(
-                    "cannot connect: no connection within {:?}",
-                    self.connect_timeout
-                )))
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        Ok(Conn {
-            stream,
-            read: BytesMut::with_capacity(READ_SIZE),
-            write: Vec::with_capacity(1024),
-        })
-    }
-
-    /// Writes `job`'s request into `out`. Returns whether the request asks to close the
-    /// connection afterwards.
-    fn encode(&self, job: &Job, out: &mut Vec<u8>) -> bool {
-        let target = &job.url[url::Position::BeforePath..url::Position::AfterQuery];
-        out.clear();
-        out.extend_from_slice(job.method.as_str().as_bytes());
-        out.push(b' ');
-        out.extend_from_slice(if target.is_empty() { "/" } else { target }.as_bytes());
-        out.extend_from_slice(b" HTTP/1.1\r\n");
-        let mut header = |name: &[u8], value: &[u8]| {
-            out.extend_from_slice(name);
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(value);
-            out.extend_from_slice(b"\r\n");
-        };
-        let h = &job.headers;
-        if !h.contains_key(HOST) {
-            let authority = &job.url[url::Position::BeforeHost..url::Position::AfterPort];
-            header(b"host", authority.as_bytes());
-        }
-        if !h.contains_key(USER_AGENT) {
-            header(b"user-agent", self.user_agent.as_bytes());
-        }
-        if !h.contains_key(ACCEPT) {
-            header(b"accept", b"*/*");
-        }
-        // Credentials in the URL become Basic authorization, as with reqwest (and curl).
-        let url = &job.url;
-        if !h.contains_key(AUTHORIZATION)
-            && (!url.username().is_empty() || url.password().is_some())
-        {
-            let mut creds: Vec<u8> = percent_decode_str(url.username()).collect();
-            creds.push(b':');
-            creds.extend(percent_decode_str(url.password().unwrap_or_default()));
-            let value = format!("Basic {}", BASE64_STANDARD.encode(creds));
-            header(b"authorization", value.as_bytes());
-        }
-        let mut close = false;
-        for (name, value) in h {
-            // The body is framed by its length, set below; a length or coding from the job
-            // would contradict it.
-            if name == CONTENT_LENGTH || name == TRANSFER_ENCODING {
-                continue;
-            }
-            if name == CONNECTION && has_token(value.as_bytes(), b"close") {
-                close = true;
-            }
-            header(name.as_str().as_bytes(), value.as_bytes());
-        }
-        let body = job.body.as_deref().unwrap_or_default();
-        if !body.is_empty() || matches!(job.method, Method::POST | Method::PUT | Method::PATCH) {
-            let _ = write!(out, "content-length: {}\r\n", body.len());
-        }
-        out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(body);
-        close
-    }
-
-    /// Sends `job` on an idle connection to its host, or a new one, and reads the response
+    /// Sends `req` on an idle connection to its host, or a new one, and reads the response
     /// head. `want_headers`: build the header map even for a 2xx/3xx response (it is always
     /// built for other statuses, which may carry `Retry-After`). `sending` is set once the
     /// request starts to go out (before that, a failure cannot have reached the server).
     pub async fn send(
         &self,
-        job: &Job,
+        req: Request<'_>,
         key: &Arc<str>,
         want_headers: bool,
         sending: &AtomicBool,
@@ -443,24 +149,24 @@ impl Direct {
         loop {
             let (mut conn, reused) = match (!fresh_only).then(|| self.take_idle(key)).flatten() {
                 Some(c) => (c, true),
-                None => (self.connect(job).await?, false),
+                None => (self.connect(&req).await?, false),
             };
             let mut write = std::mem::take(&mut conn.write);
-            let close = self.encode(job, &mut write);
+            let close = encode::encode(&req, &self.user_agent, &mut write);
             // From here on the server may see the request, whatever happens next.
             sending.store(true, Ordering::Relaxed);
             let sent = write_request(&mut conn, &write).await;
             conn.write = write;
             let result = match sent {
-                Ok(Sent::Whole) => read_head(&mut conn, &job.method, want_headers).await,
+                Ok(Sent::Whole) => read_head(&mut conn, req.method, want_headers).await,
                 // The server answered, or closed, before the request was all sent (a 413 for
                 // a body it will not take): its answer is the response.
-                Ok(Sent::Cut) => read_head(&mut conn, &job.method, want_headers)
+                Ok(Sent::Cut) => read_head(&mut conn, req.method, want_headers)
                     .await
                     .map(|(head, framing, _)| (head, framing, false)),
                 // It may have answered before it closed: that answer is worth more than the
                 // write error.
-                Err(e) => match read_head(&mut conn, &job.method, want_headers).await {
+                Err(e) => match read_head(&mut conn, req.method, want_headers).await {
                     Ok((head, framing, _)) => Ok((head, framing, false)),
                     Err(_) => Err(ReadError::Nothing(format!(
                         "error sending the request: {e}"
@@ -480,7 +186,7 @@ impl Direct {
                 }
                 // A reused connection the server closed as the request went out: nothing was
                 // answered, so an idempotent request goes again on a new connection.
-                Err(ReadError::Nothing(_)) if reused && job.method.is_idempotent() => {
+                Err(ReadError::Nothing(_)) if reused && req.method.is_idempotent() => {
                     fresh_only = true;
                 }
                 Err(ReadError::Nothing(m) | ReadError::Bad(m)) => {
@@ -537,178 +243,21 @@ async fn write_request(conn: &mut Conn, buf: &[u8]) -> std::io::Result<Sent> {
     Ok(Sent::Whole)
 }
 
-/// Why no response head was read.
-enum ReadError {
-    /// The connection ended or failed before one byte of response.
-    Nothing(String),
-    /// A failure after that, or a response that is not valid HTTP/1.
-    Bad(String),
-}
-
-/// Reads the response head (skipping 1xx interim responses); returns it with the body's
-/// framing and whether the connection may be reused after the body.
-async fn read_head(
-    conn: &mut Conn,
-    method: &Method,
-    want_headers: bool,
-) -> Result<(Head, Framing, bool), ReadError> {
-    let mut answered = false;
-    loop {
-        let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut resp = httparse::Response::new(&mut slots);
-        let parsed = resp
-            .parse(&conn.read)
-            .map_err(|e| ReadError::Bad(format!("invalid HTTP response: {e}")))?;
-        let len = match parsed {
-            httparse::Status::Complete(len) => len,
-            httparse::Status::Partial => {
-                if conn.read.len() > MAX_HEAD {
-                    return Err(ReadError::Bad(format!(
-                        "the response head is larger than {} KiB",
-                        MAX_HEAD / 1024
-                    )));
-                }
-                match conn.fill().await {
-                    Ok(0) if !answered => {
-                        return Err(ReadError::Nothing(
-                            "the connection closed before the response".into(),
-                        ))
-                    }
-                    Ok(0) => {
-                        return Err(ReadError::Bad(
-                            "the connection closed inside the response head".into(),
-                        ))
-                    }
-                    Ok(_) => {
-                        answered = true;
-                        continue;
-                    }
-                    Err(e) if !answered => {
-                        return Err(ReadError::Nothing(format!(
-                            "error reading the response: {e}"
-                        )))
-                    }
-                    Err(e) => {
-                        return Err(ReadError::Bad(format!("error reading the response: {e}")))
-                    }
-                }
-            }
-        };
-        let status = resp.code.unwrap_or_default();
-        let http11 = resp.version == Some(1);
-        if (100..200).contains(&status) && status != 101 {
-            // An interim response (100 Continue, 103 Early Hints): the real one follows.
-            conn.read.advance(len);
-            continue;
-        }
-        let mut keep_alive = http11;
-        let mut length: Option<u64> = None;
-        let mut chunked = false;
-        let mut coded = false;
-        for h in resp.headers.iter() {
-            if h.name.eq_ignore_ascii_case("content-length") {
-                // Digits only (RFC 9110 §8.6): `+5` or `0x5` is not a length.
-                let v = std::str::from_utf8(h.value)
-                    .ok()
-                    .map(str::trim)
-                    .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .ok_or_else(|| {
-                        ReadError::Bad("invalid Content-Length in the response".into())
-                    })?;
-                if length.is_some_and(|l| l != v) {
-                    return Err(ReadError::Bad(
-                        "the response has conflicting Content-Length headers".into(),
-                    ));
-                }
-                length = Some(v);
-            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                coded = true;
-                // Chunked only when it is the last coding applied.
-                chunked = h
-                    .value
-                    .rsplit(|&b| b == b',')
-                    .next()
-                    .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-            } else if h.name.eq_ignore_ascii_case("connection") {
-                if has_token(h.value, b"close") {
-                    keep_alive = false;
-                } else if has_token(h.value, b"keep-alive") {
-                    keep_alive = true;
-                }
-            }
-        }
-        // Where each header sits in the head, to share its bytes in the map below.
-        let spans = (want_headers || !(200..400).contains(&status)).then(|| {
-            let base = conn.read.as_ptr() as usize;
-            resp.headers
-                .iter()
-                .map(|h| {
-                    let name = h.name.as_ptr() as usize - base;
-                    let value = h.value.as_ptr() as usize - base;
-                    (name..name + h.name.len(), value..value + h.value.len())
-                })
-                .collect::<Vec<_>>()
-        });
-        let head = conn.read.split_to(len).freeze();
-        let headers = match spans {
-            Some(spans) => header_map(&head, spans)?,
-            None => HeaderMap::new(),
-        };
-        let framing = if *method == Method::HEAD || status == 204 || status == 304 || status == 101
-        {
-            Framing::Done
-        } else if coded {
-            if length.is_some() {
-                // Both framings at once: read as chunked, but do not trust the connection.
-                keep_alive = false;
-            }
-            if chunked {
-                Framing::Chunked(0)
-            } else {
-                Framing::Close
-            }
-        } else {
-            match length {
-                Some(n) => Framing::Length(n),
-                None => Framing::Close,
-            }
-        };
-        if matches!(framing, Framing::Close) || status == 101 {
-            keep_alive = false;
-        }
-        return Ok((Head { status, headers }, framing, keep_alive));
-    }
-}
-
-/// Builds the header map of a response head from where each name and value sits in it; the
-/// values share the head's bytes rather than copying them.
-fn header_map(
-    head: &Bytes,
-    spans: Vec<(Range<usize>, Range<usize>)>,
-) -> Result<HeaderMap, ReadError> {
-    let mut map = HeaderMap::with_capacity(spans.len());
-    for (name, value) in spans {
-        let name = HeaderName::from_bytes(&head[name])
-            .map_err(|_| ReadError::Bad("invalid response header name".into()))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(value))
-            .map_err(|_| ReadError::Bad(format!("invalid value of response header {name}")))?;
-        map.append(name, value);
-    }
-    Ok(map)
-}
-
-/// True when the comma-separated header value lists `token` (case-insensitive).
-fn has_token(value: &[u8], token: &[u8]) -> bool {
-    value
-        .split(|&b| b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::job::{parse_line, Format, Parsed};
+    use crate::job::{parse_line, Format, Job, Parsed};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// The parts of `job` to send.
+    fn req(job: &Job) -> Request<'_> {
+        Request {
+            method: &job.method,
+            url: &job.url,
+            headers: &job.headers,
+            body: job.body.as_deref().unwrap_or_default(),
+        }
+    }
     use std::collections::VecDeque;
     use tokio::net::TcpListener;
 
@@ -825,7 +374,7 @@ mod tests {
     async fn fetch_inner(d: &Direct, job: &Job) -> Result<(Head, Vec<u8>), String> {
         let key: Arc<str> = job.host_key().into();
         let (head, mut lease) = d
-            .send(job, &key, true, &AtomicBool::new(false))
+            .send(req(job), &key, true, &AtomicBool::new(false))
             .await
             .map_err(|e| format!("{e:?}"))?;
         let mut body = Vec::new();
@@ -1102,7 +651,7 @@ mod tests {
         let j = get(&base, "/");
         let key: Arc<str> = j.host_key().into();
         let (head, mut lease) = d
-            .send(&j, &key, false, &AtomicBool::new(false))
+            .send(req(&j), &key, false, &AtomicBool::new(false))
             .await
             .unwrap();
         assert!(head.headers.is_empty());
@@ -1112,7 +661,7 @@ mod tests {
         );
         assert_eq!(within(lease.next_chunk()).await.unwrap(), None);
         lease.release();
-        let (head, _) = within(d.send(&j, &key, false, &AtomicBool::new(false)))
+        let (head, _) = within(d.send(req(&j), &key, false, &AtomicBool::new(false)))
             .await
             .unwrap();
         assert_eq!(head.status, 429);
