@@ -25,7 +25,7 @@ use serde_json::Value;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::error::ErrorKind;
+use crate::error::{ConfigError, ErrorKind, StartError};
 use crate::hosts::{Host, Hosts};
 use crate::http::direct::{Direct, DirectError, Lease, Request};
 use crate::http::redirect;
@@ -437,7 +437,7 @@ fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
     )
 }
 
-fn clients(settings: &Settings) -> Result<(reqwest::Client, Option<Direct>), String> {
+fn clients(settings: &Settings) -> Result<(reqwest::Client, Option<Direct>), StartError> {
     let client = reqwest::Client::builder()
         .user_agent(settings.user_agent.clone())
         .connect_timeout(settings.connect_timeout)
@@ -447,7 +447,7 @@ fn clients(settings: &Settings) -> Result<(reqwest::Client, Option<Direct>), Str
         .redirect(reqwest::redirect::Policy::none())
         .referer(false)
         .build()
-        .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        .map_err(|e| StartError::Client(chain(&e)))?;
     let direct = (!crate::http::direct::proxy_configured()).then(|| {
         Direct::new(
             settings.per_host_concurrency,
@@ -461,7 +461,7 @@ fn clients(settings: &Settings) -> Result<(reqwest::Client, Option<Direct>), Str
 
 impl Engine {
     /// Checks the settings and builds the first engine of a run.
-    pub fn new(settings: Settings) -> Result<Self, String> {
+    pub fn new(settings: Settings) -> Result<Self, StartError> {
         let (client, direct) = clients(&settings)?;
         let concurrency = settings.concurrency;
         let hosts = Hosts::new(&settings)?;
@@ -471,7 +471,7 @@ impl Engine {
                     .rate(r)
                     .burst(settings.burst)
                     .build()
-                    .map_err(|e| format!("--rate: {}", e.message()))?,
+                    .map_err(|e| ConfigError::from_corral("--rate", &e))?,
             ),
             None => None,
         };
@@ -482,12 +482,12 @@ impl Engine {
         if let Some(ratio) = settings.retry_budget {
             policy = policy.budget(
                 RetryBudget::new(ratio, 10)
-                    .map_err(|e| format!("--retry-budget: {}", e.message()))?,
+                    .map_err(|e| ConfigError::from_corral("--retry-budget", &e))?,
             );
         }
         let policy = policy
             .build()
-            .map_err(|e| format!("retry: {}", e.message()))?;
+            .map_err(|e| ConfigError::from_corral("--retries", &e))?;
         Ok(Self {
             gates: Arc::new(Gates {
                 active: Mutex::new(Vec::new()),
@@ -522,7 +522,7 @@ impl Engine {
 
     /// Another engine sharing this one's gates, with HTTP clients of its own: for another
     /// runtime thread, whose connections must not be driven from here.
-    pub fn sibling(&self) -> Result<Self, String> {
+    pub fn sibling(&self) -> Result<Self, StartError> {
         let (client, direct) = clients(&self.gates.settings)?;
         Ok(Self {
             gates: self.gates.clone(),

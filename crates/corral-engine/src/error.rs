@@ -1,6 +1,7 @@
 //! How a job can fail: one vocabulary, written to results as today's strings.
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
@@ -58,6 +59,121 @@ impl ErrorKind {
 impl fmt::Display for ErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// A setting that cannot work, named by the option it comes from (`--per-host-rate: ...`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{option}: {message}")]
+pub struct ConfigError {
+    option: &'static str,
+    message: String,
+}
+
+impl ConfigError {
+    /// `option` (as the command line names it) cannot be `message`.
+    pub fn new(option: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            option,
+            message: message.into(),
+        }
+    }
+
+    /// From a refusal of one of corral's builders.
+    pub fn from_corral(option: &'static str, e: &corral::ConfigError) -> Self {
+        Self::new(option, e.message())
+    }
+
+    /// The option whose value cannot work.
+    pub fn option(&self) -> &'static str {
+        self.option
+    }
+}
+
+/// Why a run could not start, or a piece of it could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A setting cannot work.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The HTTP client could not be built (TLS roots, ...).
+    #[error("cannot build the HTTP client: {0}")]
+    Client(String),
+    /// The results writer could not start.
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    /// A worker thread or its runtime could not be started.
+    #[error("cannot start a worker {what}: {source}")]
+    Worker {
+        /// `thread` or `runtime`.
+        what: &'static str,
+        /// The system's reason.
+        source: std::io::Error,
+    },
+}
+
+/// Why a results file cannot be used; nothing was written to it.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// The path is a directory.
+    #[error("{0} is a directory")]
+    Directory(PathBuf),
+    /// The path is the jobs file itself.
+    #[error(
+        "{0} is the jobs file itself: results would overwrite the jobs; name another results file"
+    )]
+    IsInput(PathBuf),
+    /// It holds results, and neither resume nor overwrite was asked for.
+    #[error(
+        "{0} already holds results; pass --resume to skip the jobs it has and run the rest, or \
+         --overwrite to start over"
+    )]
+    NotEmpty(PathBuf),
+    /// Another process holds its lock.
+    #[error("{path} is being written by another corral run ({}); two runs on one results file would write jobs twice. Wait for it to end, or stop it", holder.map_or_else(|| "another process".to_string(), |pid| format!("pid {pid}")))]
+    Locked {
+        /// The results file.
+        path: PathBuf,
+        /// The holder's pid, when it can be known (`/proc/locks`).
+        holder: Option<u32>,
+    },
+    /// Lines that are not results of this jobs file, and `--repair` was not asked for.
+    #[error("{path}:{line}: {why}; {count} such line(s) in all. Pass --resume --repair to set them aside in {side} and run their jobs again", path = path.display(), side = side.display())]
+    BadLines {
+        /// The results file.
+        path: PathBuf,
+        /// The first bad line (1-based, in the results file).
+        line: u64,
+        /// What is wrong with it.
+        why: String,
+        /// How many there are.
+        count: usize,
+        /// Where `--repair` would put them.
+        side: PathBuf,
+    },
+    /// Results could not be written (disk full ...).
+    #[error("cannot write results: {0}")]
+    Write(std::io::Error),
+    /// A system call on it failed.
+    #[error("cannot {action} {path}: {source}", path = path.display())]
+    Io {
+        /// What was being done (`read`, `lock`, `open for writing`, `repair`, ...).
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The system's reason.
+        source: std::io::Error,
+    },
+}
+
+impl SinkError {
+    pub(crate) fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.to_path_buf();
+        move |source| SinkError::Io {
+            action,
+            path,
+            source,
+        }
     }
 }
 

@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 
 use tokio::time::Instant as Clock;
 
+use crate::error::ConfigError;
 use corral::breaker::{CircuitBreaker, State};
 use corral::limit::{Rate, RateLimiter};
-use corral::ConfigError;
 use tokio::sync::Semaphore;
 
 use crate::engine::{HostStat, Settings};
@@ -87,7 +87,7 @@ const FIRST_SWEEP: usize = 1024;
 
 impl Hosts {
     /// Hosts for a run with `settings`; checks the per-host rate and breaker settings.
-    pub fn new(settings: &Settings) -> Result<Self, String> {
+    pub fn new(settings: &Settings) -> Result<Self, ConfigError> {
         // Always a rate cell, so Retry-After can pause one host even with no rate set.
         let (rate, burst) = match settings.per_host_rate {
             Some(r) => (r, settings.per_host_burst),
@@ -97,7 +97,7 @@ impl Hosts {
             .rate(rate)
             .burst(burst)
             .build()
-            .map_err(|e| format!("--per-host-rate: {}", e.message()))?;
+            .map_err(|e| ConfigError::from_corral("--per-host-rate", &e))?;
         let breaker = settings.breaker.map(|b| {
             CircuitBreaker::builder()
                 .failure_rate(b.failure_rate)
@@ -109,7 +109,7 @@ impl Hosts {
         if let Some(b) = &breaker {
             b.clone()
                 .build()
-                .map_err(|e| format!("breaker: {}", e.message()))?;
+                .map_err(|e| ConfigError::from_corral("--breaker-*", &e))?;
         }
         let refill = rate
             .period()
@@ -156,6 +156,7 @@ impl Hosts {
     }
 
     fn new_entry(&self) -> Result<HostState, ConfigError> {
+        let refused = |e: corral::ConfigError| ConfigError::from_corral("--per-host-*", &e);
         let openings = Arc::new(AtomicU64::new(0));
         let breaker = match self.breaker.clone() {
             None => None,
@@ -167,7 +168,7 @@ impl Hosts {
                         all.fetch_add(1, Ordering::Relaxed);
                     }
                 });
-                Some(b.build()?)
+                Some(b.build().map_err(refused)?)
             }
         };
         Ok(HostState {
@@ -175,7 +176,8 @@ impl Hosts {
             rate: RateLimiter::builder()
                 .rate(self.rate)
                 .burst(self.burst)
-                .build()?,
+                .build()
+                .map_err(refused)?,
             breaker,
             stat: Mutex::new(HostStat::default()),
             openings,

@@ -34,6 +34,7 @@ use futures::{Stream, StreamExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::{Engine, HostStat, Outcome, Settings};
+use crate::error::StartError;
 use crate::job::Parsed;
 use crate::sink::{Sink, Writer};
 use crate::summary::Stats;
@@ -96,7 +97,7 @@ pub struct Run {
 impl Run {
     /// Checks `settings` and builds the engine. Defaults: one worker thread per CPU, a queue
     /// of 4 x concurrency (at least 256), results fsynced at most once a second.
-    pub fn new(settings: Settings) -> Result<Self, String> {
+    pub fn new(settings: Settings) -> Result<Self, StartError> {
         let concurrency = settings.concurrency;
         Ok(Self {
             engine: Engine::new(settings)?,
@@ -153,7 +154,7 @@ impl Run {
     /// Runs every job of `jobs` into `sink` and reports. An `Err` item ends the input: the
     /// run stops with [`Ending::Fatal`] once the jobs taken are done. `Err`: the run could not
     /// start (no thread, no writer); nothing was written.
-    pub async fn run<S>(self, jobs: S, sink: Sink) -> Result<Report, String>
+    pub async fn run<S>(self, jobs: S, sink: Sink) -> Result<Report, StartError>
     where
         S: Stream<Item = std::io::Result<Parsed>> + Send + 'static,
     {
@@ -166,7 +167,7 @@ impl Run {
         jobs: S,
         sink: Sink,
         observer: &mut dyn Observer,
-    ) -> Result<Report, String>
+    ) -> Result<Report, StartError>
     where
         S: Stream<Item = std::io::Result<Parsed>> + Send + 'static,
     {
@@ -267,7 +268,7 @@ impl Run {
         workers.join().await; // after a forced stop, the threads abandon what is in flight
         drop(sender);
         if let Err(e) = writer.close().await {
-            fatal.get_or_insert(e);
+            fatal.get_or_insert(e.to_string());
         }
         let stats = stats_now().clone();
         observer.tick(&stats, 0, 0);

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use corral::batch::{Batch, BatchReport, BatchSender, Batcher};
 
+use crate::error::{ConfigError, SinkError};
+
 /// Input line numbers already present in the results: a bitset in blocks of 4096 lines, so that
 /// memory follows the lines present, not the largest number (10 million jobs cost 1.25 MB, and a
 /// corrupt `{"line": 9223372036854775807}` costs one 512-byte block, not an exabyte).
@@ -138,26 +140,20 @@ pub fn count_all_lines(path: &Path) -> std::io::Result<u64> {
 /// Opens `path` for appending results as `mode` says, after checking that it is not the input
 /// and taking an exclusive lock on it for the whole run (a second run on the same file is
 /// refused, naming the holder's pid). Returns the file and what it held.
-pub fn open(path: &Path, mode: OpenMode, input: InputFacts) -> Result<Opened, String> {
-    let shown = path.display();
+pub fn open(path: &Path, mode: OpenMode, input: InputFacts) -> Result<Opened, SinkError> {
     let meta = std::fs::metadata(path).ok();
     if meta.as_ref().is_some_and(|m| m.is_dir()) {
-        return Err(format!("{shown} is a directory"));
+        return Err(SinkError::Directory(path.to_path_buf()));
     }
     if let (Some(m), Some(id)) = (&meta, input.identity) {
         if identity(m) == id {
-            return Err(format!(
-                "{shown} is the jobs file itself: results would overwrite the jobs; name another results file"
-            ));
+            return Err(SinkError::IsInput(path.to_path_buf()));
         }
     }
     let regular = meta.as_ref().is_none_or(|m| m.is_file());
     let refuse_non_empty = |len: u64| {
         if len > 0 && mode.existing == Existing::Refuse {
-            Err(format!(
-                "{shown} already holds results; pass --resume to skip the jobs it has and run the rest, \
-                 or --overwrite to start over"
-            ))
+            Err(SinkError::NotEmpty(path.to_path_buf()))
         } else {
             Ok(())
         }
@@ -167,7 +163,7 @@ pub fn open(path: &Path, mode: OpenMode, input: InputFacts) -> Result<Opened, St
         .read(true)
         .append(true)
         .open(path)
-        .map_err(|e| format!("cannot open {shown} for writing: {e}"))?;
+        .map_err(SinkError::io("open for writing", path))?;
     if !regular {
         return Ok(Opened {
             file,
@@ -177,29 +173,25 @@ pub fn open(path: &Path, mode: OpenMode, input: InputFacts) -> Result<Opened, St
     }
     // Locked before anything else is looked at: another run may be writing it.
     lock(&file, path)?;
-    let len = file
-        .metadata()
-        .map_err(|e| format!("cannot read {shown}: {e}"))?
-        .len();
+    let len = file.metadata().map_err(SinkError::io("read", path))?.len();
     refuse_non_empty(len)?;
     let mut resumed = Resumed::default();
     match mode.existing {
         Existing::Overwrite => file
             .set_len(0)
             .and_then(|()| file.sync_all())
-            .map_err(|e| format!("cannot empty {shown}: {e}"))?,
+            .map_err(SinkError::io("empty", path))?,
         Existing::Resume if len > 0 => {
             let scan = scan(path, input.lines)?;
             if let Some(first) = scan.bad.first() {
                 if !mode.repair {
-                    return Err(format!(
-                        "{shown}:{}: {}; {} such line(s) in all. Pass --resume --repair to set them \
-                         aside in {} and run their jobs again",
-                        first.0,
-                        first.1,
-                        scan.bad.len(),
-                        side_file(path).display()
-                    ));
+                    return Err(SinkError::BadLines {
+                        path: path.to_path_buf(),
+                        line: first.0,
+                        why: first.1.clone(),
+                        count: scan.bad.len(),
+                        side: side_file(path),
+                    });
                 }
                 let moved = set_aside(path, &scan)?;
                 // The repaired file is a new one: lock it before the old lock goes.
@@ -207,7 +199,7 @@ pub fn open(path: &Path, mode: OpenMode, input: InputFacts) -> Result<Opened, St
                     .read(true)
                     .append(true)
                     .open(path)
-                    .map_err(|e| format!("cannot open {shown} for writing: {e}"))?;
+                    .map_err(SinkError::io("open for writing", path))?;
                 lock(&repaired, path)?;
                 drop(file);
                 let mut resumed = scan.resumed;
@@ -222,7 +214,7 @@ pub fn open(path: &Path, mode: OpenMode, input: InputFacts) -> Result<Opened, St
             if resumed.repaired_bytes > 0 {
                 file.set_len(scan.good_end)
                     .and_then(|()| file.sync_all())
-                    .map_err(|e| format!("cannot repair {shown}: {e}"))?;
+                    .map_err(SinkError::io("repair", path))?;
             }
         }
         _ => {}
@@ -242,22 +234,14 @@ pub fn side_file(path: &Path) -> PathBuf {
 }
 
 /// Takes an exclusive lock on the results file for as long as `file` is open.
-fn lock(file: &File, path: &Path) -> Result<(), String> {
+fn lock(file: &File, path: &Path) -> Result<(), SinkError> {
     match file.try_lock() {
         Ok(()) => Ok(()),
-        Err(std::fs::TryLockError::WouldBlock) => {
-            let holder = file
-                .metadata()
-                .ok()
-                .and_then(|m| lock_holder(&m))
-                .map_or_else(|| "another process".to_string(), |pid| format!("pid {pid}"));
-            Err(format!(
-                "{} is being written by another corral run ({holder}); two runs on one results file \
-                 would write jobs twice. Wait for it to end, or stop it",
-                path.display()
-            ))
-        }
-        Err(std::fs::TryLockError::Error(e)) => Err(format!("cannot lock {}: {e}", path.display())),
+        Err(std::fs::TryLockError::WouldBlock) => Err(SinkError::Locked {
+            path: path.to_path_buf(),
+            holder: file.metadata().ok().and_then(|m| lock_holder(&m)),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(SinkError::io("lock", path)(e)),
     }
 }
 
@@ -288,9 +272,8 @@ struct Scan {
     bad: Vec<(u64, String)>,
 }
 
-fn scan(path: &Path, input_lines: Option<u64>) -> Result<Scan, String> {
-    let shown = path.display();
-    let file = File::open(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+fn scan(path: &Path, input_lines: Option<u64>) -> Result<Scan, SinkError> {
+    let file = File::open(path).map_err(SinkError::io("read", path))?;
     let mut reader = BufReader::new(file);
     let mut scan = Scan {
         resumed: Resumed::default(),
@@ -303,7 +286,7 @@ fn scan(path: &Path, input_lines: Option<u64>) -> Result<Scan, String> {
         buf.clear();
         let read = reader
             .read_until(b'\n', &mut buf)
-            .map_err(|e| format!("cannot read {shown}: {e}"))?;
+            .map_err(SinkError::io("read", path))?;
         if read == 0 {
             break;
         }
@@ -337,9 +320,8 @@ fn scan(path: &Path, input_lines: Option<u64>) -> Result<Scan, String> {
 /// `--repair`: the bad lines of `path` are appended to its side file, the rest (without a torn
 /// tail) replaces `path` through a synced temporary file and a rename, so a crash at any point
 /// leaves either the old file or the repaired one. Returns how many lines were moved.
-fn set_aside(path: &Path, scan: &Scan) -> Result<u64, String> {
-    let shown = path.display();
-    let err = |what: &str, e: std::io::Error| format!("cannot repair {shown} ({what}): {e}");
+fn set_aside(path: &Path, scan: &Scan) -> Result<u64, SinkError> {
+    let err = |what: &'static str, e: std::io::Error| SinkError::io(what, path)(e);
     let bad: std::collections::HashSet<u64> = scan.bad.iter().map(|b| b.0).collect();
     let mut tmp_name = std::ffi::OsString::from(".");
     tmp_name.push(path.file_name().unwrap_or_default());
@@ -347,13 +329,15 @@ fn set_aside(path: &Path, scan: &Scan) -> Result<u64, String> {
     let tmp = path.with_file_name(tmp_name);
     let side = side_file(path);
     let reader = BufReader::new(File::open(path).map_err(|e| err("read", e))?);
-    let mut good = std::io::BufWriter::new(File::create(&tmp).map_err(|e| err("create", e))?);
+    let mut good = std::io::BufWriter::new(
+        File::create(&tmp).map_err(|e| err("create a repaired copy of", e))?,
+    );
     let mut rejected = std::io::BufWriter::new(
         OpenOptions::new()
             .create(true)
             .append(true)
             .open(&side)
-            .map_err(|e| err("side file", e))?,
+            .map_err(|e| err("write the side file of", e))?,
     );
     let mut taken = 0u64;
     for (i, line) in reader.split(b'\n').enumerate() {
@@ -366,7 +350,7 @@ fn set_aside(path: &Path, scan: &Scan) -> Result<u64, String> {
         };
         to.write_all(&line)
             .and_then(|()| to.write_all(b"\n"))
-            .map_err(|e| err("write", e))?;
+            .map_err(|e| err("write a repaired copy of", e))?;
         taken += line.len() as u64 + 1;
         if taken >= scan.good_end {
             break; // what follows is a torn tail
@@ -375,9 +359,9 @@ fn set_aside(path: &Path, scan: &Scan) -> Result<u64, String> {
     let sync = |w: std::io::BufWriter<File>| -> std::io::Result<()> {
         w.into_inner().map_err(|e| e.into_error())?.sync_all()
     };
-    sync(rejected).map_err(|e| err("side file", e))?;
-    sync(good).map_err(|e| err("write", e))?;
-    std::fs::rename(&tmp, path).map_err(|e| err("rename", e))?;
+    sync(rejected).map_err(|e| err("write the side file of", e))?;
+    sync(good).map_err(|e| err("write a repaired copy of", e))?;
+    std::fs::rename(&tmp, path).map_err(|e| err("replace", e))?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         let _ = File::open(dir).and_then(|d| d.sync_all());
     }
@@ -425,7 +409,7 @@ impl<T: Line> Writer<T> {
         sink: Sink,
         fsync_interval: Duration,
         on_written: OnWritten<T>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, ConfigError> {
         let failed: Arc<Mutex<Option<String>>> = Arc::default();
         let f = failed.clone();
         let state = Arc::new(Mutex::new(State {
@@ -457,7 +441,7 @@ impl<T: Line> Writer<T> {
                     r
                 }
             })
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| ConfigError::from_corral("results writer", &e))?;
         Ok(Self { batcher, failed })
     }
 
@@ -474,10 +458,14 @@ impl<T: Line> Writer<T> {
     }
 
     /// Flushes everything and syncs the file.
-    pub async fn close(self) -> Result<BatchReport<std::io::Error>, String> {
-        let report = self.batcher.close().await.map_err(|e| e.to_string())?;
+    pub async fn close(self) -> Result<BatchReport<std::io::Error>, SinkError> {
+        let report = self
+            .batcher
+            .close()
+            .await
+            .map_err(|e| SinkError::Write(std::io::Error::other(e.to_string())))?;
         match report.failures.first() {
-            Some(f) => Err(format!("cannot write results: {}", f.error)),
+            Some(f) => Err(SinkError::Write(std::io::Error::other(f.error.to_string()))),
             None => Ok(report),
         }
     }
@@ -544,7 +532,7 @@ mod tests {
         }
     }
 
-    fn resume(p: &Path, repair: bool, lines: Option<u64>) -> Result<Opened, String> {
+    fn resume(p: &Path, repair: bool, lines: Option<u64>) -> Result<Opened, SinkError> {
         let mode = OpenMode {
             existing: Existing::Resume,
             repair,
@@ -569,7 +557,7 @@ mod tests {
         )
         .unwrap();
         let refused = open(&p, mode(Existing::Refuse), InputFacts::default());
-        assert!(refused.err().unwrap().contains("--resume"));
+        assert!(refused.err().unwrap().to_string().contains("--resume"));
         let r = resume(&p, false, None).unwrap().resumed;
         assert_eq!((r.done.len(), r.duplicates), (2, 1));
         assert!(
@@ -581,7 +569,7 @@ mod tests {
             .ends_with("{\"line\":3}\n"));
 
         std::fs::write(&p, "hello\n").unwrap();
-        let e = resume(&p, false, None).err().unwrap();
+        let e = resume(&p, false, None).err().unwrap().to_string();
         assert!(e.contains("out.jsonl:1: not a corral result"), "{e}");
         assert!(e.contains("--repair"), "{e}");
         let o = open(&p, mode(Existing::Overwrite), InputFacts::default()).unwrap();
@@ -596,7 +584,7 @@ mod tests {
         let text = "{\"line\":1}\n{\"line\":9223372036854775807}\n{\"li\n{\"line\":0}\n{\"line\":2}\n{\"line\":3,\"u";
         std::fs::write(&p, text).unwrap();
         // No huge allocation, and the first bad line named with the input's bound.
-        let e = resume(&p, false, Some(5)).err().unwrap();
+        let e = resume(&p, false, Some(5)).err().unwrap().to_string();
         assert!(
             e.contains("out.jsonl:2: names input line 9223372036854775807"),
             "{e}"
@@ -625,7 +613,11 @@ mod tests {
         );
         // The repaired file is the one locked for the run.
         let again = open(&p, mode(Existing::Overwrite), InputFacts::default());
-        assert!(again.err().unwrap().contains("another corral run"));
+        assert!(again
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("another corral run"));
     }
 
     #[test]
@@ -637,7 +629,8 @@ mod tests {
         for existing in [Existing::Resume, Existing::Overwrite, Existing::Refuse] {
             let e = open(&p, mode(existing), InputFacts::default())
                 .err()
-                .unwrap();
+                .unwrap()
+                .to_string();
             let pid = format!("pid {}", std::process::id());
             assert!(e.contains("another corral run") && e.contains(&pid), "{e}");
         }
@@ -655,7 +648,7 @@ mod tests {
             lines: Some(1),
         };
         for existing in [Existing::Resume, Existing::Overwrite, Existing::Refuse] {
-            let e = open(&p, mode(existing), facts).err().unwrap();
+            let e = open(&p, mode(existing), facts).err().unwrap().to_string();
             assert!(e.contains("is the jobs file itself"), "{e}");
         }
         assert_eq!(

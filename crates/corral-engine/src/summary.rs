@@ -7,7 +7,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::engine::{HostStat, Outcome};
-use crate::error::ErrorKind;
+use crate::error::{ConfigError, ErrorKind};
 
 /// Counters over finished jobs.
 #[derive(Debug, Clone)]
@@ -24,12 +24,12 @@ pub struct Stats {
 }
 
 impl Stats {
-    pub fn new(skipped: u64) -> Result<Self, String> {
+    pub fn new(skipped: u64) -> Result<Self, ConfigError> {
         Ok(Self {
             started: Instant::now(),
             // 1 µs .. 1 hour, 3 significant figures: a fixed ~200 KB whatever the job count.
             latency_us: Histogram::new_with_bounds(1, 3_600_000_000, 3)
-                .map_err(|e| e.to_string())?,
+                .map_err(|e| ConfigError::new("latency histogram", e.to_string()))?,
             done: 0,
             ok: 0,
             failed: 0,

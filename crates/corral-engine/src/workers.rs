@@ -36,6 +36,7 @@ use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::{Engine, Outcome};
+use crate::error::StartError;
 use crate::job::Parsed;
 
 /// Finished jobs a thread may hold before its tasks wait for the reader to take them.
@@ -81,7 +82,7 @@ impl Workers {
         held: usize,
         stop: Stop,
         taken: Arc<AtomicU64>,
-    ) -> Result<Self, String>
+    ) -> Result<Self, StartError>
     where
         S: Stream<Item = Parsed> + Send + 'static,
     {
@@ -108,7 +109,10 @@ impl Workers {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
-                .map_err(|e| format!("cannot start a worker runtime: {e}"))?;
+                .map_err(|source| StartError::Worker {
+                    what: "runtime",
+                    source,
+                })?;
             let thread = Thread {
                 engine: Arc::new(eng),
                 active,
@@ -135,7 +139,10 @@ impl Workers {
                         }
                     });
                 })
-                .map_err(|e| format!("cannot start a worker thread: {e}"))?;
+                .map_err(|source| StartError::Worker {
+                    what: "thread",
+                    source,
+                })?;
             handles.push(handle);
         }
         drop((job_rx, out_tx));

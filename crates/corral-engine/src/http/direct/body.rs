@@ -5,6 +5,38 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
+/// Why a response body could not be read to its end.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// The connection ended before a `Content-Length` body did.
+    #[error("the connection closed with {left} bytes of the body still to come")]
+    ClosedEarly {
+        /// Bytes missing.
+        left: u64,
+    },
+    /// The connection ended inside a chunked body.
+    #[error("the connection closed inside a chunked body")]
+    ClosedInChunk,
+    /// A chunk-size line is not a hexadecimal number.
+    #[error("bad chunk size {0:?}")]
+    BadChunkSize(String),
+    /// A chunk's data runs past its size.
+    #[error("a chunk of the body is longer than its size")]
+    ChunkTooLong,
+    /// A line of the chunked framing ends in a bare LF.
+    #[error("a line of the chunked body ends in a bare LF, not CRLF")]
+    BareLf,
+    /// A line of the chunked framing is too long.
+    #[error("a chunked body has a line that is too long")]
+    LineTooLong,
+    /// The trailer section is too large.
+    #[error("the body's trailers are too large")]
+    TrailersTooLarge,
+    /// Reading failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
 use super::conn::Conn;
 use super::head::{Framing, MAX_HEAD};
 use super::Direct;
@@ -32,7 +64,7 @@ impl Lease<'_> {
     }
 
     /// Reads the next piece of the response body; `None` at its end.
-    pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, String> {
+    pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, BodyError> {
         loop {
             match self.framing {
                 Framing::Done => return Ok(None),
@@ -41,9 +73,10 @@ impl Lease<'_> {
                     return Ok(None);
                 }
                 Framing::Length(left) => {
-                    let data = self.piece(left).await?.ok_or_else(|| {
-                        format!("the connection closed with {left} bytes of the body still to come")
-                    })?;
+                    let data = self
+                        .piece(left)
+                        .await?
+                        .ok_or(BodyError::ClosedEarly { left })?;
                     self.framing = Framing::Length(left - data.len() as u64);
                     return Ok(Some(data));
                 }
@@ -64,10 +97,7 @@ impl Lease<'_> {
                     size => self.framing = Framing::Chunked(size),
                 },
                 Framing::Chunked(left) => {
-                    let data = self
-                        .piece(left)
-                        .await?
-                        .ok_or("the connection closed inside a chunk of the body")?;
+                    let data = self.piece(left).await?.ok_or(BodyError::ClosedInChunk)?;
                     let n = data.len() as u64;
                     if n == left {
                         // The chunk's data ends with CRLF.
@@ -82,7 +112,7 @@ impl Lease<'_> {
 
     /// Up to `max` bytes of the response, reading more first when none are at hand; `None` at
     /// the end of the connection.
-    async fn piece(&mut self, max: u64) -> Result<Option<Bytes>, String> {
+    async fn piece(&mut self, max: u64) -> Result<Option<Bytes>, BodyError> {
         if self.conn.read.is_empty() && self.fill().await? == 0 {
             return Ok(None);
         }
@@ -90,56 +120,55 @@ impl Lease<'_> {
         Ok(Some(self.conn.read.split_to(n).freeze()))
     }
 
-    async fn fill(&mut self) -> Result<usize, String> {
-        self.conn.fill().await.map_err(|e| e.to_string())
+    async fn fill(&mut self) -> Result<usize, BodyError> {
+        Ok(self.conn.fill().await?)
     }
 
     /// Reads one line (without its CRLF) of at most `max` bytes. A bare LF is refused: a
     /// parser that accepts what another in the path rejects is how requests get smuggled.
-    async fn line(&mut self, max: usize) -> Result<BytesMut, String> {
+    async fn line(&mut self, max: usize) -> Result<BytesMut, BodyError> {
         let mut searched = 0;
         loop {
             if let Some(i) = self.conn.read[searched..].iter().position(|&b| b == b'\n') {
                 let mut line = self.conn.read.split_to(searched + i + 1);
                 line.truncate(line.len() - 1);
                 if line.last() != Some(&b'\r') {
-                    return Err("a line of the chunked body ends in a bare LF, not CRLF".into());
+                    return Err(BodyError::BareLf);
                 }
                 line.truncate(line.len() - 1);
                 return Ok(line);
             }
             searched = self.conn.read.len();
             if searched > max {
-                return Err("a chunked body has a line that is too long".into());
+                return Err(BodyError::LineTooLong);
             }
             if self.fill().await? == 0 {
-                return Err("the connection closed inside a chunked body".into());
+                return Err(BodyError::ClosedInChunk);
             }
         }
     }
 
-    async fn chunk_size(&mut self) -> Result<u64, String> {
+    async fn chunk_size(&mut self) -> Result<u64, BodyError> {
         let line = self.line(4096).await?;
         let digits = line[..].split(|&b| b == b';').next().unwrap_or_default();
         let digits = std::str::from_utf8(digits).unwrap_or_default().trim();
         Some(digits)
             .filter(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_hexdigit()))
             .and_then(|d| u64::from_str_radix(d, 16).ok())
-            .ok_or(())
-            .map_err(|_| format!("bad chunk size {:?}", String::from_utf8_lossy(&line)))
+            .ok_or_else(|| BodyError::BadChunkSize(String::from_utf8_lossy(&line).into_owned()))
     }
 
-    async fn expect_crlf(&mut self) -> Result<(), String> {
+    async fn expect_crlf(&mut self) -> Result<(), BodyError> {
         let line = self.line(2).await?;
         if line.is_empty() {
             Ok(())
         } else {
-            Err("a chunk of the body is longer than its size".into())
+            Err(BodyError::ChunkTooLong)
         }
     }
 
     /// Skips the trailer section after the last chunk (up to the empty line).
-    async fn trailers(&mut self) -> Result<(), String> {
+    async fn trailers(&mut self) -> Result<(), BodyError> {
         let mut total = 0;
         loop {
             let line = self.line(MAX_HEAD).await?;
@@ -148,7 +177,7 @@ impl Lease<'_> {
             }
             total += line.len();
             if total > MAX_HEAD {
-                return Err("the body's trailers are too large".into());
+                return Err(BodyError::TrailersTooLarge);
             }
         }
     }

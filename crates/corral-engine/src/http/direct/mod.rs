@@ -43,7 +43,7 @@ use tokio::io::AsyncWriteExt;
 use url::Url;
 
 use super::pool::Pool;
-pub use body::Lease;
+pub use body::{BodyError, Lease};
 pub use conn::is_fd_limit;
 use conn::{Conn, READ_SIZE};
 pub use head::Head;
@@ -378,7 +378,7 @@ mod tests {
             .await
             .map_err(|e| format!("{e:?}"))?;
         let mut body = Vec::new();
-        while let Some(chunk) = lease.next_chunk().await? {
+        while let Some(chunk) = lease.next_chunk().await.map_err(|e| e.to_string())? {
             body.extend_from_slice(&chunk);
         }
         lease.release();
