@@ -302,3 +302,112 @@ impl Run {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::LineSink;
+
+    /// Result lines kept in memory, shared with the test.
+    #[derive(Clone, Default)]
+    struct Memory(Arc<Mutex<Vec<String>>>);
+
+    impl LineSink for Memory {
+        fn write_lines(&mut self, lines: &mut dyn Iterator<Item = &str>) -> std::io::Result<()> {
+            self.0.lock().unwrap().extend(lines.map(str::to_string));
+            Ok(())
+        }
+    }
+
+    /// Lines that need no request (their URL is no URL): each gets an `invalid_input` result.
+    fn jobs(n: u64) -> impl Stream<Item = std::io::Result<Parsed>> + Send + 'static {
+        futures::stream::iter((1..=n).map(|l| Ok(Parsed::jsonl(l, r#"{"url":"nowhere"}"#))))
+    }
+
+    fn lines_by_number(sink: &Memory) -> Vec<u64> {
+        let mut lines: Vec<u64> = sink
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["line"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect();
+        lines.sort();
+        lines
+    }
+
+    #[tokio::test]
+    async fn every_job_reaches_a_sink_of_ones_own_once() {
+        let sink = Memory::default();
+        let report = Run::new(crate::engine::test_settings(8))
+            .unwrap()
+            .threads(2)
+            .run(jobs(500), Sink::Lines(Box::new(sink.clone())))
+            .await
+            .unwrap();
+        assert_eq!(report.ending, Ending::Finished);
+        assert_eq!((report.stats.done, report.stats.failed), (500, 500));
+        assert_eq!(lines_by_number(&sink), (1..=500).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn after_a_stop_no_job_starts() {
+        let sink = Memory::default();
+        let (intake, force) = (CancellationToken::new(), CancellationToken::new());
+        intake.cancel();
+        let report = Run::new(crate::engine::test_settings(8))
+            .unwrap()
+            .stop_on(intake, force)
+            .run(jobs(500), Sink::Lines(Box::new(sink.clone())))
+            .await
+            .unwrap();
+        assert_eq!(report.ending, Ending::Interrupted);
+        assert_eq!(report.stats.done as usize, sink.0.lock().unwrap().len());
+        assert!(
+            report.stats.done < 500,
+            "{} jobs ran after the stop",
+            report.stats.done
+        );
+    }
+
+    /// A sink that fails on its second batch.
+    struct Failing(u32);
+
+    impl LineSink for Failing {
+        fn write_lines(&mut self, lines: &mut dyn Iterator<Item = &str>) -> std::io::Result<()> {
+            self.0 += 1;
+            if self.0 >= 2 {
+                return Err(std::io::Error::other("disk full"));
+            }
+            lines.for_each(drop);
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_sink_that_fails_stops_the_run_and_counts_only_what_it_took() {
+        let report = Run::new(crate::engine::test_settings(8))
+            .unwrap()
+            .run(jobs(5000), Sink::Lines(Box::new(Failing(0))))
+            .await
+            .unwrap();
+        assert!(
+            matches!(&report.ending, Ending::Fatal(m) if m.contains("disk full")),
+            "{:?}",
+            report.ending
+        );
+        assert!(report.stats.done < 5000, "{}", report.stats.done);
+        assert!(
+            report
+                .notes
+                .iter()
+                .any(|n| n.contains("could not be written")),
+            "{:?}",
+            report.notes
+        );
+    }
+}

@@ -372,11 +372,29 @@ fn set_aside(path: &Path, scan: &Scan) -> Result<u64, SinkError> {
 pub enum Sink {
     /// A file: `sync` for a regular file (devices and pipes cannot be fsynced).
     File {
+        /// The file, opened for appending (see [`open`]).
         file: File,
+        /// Its path, for messages.
         path: PathBuf,
+        /// fsync it (at most every fsync interval, and at the end).
         sync: bool,
     },
+    /// Standard output.
     Stdout,
+    /// Anywhere else: a store of one's own (a queue's results stream, a database).
+    Lines(Box<dyn LineSink>),
+}
+
+/// Where result lines go when they go neither to a file nor to standard output: the seam for
+/// other stores. Called on a blocking thread, one batch at a time, in order; the run counts a
+/// batch as written once `write_lines` returned `Ok`, and stops at the first error.
+pub trait LineSink: Send + 'static {
+    /// Writes whole result lines (JSON, without their newline), in order.
+    fn write_lines(&mut self, lines: &mut dyn Iterator<Item = &str>) -> std::io::Result<()>;
+    /// Makes what was written durable: called at most every fsync interval, and at the end.
+    fn sync(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// One result line to write, with what the summary counts of it once it is written.
@@ -493,6 +511,14 @@ fn write_batch<T: Line>(
     };
     let closing = batch.reason() == corral::batch::FlushReason::Close;
     let r = match &mut state.sink {
+        Sink::Lines(sink) => {
+            let mut r = sink.write_lines(&mut batch.items().iter().map(|l| l.text()));
+            if r.is_ok() && (closing || state.last_sync.elapsed() >= fsync_interval) {
+                r = sink.sync();
+                state.last_sync = Instant::now();
+            }
+            r
+        }
         Sink::Stdout => {
             let mut out = std::io::stdout().lock();
             write_lines(&mut out)
