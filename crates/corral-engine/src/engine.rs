@@ -163,12 +163,12 @@ impl crate::sink::Line for Outcome {
 }
 
 /// Runs jobs. One engine per runtime thread: the HTTP clients (and their connections) belong
-/// to the thread's runtime, the gates are shared by all engines of a run (see [`Engine::sibling`]).
+/// to the thread's runtime, the [`Gates`] are shared by all engines of a run.
 pub struct Engine {
     gates: Arc<Gates>,
-    /// This engine's active jobs (see [`Engine::set_active_limit`]).
+    /// This engine's active jobs (its share of `--concurrency`).
     active: Arc<Semaphore>,
-    /// Cancelled when the run stops taking jobs (see [`Engine::stop_on`]).
+    /// Cancelled when the run stops taking jobs.
     stop: CancellationToken,
     client: reqwest::Client,
     /// The direct HTTP/1.1 client for `http://` (None when a proxy is configured).
@@ -189,6 +189,45 @@ pub struct Gates {
 }
 
 impl Gates {
+    /// Checks `settings` and builds what every engine of a run shares: limits, per-host state,
+    /// the retry policy, the result budget.
+    pub fn new(settings: Settings) -> Result<Arc<Self>, StartError> {
+        // The clients are built per engine; building one here checks the settings once.
+        clients(&settings)?;
+        let hosts = Hosts::new(&settings)?;
+        let global_rate = match settings.rate {
+            Some(r) => Some(
+                RateLimiter::builder()
+                    .rate(r)
+                    .burst(settings.burst)
+                    .build()
+                    .map_err(|e| ConfigError::from_corral("--rate", &e))?,
+            ),
+            None => None,
+        };
+        let mut policy = RetryPolicy::builder()
+            .max_attempts(settings.retries.saturating_add(1))
+            .base_delay(settings.retry_base)
+            .max_delay(settings.retry_max.max(settings.retry_base));
+        if let Some(ratio) = settings.retry_budget {
+            policy = policy.budget(
+                RetryBudget::new(ratio, 10)
+                    .map_err(|e| ConfigError::from_corral("--retry-budget", &e))?,
+            );
+        }
+        let policy = policy
+            .build()
+            .map_err(|e| ConfigError::from_corral("--retries", &e))?;
+        Ok(Arc::new(Gates {
+            active: Mutex::new(Vec::new()),
+            settings,
+            hosts,
+            global_rate,
+            policy,
+            result_bytes: Arc::new(Semaphore::new(RESULT_BYTES)),
+        }))
+    }
+
     /// The per-host counters so far.
     pub fn host_stats(&self) -> HashMap<String, HostStat> {
         self.hosts.stats()
@@ -460,87 +499,41 @@ fn clients(settings: &Settings) -> Result<(reqwest::Client, Option<Direct>), Sta
 }
 
 impl Engine {
-    /// Checks the settings and builds the first engine of a run.
-    pub fn new(settings: Settings) -> Result<Self, StartError> {
-        let (client, direct) = clients(&settings)?;
-        let concurrency = settings.concurrency;
-        let hosts = Hosts::new(&settings)?;
-        let global_rate = match settings.rate {
-            Some(r) => Some(
-                RateLimiter::builder()
-                    .rate(r)
-                    .burst(settings.burst)
-                    .build()
-                    .map_err(|e| ConfigError::from_corral("--rate", &e))?,
-            ),
-            None => None,
-        };
-        let mut policy = RetryPolicy::builder()
-            .max_attempts(settings.retries.saturating_add(1))
-            .base_delay(settings.retry_base)
-            .max_delay(settings.retry_max.max(settings.retry_base));
-        if let Some(ratio) = settings.retry_budget {
-            policy = policy.budget(
-                RetryBudget::new(ratio, 10)
-                    .map_err(|e| ConfigError::from_corral("--retry-budget", &e))?,
-            );
-        }
-        let policy = policy
-            .build()
-            .map_err(|e| ConfigError::from_corral("--retries", &e))?;
+    /// An engine for one worker thread, in one step: the run's shared `gates`, the thread's
+    /// share of `--concurrency` (`active`), and `stop`, cancelled when the run stops taking
+    /// jobs (jobs whose first request has not started then are given up: [`Engine::process`]
+    /// returns `None` for them). It has HTTP clients of its own: a connection is driven only
+    /// from the thread that made it.
+    pub fn new(
+        gates: Arc<Gates>,
+        active: usize,
+        stop: CancellationToken,
+    ) -> Result<Self, StartError> {
+        let (client, direct) = clients(&gates.settings)?;
+        let active = Arc::new(Semaphore::new(active));
+        gates
+            .active
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((active.available_permits(), active.clone()));
         Ok(Self {
-            gates: Arc::new(Gates {
-                active: Mutex::new(Vec::new()),
-                settings,
-                hosts,
-                global_rate,
-                policy,
-                result_bytes: Arc::new(Semaphore::new(RESULT_BYTES)),
-            }),
-            active: Arc::new(Semaphore::new(concurrency)),
-            stop: CancellationToken::new(),
+            gates,
+            active,
+            stop,
             client,
             direct,
         })
     }
 
-    /// How many of this engine's jobs may be under way at once (its share of
-    /// `--concurrency`); returns the semaphore a job's first slot is taken from (the slot is
-    /// then handed to [`Engine::process`]).
-    pub fn set_active_limit(&mut self, n: usize) -> Arc<Semaphore> {
-        self.active = Arc::new(Semaphore::new(n));
-        let mut all = self.gates.active.lock().unwrap_or_else(|p| p.into_inner());
-        all.push((n, self.active.clone()));
+    /// The semaphore of this engine's active jobs: a job's first slot is taken from it and
+    /// handed to [`Engine::process`].
+    pub fn active_slots(&self) -> Arc<Semaphore> {
         self.active.clone()
-    }
-
-    /// Jobs whose first request has not started when `token` is cancelled are given up
-    /// ([`Engine::process`] returns `None` for them).
-    pub fn stop_on(&mut self, token: CancellationToken) {
-        self.stop = token;
-    }
-
-    /// Another engine sharing this one's gates, with HTTP clients of its own: for another
-    /// runtime thread, whose connections must not be driven from here.
-    pub fn sibling(&self) -> Result<Self, StartError> {
-        let (client, direct) = clients(&self.gates.settings)?;
-        Ok(Self {
-            gates: self.gates.clone(),
-            active: Arc::new(Semaphore::new(self.gates.settings.concurrency)),
-            stop: self.stop.clone(),
-            client,
-            direct,
-        })
-    }
-
-    /// The gates and counters shared by this engine and its siblings.
-    pub fn gates_handle(&self) -> Arc<Gates> {
-        self.gates.clone()
     }
 
     /// Runs one parsed input line to its result; `None` when the run stopped taking jobs
     /// before this one started (it gets no result, so `--resume` runs it).
-    /// `slot`: the job's active slot, taken from [`Engine::set_active_limit`]'s semaphore. The
+    /// `slot`: the job's active slot, taken from [`Engine::active_slots`]. The
     /// job gives it up while it waits for its host; it is back in `slot` when the job ends, so
     /// the caller can go on to its next job without taking another.
     pub async fn process(

@@ -33,7 +33,7 @@ use std::time::Duration;
 use futures::{Stream, StreamExt};
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::{Engine, HostStat, Outcome, Settings};
+use crate::engine::{Gates, HostStat, Outcome, Settings};
 use crate::error::StartError;
 use crate::job::Parsed;
 use crate::sink::{Sink, Writer};
@@ -84,7 +84,7 @@ impl Observer for Quiet {}
 
 /// A run being set up: its settings checked, its engine built. See the module docs.
 pub struct Run {
-    engine: Engine,
+    gates: Arc<Gates>,
     concurrency: usize,
     threads: usize,
     queue: usize,
@@ -100,7 +100,7 @@ impl Run {
     pub fn new(settings: Settings) -> Result<Self, StartError> {
         let concurrency = settings.concurrency;
         Ok(Self {
-            engine: Engine::new(settings)?,
+            gates: Gates::new(settings)?,
             concurrency,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             queue: concurrency.saturating_mul(4).max(256),
@@ -201,11 +201,11 @@ impl Run {
             };
             futures::future::ready(out)
         });
-        let gates = self.engine.gates_handle();
+        let gates = self.gates.clone();
         let taken = Arc::new(AtomicU64::new(0));
         let (intake, force) = (self.stop.intake.clone(), self.stop.force.clone());
         let mut workers = Workers::start(
-            self.engine,
+            self.gates,
             jobs,
             self.threads,
             self.concurrency,

@@ -35,7 +35,7 @@ use futures::{FutureExt, Stream, StreamExt};
 use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::{Engine, Outcome};
+use crate::engine::{Engine, Gates, Outcome};
 use crate::error::StartError;
 use crate::job::Parsed;
 
@@ -75,7 +75,7 @@ impl Workers {
     /// waiting for a host (see [`Engine::process`]). Must be called inside a tokio runtime, which
     /// reads `jobs`. `taken` counts the jobs started.
     pub fn start<S>(
-        engine: Engine,
+        gates: Arc<Gates>,
         jobs: S,
         threads: usize,
         concurrency: usize,
@@ -96,16 +96,11 @@ impl Workers {
         let (out_tx, outcomes) = mpsc::channel(threads * 4);
         let mut handles = Vec::with_capacity(threads);
         let mut all_places = Vec::with_capacity(threads);
-        let mut engines = Vec::with_capacity(threads);
-        for _ in 1..threads {
-            engines.push(engine.sibling()?);
-        }
-        engines.push(engine);
-        for (i, mut eng) in engines.into_iter().enumerate() {
-            eng.stop_on(stop.intake.clone());
+        for i in 0..threads {
             let places = held / threads + usize::from(i < held % threads);
-            let active = eng
-                .set_active_limit(concurrency / threads + usize::from(i < concurrency % threads));
+            let share = concurrency / threads + usize::from(i < concurrency % threads);
+            let eng = Engine::new(gates.clone(), share, stop.intake.clone())?;
+            let active = eng.active_slots();
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -480,12 +475,12 @@ mod tests {
     }
 
     fn start(concurrency: usize, held: usize, jobs: Vec<Parsed>) -> (Workers, Arc<AtomicU64>) {
-        let engine = Engine::new(crate::engine::test_settings(concurrency)).unwrap();
-        start_engine(engine, concurrency, held, jobs)
+        let gates = Gates::new(crate::engine::test_settings(concurrency)).unwrap();
+        start_gates(gates, concurrency, held, jobs)
     }
 
-    fn start_engine(
-        engine: Engine,
+    fn start_gates(
+        gates: Arc<Gates>,
         concurrency: usize,
         held: usize,
         jobs: Vec<Parsed>,
@@ -496,7 +491,7 @@ mod tests {
             force: CancellationToken::new(),
         };
         let w = Workers::start(
-            engine,
+            gates,
             futures::stream::iter(jobs),
             2,
             concurrency,
@@ -535,9 +530,8 @@ mod tests {
         let n = 2 * crate::engine::RESULT_BYTES / line;
         let jobs = (1..=n as u64).map(|l| invalid(l, big.clone())).collect();
         let concurrency = 8;
-        let engine = Engine::new(crate::engine::test_settings(concurrency)).unwrap();
-        let gates = engine.gates_handle();
-        let (mut w, taken) = start_engine(engine, concurrency, 256, jobs);
+        let gates = Gates::new(crate::engine::test_settings(concurrency)).unwrap();
+        let (mut w, taken) = start_gates(gates.clone(), concurrency, 256, jobs);
         // Until the budget is spent (or, without one, every job is taken).
         for _ in 0..1000 {
             if gates.result_bytes_free() < line || taken.load(Ordering::Relaxed) == n as u64 {
