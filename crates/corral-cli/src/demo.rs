@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+use corral_engine::engine::Settings;
 use corral_engine::job::Format;
 use corral_engine::run::Run;
 use corral_engine::sink::{self as output, Existing, InputFacts, OpenMode, Sink};
@@ -91,11 +92,8 @@ pub(crate) async fn demo(args: DemoArgs) -> Result<u8, Fail> {
         progress_interval_s: Some(1),
         ..Options::default()
     };
-    eprintln!(
-        "  limits: 64 jobs under way, 8 requests per host, 60 req/s per host (burst 5), 3 retries with jittered backoff,\n  \
-         per-host breakers (50 % failures over 5 s, min 10 calls, 2 s cool-down), 2 s timeout, 256 KiB body cap\n"
-    );
     let plan = plan(&opts).map_err(fail(exit::FATAL))?;
+    eprintln!("{}", describe_limits(&plan.settings));
     let run = Run::new(plan.settings.clone()).map_err(fail(exit::FATAL))?;
     let input = tokio::fs::File::open(&jobs_path)
         .await
@@ -177,4 +175,33 @@ pub(crate) fn describe(p: &mock::Profile) -> String {
             format!("fails every request from {from_s} s to {to_s} s")
         }
     }
+}
+
+/// What the demo's settings are, in words, from the settings themselves.
+fn describe_limits(s: &Settings) -> String {
+    let per_host_rate = s.per_host_rate.map_or_else(
+        || "no per-host rate".to_string(),
+        |r| format!("{r} per host (burst {})", s.per_host_burst),
+    );
+    let breakers = s.breaker.map_or_else(
+        || "no breakers".to_string(),
+        |b| {
+            format!(
+                "per-host breakers ({:.0} % failures over {} s, min {} calls, {} s cool-down)",
+                b.failure_rate * 100.0,
+                b.window.as_secs(),
+                b.min_calls,
+                b.cool_down.as_secs()
+            )
+        },
+    );
+    format!(
+        "  limits: {} jobs under way, {} requests per host, {per_host_rate}, {} retries with jittered backoff,\n  \
+         {breakers}, {} s timeout, {} KiB body cap\n",
+        s.concurrency,
+        s.per_host_concurrency,
+        s.retries,
+        s.timeout.as_secs_f64(),
+        s.max_body / 1024
+    )
 }
