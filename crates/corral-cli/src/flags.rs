@@ -65,45 +65,45 @@ pub(crate) struct RunArgs {
 #[serde(deny_unknown_fields)]
 pub(crate) struct Options {
     /// Jobs under way at once (sending, or between retries), all hosts together; jobs waiting
-    /// for a busy, rate-limited or paused host do not count [default: 64].
+    /// for a busy, rate-limited or paused host do not count
     #[arg(long, short = 'c')]
     pub(crate) concurrency: Option<usize>,
     /// Jobs taken from the input at once, running or waiting for their host (its slots, rate or
     /// Retry-After pause): a slow or paused host holds up the others only when its jobs fill all
-    /// of these [default: 4 x --concurrency, at least 256].
+    /// of these
     #[arg(long)]
     pub(crate) queue: Option<usize>,
-    /// Threads that run requests, each with its share of the jobs [default: one per CPU].
+    /// Threads that run requests, each with its share of the jobs
     #[arg(long)]
     pub(crate) threads: Option<usize>,
-    /// Requests in flight at once to one host (host:port) [default: 8].
+    /// Requests in flight at once to one host (host:port)
     #[arg(long)]
     pub(crate) per_host_concurrency: Option<usize>,
-    /// Global request rate, e.g. 200/s, 3000/min, 10/100ms [default: unlimited].
+    /// Global request rate, e.g. 200/s, 3000/min, 10/100ms
     #[arg(long)]
     pub(crate) rate: Option<String>,
-    /// Requests the global rate lets through at once after idling [default: 1].
+    /// Requests the global rate lets through at once after idling
     #[arg(long)]
     pub(crate) burst: Option<u64>,
-    /// Request rate per host, e.g. 50/s [default: unlimited].
+    /// Request rate per host, e.g. 50/s
     #[arg(long)]
     pub(crate) per_host_rate: Option<String>,
-    /// Burst of the per-host rate [default: 1].
+    /// Burst of the per-host rate
     #[arg(long)]
     pub(crate) per_host_burst: Option<u64>,
-    /// Retries after the first attempt (0 disables) [default: 3].
+    /// Retries after the first attempt (0 disables)
     #[arg(long)]
     pub(crate) retries: Option<u32>,
-    /// First retry's maximum backoff in ms; doubles each retry, full jitter [default: 200].
+    /// First retry's maximum backoff in ms; doubles each retry, full jitter
     #[arg(long)]
     pub(crate) retry_base_ms: Option<u64>,
-    /// Largest backoff in ms [default: 10000].
+    /// Largest backoff in ms
     #[arg(long)]
     pub(crate) retry_max_ms: Option<u64>,
-    /// HTTP statuses that are retried (timeouts and connection errors always are) [default: 429,500,502,503,504].
+    /// HTTP statuses that are retried (timeouts and connection errors always are)
     #[arg(long, value_delimiter = ',')]
     pub(crate) retry_on: Option<Vec<u16>>,
-    /// Cap retries at this fraction of jobs (plus 10), e.g. 0.2, so retries cannot amplify an outage [default: no cap].
+    /// Cap retries at this fraction of jobs (plus 10), e.g. 0.2, so retries cannot amplify an outage
     #[arg(long)]
     pub(crate) retry_budget: Option<f64>,
     /// Also retry POST and PATCH requests after a failure that may have reached the server (a
@@ -112,41 +112,41 @@ pub(crate) struct Options {
     #[arg(long)]
     #[serde(default)]
     pub(crate) retry_unsafe: bool,
-    /// Longest Retry-After honoured, in seconds; longer ones are cut to this [default: 60].
+    /// Longest Retry-After honoured, in seconds; longer ones are cut to this
     #[arg(long)]
     pub(crate) max_retry_after_s: Option<u64>,
     /// Disable the per-host circuit breakers.
     #[arg(long)]
     #[serde(default)]
     pub(crate) no_breaker: bool,
-    /// Failure rate over the window that opens a host's breaker [default: 0.5].
+    /// Failure rate over the window that opens a host's breaker
     #[arg(long)]
     pub(crate) breaker_failure_rate: Option<f64>,
-    /// Attempts in the window before the rate counts [default: 20].
+    /// Attempts in the window before the rate counts
     #[arg(long)]
     pub(crate) breaker_min_calls: Option<u32>,
-    /// Rolling window of the breaker, seconds [default: 30].
+    /// Rolling window of the breaker, seconds
     #[arg(long)]
     pub(crate) breaker_window_s: Option<u64>,
-    /// Seconds an open breaker waits before probing [default: 10].
+    /// Seconds an open breaker waits before probing
     #[arg(long)]
     pub(crate) breaker_cool_down_s: Option<u64>,
-    /// Probe requests a half-open breaker lets through [default: 1].
+    /// Probe requests a half-open breaker lets through
     #[arg(long)]
     pub(crate) breaker_probes: Option<u32>,
-    /// Per-attempt timeout (send to last body byte), ms; a job's timeout_ms overrides it [default: 30000].
+    /// Per-attempt timeout (send to last body byte), ms; a job's timeout_ms overrides it
     #[arg(long)]
     pub(crate) timeout_ms: Option<u64>,
-    /// Connect timeout, ms [default: 10000].
+    /// Connect timeout, ms
     #[arg(long)]
     pub(crate) connect_timeout_ms: Option<u64>,
-    /// Timeout for a whole job including retries and their waits, ms [default: none].
+    /// Timeout for a whole job including retries and their waits, ms
     #[arg(long)]
     pub(crate) total_timeout_ms: Option<u64>,
-    /// Largest body read per response, e.g. 1MiB, 512KiB, 100000; the rest is cut and flagged [default: 1MiB].
+    /// Largest body read per response, e.g. 1MiB, 512KiB, 100000; the rest is cut and flagged
     #[arg(long)]
     pub(crate) max_body: Option<String>,
-    /// Longest input line, e.g. 1MiB; a longer line is not read, its job fails as invalid_input [default: 1MiB].
+    /// Longest input line, e.g. 1MiB; a longer line is not read, its job fails as invalid_input
     #[arg(long)]
     pub(crate) max_line: Option<String>,
     /// Store response bodies (up to --max-body) in the results.
@@ -165,16 +165,16 @@ pub(crate) struct Options {
     #[arg(long = "header", short = 'H')]
     #[serde(default)]
     pub(crate) header: Vec<String>,
-    /// After Ctrl-C, how long in-flight requests may finish, seconds [default: 30].
+    /// After Ctrl-C, how long in-flight requests may finish, seconds
     #[arg(long)]
     pub(crate) drain_timeout_s: Option<u64>,
-    /// Sync results to disk at most this often, ms (a power loss costs at most this much, re-run by --resume) [default: 1000].
+    /// Sync results to disk at most this often, ms (a power loss costs at most this much, re-run by --resume)
     #[arg(long)]
     pub(crate) fsync_interval_ms: Option<u64>,
-    /// Seconds between progress lines when stderr is not a terminal [default: 5].
+    /// Seconds between progress lines when stderr is not a terminal
     #[arg(long)]
     pub(crate) progress_interval_s: Option<u64>,
-    /// User-Agent header [default: corral/VERSION].
+    /// User-Agent header
     #[arg(long)]
     pub(crate) user_agent: Option<String>,
 }
@@ -364,24 +364,99 @@ pub(crate) fn plan(o: &Options) -> Result<Plan, String> {
     settings.idle_connections = idle_budget(fd_limit(), settings.concurrency, threads);
     let queue = match o.queue {
         Some(0) => return Err("--queue must be at least 1".into()),
-        Some(n) => n,
-        None => settings.concurrency.saturating_mul(4).max(256),
-    }
-    .max(settings.concurrency);
+        Some(n) => n.max(settings.concurrency),
+        None => corral_engine::run::default_queue(settings.concurrency),
+    };
     Ok(Plan {
         settings,
         queue,
         threads,
         extra_headers: parse_headers(&o.header)?,
-        max_line: usize::try_from(parse_size(
-            o.max_line.as_deref().unwrap_or("1MiB"),
-            "max-line",
-        )?)
-        .unwrap_or(usize::MAX),
-        drain_timeout: Duration::from_secs(o.drain_timeout_s.unwrap_or(30)),
-        fsync_interval: ms(o.fsync_interval_ms, Duration::from_millis(1000)),
-        progress_every: Duration::from_secs(o.progress_interval_s.unwrap_or(5).max(1)),
+        max_line: match o.max_line.as_deref() {
+            None => DEFAULT_MAX_LINE,
+            Some(m) => usize::try_from(parse_size(m, "max-line")?).unwrap_or(usize::MAX),
+        },
+        drain_timeout: secs(o.drain_timeout_s, DEFAULT_DRAIN),
+        fsync_interval: ms(o.fsync_interval_ms, DEFAULT_FSYNC_INTERVAL),
+        progress_every: secs(o.progress_interval_s, DEFAULT_PROGRESS_INTERVAL)
+            .max(Duration::from_secs(1)),
     })
+}
+
+/// Longest input line read, when `--max-line` is not given.
+const DEFAULT_MAX_LINE: usize = 1 << 20;
+/// After Ctrl-C, how long jobs under way may finish, when `--drain-timeout-s` is not given.
+const DEFAULT_DRAIN: Duration = Duration::from_secs(30);
+/// How often results are fsynced at most, when `--fsync-interval-ms` is not given.
+const DEFAULT_FSYNC_INTERVAL: Duration = Duration::from_millis(1000);
+/// Seconds between progress lines off a terminal, when `--progress-interval-s` is not given.
+const DEFAULT_PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Each option's default as `corral run --help` shows it, taken from where the default is
+/// written (the engine's `Settings::default()`, the constants above): written once.
+pub(crate) fn defaults() -> Vec<(&'static str, String)> {
+    let d = Settings::default();
+    let b = BreakerSettings::default();
+    let size = |n: u64| match n {
+        n if n % (1 << 20) == 0 => format!("{}MiB", n >> 20),
+        n if n % (1 << 10) == 0 => format!("{}KiB", n >> 10),
+        n => n.to_string(),
+    };
+    let statuses: Vec<String> = d.retry_statuses.iter().map(u16::to_string).collect();
+    vec![
+        ("concurrency", d.concurrency.to_string()),
+        ("queue", "4 x --concurrency, at least 256".into()),
+        ("threads", "one per CPU".into()),
+        ("per_host_concurrency", d.per_host_concurrency.to_string()),
+        ("rate", d.rate.map_or("unlimited".into(), |r| r.to_string())),
+        ("burst", d.burst.to_string()),
+        (
+            "per_host_rate",
+            d.per_host_rate
+                .map_or("unlimited".into(), |r| r.to_string()),
+        ),
+        ("per_host_burst", d.per_host_burst.to_string()),
+        ("retries", d.retries.to_string()),
+        ("retry_base_ms", d.retry_base.as_millis().to_string()),
+        ("retry_max_ms", d.retry_max.as_millis().to_string()),
+        ("retry_on", statuses.join(",")),
+        ("retry_budget", "no cap".into()),
+        ("max_retry_after_s", d.max_retry_after.as_secs().to_string()),
+        ("breaker_failure_rate", b.failure_rate.to_string()),
+        ("breaker_min_calls", b.min_calls.to_string()),
+        ("breaker_window_s", b.window.as_secs().to_string()),
+        ("breaker_cool_down_s", b.cool_down.as_secs().to_string()),
+        ("breaker_probes", b.probes.to_string()),
+        ("timeout_ms", d.timeout.as_millis().to_string()),
+        (
+            "connect_timeout_ms",
+            d.connect_timeout.as_millis().to_string(),
+        ),
+        ("total_timeout_ms", "none".into()),
+        ("max_body", size(d.max_body)),
+        ("max_line", size(DEFAULT_MAX_LINE as u64)),
+        ("drain_timeout_s", DEFAULT_DRAIN.as_secs().to_string()),
+        (
+            "fsync_interval_ms",
+            DEFAULT_FSYNC_INTERVAL.as_millis().to_string(),
+        ),
+        (
+            "progress_interval_s",
+            DEFAULT_PROGRESS_INTERVAL.as_secs().to_string(),
+        ),
+        ("user_agent", d.user_agent),
+    ]
+}
+
+/// `corral run`'s arguments with their defaults in their help (see [`defaults`]).
+pub(crate) fn with_defaults(mut run: clap::Command) -> clap::Command {
+    for (id, default) in defaults() {
+        run = run.mut_arg(id, |a| {
+            let help = a.get_help().map(|h| h.to_string()).unwrap_or_default();
+            a.help(format!("{help} [default: {default}]"))
+        });
+    }
+    run
 }
 
 /// The process's open-file limit (after [`raise_fd_limit`]); unlimited when it cannot be read.
@@ -422,4 +497,39 @@ pub(crate) fn load_config(path: &Path) -> Result<Options, String> {
             redact::text(&e.to_string())
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every default shown belongs to an option of `corral run`, and every option that has a
+    /// default shows it.
+    #[test]
+    fn help_shows_each_default_from_where_it_is_written() {
+        use clap::CommandFactory;
+        let run = crate::Cli::command()
+            .find_subcommand("run")
+            .cloned()
+            .expect("run");
+        let ids: Vec<String> = run
+            .get_arguments()
+            .map(|a| a.get_id().to_string())
+            .collect();
+        for (id, _) in defaults() {
+            assert!(
+                ids.iter().any(|i| i == id),
+                "{id} is not an option of corral run"
+            );
+        }
+        let run = with_defaults(run);
+        let concurrency = run
+            .get_arguments()
+            .find(|a| a.get_id() == "concurrency")
+            .and_then(|a| a.get_help())
+            .map(|h| h.to_string())
+            .unwrap_or_default();
+        let want = format!("[default: {}]", Settings::default().concurrency);
+        assert!(concurrency.ends_with(&want), "{concurrency}");
+    }
 }

@@ -21,7 +21,7 @@ mod serve_mock;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use corral_engine::redact;
 
 use crate::exit::{code, Fail, EXIT_CODES};
@@ -51,7 +51,13 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Defaults are shown from where they are written (`flags::defaults`), not from the help
+    // text.
+    let command = Cli::command().mut_subcommand("run", flags::with_defaults);
+    let cli = match Cli::from_arg_matches(&command.get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     raise_fd_limit();
     // `run` and `demo` do their requests on worker threads of their own (see `workers`): the
     // main thread only reads jobs and writes results. The mock server alone wants every core.

@@ -82,6 +82,12 @@ pub struct Quiet;
 
 impl Observer for Quiet {}
 
+/// Jobs held at once when not said otherwise: 4 x `concurrency`, at least 256 (a slow host's
+/// waiting jobs then rarely fill them all).
+pub fn default_queue(concurrency: usize) -> usize {
+    concurrency.saturating_mul(4).max(256)
+}
+
 /// A run being set up: its settings checked, its engine built. See the module docs.
 pub struct Run {
     gates: Arc<Gates>,
@@ -103,7 +109,7 @@ impl Run {
             gates: Gates::new(settings)?,
             concurrency,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            queue: concurrency.saturating_mul(4).max(256),
+            queue: default_queue(concurrency),
             fsync_interval: Duration::from_secs(1),
             skipped: 0,
             stop: workers::Stop {
