@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use corral::limit::{Rate, RateLimiter};
 use corral::retry::{Decision, GiveUp, RetryBudget, RetryPolicy};
-use reqwest::header::HeaderMap;
+use http::HeaderMap;
 use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -27,8 +27,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{ConfigError, ErrorKind, StartError};
 use crate::hosts::{Host, Hosts};
-use crate::http::direct::{Direct, DirectError, Lease, Request};
-use crate::http::redirect;
+use crate::http::client::{ClientOptions, Clients, Exchange, HttpError};
+use crate::http::direct::Request;
 use crate::job::{Invalid, Job, Parsed};
 use crate::redact;
 
@@ -170,9 +170,8 @@ pub struct Engine {
     active: Arc<Semaphore>,
     /// Cancelled when the run stops taking jobs.
     stop: CancellationToken,
-    client: reqwest::Client,
-    /// The direct HTTP/1.1 client for `http://` (None when a proxy is configured).
-    direct: Option<Direct>,
+    /// This thread's HTTP clients.
+    clients: Clients,
 }
 
 /// What every engine of a run shares: limits, breakers, retry policy, per-host counters.
@@ -192,8 +191,8 @@ impl Gates {
     /// Checks `settings` and builds what every engine of a run shares: limits, per-host state,
     /// the retry policy, the result budget.
     pub fn new(settings: Settings) -> Result<Arc<Self>, StartError> {
-        // The clients are built per engine; building one here checks the settings once.
-        clients(&settings)?;
+        // The clients are built per engine; building them here checks the settings once.
+        Clients::new(&client_options(&settings))?;
         let hosts = Hosts::new(&settings)?;
         let global_rate = match settings.rate {
             Some(r) => Some(
@@ -333,36 +332,22 @@ struct Response {
     held: Option<OwnedSemaphorePermit>,
 }
 
-/// A response body being read, from either client.
-enum Body<'a> {
-    Reqwest(reqwest::Response),
-    Direct(Lease<'a>),
+/// How this run's settings shape its HTTP clients.
+fn client_options(s: &Settings) -> ClientOptions {
+    ClientOptions {
+        user_agent: s.user_agent.clone(),
+        connect_timeout: s.connect_timeout,
+        idle_per_host: s.per_host_concurrency,
+        idle_total: s.idle_connections,
+    }
 }
 
-impl Body<'_> {
-    async fn chunk(&mut self) -> Result<Option<bytes::Bytes>, AttemptError> {
-        match self {
-            Body::Reqwest(r) => r.chunk().await.map_err(|e| AttemptError::Transport {
-                kind: transport_kind(&e),
-                message: chain(&e),
-                sent: true,
-            }),
-            Body::Direct(lease) => lease
-                .next_chunk()
-                .await
-                .map_err(|m| AttemptError::Transport {
-                    kind: ErrorKind::Body,
-                    message: format!("error reading the body: {m}"),
-                    sent: true,
-                }),
-        }
-    }
-
-    /// A direct connection whose response was read to its end goes back to the pool; any other
-    /// is closed.
-    fn finish(self, complete: bool) {
-        if let (Body::Direct(lease), true) = (self, complete) {
-            lease.release();
+impl From<HttpError> for AttemptError {
+    fn from(e: HttpError) -> Self {
+        AttemptError::Transport {
+            kind: e.kind,
+            message: e.message,
+            sent: e.sent,
         }
     }
 }
@@ -409,25 +394,6 @@ struct Failure {
     response: Option<Response>,
 }
 
-/// The error kinds written to results. Only `request` (a request that could not even be built)
-/// is permanent; the others are retried.
-fn transport_kind(e: &reqwest::Error) -> ErrorKind {
-    if e.is_builder() {
-        ErrorKind::Request
-    } else if e.is_timeout() {
-        ErrorKind::Timeout
-    } else if e.is_connect() && chain(e).contains("dns error") {
-        ErrorKind::Dns
-    } else if e.is_connect() {
-        ErrorKind::Connect
-    } else if e.is_body() || e.is_decode() {
-        ErrorKind::Body
-    } else {
-        // Reset or closed connections, protocol errors: reqwest reports these as request errors.
-        ErrorKind::Connection
-    }
-}
-
 /// A result line as JSON, its buffer sized for a saved body up front (growing by doubling, a
 /// 1 MiB body's line would hold 2 MiB).
 fn to_json(line: &ResultLine<'_>) -> String {
@@ -445,24 +411,9 @@ fn dns_may_recover(message: &str) -> bool {
     message.contains("Temporary failure") || message.contains("try again")
 }
 
-/// The full chain of an error's messages ("error sending request: connection closed ...").
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        let m = inner.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-        src = inner.source();
-    }
-    s
-}
-
 fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
     let v = headers
-        .get(reqwest::header::RETRY_AFTER)?
+        .get(http::header::RETRY_AFTER)?
         .to_str()
         .ok()?
         .trim();
@@ -476,28 +427,6 @@ fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
     )
 }
 
-fn clients(settings: &Settings) -> Result<(reqwest::Client, Option<Direct>), StartError> {
-    let client = reqwest::Client::builder()
-        .user_agent(settings.user_agent.clone())
-        .connect_timeout(settings.connect_timeout)
-        .pool_max_idle_per_host(settings.per_host_concurrency)
-        .tcp_nodelay(true)
-        // corral follows redirects itself (`redirect`): secrets stay with their origin.
-        .redirect(reqwest::redirect::Policy::none())
-        .referer(false)
-        .build()
-        .map_err(|e| StartError::Client(chain(&e)))?;
-    let direct = (!crate::http::direct::proxy_configured()).then(|| {
-        Direct::new(
-            settings.per_host_concurrency,
-            settings.idle_connections,
-            settings.connect_timeout,
-            &settings.user_agent,
-        )
-    });
-    Ok((client, direct))
-}
-
 impl Engine {
     /// An engine for one worker thread, in one step: the run's shared `gates`, the thread's
     /// share of `--concurrency` (`active`), and `stop`, cancelled when the run stops taking
@@ -509,7 +438,7 @@ impl Engine {
         active: usize,
         stop: CancellationToken,
     ) -> Result<Self, StartError> {
-        let (client, direct) = clients(&gates.settings)?;
+        let clients = Clients::new(&client_options(&gates.settings))?;
         let active = Arc::new(Semaphore::new(active));
         gates
             .active
@@ -520,8 +449,7 @@ impl Engine {
             gates,
             active,
             stop,
-            client,
-            direct,
+            clients,
         })
     }
 
@@ -820,54 +748,22 @@ impl Engine {
         head: &AtomicU16,
         held: Option<OwnedSemaphorePermit>,
     ) -> Result<Response, AttemptError> {
-        let (status, headers, mut body) = match (&self.direct, job.url.scheme()) {
-            (Some(direct), "http") => {
-                let want_headers = self.gates.settings.save_headers;
-                let (head, lease) = direct
-                    .send(
-                        Request {
-                            method: &job.method,
-                            url: &job.url,
-                            headers: &job.headers,
-                            body: job.body.as_deref().unwrap_or_default(),
-                        },
-                        host,
-                        want_headers,
-                        sending,
-                    )
-                    .await
-                    .map_err(|e| match e {
-                        DirectError::FdLimit(m) => AttemptError::Transport {
-                            kind: ErrorKind::FdLimit,
-                            message: m,
-                            sent: false,
-                        },
-                        DirectError::Dns(m) => AttemptError::Transport {
-                            kind: ErrorKind::Dns,
-                            message: m,
-                            sent: false,
-                        },
-                        DirectError::Connect(m) => AttemptError::Transport {
-                            kind: ErrorKind::Connect,
-                            message: m,
-                            sent: false,
-                        },
-                        DirectError::Connection(m) => AttemptError::Transport {
-                            kind: ErrorKind::Connection,
-                            message: m,
-                            sent: true,
-                        },
-                    })?;
-                (head.status, head.headers, Body::Direct(lease))
-            }
-            _ => {
-                sending.store(true, Ordering::Relaxed);
-                let resp = self.send_following(job).await?;
-                let status = resp.status().as_u16();
-                let headers = resp.headers().clone();
-                (status, headers, Body::Reqwest(resp))
-            }
+        let req = Request {
+            method: &job.method,
+            url: &job.url,
+            headers: &job.headers,
+            body: job.body.as_ref(),
         };
+        let want_headers = self.gates.settings.save_headers;
+        let Exchange {
+            status,
+            headers,
+            mut body,
+        } = self
+            .clients
+            .send(req, host, want_headers, sending)
+            .await
+            .map_err(AttemptError::from)?;
         head.store(status, Ordering::Relaxed);
         let mut body_bytes = 0u64;
         let mut saved = (self.gates.settings.body == BodyMode::Save).then(Vec::new);
@@ -875,11 +771,11 @@ impl Engine {
         let mut complete = false;
         // `--no-body` reads nothing over reqwest; over a direct connection it drains the body
         // (up to the cap, uncounted) so the connection can serve the next request.
-        let read = self.gates.settings.body != BodyMode::Skip || matches!(body, Body::Direct(..));
+        let read = self.gates.settings.body != BodyMode::Skip || body.drains();
         if read {
             let count = self.gates.settings.body != BodyMode::Skip;
             loop {
-                let Some(chunk) = body.chunk().await? else {
+                let Some(chunk) = body.chunk().await.map_err(AttemptError::from)? else {
                     complete = true;
                     break;
                 };
@@ -914,60 +810,6 @@ impl Engine {
             let ra = parse_retry_after(&response.headers);
             Err(AttemptError::Status(response, ra))
         }
-    }
-
-    /// Sends `job` through reqwest, following redirects by [`crate::http::redirect`]'s rule.
-    async fn send_following(&self, job: &Job) -> Result<reqwest::Response, AttemptError> {
-        let transport = |e: reqwest::Error| AttemptError::Transport {
-            kind: transport_kind(&e),
-            message: chain(&e),
-            sent: !e.is_connect() && !e.is_builder(),
-        };
-        let (mut url, mut method) = (job.url.clone(), job.method.clone());
-        let mut headers = std::borrow::Cow::Borrowed(&job.headers);
-        let mut body = job.body.clone();
-        for _ in 0..=redirect::MAX_HOPS {
-            let mut req = self
-                .client
-                .request(method.clone(), url.clone())
-                .headers((*headers).clone());
-            if let Some(b) = &body {
-                req = req.body(b.clone());
-            }
-            let resp = req.send().await.map_err(transport)?;
-            let location = resp.headers().get(reqwest::header::LOCATION);
-            let status = resp.status().as_u16();
-            match redirect::next(&url, &method, status, location.map(|l| l.as_bytes())) {
-                redirect::Next::Stop => return Ok(resp),
-                redirect::Next::Refuse(why) => {
-                    return Err(AttemptError::Transport {
-                        kind: ErrorKind::Redirect,
-                        message: why,
-                        sent: true,
-                    })
-                }
-                redirect::Next::Follow {
-                    url: to,
-                    method: m,
-                    keep_body,
-                } => {
-                    redirect::prepare(headers.to_mut(), &url, &to, keep_body);
-                    if !keep_body {
-                        body = None;
-                    }
-                    (url, method) = (to, m);
-                }
-            }
-        }
-        Err(AttemptError::Transport {
-            kind: ErrorKind::Redirect,
-            message: format!(
-                "more than {} redirects, the last to {}",
-                redirect::MAX_HOPS,
-                redact::url(&url)
-            ),
-            sent: true,
-        })
     }
 
     fn invalid(&self, inv: &Invalid) -> Outcome {

@@ -1,8 +1,9 @@
-//! HTTP for the engine: corral's lean HTTP/1.1 client for `http://` ([`direct`]), its idle
-//! connections ([`pool`]), and where a redirect may take a request ([`redirect`]). reqwest carries
-//! `https://` and proxied requests; which client carries a request is decided in
-//! [`crate::engine`].
+//! HTTP for the engine: which client carries a request ([`client`]: corral's lean HTTP/1.1
+//! client for `http://`, reqwest for `https://` and proxies), the lean client ([`direct`]), its
+//! idle connections ([`pool`]), and where a redirect may take a request ([`redirect`]). It knows
+//! nothing of jobs: a request is its parts ([`direct::Request`]).
 
+pub mod client;
 pub mod direct;
 pub mod pool;
 pub mod redirect;

@@ -59,7 +59,7 @@ pub(super) fn encode(req: &Request<'_>, user_agent: &HeaderValue, out: &mut Vec<
         }
         header(name.as_str().as_bytes(), value.as_bytes());
     }
-    let body = req.body;
+    let body = req.body.map_or(&[][..], |b| &b[..]);
     if !body.is_empty() || matches!(*req.method, Method::POST | Method::PUT | Method::PATCH) {
         let _ = write!(out, "content-length: {}\r\n", body.len());
     }

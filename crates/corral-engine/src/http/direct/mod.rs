@@ -37,6 +37,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::header::HeaderValue;
 use http::{HeaderMap, Method};
 use tokio::io::AsyncWriteExt;
@@ -59,8 +60,8 @@ pub struct Request<'a> {
     /// The request's own headers; corral adds `Host`, `User-Agent`, `Accept` and
     /// `Authorization` (from URL credentials) only where these have none.
     pub headers: &'a HeaderMap,
-    /// The body (empty for none); framed by its length.
-    pub body: &'a [u8],
+    /// The body, if any; framed by its length. (`Bytes`: reqwest takes it without a copy.)
+    pub body: Option<&'a Bytes>,
 }
 
 /// Why a direct request failed; the kinds match the reqwest path's.
@@ -255,7 +256,7 @@ mod tests {
             method: &job.method,
             url: &job.url,
             headers: &job.headers,
-            body: job.body.as_deref().unwrap_or_default(),
+            body: job.body.as_ref(),
         }
     }
     use std::collections::VecDeque;

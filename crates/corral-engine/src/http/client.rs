@@ -1,0 +1,261 @@
+//! Which client carries a request, decided here and nowhere else: corral's lean HTTP/1.1
+//! client ([`super::direct`]) for `http://` when no proxy is configured, reqwest (rustls,
+//! HTTP/2, proxies from the environment) for everything else, following redirects by
+//! [`super::redirect`]'s rule. Both answer the same way: a status, headers and a [`Body`], or an
+//! [`HttpError`] that says its kind and whether the request may have gone out.
+
+use std::borrow::Cow;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::HeaderMap;
+
+use super::direct::{Direct, DirectError, Lease, Request};
+use super::redirect;
+use crate::error::{ErrorKind, StartError};
+use crate::redact;
+
+/// How the clients are built.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// The `User-Agent` of requests that set none.
+    pub user_agent: String,
+    /// How long a TCP (and TLS) connect may take.
+    pub connect_timeout: Duration,
+    /// Idle connections kept per host.
+    pub idle_per_host: usize,
+    /// Idle connections kept in all (the lean client's; see [`super::pool`]).
+    pub idle_total: usize,
+}
+
+/// A request's way out: the lean client and reqwest, for one worker thread (a connection is
+/// driven only from the thread that made it).
+pub struct Clients {
+    reqwest: reqwest::Client,
+    /// `None` when a proxy is configured: reqwest, which honours it, carries `http://` too.
+    direct: Option<Direct>,
+}
+
+/// Why a request got no response (or not a whole one).
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct HttpError {
+    /// How it failed, for the result.
+    pub kind: ErrorKind,
+    /// In words (not yet redacted: the engine redacts every message it writes).
+    pub message: String,
+    /// The request may have reached the server: it started to go out.
+    pub sent: bool,
+}
+
+/// A response head and the body still to read.
+pub struct Exchange<'a> {
+    /// The status.
+    pub status: u16,
+    /// The headers (the lean client fills them only for statuses that may need them, or when
+    /// asked).
+    pub headers: HeaderMap,
+    /// The body, to read with [`Body::chunk`].
+    pub body: Body<'a>,
+}
+
+/// A response body being read, from either client.
+pub enum Body<'a> {
+    /// reqwest's.
+    Reqwest(reqwest::Response),
+    /// The lean client's, with its connection.
+    Direct(Lease<'a>),
+}
+
+impl Body<'_> {
+    /// The next piece of the body; `None` at its end.
+    pub async fn chunk(&mut self) -> Result<Option<Bytes>, HttpError> {
+        match self {
+            Body::Reqwest(r) => r.chunk().await.map_err(|e| HttpError {
+                kind: reqwest_kind(&e),
+                message: chain(&e),
+                sent: true,
+            }),
+            Body::Direct(lease) => lease.next_chunk().await.map_err(|m| HttpError {
+                kind: ErrorKind::Body,
+                message: format!("error reading the body: {m}"),
+                sent: true,
+            }),
+        }
+    }
+
+    /// True when the body must be read to its end for its connection to be reused.
+    pub fn drains(&self) -> bool {
+        matches!(self, Body::Direct(..))
+    }
+
+    /// A lean connection whose response was read to its end (`complete`) goes back to the
+    /// pool; any other is closed.
+    pub fn finish(self, complete: bool) {
+        if let (Body::Direct(lease), true) = (self, complete) {
+            lease.release();
+        }
+    }
+}
+
+impl Clients {
+    /// Both clients, as `options` say.
+    pub fn new(options: &ClientOptions) -> Result<Self, StartError> {
+        let reqwest = reqwest::Client::builder()
+            .user_agent(options.user_agent.clone())
+            .connect_timeout(options.connect_timeout)
+            .pool_max_idle_per_host(options.idle_per_host)
+            .tcp_nodelay(true)
+            // corral follows redirects itself (`redirect`): secrets stay with their origin.
+            .redirect(reqwest::redirect::Policy::none())
+            .referer(false)
+            .build()
+            .map_err(|e| StartError::Client(chain(&e)))?;
+        let direct = (!super::direct::proxy_configured()).then(|| {
+            Direct::new(
+                options.idle_per_host,
+                options.idle_total,
+                options.connect_timeout,
+                &options.user_agent,
+            )
+        });
+        Ok(Self { reqwest, direct })
+    }
+
+    /// Sends `req` to the host keyed `key` and reads the response head. `want_headers`: the
+    /// lean client builds the header map even for a 2xx/3xx. `sending` is set once the request
+    /// starts to go out.
+    pub async fn send(
+        &self,
+        req: Request<'_>,
+        key: &Arc<str>,
+        want_headers: bool,
+        sending: &AtomicBool,
+    ) -> Result<Exchange<'_>, HttpError> {
+        match (&self.direct, req.url.scheme()) {
+            (Some(direct), "http") => {
+                let (head, lease) =
+                    direct
+                        .send(req, key, want_headers, sending)
+                        .await
+                        .map_err(|e| {
+                            let (kind, sent, message) = match e {
+                                DirectError::FdLimit(m) => (ErrorKind::FdLimit, false, m),
+                                DirectError::Dns(m) => (ErrorKind::Dns, false, m),
+                                DirectError::Connect(m) => (ErrorKind::Connect, false, m),
+                                DirectError::Connection(m) => (ErrorKind::Connection, true, m),
+                            };
+                            HttpError {
+                                kind,
+                                message,
+                                sent,
+                            }
+                        })?;
+                Ok(Exchange {
+                    status: head.status,
+                    headers: head.headers,
+                    body: Body::Direct(lease),
+                })
+            }
+            _ => {
+                sending.store(true, Ordering::Relaxed);
+                let resp = self.send_following(req).await?;
+                Ok(Exchange {
+                    status: resp.status().as_u16(),
+                    headers: resp.headers().clone(),
+                    body: Body::Reqwest(resp),
+                })
+            }
+        }
+    }
+
+    /// Sends `req` through reqwest, following redirects by [`super::redirect`]'s rule.
+    async fn send_following(&self, req: Request<'_>) -> Result<reqwest::Response, HttpError> {
+        let failed = |e: reqwest::Error| HttpError {
+            kind: reqwest_kind(&e),
+            message: chain(&e),
+            sent: !e.is_connect() && !e.is_builder(),
+        };
+        let (mut url, mut method) = (req.url.clone(), req.method.clone());
+        let mut headers = Cow::Borrowed(req.headers);
+        let mut body = req.body.cloned();
+        for _ in 0..=redirect::MAX_HOPS {
+            let mut r = self
+                .reqwest
+                .request(method.clone(), url.clone())
+                .headers((*headers).clone());
+            if let Some(b) = &body {
+                r = r.body(b.clone());
+            }
+            let resp = r.send().await.map_err(failed)?;
+            let location = resp.headers().get(reqwest::header::LOCATION);
+            let status = resp.status().as_u16();
+            match redirect::next(&url, &method, status, location.map(|l| l.as_bytes())) {
+                redirect::Next::Stop => return Ok(resp),
+                redirect::Next::Refuse(why) => {
+                    return Err(HttpError {
+                        kind: ErrorKind::Redirect,
+                        message: why,
+                        sent: true,
+                    })
+                }
+                redirect::Next::Follow {
+                    url: to,
+                    method: m,
+                    keep_body,
+                } => {
+                    redirect::prepare(headers.to_mut(), &url, &to, keep_body);
+                    if !keep_body {
+                        body = None;
+                    }
+                    (url, method) = (to, m);
+                }
+            }
+        }
+        Err(HttpError {
+            kind: ErrorKind::Redirect,
+            message: format!(
+                "more than {} redirects, the last to {}",
+                redirect::MAX_HOPS,
+                redact::url(&url)
+            ),
+            sent: true,
+        })
+    }
+}
+
+/// The kind of a reqwest failure. Only `request` (a request that could not even be built) is
+/// permanent; the others are retried.
+fn reqwest_kind(e: &reqwest::Error) -> ErrorKind {
+    if e.is_builder() {
+        ErrorKind::Request
+    } else if e.is_timeout() {
+        ErrorKind::Timeout
+    } else if e.is_connect() && chain(e).contains("dns error") {
+        ErrorKind::Dns
+    } else if e.is_connect() {
+        ErrorKind::Connect
+    } else if e.is_body() || e.is_decode() {
+        ErrorKind::Body
+    } else {
+        // Reset or closed connections, protocol errors: reqwest reports these as request errors.
+        ErrorKind::Connection
+    }
+}
+
+/// The full chain of an error's messages ("error sending request: connection closed ...").
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        let m = inner.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        src = inner.source();
+    }
+    s
+}
