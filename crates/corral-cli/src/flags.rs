@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Args;
 use corral::limit::Rate;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
 
 use corral_engine::engine::{BodyMode, BreakerSettings, Settings};

@@ -1,11 +1,12 @@
 //! A thousand requests through the engine's library API: per-host concurrency and rate limits,
 //! retries, exactly one result line each (the `corral run` engine, without the binary).
 //!
-//! A small HTTP server on 127.0.0.1 answers every tenth request with a 503, so some jobs need a
-//! retry. Run: `cargo run -p corral-engine --example thousand_requests`.
+//! A small HTTP server on 127.0.0.1 answers the first request for every tenth item with a 503,
+//! so a hundred jobs need a retry. Run: `cargo run -p corral-engine --example thousand_requests`.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use corral_engine::engine::Settings;
 use corral_engine::job::Parsed;
@@ -50,26 +51,32 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         (1000, 1000),
         "every job once, all ok"
     );
+    assert_eq!(report.stats.retries, 100, "one retry for each tenth item");
     Ok(())
 }
 
-/// A keep-alive HTTP/1.1 server on a free loopback port: 503 for every tenth request, else 200.
+/// A keep-alive HTTP/1.1 server on a free loopback port: 503 the first time an item whose
+/// number ends in 0 is asked for, else 200.
 async fn server() -> std::io::Result<(String, Arc<AtomicU64>)> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     let served = Arc::new(AtomicU64::new(0));
     let count = served.clone();
+    let seen = Arc::new(Mutex::new(HashSet::new()));
     tokio::spawn(async move {
         while let Ok((mut sock, _)) = listener.accept().await {
-            let count = count.clone();
+            let (count, seen) = (count.clone(), seen.clone());
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 4096];
                 loop {
                     while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
                         buf.drain(..end + 4);
-                        let n = count.fetch_add(1, Ordering::Relaxed) + 1;
-                        let reply: &[u8] = if n.is_multiple_of(10) {
+                        count.fetch_add(1, Ordering::Relaxed);
+                        let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
+                        let first = seen.lock().unwrap().insert(path.clone());
+                        let reply: &[u8] = if first && path.ends_with('0') {
                             b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n"
                         } else {
                             b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"

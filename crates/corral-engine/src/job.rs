@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::Stream;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::Method;
 use regex::Regex;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
-use reqwest::Method;
 use serde::Deserialize;
 use serde_json::Value;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt};
@@ -237,7 +237,7 @@ pub fn parse_line(line_no: u64, text: &str, format: Format, extra: &HeaderMap) -
         (Some(b), None) => Some(Bytes::from(b)),
         (None, Some(j)) => {
             headers
-                .entry(reqwest::header::CONTENT_TYPE)
+                .entry(http::header::CONTENT_TYPE)
                 .or_insert(HeaderValue::from_static("application/json"));
             Some(Bytes::from(j.to_string()))
         }
@@ -246,7 +246,7 @@ pub fn parse_line(line_no: u64, text: &str, format: Format, extra: &HeaderMap) -
     // corral frames the body: a length or coding of the job's own would be sent as-is by one
     // client and replaced by the other. One that agrees with the body is harmless.
     let body_len = body.as_ref().map_or(0, |b| b.len() as u64);
-    if let Some(v) = headers.get(reqwest::header::CONTENT_LENGTH) {
+    if let Some(v) = headers.get(http::header::CONTENT_LENGTH) {
         let stated = v
             .to_str()
             .ok()
@@ -257,7 +257,7 @@ pub fn parse_line(line_no: u64, text: &str, format: Format, extra: &HeaderMap) -
             ));
         }
     }
-    if headers.contains_key(reqwest::header::TRANSFER_ENCODING) {
+    if headers.contains_key(http::header::TRANSFER_ENCODING) {
         return fail("header Transfer-Encoding is not allowed; corral frames the body".into());
     }
     if raw.timeout_ms == Some(0) {
