@@ -301,22 +301,10 @@ pub(crate) fn plan(o: &Options) -> Result<Plan, String> {
     let db = BreakerSettings::default();
     let ms = |v: Option<u64>, d: Duration| v.map_or(d, Duration::from_millis);
     let secs = |v: Option<u64>, d: Duration| v.map_or(d, Duration::from_secs);
-    let positive = |v: Option<usize>, d: usize, what: &str| match v.unwrap_or(d) {
-        0 => Err(format!("--{what} must be at least 1")),
-        n => Ok(n),
-    };
-    let timeout = ms(o.timeout_ms, d.timeout);
-    if timeout.is_zero() {
-        return Err("--timeout-ms must be greater than 0".into());
-    }
     let mut settings = Settings {
         idle_connections: 0, // below, once the threads are known
-        concurrency: positive(o.concurrency, d.concurrency, "concurrency")?,
-        per_host_concurrency: positive(
-            o.per_host_concurrency,
-            d.per_host_concurrency,
-            "per-host-concurrency",
-        )?,
+        concurrency: o.concurrency.unwrap_or(d.concurrency),
+        per_host_concurrency: o.per_host_concurrency.unwrap_or(d.per_host_concurrency),
         rate: rate(&o.rate, "rate")?,
         burst: o.burst.unwrap_or(d.burst),
         per_host_rate: rate(&o.per_host_rate, "per-host-rate")?,
@@ -335,12 +323,9 @@ pub(crate) fn plan(o: &Options) -> Result<Plan, String> {
             cool_down: secs(o.breaker_cool_down_s, db.cool_down),
             probes: o.breaker_probes.unwrap_or(db.probes),
         }),
-        timeout,
+        timeout: ms(o.timeout_ms, d.timeout),
         connect_timeout: ms(o.connect_timeout_ms, d.connect_timeout),
-        total_timeout: match o.total_timeout_ms {
-            Some(0) => return Err("--total-timeout-ms must be greater than 0".into()),
-            t => t.map(Duration::from_millis),
-        },
+        total_timeout: o.total_timeout_ms.map(Duration::from_millis),
         max_body: match o.max_body.as_deref() {
             None => d.max_body,
             Some(m) => parse_size(m, "max-body")
@@ -356,6 +341,8 @@ pub(crate) fn plan(o: &Options) -> Result<Plan, String> {
         save_headers: o.save_headers,
         user_agent: o.user_agent.clone().unwrap_or(d.user_agent),
     };
+    // The engine says what cannot work, once, for the binary and the library alike.
+    settings.check().map_err(|e| e.to_string())?;
     let threads = match o.threads {
         Some(0) => return Err("--threads must be at least 1".into()),
         Some(n) => n,

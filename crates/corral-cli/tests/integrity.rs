@@ -476,7 +476,7 @@ fn smaller_holes_stay_closed() {
     let o = corral(&["run", jobs.to_str().unwrap(), "--total-timeout-ms", "0"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(
-        String::from_utf8_lossy(&o.stderr).contains("--total-timeout-ms must be greater than 0")
+        String::from_utf8_lossy(&o.stderr).contains("--total-timeout-ms: must be greater than 0")
     );
 }
 

@@ -83,6 +83,38 @@ pub struct Settings {
     pub user_agent: String,
 }
 
+impl Settings {
+    /// Refuses settings that cannot work (a zero that would stop every job, or hang the run),
+    /// naming the option they come from.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let at_least_one = |v: usize, option| {
+            if v == 0 {
+                Err(ConfigError::new(option, "must be at least 1"))
+            } else {
+                Ok(())
+            }
+        };
+        at_least_one(self.concurrency, "--concurrency")?;
+        at_least_one(self.per_host_concurrency, "--per-host-concurrency")?;
+        if self.timeout.is_zero() {
+            return Err(ConfigError::new("--timeout-ms", "must be greater than 0"));
+        }
+        if self.total_timeout.is_some_and(|t| t.is_zero()) {
+            return Err(ConfigError::new(
+                "--total-timeout-ms",
+                "must be greater than 0",
+            ));
+        }
+        if self.max_body == 0 {
+            return Err(ConfigError::new(
+                "--max-body",
+                "must be at least 1 byte (use --no-body to skip bodies)",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// The defaults of `corral run`, written here once: the binary's options fall back to these.
 impl Default for Settings {
     fn default() -> Self {
@@ -191,6 +223,7 @@ impl Gates {
     /// Checks `settings` and builds what every engine of a run shares: limits, per-host state,
     /// the retry policy, the result budget.
     pub fn new(settings: Settings) -> Result<Arc<Self>, StartError> {
+        settings.check()?;
         // The clients are built per engine; building them here checks the settings once.
         Clients::new(&client_options(&settings))?;
         let hosts = Hosts::new(&settings)?;
@@ -948,5 +981,38 @@ pub fn test_settings(concurrency: usize) -> Settings {
         body: BodyMode::Discard,
         save_headers: false,
         user_agent: "corral-test".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_that_cannot_work_are_refused_naming_their_option() {
+        type Spoil = fn(&mut Settings);
+        let cases: [(Spoil, &str); 5] = [
+            (|s| s.concurrency = 0, "--concurrency: must be at least 1"),
+            (
+                |s| s.per_host_concurrency = 0,
+                "--per-host-concurrency: must be at least 1",
+            ),
+            (
+                |s| s.timeout = Duration::ZERO,
+                "--timeout-ms: must be greater than 0",
+            ),
+            (
+                |s| s.total_timeout = Some(Duration::ZERO),
+                "--total-timeout-ms: must be greater than 0",
+            ),
+            (|s| s.max_body = 0, "--max-body: must be at least 1 byte"),
+        ];
+        for (spoil, want) in cases {
+            let mut s = Settings::default();
+            spoil(&mut s);
+            let e = Gates::new(s).err().expect("refused").to_string();
+            assert!(e.starts_with(want), "{e}");
+        }
+        assert!(Gates::new(Settings::default()).is_ok());
     }
 }
