@@ -988,6 +988,83 @@ pub fn test_settings(concurrency: usize) -> Settings {
 mod tests {
     use super::*;
 
+    /// A job whose host has no free slot waits without its active slot, so that other hosts'
+    /// jobs can run meanwhile; once the host frees up, it takes a slot again and goes on.
+    #[tokio::test]
+    async fn a_job_waiting_for_its_host_gives_its_active_slot_back() {
+        let mut s = test_settings(1);
+        s.per_host_concurrency = 1;
+        let gates = Gates::new(s).unwrap();
+        let engine = Engine::new(gates.clone(), 1, CancellationToken::new()).unwrap();
+        let active = engine.active_slots();
+        // The host's only slot is taken; the job holds the engine's only active slot.
+        let host = gates.hosts.get(&Host::from("127.0.0.1:1")).unwrap();
+        let busy = host.slots.clone().try_acquire_owned().unwrap();
+        let mut slot = active.clone().try_acquire_owned().ok();
+        assert_eq!(active.available_permits(), 0);
+        // Port 1 refuses at once: the job ends as soon as it may send.
+        let job = Parsed::get(1, "http://127.0.0.1:1/x");
+        let outcome = {
+            let run = engine.process(job, &mut slot);
+            tokio::pin!(run);
+            assert!(
+                futures::poll!(run.as_mut()).is_pending(),
+                "it waits for its host"
+            );
+            assert_eq!(
+                active.available_permits(),
+                1,
+                "and gave its active slot back"
+            );
+            drop(busy);
+            run.await.expect("an outcome")
+        };
+        assert_eq!(
+            outcome.error_kind,
+            Some(ErrorKind::Connect),
+            "{}",
+            outcome.json
+        );
+        assert!(
+            slot.is_some(),
+            "the slot is handed back to the caller for its next job"
+        );
+        assert_eq!(active.available_permits(), 0);
+    }
+
+    /// A Retry-After pause holds back its own host's jobs, and no other host's.
+    #[tokio::test]
+    async fn a_retry_after_pause_holds_back_its_host_only() {
+        let gates = Gates::new(test_settings(4)).unwrap();
+        let engine = Engine::new(gates.clone(), 4, CancellationToken::new()).unwrap();
+        let paused = gates.hosts.get(&Host::from("127.0.0.1:1")).unwrap();
+        paused
+            .rate
+            .pause_until(tokio::time::Instant::now() + Duration::from_secs(3600));
+        let mut slots: Vec<_> = (0..2)
+            .map(|_| engine.active_slots().try_acquire_owned().ok())
+            .collect();
+        let (sa, sb) = slots.split_at_mut(1);
+        let a = engine.process(Parsed::get(1, "http://127.0.0.1:1/a"), &mut sa[0]);
+        tokio::pin!(a);
+        assert!(
+            futures::poll!(a.as_mut()).is_pending(),
+            "the paused host's job waits"
+        );
+        // Another host (port 1 of 127.0.0.2 refuses at once): its job goes out meanwhile.
+        let b = engine
+            .process(Parsed::get(2, "http://127.0.0.2:1/b"), &mut sb[0])
+            .await
+            .expect("an outcome");
+        assert_eq!(b.error_kind, Some(ErrorKind::Connect), "{}", b.json);
+        assert!(futures::poll!(a.as_mut()).is_pending(), "and still waits");
+        assert_eq!(
+            paused.stats_attempts(),
+            0,
+            "nothing was sent to the paused host"
+        );
+    }
+
     #[test]
     fn settings_that_cannot_work_are_refused_naming_their_option() {
         type Spoil = fn(&mut Settings);

@@ -58,6 +58,12 @@ impl HostState {
             .paused_by_retry_after += 1;
     }
 
+    /// Attempts counted so far.
+    #[cfg(test)]
+    pub(crate) fn stats_attempts(&self) -> u64 {
+        self.stat.lock().unwrap_or_else(|p| p.into_inner()).attempts
+    }
+
     fn snapshot(&self) -> HostStat {
         let mut s = self.stat.lock().unwrap_or_else(|p| p.into_inner()).clone();
         s.breaker_openings = self.openings.load(Ordering::Relaxed);
