@@ -490,6 +490,36 @@ pub(crate) fn load_config(path: &Path) -> Result<Options, String> {
 mod tests {
     use super::*;
 
+    /// The README's table of options quotes the same defaults as `--help` (where a row names
+    /// as many options as it gives values).
+    #[test]
+    fn the_readme_quotes_the_defaults_help_shows() {
+        let readme = include_str!("../../../README.md");
+        let defaults: std::collections::HashMap<&str, String> = defaults().into_iter().collect();
+        let mut compared = 0;
+        for row in readme.lines().filter(|l| l.starts_with("| `-")) {
+            let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+            let (names, values) = (cells[1], cells[2]);
+            let ids: Vec<String> = names
+                .split(',')
+                .filter_map(|n| n.trim().trim_matches('`').split_whitespace().next())
+                .filter(|n| n.starts_with("--"))
+                .map(|n| n.trim_start_matches("--").replace('-', "_"))
+                .collect();
+            let values: Vec<&str> = values.split(", ").map(str::trim).collect();
+            if ids.len() != values.len() {
+                continue;
+            }
+            for (id, value) in ids.iter().zip(values) {
+                if let Some(d) = defaults.get(id.as_str()) {
+                    assert_eq!(value, d, "README's default of --{id}");
+                    compared += 1;
+                }
+            }
+        }
+        assert!(compared >= 15, "only {compared} defaults compared");
+    }
+
     /// Every default shown belongs to an option of `corral run`, and every option that has a
     /// default shows it.
     #[test]
