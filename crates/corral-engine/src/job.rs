@@ -100,28 +100,35 @@ pub enum Format {
 
 const METHODS: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
 
-fn parse_url(s: &str) -> Result<Url, String> {
+/// Why an input URL cannot be requested; its text is quoted (the result line's message is
+/// redacted on the way out).
+#[derive(Debug, thiserror::Error)]
+enum BadUrl {
+    #[error("invalid url {0:?}: a control character (tab, line break ...) at byte {1}; percent-encode it")]
+    Control(String, usize),
+    #[error("invalid url {0:?}: {1}")]
+    Parse(String, url::ParseError),
+    #[error("invalid url {0:?}: scheme {1:?} is not http or https")]
+    Scheme(String, String),
+    #[error("invalid url {0:?}: no host")]
+    NoHost(String),
+}
+
+fn parse_url(s: &str) -> Result<Url, BadUrl> {
     // The URL parser drops tabs and line breaks silently: the request would go to a URL that
     // is not the one in the file.
     // Bytes, not chars: the check runs on every job (an ASCII control is all that can hide in
     // a URL; the parser percent-encodes anything else).
     if let Some(i) = s.trim().bytes().position(|b| b < 0x20 || b == 0x7f) {
-        return Err(format!(
-            "invalid url {s:?}: a control character (tab, line break ...) at byte {}; percent-encode it",
-            i + 1
-        ));
+        return Err(BadUrl::Control(s.to_string(), i + 1));
     }
-    let url = Url::parse(s.trim()).map_err(|e| format!("invalid url {s:?}: {e}"))?;
+    let url = Url::parse(s.trim()).map_err(|e| BadUrl::Parse(s.to_string(), e))?;
     match url.scheme() {
         "http" | "https" => {}
-        other => {
-            return Err(format!(
-                "invalid url {s:?}: scheme {other:?} is not http or https"
-            ))
-        }
+        other => return Err(BadUrl::Scheme(s.to_string(), other.to_string())),
     }
     if url.host_str().is_none_or(str::is_empty) {
-        return Err(format!("invalid url {s:?}: no host"));
+        return Err(BadUrl::NoHost(s.to_string()));
     }
     Ok(url)
 }
@@ -164,7 +171,13 @@ pub fn parse_line(line_no: u64, text: &str, format: Format, extra: &HeaderMap) -
                 timeout: None,
                 meta: None,
             })),
-            Err(e) => invalid(None, Some(text.trim().to_string()), None, None, e),
+            Err(e) => invalid(
+                None,
+                Some(text.trim().to_string()),
+                None,
+                None,
+                e.to_string(),
+            ),
         };
     }
     let raw: RawJob = match serde_json::from_str(text) {
@@ -208,7 +221,7 @@ pub fn parse_line(line_no: u64, text: &str, format: Format, extra: &HeaderMap) -
     };
     let url = match parse_url(url_text) {
         Ok(u) => u,
-        Err(e) => return fail(e),
+        Err(e) => return fail(e.to_string()),
     };
     let method = match raw.method.as_deref().map(str::to_ascii_uppercase) {
         None => Method::GET,
