@@ -12,7 +12,7 @@ use corral_engine::sink::{self as output, Existing, InputFacts, OpenMode, Sink};
 use crate::exit::{code as exit, fail, Fail};
 use crate::flags::{plan, Options};
 use crate::mock;
-use crate::run::execute;
+use crate::run::{execute, Total};
 
 #[derive(Args)]
 pub(crate) struct DemoArgs {
@@ -109,7 +109,7 @@ pub(crate) async fn demo(args: DemoArgs) -> Result<u8, Fail> {
         run,
         plan,
         input,
-        Some(jobs_path.clone()),
+        Total::Count(jobs_path.clone()),
         Format::Jsonl,
         Sink::File {
             file: opened.file,

@@ -14,22 +14,26 @@ use crate::exit::{code as exit, fail, Fail};
 use crate::flags::{load_config, plan, Plan, RunArgs};
 use crate::progress::Progress;
 
-/// Counts non-blank lines of a file in the background, for the progress bar's length.
-pub(crate) fn count_lines(path: PathBuf) -> tokio::task::JoinHandle<Option<u64>> {
-    tokio::task::spawn_blocking(move || {
-        use std::io::BufRead;
-        let f = std::fs::File::open(path).ok()?;
-        let mut n = 0;
-        let mut r = std::io::BufReader::with_capacity(1 << 20, f);
-        let mut buf = Vec::new();
-        while r.read_until(b'\n', &mut buf).ok()? > 0 {
-            if buf.iter().any(|b| !b.is_ascii_whitespace()) {
-                n += 1;
-            }
-            buf.clear();
+/// How many jobs the input holds, for the progress bar's length.
+pub(crate) enum Total {
+    /// Not to be known: the input is not a regular file (it can be read only once).
+    Unknown,
+    /// Counted already (for `--resume`, which needs the line count first).
+    Known(u64),
+    /// A regular file, to count beside the run.
+    Count(PathBuf),
+}
+
+impl Total {
+    fn start(self) -> Option<tokio::task::JoinHandle<Option<u64>>> {
+        match self {
+            Total::Unknown => None,
+            Total::Known(n) => Some(tokio::spawn(async move { Some(n) })),
+            Total::Count(path) => Some(tokio::task::spawn_blocking(move || {
+                output::count_lines(&path).ok().map(|c| c.jobs)
+            })),
         }
-        Some(n)
-    })
+    }
 }
 
 /// Shows the run's progress on the bar or lines of [`Progress`].
@@ -49,7 +53,7 @@ pub(crate) async fn execute(
     run: Run,
     plan: Plan,
     input: Box<dyn tokio::io::AsyncBufRead + Unpin + Send>,
-    count_path: Option<PathBuf>,
+    total: Total,
     format: Format,
     sink: Sink,
     resumed: output::Resumed,
@@ -77,9 +81,8 @@ pub(crate) async fn execute(
         .fsync_interval(plan.fsync_interval)
         .skipped(resumed.done.len())
         .stop_on(shutdown.token(), shutdown.force_token());
-    // Only a regular file is counted: any other input can be read once, by the job reader.
-    if let Some(path) = count_path {
-        run = run.total(count_lines(path));
+    if let Some(count) = total.start() {
+        run = run.total(count);
     }
     let done = resumed.done;
     let jobs = job::read_jobs(
@@ -174,10 +177,10 @@ pub(crate) async fn run_cmd(args: RunArgs) -> Result<u8, Fail> {
     };
     // Every check first: nothing is written before the options and the input are known good.
     let run = Run::new(plan.settings.clone()).map_err(fail(exit::BAD_INPUT))?;
-    let (input, facts, counted): (
+    let (input, facts, total): (
         Box<dyn tokio::io::AsyncBufRead + Unpin + Send>,
         InputFacts,
-        Option<PathBuf>,
+        Total,
     ) = if args.jobs.as_os_str() == "-" {
         let identity = std::io::stdin()
             .as_fd()
@@ -191,7 +194,7 @@ pub(crate) async fn run_cmd(args: RunArgs) -> Result<u8, Fail> {
                 identity,
                 lines: None,
             },
-            None,
+            Total::Unknown,
         )
     } else {
         let shown = args.jobs.display();
@@ -215,9 +218,11 @@ pub(crate) async fn run_cmd(args: RunArgs) -> Result<u8, Fail> {
         }
         // A pipe, FIFO or device can be read only once: by the job reader, nothing else.
         let regular = meta.is_file();
-        let lines = if regular && args.resume {
+        // With --resume the lines are counted first (they bound the results' line numbers),
+        // once for both uses; otherwise beside the run.
+        let counted = if regular && args.resume {
             let path = args.jobs.clone();
-            let n = tokio::task::spawn_blocking(move || output::count_all_lines(&path))
+            let n = tokio::task::spawn_blocking(move || output::count_lines(&path))
                 .await
                 .map_err(fail(exit::FATAL))?
                 .map_err(|e| {
@@ -234,9 +239,13 @@ pub(crate) async fn run_cmd(args: RunArgs) -> Result<u8, Fail> {
             Box::new(tokio::io::BufReader::with_capacity(1 << 16, f)),
             InputFacts {
                 identity: Some(output::identity(&meta)),
-                lines,
+                lines: counted.map(|c| c.lines),
             },
-            regular.then(|| args.jobs.clone()),
+            match counted {
+                Some(c) => Total::Known(c.jobs),
+                None if regular => Total::Count(args.jobs.clone()),
+                None => Total::Unknown,
+            },
         )
     };
     let existing = if args.resume {
@@ -266,7 +275,7 @@ pub(crate) async fn run_cmd(args: RunArgs) -> Result<u8, Fail> {
         run,
         plan,
         input,
-        counted,
+        total,
         format,
         sink,
         resumed,

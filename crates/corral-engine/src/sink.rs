@@ -119,22 +119,43 @@ pub fn identity(meta: &std::fs::Metadata) -> (u64, u64) {
     (meta.dev(), meta.ino())
 }
 
-/// Counts the lines of a regular file (the last one may lack its newline), as the job reader
-/// numbers them.
-pub fn count_all_lines(path: &Path) -> std::io::Result<u64> {
+/// The lines of a jobs file, counted in one pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LineCount {
+    /// Every line (the last one may lack its newline), as the job reader numbers them: the
+    /// bound on the line numbers a results file may name.
+    pub lines: u64,
+    /// The lines that are not blank: the jobs, for a progress total.
+    pub jobs: u64,
+}
+
+/// Counts the lines of a regular file (a pipe can be read only once: not this way).
+pub fn count_lines(path: &Path) -> std::io::Result<LineCount> {
     use std::io::Read;
     let mut f = File::open(path)?;
     let mut buf = vec![0u8; 1 << 20];
-    let (mut n, mut last) = (0u64, b'\n');
+    let mut count = LineCount { lines: 0, jobs: 0 };
+    // The current line: started (any byte), and not blank (any byte but white space).
+    let (mut started, mut filled) = (false, false);
     loop {
         let read = f.read(&mut buf)?;
         if read == 0 {
             break;
         }
-        n += buf[..read].iter().filter(|&&b| b == b'\n').count() as u64;
-        last = buf[read - 1];
+        for &b in &buf[..read] {
+            if b == b'\n' {
+                count.lines += 1;
+                count.jobs += u64::from(filled);
+                (started, filled) = (false, false);
+            } else {
+                started = true;
+                filled |= !b.is_ascii_whitespace();
+            }
+        }
     }
-    Ok(n + u64::from(last != b'\n'))
+    count.lines += u64::from(started);
+    count.jobs += u64::from(filled);
+    Ok(count)
 }
 
 /// Opens `path` for appending results as `mode` says, after checking that it is not the input
@@ -687,9 +708,20 @@ mod tests {
     fn lines_are_counted_as_the_reader_numbers_them() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("jobs");
-        for (text, n) in [("", 0), ("a", 1), ("a\n", 1), ("a\n\nb", 3), ("\n\n", 2)] {
+        for (text, lines, jobs) in [
+            ("", 0, 0),
+            ("a", 1, 1),
+            ("a\n", 1, 1),
+            ("a\n\nb", 3, 2),
+            ("\n\n", 2, 0),
+            ("a\n \t\nb\n  ", 4, 2),
+        ] {
             std::fs::write(&p, text).unwrap();
-            assert_eq!(count_all_lines(&p).unwrap(), n, "{text:?}");
+            assert_eq!(
+                count_lines(&p).unwrap(),
+                LineCount { lines, jobs },
+                "{text:?}"
+            );
         }
     }
 
