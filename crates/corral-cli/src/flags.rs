@@ -351,7 +351,7 @@ pub(crate) fn plan(o: &Options) -> Result<Plan, String> {
     settings.idle_connections = idle_budget(fd_limit(), settings.concurrency, threads);
     let queue = match o.queue {
         Some(0) => return Err("--queue must be at least 1".into()),
-        Some(n) => n.max(settings.concurrency),
+        Some(n) => n, // `Run::queue` holds at least the concurrency
         None => corral_engine::run::default_queue(settings.concurrency),
     };
     Ok(Plan {

@@ -55,7 +55,7 @@ fn a_piped_jobs_file_is_read_once_and_every_job_runs() {
     // `corral run /dev/stdin`: a path that is a pipe.
     let out = dir.path().join("stdin.jsonl");
     let o = run_fed("/dev/stdin", &out, feed.clone());
-    assert_eq!(code_and_stderr(&o).0, Some(0), "{}", code_and_stderr(&o).1);
+    assert_exit(&o, 0);
     assert_exactly_once(&results(&out), n as u64);
 
     // A named FIFO, as `<(cat jobs.jsonl)` gives.
@@ -79,7 +79,7 @@ fn a_piped_jobs_file_is_read_once_and_every_job_runs() {
         .output()
         .unwrap();
     feeder.join().unwrap();
-    assert_eq!(code_and_stderr(&o).0, Some(0), "{}", code_and_stderr(&o).1);
+    assert_exit(&o, 0);
     let rs = results(&out);
     assert_exactly_once(&rs, n as u64);
     assert!(rs.iter().all(|r| r["ok"] == true), "a line was torn apart");
@@ -117,7 +117,7 @@ fn the_jobs_file_is_never_overwritten_by_its_results() {
         .stdin(std::fs::File::open(&jobs).unwrap())
         .output()
         .unwrap();
-    assert_eq!(code_and_stderr(&o).0, Some(2), "{}", code_and_stderr(&o).1);
+    assert_exit(&o, 2);
     assert_eq!(std::fs::read(&jobs).unwrap(), before);
 }
 
@@ -170,7 +170,7 @@ fn a_second_run_on_the_same_results_file_is_refused_naming_the_first() {
     first.wait().unwrap();
     // Once it is gone, resume finishes the run: every job once.
     let o = Command::new(BIN).args(args("--resume")).output().unwrap();
-    assert_eq!(code_and_stderr(&o).0, Some(0), "{}", code_and_stderr(&o).1);
+    assert_exit(&o, 0);
     assert_exactly_once(&results(&out), n as u64);
 }
 
@@ -296,7 +296,7 @@ fn the_summary_counts_what_the_results_file_holds() {
     };
     // A device is written as a stream: no fsync to fail on.
     let o = run("/dev/null");
-    assert_eq!(code_and_stderr(&o).0, Some(0), "{}", code_and_stderr(&o).1);
+    assert_exit(&o, 0);
     // Every write fails (ENOSPC): nothing is in the results, so nothing is counted as done.
     let o = run("/dev/full");
     let (code, err) = code_and_stderr(&o);
