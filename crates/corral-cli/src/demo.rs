@@ -4,15 +4,14 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use corral_engine::engine::Settings;
 use corral_engine::job::Format;
-use corral_engine::run::Run;
+use corral_engine::settings::Settings;
 use corral_engine::sink::{self as output, Existing, InputFacts, OpenMode, Sink};
 
 use crate::exit::{code as exit, fail, Fail};
 use crate::flags::{plan, Options};
 use crate::mock;
-use crate::run::{execute, Total};
+use crate::run::{build, execute, Total};
 
 #[derive(Args)]
 pub(crate) struct DemoArgs {
@@ -94,7 +93,7 @@ pub(crate) async fn demo(args: DemoArgs) -> Result<u8, Fail> {
     };
     let plan = plan(&opts).map_err(fail(exit::FATAL))?;
     eprintln!("{}", describe_limits(&plan.settings));
-    let run = Run::new(plan.settings.clone()).map_err(fail(exit::FATAL))?;
+    let run = build(&plan).map_err(fail(exit::FATAL))?;
     let input = tokio::fs::File::open(&jobs_path)
         .await
         .map(|f| Box::new(tokio::io::BufReader::new(f)))

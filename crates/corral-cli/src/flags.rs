@@ -9,8 +9,9 @@ use corral::limit::Rate;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
 
-use corral_engine::engine::{BodyMode, BreakerSettings, Settings};
 use corral_engine::redact;
+use corral_engine::run::DEFAULT_FSYNC_INTERVAL;
+use corral_engine::settings::{BodyMode, BreakerSettings, Settings};
 
 pub(crate) const RUN_EXAMPLES: &str = "\
 Examples:
@@ -374,8 +375,6 @@ pub(crate) fn plan(o: &Options) -> Result<Plan, String> {
 const DEFAULT_MAX_LINE: usize = 1 << 20;
 /// After Ctrl-C, how long jobs under way may finish, when `--drain-timeout-s` is not given.
 const DEFAULT_DRAIN: Duration = Duration::from_secs(30);
-/// How often results are fsynced at most, when `--fsync-interval-ms` is not given.
-const DEFAULT_FSYNC_INTERVAL: Duration = Duration::from_millis(1000);
 /// Seconds between progress lines off a terminal, when `--progress-interval-s` is not given.
 const DEFAULT_PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
 

@@ -4,6 +4,7 @@ use std::os::fd::AsFd;
 use std::path::PathBuf;
 
 use corral::shutdown::Shutdown;
+use corral_engine::error::StartError;
 use corral_engine::job::{self, Format};
 use corral_engine::redact;
 use corral_engine::run::{Ending, Observer, Run};
@@ -76,9 +77,6 @@ pub(crate) async fn execute(
     let mut notes = resume_notes(&resumed);
     let mut progress = Progress::new(quiet, plan.progress_every);
     let mut run = run
-        .threads(plan.threads)
-        .queue(plan.queue)
-        .fsync_interval(plan.fsync_interval)
         .skipped(resumed.done.len())
         .stop_on(shutdown.token(), shutdown.force_token());
     if let Some(count) = total.start() {
@@ -133,6 +131,16 @@ pub(crate) async fn execute(
 }
 
 /// What resuming found in the results file, for the summary.
+/// The engine for `plan`: its settings, threads, queue and fsync interval, checked.
+pub(crate) fn build(plan: &Plan) -> Result<Run, StartError> {
+    Run::builder()
+        .settings(plan.settings.clone())
+        .threads(plan.threads)
+        .queue(plan.queue)
+        .fsync_interval(plan.fsync_interval)
+        .build()
+}
+
 fn resume_notes(resumed: &output::Resumed) -> Vec<String> {
     let mut notes = Vec::new();
     if !resumed.done.is_empty() {
@@ -176,7 +184,7 @@ pub(crate) async fn run_cmd(args: RunArgs) -> Result<u8, Fail> {
         Format::Jsonl
     };
     // Every check first: nothing is written before the options and the input are known good.
-    let run = Run::new(plan.settings.clone()).map_err(fail(exit::BAD_INPUT))?;
+    let run = build(&plan).map_err(fail(exit::BAD_INPUT))?;
     let (input, facts, total): (
         Box<dyn tokio::io::AsyncBufRead + Unpin + Send>,
         InputFacts,

@@ -8,7 +8,6 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use corral_engine::engine::Settings;
 use corral_engine::job::Parsed;
 use corral_engine::run::Run;
 use corral_engine::sink::Sink;
@@ -19,12 +18,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (base, served) = server().await?;
 
     // The library use, start to end.
-    let settings = Settings {
-        per_host_concurrency: 4,
-        per_host_rate: Some("2000/s".parse()?),
-        retries: 3,
-        ..Settings::default()
-    };
+    let run = Run::builder()
+        .per_host_concurrency(4)
+        .per_host_rate("2000/s".parse()?)
+        .retries(3)
+        .build()?;
     let jobs = (1..=1000u64).map(move |n| Ok(Parsed::get(n, &format!("{base}/items/{n}"))));
     let path = std::env::temp_dir().join(format!("corral-example-{}.jsonl", std::process::id()));
     let file = std::fs::File::create(&path)?;
@@ -33,9 +31,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         path: path.clone(),
         sync: true,
     };
-    let report = Run::new(settings)?
-        .run(futures::stream::iter(jobs), sink)
-        .await?;
+    let report = run.run(futures::stream::iter(jobs), sink).await?;
 
     let lines = std::fs::read_to_string(&path)?.lines().count();
     println!(

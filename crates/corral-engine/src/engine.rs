@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use corral::limit::{Rate, RateLimiter};
+use corral::limit::RateLimiter;
 use corral::retry::{Decision, GiveUp, RetryBudget, RetryPolicy};
 use http::HeaderMap;
 use serde::Serialize;
@@ -26,136 +26,14 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{ConfigError, ErrorKind, StartError};
-use crate::hosts::{Host, Hosts};
+use crate::hosts::{Host, HostTable, Hosts};
 use crate::http::client::{ClientOptions, Clients, Exchange, HttpError};
 use crate::http::direct::Request;
 use crate::job::{Invalid, Job, Parsed};
 use crate::redact;
-
-/// What to do with response bodies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BodyMode {
-    /// Read (up to the cap) and count, do not store.
-    Discard,
-    /// Read up to the cap and store in the result.
-    Save,
-    /// Do not read at all.
-    Skip,
-}
-
-/// Breaker settings.
-#[derive(Debug, Clone, Copy)]
-pub struct BreakerSettings {
-    pub failure_rate: f64,
-    pub min_calls: u32,
-    pub window: Duration,
-    pub cool_down: Duration,
-    pub probes: u32,
-}
-
-/// Everything that shapes a run.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub concurrency: usize,
-    pub per_host_concurrency: usize,
-    pub rate: Option<Rate>,
-    pub burst: u64,
-    pub per_host_rate: Option<Rate>,
-    pub per_host_burst: u64,
-    pub retries: u32,
-    pub retry_base: Duration,
-    pub retry_max: Duration,
-    pub retry_statuses: Vec<u16>,
-    pub retry_budget: Option<f64>,
-    /// Retry requests that are not idempotent even when they may have reached the server.
-    pub retry_unsafe: bool,
-    pub max_retry_after: Duration,
-    /// Idle connections each worker thread keeps for reuse, all hosts together (sized from the
-    /// open-file limit).
-    pub idle_connections: usize,
-    pub breaker: Option<BreakerSettings>,
-    pub timeout: Duration,
-    pub connect_timeout: Duration,
-    pub total_timeout: Option<Duration>,
-    pub max_body: u64,
-    pub body: BodyMode,
-    pub save_headers: bool,
-    pub user_agent: String,
-}
-
-impl Settings {
-    /// Refuses settings that cannot work (a zero that would stop every job, or hang the run),
-    /// naming the option they come from.
-    pub fn check(&self) -> Result<(), ConfigError> {
-        let at_least_one = |v: usize, option| {
-            if v == 0 {
-                Err(ConfigError::new(option, "must be at least 1"))
-            } else {
-                Ok(())
-            }
-        };
-        at_least_one(self.concurrency, "--concurrency")?;
-        at_least_one(self.per_host_concurrency, "--per-host-concurrency")?;
-        if self.timeout.is_zero() {
-            return Err(ConfigError::new("--timeout-ms", "must be greater than 0"));
-        }
-        if self.total_timeout.is_some_and(|t| t.is_zero()) {
-            return Err(ConfigError::new(
-                "--total-timeout-ms",
-                "must be greater than 0",
-            ));
-        }
-        if self.max_body == 0 {
-            return Err(ConfigError::new(
-                "--max-body",
-                "must be at least 1 byte (use --no-body to skip bodies)",
-            ));
-        }
-        Ok(())
-    }
-}
-
-/// The defaults of `corral run`, written here once: the binary's options fall back to these.
-impl Default for Settings {
-    fn default() -> Self {
-        Self {
-            concurrency: 64,
-            per_host_concurrency: 8,
-            rate: None,
-            burst: 1,
-            per_host_rate: None,
-            per_host_burst: 1,
-            retries: 3,
-            retry_base: Duration::from_millis(200),
-            retry_max: Duration::from_millis(10_000),
-            retry_statuses: vec![429, 500, 502, 503, 504],
-            retry_budget: None,
-            retry_unsafe: false,
-            max_retry_after: Duration::from_secs(60),
-            idle_connections: 256,
-            breaker: Some(BreakerSettings::default()),
-            timeout: Duration::from_millis(30_000),
-            connect_timeout: Duration::from_millis(10_000),
-            total_timeout: None,
-            max_body: 1 << 20,
-            body: BodyMode::Discard,
-            save_headers: false,
-            user_agent: format!("corral/{}", env!("CARGO_PKG_VERSION")),
-        }
-    }
-}
-
-impl Default for BreakerSettings {
-    fn default() -> Self {
-        Self {
-            failure_rate: 0.5,
-            min_calls: 20,
-            window: Duration::from_secs(30),
-            cool_down: Duration::from_secs(10),
-            probes: 1,
-        }
-    }
-}
+#[cfg(test)]
+use crate::settings::test_settings;
+use crate::settings::{BodyMode, Settings};
 
 /// Per-host counters for the summary.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -211,8 +89,8 @@ pub struct Gates {
     settings: Settings,
     /// Every engine's active-job semaphore with its number of permits (for [`Gates::running`]).
     active: Mutex<Vec<(usize, Arc<Semaphore>)>>,
-    /// Every host's slots, rate cell, breaker and counters (see [`Hosts`]).
-    hosts: Hosts,
+    /// Every host's slots, rate cell, breaker and counters (see [`HostTable`]).
+    hosts: Arc<dyn HostTable>,
     global_rate: Option<RateLimiter>,
     policy: RetryPolicy,
     /// See [`RESULT_BYTES`].
@@ -220,13 +98,21 @@ pub struct Gates {
 }
 
 impl Gates {
-    /// Checks `settings` and builds what every engine of a run shares: limits, per-host state,
-    /// the retry policy, the result budget.
+    /// Checks `settings` and builds what every engine of a run shares: limits, per-host state
+    /// (kept in this process: [`Hosts`]), the retry policy, the result budget.
     pub fn new(settings: Settings) -> Result<Arc<Self>, StartError> {
+        let hosts = Arc::new(Hosts::new(&settings)?);
+        Self::with_hosts(settings, hosts)
+    }
+
+    /// [`Gates::new`] with per-host state kept in `hosts` (see [`crate::hosts`]).
+    pub fn with_hosts(
+        settings: Settings,
+        hosts: Arc<dyn HostTable>,
+    ) -> Result<Arc<Self>, StartError> {
         settings.check()?;
         // The clients are built per engine; building them here checks the settings once.
         Clients::new(&client_options(&settings))?;
-        let hosts = Hosts::new(&settings)?;
         let global_rate = match settings.rate {
             Some(r) => Some(
                 RateLimiter::builder()
@@ -662,7 +548,7 @@ impl Engine {
         let state = self
             .gates
             .hosts
-            .get(key)
+            .entry(key)
             .map_err(|e| AttemptError::Transport {
                 kind: ErrorKind::Request,
                 message: e.to_string(),
@@ -677,18 +563,17 @@ impl Engine {
         }
         // The host's gates: passed at once, holding the job's active slot, when they are open;
         // otherwise waited for without it, so other hosts' jobs run meanwhile.
-        let mut slot = state.slots.clone().try_acquire_owned().ok();
-        let open = slot.is_some() && state.rate.check().is_ok();
+        let mut slot = state.try_slot();
+        let open = slot.is_some() && state.try_rate();
         if !open {
             active.release();
             let held = slot.take();
             let wait = async {
                 let s = match held {
                     Some(s) => Some(s),
-                    // Never closed.
-                    None => state.slots.clone().acquire_owned().await.ok(),
+                    None => state.slot().await,
                 };
-                state.rate.until_ready().await;
+                state.rate().await;
                 active.reacquire().await;
                 s
             };
@@ -709,12 +594,9 @@ impl Engine {
         if let Some(g) = &self.gates.global_rate {
             g.until_ready().await;
         }
-        let permit = match &state.breaker {
-            None => None,
-            Some(b) => Some(b.try_acquire().map_err(|open| {
-                AttemptError::BreakerOpen(format!("circuit breaker for {host} is open: {open}"))
-            })?),
-        };
+        let permit = state.admit().map_err(|open| {
+            AttemptError::BreakerOpen(format!("circuit breaker for {host} is open: {open}"))
+        })?;
         state.attempted();
         let limit = job.timeout.unwrap_or(self.gates.settings.timeout);
         let started = Instant::now();
@@ -765,8 +647,7 @@ impl Engine {
             if r.status == 429 || r.status == 503 {
                 let until =
                     tokio::time::Instant::now() + (*ra).min(self.gates.settings.max_retry_after);
-                state.rate.pause_until(until);
-                state.paused();
+                state.pause_until(until);
             }
         }
         out
@@ -955,35 +836,6 @@ impl Engine {
     }
 }
 
-/// Settings for in-process tests: `concurrency` jobs, short timeouts, no limits.
-#[cfg(test)]
-pub fn test_settings(concurrency: usize) -> Settings {
-    Settings {
-        concurrency,
-        per_host_concurrency: 8,
-        rate: None,
-        burst: 1,
-        per_host_rate: None,
-        per_host_burst: 1,
-        retries: 0,
-        retry_base: Duration::from_millis(1),
-        retry_max: Duration::from_millis(1),
-        retry_statuses: vec![503],
-        retry_budget: None,
-        retry_unsafe: false,
-        max_retry_after: Duration::from_secs(1),
-        idle_connections: 8,
-        breaker: None,
-        timeout: Duration::from_secs(5),
-        connect_timeout: Duration::from_secs(5),
-        total_timeout: None,
-        max_body: 1 << 20,
-        body: BodyMode::Discard,
-        save_headers: false,
-        user_agent: "corral-test".into(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -998,8 +850,8 @@ mod tests {
         let engine = Engine::new(gates.clone(), 1, CancellationToken::new()).unwrap();
         let active = engine.active_slots();
         // The host's only slot is taken; the job holds the engine's only active slot.
-        let host = gates.hosts.get(&Host::from("127.0.0.1:1")).unwrap();
-        let busy = host.slots.clone().try_acquire_owned().unwrap();
+        let host = gates.hosts.entry(&Host::from("127.0.0.1:1")).unwrap();
+        let busy = host.try_slot().unwrap();
         let mut slot = active.clone().try_acquire_owned().ok();
         assert_eq!(active.available_permits(), 0);
         // Port 1 refuses at once: the job ends as soon as it may send.
@@ -1037,10 +889,8 @@ mod tests {
     async fn a_retry_after_pause_holds_back_its_host_only() {
         let gates = Gates::new(test_settings(4)).unwrap();
         let engine = Engine::new(gates.clone(), 4, CancellationToken::new()).unwrap();
-        let paused = gates.hosts.get(&Host::from("127.0.0.1:1")).unwrap();
-        paused
-            .rate
-            .pause_until(tokio::time::Instant::now() + Duration::from_secs(3600));
+        let paused = gates.hosts.entry(&Host::from("127.0.0.1:1")).unwrap();
+        paused.pause_until(tokio::time::Instant::now() + Duration::from_secs(3600));
         let mut slots: Vec<_> = (0..2)
             .map(|_| engine.active_slots().try_acquire_owned().ok())
             .collect();
@@ -1058,11 +908,188 @@ mod tests {
             .expect("an outcome");
         assert_eq!(b.error_kind, Some(ErrorKind::Connect), "{}", b.json);
         assert!(futures::poll!(a.as_mut()).is_pending(), "and still waits");
+        let stats = gates.host_stats();
         assert_eq!(
-            paused.stats_attempts(),
-            0,
+            stats["127.0.0.1:1"].attempts, 0,
             "nothing was sent to the paused host"
         );
+        assert_eq!(stats["127.0.0.1:1"].paused_by_retry_after, 1);
+        assert_eq!(stats["127.0.0.2:1"].attempts, 1);
+    }
+
+    /// A host table that writes down each call the engine makes, with gates the test opens.
+    struct Recorder {
+        calls: Arc<Mutex<Vec<&'static str>>>,
+        /// The host's slots (one); taken by the test to make the host busy.
+        slots: Arc<Semaphore>,
+        /// Rate tokens: `try_rate` is open while `rate_open`; `rate` waits for a permit here.
+        rate_open: AtomicBool,
+        tokens: Arc<Semaphore>,
+        breaker_open: AtomicBool,
+    }
+
+    impl Recorder {
+        fn new() -> Arc<Self> {
+            Arc::new(Self {
+                calls: Arc::default(),
+                slots: Arc::new(Semaphore::new(1)),
+                rate_open: AtomicBool::new(true),
+                tokens: Arc::new(Semaphore::new(0)),
+                breaker_open: AtomicBool::new(false),
+            })
+        }
+        fn log(&self, call: &'static str) {
+            self.calls.lock().unwrap().push(call);
+        }
+        fn calls(&self) -> Vec<&'static str> {
+            self.calls.lock().unwrap().clone()
+        }
+    }
+
+    struct Shared(Arc<Recorder>);
+
+    impl HostTable for Shared {
+        fn entry(&self, _: &Host) -> Result<Arc<dyn crate::hosts::HostEntry>, ConfigError> {
+            Ok(self.0.clone())
+        }
+        fn stats(&self) -> HashMap<String, HostStat> {
+            HashMap::new()
+        }
+        fn breaker_openings(&self) -> u64 {
+            0
+        }
+    }
+
+    impl crate::hosts::HostEntry for Recorder {
+        fn try_slot(&self) -> Option<crate::hosts::Slot> {
+            self.log("try_slot");
+            self.slots.clone().try_acquire_owned().ok()
+        }
+        fn slot(&self) -> futures::future::BoxFuture<'_, Option<crate::hosts::Slot>> {
+            self.log("slot");
+            Box::pin(async { self.slots.clone().acquire_owned().await.ok() })
+        }
+        fn try_rate(&self) -> bool {
+            self.log("try_rate");
+            self.rate_open.load(Ordering::Relaxed)
+        }
+        fn rate(&self) -> futures::future::BoxFuture<'_, ()> {
+            self.log("rate");
+            Box::pin(async {
+                self.tokens.acquire().await.unwrap().forget();
+            })
+        }
+        fn admit(&self) -> Result<Option<crate::hosts::Permit>, crate::hosts::BreakerOpen> {
+            self.log("admit");
+            if self.breaker_open.load(Ordering::Relaxed) {
+                Err(crate::hosts::BreakerOpen { retry_at: None })
+            } else {
+                Ok(None)
+            }
+        }
+        fn attempted(&self) {
+            self.log("attempted");
+        }
+        fn pause_until(&self, _: tokio::time::Instant) {
+            self.log("pause_until");
+        }
+    }
+
+    fn recorded(concurrency: usize) -> (Arc<Recorder>, Engine) {
+        let rec = Recorder::new();
+        let gates =
+            Gates::with_hosts(test_settings(concurrency), Arc::new(Shared(rec.clone()))).unwrap();
+        let engine = Engine::new(gates, concurrency, CancellationToken::new()).unwrap();
+        (rec, engine)
+    }
+
+    /// Port 1 refuses at once: a job there ends as soon as it is sent.
+    fn refused(line: u64) -> Parsed {
+        Parsed::get(line, "http://127.0.0.1:1/x")
+    }
+
+    #[tokio::test]
+    async fn an_open_host_is_passed_slot_then_rate_then_breaker_then_sent() {
+        let (rec, engine) = recorded(1);
+        let mut slot = engine.active_slots().try_acquire_owned().ok();
+        let out = engine.process(refused(1), &mut slot).await.unwrap();
+        assert_eq!(out.error_kind, Some(ErrorKind::Connect), "{}", out.json);
+        assert_eq!(rec.calls(), ["try_slot", "try_rate", "admit", "attempted"]);
+    }
+
+    #[tokio::test]
+    async fn a_spent_rate_is_waited_for_without_the_active_slot_after_the_host_slot() {
+        let (rec, engine) = recorded(1);
+        rec.rate_open.store(false, Ordering::Relaxed);
+        let active = engine.active_slots();
+        let mut slot = active.clone().try_acquire_owned().ok();
+        let run = engine.process(refused(1), &mut slot);
+        tokio::pin!(run);
+        assert!(futures::poll!(run.as_mut()).is_pending());
+        assert_eq!(rec.calls(), ["try_slot", "try_rate", "rate"]);
+        assert_eq!(
+            active.available_permits(),
+            1,
+            "the active slot is given back"
+        );
+        assert_eq!(
+            rec.slots.available_permits(),
+            0,
+            "the host slot taken is kept while the rate is waited for"
+        );
+        rec.tokens.add_permits(1);
+        let out = run.await.unwrap();
+        assert_eq!(out.error_kind, Some(ErrorKind::Connect), "{}", out.json);
+        assert_eq!(
+            rec.calls(),
+            ["try_slot", "try_rate", "rate", "admit", "attempted"]
+        );
+        assert_eq!(rec.slots.available_permits(), 1, "the host slot is back");
+    }
+
+    #[tokio::test]
+    async fn a_busy_host_is_waited_for_slot_first_then_rate() {
+        let (rec, engine) = recorded(1);
+        let busy = rec.slots.clone().try_acquire_owned().unwrap();
+        let mut slot = engine.active_slots().try_acquire_owned().ok();
+        let run = engine.process(refused(1), &mut slot);
+        tokio::pin!(run);
+        assert!(futures::poll!(run.as_mut()).is_pending());
+        // No rate token is taken while the job cannot send anyway.
+        assert_eq!(rec.calls(), ["try_slot", "slot"]);
+        drop(busy);
+        rec.tokens.add_permits(1);
+        run.await.unwrap();
+        assert_eq!(
+            rec.calls(),
+            ["try_slot", "slot", "rate", "admit", "attempted"]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_open_breaker_fails_the_job_before_anything_is_sent() {
+        let (rec, engine) = recorded(1);
+        rec.breaker_open.store(true, Ordering::Relaxed);
+        let mut slot = engine.active_slots().try_acquire_owned().ok();
+        let out = engine.process(refused(1), &mut slot).await.unwrap();
+        assert_eq!(out.error_kind, Some(ErrorKind::CircuitOpen), "{}", out.json);
+        assert_eq!(rec.calls(), ["try_slot", "try_rate", "admit"]);
+    }
+
+    #[tokio::test]
+    async fn after_a_stop_a_job_waiting_for_its_host_ends_not_started() {
+        let rec = Recorder::new();
+        let stop = CancellationToken::new();
+        let gates = Gates::with_hosts(test_settings(1), Arc::new(Shared(rec.clone()))).unwrap();
+        let engine = Engine::new(gates, 1, stop.clone()).unwrap();
+        rec.rate_open.store(false, Ordering::Relaxed);
+        let mut slot = engine.active_slots().try_acquire_owned().ok();
+        let run = engine.process(refused(1), &mut slot);
+        tokio::pin!(run);
+        assert!(futures::poll!(run.as_mut()).is_pending());
+        stop.cancel();
+        assert!(run.await.is_none(), "no result: a resume runs it");
+        assert!(!rec.calls().contains(&"attempted"), "nothing was sent");
     }
 
     #[test]

@@ -9,8 +9,9 @@
 //! | [`job`] | input lines: a JSONL job or a URL, parsed and checked, one [`job::Parsed`] per line |
 //! | [`engine`] | one job in, one result line out, through every gate of the run |
 //! | [`error`] | how a job can fail: [`error::ErrorKind`] |
+//! | [`settings`] | everything that shapes a run, with the defaults of `corral run` |
 //! | [`run`] | a whole run as one call: jobs in, results into a sink, a [`run::Report`] out |
-//! | [`hosts`] | one entry per host: slots, rate cell (and Retry-After pause), breaker, counters; idle hosts evicted |
+//! | [`hosts`] | per-host state behind a seam ([`hosts::HostTable`]); in this process by default: one entry per host, idle hosts evicted |
 //! | [`workers`] | the threads that run jobs, each with its own runtime and clients |
 //! | [`http`] | the lean HTTP/1.1 client, its connection pool, the redirect rule |
 //! | [`sink`] | the results file: lock, resume scan and repair, batched fsync-bounded writer |
@@ -28,6 +29,7 @@ pub mod http;
 pub mod job;
 pub mod redact;
 pub mod run;
+pub mod settings;
 pub mod sink;
 pub mod summary;
 pub mod workers;

@@ -3,20 +3,18 @@
 //! summary, as one call.
 //!
 //! ```no_run
-//! use corral_engine::engine::Settings;
 //! use corral_engine::job::Parsed;
 //! use corral_engine::run::Run;
 //! use corral_engine::sink::Sink;
 //!
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! let settings = Settings {
-//!     per_host_concurrency: 4,
-//!     per_host_rate: Some("50/s".parse()?),
-//!     retries: 3,
-//!     ..Settings::default()
-//! };
+//! let run = Run::builder()
+//!     .per_host_concurrency(4)
+//!     .per_host_rate("50/s".parse()?)
+//!     .retries(3)
+//!     .build()?;
 //! let jobs = (1..=1000u64).map(|n| Ok(Parsed::get(n, &format!("http://127.0.0.1:8080/items/{n}"))));
-//! let report = Run::new(settings)?.run(futures::stream::iter(jobs), Sink::Stdout).await?;
+//! let report = run.run(futures::stream::iter(jobs), Sink::Stdout).await?;
 //! println!("{} ok, {} failed", report.stats.ok, report.stats.failed);
 //! # Ok(())
 //! # }
@@ -33,9 +31,13 @@ use std::time::Duration;
 use futures::{Stream, StreamExt};
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::{Gates, HostStat, Outcome, Settings};
+use corral::limit::Rate;
+
+use crate::engine::{Gates, HostStat, Outcome};
 use crate::error::StartError;
+use crate::hosts::{HostTable, Hosts};
 use crate::job::Parsed;
+use crate::settings::{BodyMode, BreakerSettings, Settings};
 use crate::sink::{Sink, Writer};
 use crate::summary::Stats;
 use crate::workers::{self, Workers};
@@ -88,6 +90,11 @@ pub fn default_queue(concurrency: usize) -> usize {
     concurrency.saturating_mul(4).max(256)
 }
 
+/// How often results are fsynced at most when not said otherwise: a crash loses at most this
+/// much work (it is run again on resume), while one fsync per batch would bound the throughput
+/// by the disk's sync latency.
+pub const DEFAULT_FSYNC_INTERVAL: Duration = Duration::from_secs(1);
+
 /// A run being set up: its settings checked, its engine built. See the module docs.
 pub struct Run {
     gates: Arc<Gates>,
@@ -100,17 +107,205 @@ pub struct Run {
     total: Option<tokio::task::JoinHandle<Option<u64>>>,
 }
 
-impl Run {
-    /// Checks `settings` and builds the engine. Defaults: one worker thread per CPU, a queue
-    /// of 4 x concurrency (at least 256), results fsynced at most once a second.
-    pub fn new(settings: Settings) -> Result<Self, StartError> {
-        let concurrency = settings.concurrency;
-        Ok(Self {
-            gates: Gates::new(settings)?,
+/// Sets up a [`Run`]: every setting of `corral run`, each at the binary's default unless set
+/// (the defaults are [`Settings::default`]), checked once by [`RunBuilder::build`].
+///
+/// ```
+/// use std::time::Duration;
+/// use corral_engine::run::Run;
+///
+/// let run = Run::builder()
+///     .concurrency(200)
+///     .per_host_concurrency(8)
+///     .per_host_rate("50/s".parse().unwrap())
+///     .retries(5)
+///     .timeout(Duration::from_secs(10))
+///     .build();
+/// assert!(run.is_ok());
+///
+/// // A setting that cannot work is refused by name.
+/// let err = Run::builder().concurrency(0).build().err().unwrap();
+/// assert_eq!(err.to_string(), "--concurrency: must be at least 1");
+/// ```
+#[must_use = "a builder does nothing until it is built"]
+pub struct RunBuilder {
+    settings: Settings,
+    threads: Option<usize>,
+    queue: Option<usize>,
+    fsync_interval: Duration,
+    hosts: Option<Arc<dyn HostTable>>,
+}
+
+impl Default for RunBuilder {
+    fn default() -> Self {
+        Self {
+            settings: Settings::default(),
+            threads: None,
+            queue: None,
+            fsync_interval: DEFAULT_FSYNC_INTERVAL,
+            hosts: None,
+        }
+    }
+}
+
+/// A setter that sets one field of the settings.
+macro_rules! set {
+    ($(#[$doc:meta])* $name:ident: $ty:ty => $field:ident $(= $wrap:expr)?) => {
+        $(#[$doc])*
+        pub fn $name(mut self, value: $ty) -> Self {
+            self.settings.$field = set!(@wrap value $(, $wrap)?);
+            self
+        }
+    };
+    (@wrap $v:ident) => { $v };
+    (@wrap $v:ident, $wrap:expr) => { $wrap($v) };
+}
+
+impl RunBuilder {
+    /// Every setting at once, replacing those set so far (the binary merges its config file
+    /// and flags into a [`Settings`], then hands it over whole).
+    pub fn settings(mut self, settings: Settings) -> Self {
+        self.settings = settings;
+        self
+    }
+
+    set!(
+        /// Jobs under way at once, all hosts together (`--concurrency`).
+        concurrency: usize => concurrency
+    );
+    set!(
+        /// Requests in flight to one host (`--per-host-concurrency`).
+        per_host_concurrency: usize => per_host_concurrency
+    );
+    set!(
+        /// Requests per period, all hosts together (`--rate`; none by default).
+        rate: Rate => rate = Some
+    );
+    set!(
+        /// Requests the global rate lets through at once (`--burst`).
+        burst: u64 => burst
+    );
+    set!(
+        /// Requests per period to each host (`--per-host-rate`; none by default).
+        per_host_rate: Rate => per_host_rate = Some
+    );
+    set!(
+        /// Requests the per-host rate lets through at once (`--per-host-burst`).
+        per_host_burst: u64 => per_host_burst
+    );
+    set!(
+        /// Attempts after the first (`--retries`).
+        retries: u32 => retries
+    );
+    set!(
+        /// First backoff delay, doubled per retry with full jitter (`--retry-base-ms`).
+        retry_base: Duration => retry_base
+    );
+    set!(
+        /// Longest backoff delay (`--retry-max-ms`).
+        retry_max: Duration => retry_max
+    );
+    set!(
+        /// Response statuses retried (`--retry-on`).
+        retry_statuses: Vec<u16> => retry_statuses
+    );
+    set!(
+        /// Retries allowed as a share of first attempts (`--retry-budget`; none by default).
+        retry_budget: f64 => retry_budget = Some
+    );
+    set!(
+        /// Retry POST and PATCH even when they may have reached the server (`--retry-unsafe`).
+        retry_unsafe: bool => retry_unsafe
+    );
+    set!(
+        /// Longest `Retry-After` honoured (`--max-retry-after-s`).
+        max_retry_after: Duration => max_retry_after
+    );
+    set!(
+        /// Idle connections each worker thread keeps, all hosts together (the binary sizes it
+        /// from the open-file limit).
+        idle_connections: usize => idle_connections
+    );
+    set!(
+        /// Each host's circuit breaker (`--breaker-*`; on by default, see
+        /// [`BreakerSettings::default`]); `None` turns breakers off (`--no-breaker`).
+        breaker: Option<BreakerSettings> => breaker
+    );
+    set!(
+        /// One attempt, connect to last body byte (`--timeout-ms`).
+        timeout: Duration => timeout
+    );
+    set!(
+        /// Connecting, TLS included (`--connect-timeout-ms`).
+        connect_timeout: Duration => connect_timeout
+    );
+    set!(
+        /// One job, all its attempts and waits (`--total-timeout-ms`; none by default).
+        total_timeout: Duration => total_timeout = Some
+    );
+    set!(
+        /// Body bytes read per response (`--max-body`).
+        max_body: u64 => max_body
+    );
+    set!(
+        /// What to do with response bodies (`--save-body`, `--no-body`; read and counted by
+        /// default).
+        body: BodyMode => body
+    );
+    set!(
+        /// Keep response headers in results (`--save-headers`).
+        save_headers: bool => save_headers
+    );
+    set!(
+        /// The `User-Agent` sent unless a job sets its own (`--user-agent`).
+        user_agent: String => user_agent
+    );
+
+    /// Worker threads that run requests (`--threads`, at least 1; default: one per CPU).
+    pub fn threads(mut self, n: usize) -> Self {
+        self.threads = Some(n.max(1));
+        self
+    }
+
+    /// Jobs held at once, running or waiting for their host (`--queue`, at least the
+    /// concurrency; default: [`default_queue`]).
+    pub fn queue(mut self, n: usize) -> Self {
+        self.queue = Some(n);
+        self
+    }
+
+    /// How often results are fsynced at most, and at the end (`--fsync-interval-ms`;
+    /// [`DEFAULT_FSYNC_INTERVAL`] unless set).
+    pub fn fsync_interval(mut self, every: Duration) -> Self {
+        self.fsync_interval = every;
+        self
+    }
+
+    /// Keeps per-host state in `hosts` instead of in this process (see [`crate::hosts`]).
+    pub fn hosts(mut self, hosts: Arc<dyn HostTable>) -> Self {
+        self.hosts = Some(hosts);
+        self
+    }
+
+    /// Checks every setting and builds the engine's shared state. `Err` names the setting
+    /// that cannot work; nothing has started.
+    pub fn build(self) -> Result<Run, StartError> {
+        let concurrency = self.settings.concurrency;
+        let hosts: Arc<dyn HostTable> = match self.hosts {
+            Some(h) => h,
+            None => Arc::new(Hosts::new(&self.settings)?),
+        };
+        Ok(Run {
+            gates: Gates::with_hosts(self.settings, hosts)?,
             concurrency,
-            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            queue: default_queue(concurrency),
-            fsync_interval: Duration::from_secs(1),
+            threads: self
+                .threads
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+            queue: self
+                .queue
+                .unwrap_or_else(|| default_queue(concurrency))
+                .max(concurrency),
+            fsync_interval: self.fsync_interval,
             skipped: 0,
             stop: workers::Stop {
                 intake: CancellationToken::new(),
@@ -119,23 +314,17 @@ impl Run {
             total: None,
         })
     }
+}
 
-    /// Worker threads that run requests (at least 1).
-    pub fn threads(mut self, n: usize) -> Self {
-        self.threads = n.max(1);
-        self
+impl Run {
+    /// A [`RunBuilder`] with every setting at its default.
+    pub fn builder() -> RunBuilder {
+        RunBuilder::default()
     }
 
-    /// Jobs held at once, running or waiting for their host (at least the concurrency).
-    pub fn queue(mut self, n: usize) -> Self {
-        self.queue = n.max(self.concurrency);
-        self
-    }
-
-    /// How often results are fsynced at most (and at the end).
-    pub fn fsync_interval(mut self, every: Duration) -> Self {
-        self.fsync_interval = every;
-        self
+    /// A run with `settings` and the other defaults: `Run::builder().settings(settings).build()`.
+    pub fn new(settings: Settings) -> Result<Self, StartError> {
+        Self::builder().settings(settings).build()
     }
 
     /// Jobs already done (by a run this one resumes): counted as skipped.
@@ -349,9 +538,11 @@ mod tests {
     #[tokio::test]
     async fn every_job_reaches_a_sink_of_ones_own_once() {
         let sink = Memory::default();
-        let report = Run::new(crate::engine::test_settings(8))
-            .unwrap()
+        let report = Run::builder()
+            .settings(crate::settings::test_settings(8))
             .threads(2)
+            .build()
+            .unwrap()
             .run(jobs(500), Sink::Lines(Box::new(sink.clone())))
             .await
             .unwrap();
@@ -365,7 +556,7 @@ mod tests {
         let sink = Memory::default();
         let (intake, force) = (CancellationToken::new(), CancellationToken::new());
         intake.cancel();
-        let report = Run::new(crate::engine::test_settings(8))
+        let report = Run::new(crate::settings::test_settings(8))
             .unwrap()
             .stop_on(intake, force)
             .run(jobs(500), Sink::Lines(Box::new(sink.clone())))
@@ -378,6 +569,60 @@ mod tests {
             "{} jobs ran after the stop",
             report.stats.done
         );
+    }
+
+    /// The in-memory host table, counting the entries the engine asks it for.
+    struct Counting(Hosts, AtomicU64);
+
+    impl HostTable for Counting {
+        fn entry(
+            &self,
+            host: &crate::hosts::Host,
+        ) -> Result<Arc<dyn crate::hosts::HostEntry>, crate::error::ConfigError> {
+            self.1.fetch_add(1, Ordering::Relaxed);
+            self.0.entry(host)
+        }
+        fn stats(&self) -> HashMap<String, HostStat> {
+            self.0.stats()
+        }
+        fn breaker_openings(&self) -> u64 {
+            self.0.breaker_openings()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_run_keeps_its_host_state_in_the_table_it_is_given() {
+        let settings = crate::settings::test_settings(8);
+        let table = Arc::new(Counting(Hosts::new(&settings).unwrap(), AtomicU64::new(0)));
+        // Port 1 refuses at once: each job is one attempt.
+        let jobs =
+            futures::stream::iter((1..=40u64).map(|l| Ok(Parsed::get(l, "http://127.0.0.1:1/x"))));
+        let report = Run::builder()
+            .settings(settings)
+            .threads(2)
+            .hosts(table.clone())
+            .build()
+            .unwrap()
+            .run(jobs, Sink::Lines(Box::new(Memory::default())))
+            .await
+            .unwrap();
+        assert_eq!(report.stats.done, 40);
+        assert_eq!(table.1.load(Ordering::Relaxed), 40, "one entry per attempt");
+        assert_eq!(report.hosts["127.0.0.1:1"].attempts, 40);
+    }
+
+    #[test]
+    fn the_builder_checks_each_setting_once_built() {
+        let e = Run::builder().max_body(0).build().err().unwrap();
+        assert!(e.to_string().starts_with("--max-body"), "{e}");
+        let e = Run::builder()
+            .total_timeout(Duration::ZERO)
+            .build()
+            .err()
+            .unwrap();
+        assert!(e.to_string().starts_with("--total-timeout-ms"), "{e}");
+        let run = Run::builder().concurrency(10).queue(3).build().unwrap();
+        assert_eq!(run.queue, 10, "the queue holds at least the concurrency");
     }
 
     /// A sink that fails on its second batch.
@@ -396,7 +641,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_sink_that_fails_stops_the_run_and_counts_only_what_it_took() {
-        let report = Run::new(crate::engine::test_settings(8))
+        let report = Run::new(crate::settings::test_settings(8))
             .unwrap()
             .run(jobs(5000), Sink::Lines(Box::new(Failing(0))))
             .await

@@ -475,7 +475,7 @@ mod tests {
     }
 
     fn start(concurrency: usize, held: usize, jobs: Vec<Parsed>) -> (Workers, Arc<AtomicU64>) {
-        let gates = Gates::new(crate::engine::test_settings(concurrency)).unwrap();
+        let gates = Gates::new(crate::settings::test_settings(concurrency)).unwrap();
         start_gates(gates, concurrency, held, jobs)
     }
 
@@ -530,7 +530,7 @@ mod tests {
         let n = 2 * crate::engine::RESULT_BYTES / line;
         let jobs = (1..=n as u64).map(|l| invalid(l, big.clone())).collect();
         let concurrency = 8;
-        let gates = Gates::new(crate::engine::test_settings(concurrency)).unwrap();
+        let gates = Gates::new(crate::settings::test_settings(concurrency)).unwrap();
         let (mut w, taken) = start_gates(gates.clone(), concurrency, 256, jobs);
         // Until the budget is spent (or, without one, every job is taken).
         for _ in 0..1000 {

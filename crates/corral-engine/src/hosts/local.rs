@@ -1,5 +1,6 @@
-//! Everything a run keeps about one host, in one entry: its request slots, its rate cell (which
-//! also carries Retry-After pauses), its circuit breaker and its counters.
+//! The in-memory [`HostTable`]: everything one process keeps about a host, in one entry: its
+//! request slots, its rate cell (which also carries Retry-After pauses), its circuit breaker and
+//! its counters.
 //!
 //! Why one entry: an attempt used to look its host up in five maps (slots, rate, breaker, two
 //! counter updates), each behind its own lock; now it takes the entry once and holds it for the
@@ -13,26 +14,26 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::time::Instant as Clock;
-
-use crate::error::ConfigError;
 use corral::breaker::{CircuitBreaker, State};
 use corral::limit::{Rate, RateLimiter};
+use futures::future::BoxFuture;
+use futures::FutureExt;
 use tokio::sync::Semaphore;
+use tokio::time::Instant as Clock;
 
-use crate::engine::{HostStat, Settings};
+use super::{BreakerOpen, Host, HostEntry, HostTable, Permit, Slot};
+use crate::engine::HostStat;
+use crate::error::ConfigError;
+use crate::settings::Settings;
 
-/// A host key (`host:port`).
-pub type Host = Arc<str>;
-
-/// One host's state. Take it with [`Hosts::get`] once per attempt.
+/// One host's state. Taken with [`Hosts::get`] once per attempt.
 pub struct HostState {
     /// Requests in flight to the host (`--per-host-concurrency`).
-    pub slots: Arc<Semaphore>,
+    slots: Arc<Semaphore>,
     /// The host's rate cell; also paused by Retry-After.
-    pub rate: RateLimiter,
+    rate: RateLimiter,
     /// The host's breaker, unless breakers are off.
-    pub breaker: Option<CircuitBreaker>,
+    breaker: Option<CircuitBreaker>,
     stat: Mutex<HostStat>,
     /// Breaker openings (counted by the breaker's own callback).
     openings: Arc<AtomicU64>,
@@ -40,9 +41,32 @@ pub struct HostState {
     touched: Mutex<Clock>,
 }
 
-impl HostState {
-    /// Counts an attempt that is about to send.
-    pub fn attempted(&self) {
+impl HostEntry for HostState {
+    fn try_slot(&self) -> Option<Slot> {
+        self.slots.clone().try_acquire_owned().ok()
+    }
+
+    fn slot(&self) -> BoxFuture<'_, Option<Slot>> {
+        // Never closed: `None` does not happen.
+        self.slots.clone().acquire_owned().map(Result::ok).boxed()
+    }
+
+    fn try_rate(&self) -> bool {
+        self.rate.check().is_ok()
+    }
+
+    fn rate(&self) -> BoxFuture<'_, ()> {
+        self.rate.until_ready().boxed()
+    }
+
+    fn admit(&self) -> Result<Option<Permit>, BreakerOpen> {
+        self.breaker
+            .as_ref()
+            .map(CircuitBreaker::try_acquire)
+            .transpose()
+    }
+
+    fn attempted(&self) {
         let now = Instant::now();
         let mut s = self.stat.lock().unwrap_or_else(|p| p.into_inner());
         s.attempts += 1;
@@ -50,20 +74,16 @@ impl HostState {
         s.last = Some(now);
     }
 
-    /// Counts a Retry-After pause.
-    pub fn paused(&self) {
+    fn pause_until(&self, until: Clock) {
+        self.rate.pause_until(until);
         self.stat
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .paused_by_retry_after += 1;
     }
+}
 
-    /// Attempts counted so far.
-    #[cfg(test)]
-    pub(crate) fn stats_attempts(&self) -> u64 {
-        self.stat.lock().unwrap_or_else(|p| p.into_inner()).attempts
-    }
-
+impl HostState {
     fn snapshot(&self) -> HostStat {
         let mut s = self.stat.lock().unwrap_or_else(|p| p.into_inner()).clone();
         s.breaker_openings = self.openings.load(Ordering::Relaxed);
@@ -71,7 +91,7 @@ impl HostState {
     }
 }
 
-/// The hosts of a run.
+/// The hosts of a run, kept in this process: the default [`HostTable`].
 pub struct Hosts {
     live: Mutex<HashMap<Host, Arc<HostState>>>,
     /// Counters of evicted hosts, for the summary.
@@ -209,7 +229,7 @@ impl Hosts {
     }
 
     /// Every host's counters so far, the evicted ones too.
-    pub fn stats(&self) -> HashMap<String, HostStat> {
+    fn all_stats(&self) -> HashMap<String, HostStat> {
         let mut all: HashMap<String, HostStat> = self
             .retired
             .lock()
@@ -236,14 +256,23 @@ impl Hosts {
         all
     }
 
-    /// Breaker openings, all hosts together.
-    pub fn breaker_openings(&self) -> u64 {
-        self.openings.load(Ordering::Relaxed)
-    }
-
     /// Hosts with live state.
     pub fn live(&self) -> usize {
         self.live.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+impl HostTable for Hosts {
+    fn entry(&self, host: &Host) -> Result<Arc<dyn HostEntry>, ConfigError> {
+        Ok(self.get(host)?)
+    }
+
+    fn stats(&self) -> HashMap<String, HostStat> {
+        self.all_stats()
+    }
+
+    fn breaker_openings(&self) -> u64 {
+        self.openings.load(Ordering::Relaxed)
     }
 }
 

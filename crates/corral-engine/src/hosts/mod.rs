@@ -1,0 +1,73 @@
+//! What a run knows of each host, behind a seam: the engine asks a [`HostTable`] for the host's
+//! [`HostEntry`] once per attempt and goes through its gates (a request slot, a rate token, the
+//! breaker); it never sees how they are kept.
+//!
+//! Why a seam: one process keeps this state in memory ([`Hosts`], the default); a fleet of
+//! workers must share it (50 requests a second to a host means 50 across the fleet), through a
+//! store all of them see. Such a table replaces [`Hosts`] with [`crate::run::RunBuilder::hosts`]
+//! and leaves the engine as it is.
+//!
+//! The engine calls an entry in a fixed order (see [`crate::engine`]): [`HostEntry::try_slot`]
+//! and [`HostEntry::try_rate`] first; when either is closed it gives its active slot back and
+//! waits with [`HostEntry::slot`] and [`HostEntry::rate`]; then [`HostEntry::admit`] (the
+//! breaker), [`HostEntry::attempted`] and the request; after a 429 or 503 with `Retry-After`,
+//! [`HostEntry::pause_until`].
+
+mod local;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use tokio::sync::OwnedSemaphorePermit;
+
+pub use corral::breaker::{BreakerOpen, Permit};
+pub use local::Hosts;
+
+use crate::engine::HostStat;
+use crate::error::ConfigError;
+
+/// A host key (`host:port`).
+pub type Host = Arc<str>;
+
+/// One of a host's request slots (`--per-host-concurrency`), given back when dropped.
+pub type Slot = OwnedSemaphorePermit;
+
+/// Where a run keeps its per-host state. Shared by every engine of the run (all threads).
+pub trait HostTable: Send + Sync {
+    /// The entry of `host`, made on first use. Called once per attempt, so it should be cheap.
+    /// `Err` when the host's settings cannot work.
+    fn entry(&self, host: &Host) -> Result<Arc<dyn HostEntry>, ConfigError>;
+
+    /// Every host's counters so far, for the summary.
+    fn stats(&self) -> HashMap<String, HostStat>;
+
+    /// Circuit breakers opened so far, all hosts together.
+    fn breaker_openings(&self) -> u64;
+}
+
+/// One host's gates and counters, as the engine uses them for one attempt.
+pub trait HostEntry: Send + Sync {
+    /// A request slot, if one is free now.
+    fn try_slot(&self) -> Option<Slot>;
+
+    /// Waits for a request slot. Cancel safe: dropped before it is ready, it takes none.
+    fn slot(&self) -> BoxFuture<'_, Option<Slot>>;
+
+    /// Takes a rate token if the host may be sent a request now (its rate allows it and it is
+    /// not paused by a `Retry-After`).
+    fn try_rate(&self) -> bool;
+
+    /// Waits until the host may be sent a request and takes the token. Cancel safe.
+    fn rate(&self) -> BoxFuture<'_, ()>;
+
+    /// Lets the request past the host's breaker (`Ok(None)`: no breaker), or says it is open.
+    /// The permit is settled with the request's outcome.
+    fn admit(&self) -> Result<Option<Permit>, BreakerOpen>;
+
+    /// Counts an attempt that is about to send.
+    fn attempted(&self);
+
+    /// Sends the host no request before `until` (a `Retry-After`), and counts the pause.
+    fn pause_until(&self, until: tokio::time::Instant);
+}
