@@ -173,6 +173,7 @@ pub(crate) fn describe(p: &mock::Profile) -> String {
         mock::Profile::Outage { from_s, to_s } => {
             format!("fails every request from {from_s} s to {to_s} s")
         }
+        mock::Profile::SecondTry => "fails each request's first try with 503".into(),
     }
 }
 

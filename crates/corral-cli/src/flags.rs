@@ -135,6 +135,15 @@ pub(crate) struct Options {
     /// Probe requests a half-open breaker lets through
     #[arg(long)]
     pub(crate) breaker_probes: Option<u32>,
+    /// How long a job waits for its host's open breaker (without holding a slot; the host sees
+    /// only probes meanwhile) before it fails circuit_open, seconds
+    #[arg(long)]
+    pub(crate) breaker_max_hold_s: Option<u64>,
+    /// Fail a host's jobs circuit_open at once while its breaker is open, instead of holding
+    /// them until it closes.
+    #[arg(long)]
+    #[serde(default)]
+    pub(crate) breaker_fail_fast: bool,
     /// Per-attempt timeout (send to last body byte), ms; a job's timeout_ms overrides it
     #[arg(long)]
     pub(crate) timeout_ms: Option<u64>,
@@ -189,6 +198,7 @@ macro_rules! merge {
             no_body: $cli.no_body || $cfg.no_body,
             save_headers: $cli.save_headers || $cfg.save_headers,
             retry_unsafe: $cli.retry_unsafe || $cfg.retry_unsafe,
+            breaker_fail_fast: $cli.breaker_fail_fast || $cfg.breaker_fail_fast,
             header: [$cfg.header.clone(), $cli.header.clone()].concat(),
         }
     };
@@ -219,6 +229,7 @@ impl Options {
             breaker_window_s,
             breaker_cool_down_s,
             breaker_probes,
+            breaker_max_hold_s,
             timeout_ms,
             connect_timeout_ms,
             total_timeout_ms,
@@ -323,6 +334,8 @@ pub(crate) fn plan(o: &Options) -> Result<Plan, String> {
             window: secs(o.breaker_window_s, db.window),
             cool_down: secs(o.breaker_cool_down_s, db.cool_down),
             probes: o.breaker_probes.unwrap_or(db.probes),
+            max_hold: secs(o.breaker_max_hold_s, db.max_hold),
+            fail_fast: o.breaker_fail_fast,
         }),
         timeout: ms(o.timeout_ms, d.timeout),
         connect_timeout: ms(o.connect_timeout_ms, d.connect_timeout),
@@ -413,6 +426,7 @@ pub(crate) fn defaults() -> Vec<(&'static str, String)> {
         ("breaker_window_s", b.window.as_secs().to_string()),
         ("breaker_cool_down_s", b.cool_down.as_secs().to_string()),
         ("breaker_probes", b.probes.to_string()),
+        ("breaker_max_hold_s", b.max_hold.as_secs().to_string()),
         ("timeout_ms", d.timeout.as_millis().to_string()),
         (
             "connect_timeout_ms",

@@ -45,6 +45,9 @@ pub enum Profile {
     Huge { mib: u32 },
     /// 503 for every request between `from_s` and `to_s` seconds after start, else fast.
     Outage { from_s: u64, to_s: u64 },
+    /// 503 for the first request of each target (path and query), 200 for the next ones: a
+    /// host every request succeeds on at its second try.
+    SecondTry,
 }
 
 impl Profile {
@@ -57,7 +60,55 @@ impl Profile {
             Profile::Reset { .. } => "reset",
             Profile::Huge { .. } => "huge",
             Profile::Outage { .. } => "outage",
+            Profile::SecondTry => "second-try",
         }
+    }
+
+    /// A profile by name, its parameter after a colon: `fast`, `slow`, `flaky:30` (percent),
+    /// `limited:40` (requests a second), `reset:20` (percent), `huge:4` (MiB), `outage:2-7`
+    /// (seconds after start), `second-try`. Without a parameter, the demo's.
+    pub fn parse(spec: &str) -> Result<Profile, String> {
+        let spec = spec.trim();
+        let (name, arg) = match spec.split_once(':') {
+            Some((n, a)) => (n, Some(a)),
+            None => (spec, None),
+        };
+        let bad = || {
+            format!(
+                "mock profile {spec:?}: expected fast, slow, flaky[:PERCENT], limited[:PER_SECOND], \
+                 reset[:PERCENT], huge[:MIB], outage[:FROM-TO] or second-try"
+            )
+        };
+        let num = |d: u32| -> Result<u32, String> {
+            arg.map_or(Ok(d), |a| a.trim().parse().map_err(|_| bad()))
+        };
+        let demo = demo_profiles();
+        let default = |n: &str| demo.iter().copied().find(|p| p.name() == n);
+        Ok(match (name, default(name)) {
+            ("fast", _) if arg.is_none() => Profile::Fast,
+            ("slow", _) if arg.is_none() => Profile::Slow,
+            ("second-try", _) if arg.is_none() => Profile::SecondTry,
+            ("flaky", Some(Profile::Flaky { percent })) => Profile::Flaky {
+                percent: num(percent)?,
+            },
+            ("limited", Some(Profile::Limited { per_sec })) => Profile::Limited {
+                per_sec: num(per_sec)?,
+            },
+            ("reset", Some(Profile::Reset { percent })) => Profile::Reset {
+                percent: num(percent)?,
+            },
+            ("huge", Some(Profile::Huge { mib })) => Profile::Huge { mib: num(mib)? },
+            ("outage", Some(Profile::Outage { from_s, to_s })) => match arg {
+                None => Profile::Outage { from_s, to_s },
+                Some(a) => {
+                    let (f, t) = a.split_once('-').ok_or_else(bad)?;
+                    let from_s = f.trim().parse().map_err(|_| bad())?;
+                    let to_s = t.trim().parse().map_err(|_| bad())?;
+                    Profile::Outage { from_s, to_s }
+                }
+            },
+            _ => return Err(bad()),
+        })
     }
 }
 
@@ -102,6 +153,9 @@ pub struct HostStats {
     pub connections: u64,
     pub max_in_flight: u64,
     pub max_per_second: u64,
+    /// Requests in each wall-clock second since the host started.
+    #[serde(default)]
+    pub per_second: std::collections::BTreeMap<u64, u64>,
     pub statuses: HashMap<u16, u64>,
     /// The last requests received, oldest first.
     #[serde(default)]
@@ -114,6 +168,8 @@ struct Host {
     requests: AtomicU64,
     connections: AtomicU64,
     counters: Mutex<Counters>,
+    /// Targets asked for so far (for [`Profile::SecondTry`] only).
+    seen: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Host {
@@ -124,6 +180,7 @@ impl Host {
             connections: self.connections.load(Ordering::SeqCst),
             max_in_flight: c.max_in_flight,
             max_per_second: c.per_second.values().copied().max().unwrap_or(0),
+            per_second: c.per_second.iter().map(|(k, v)| (*k, *v)).collect(),
             statuses: c.statuses.clone(),
             recent: c.recent.iter().cloned().collect(),
         }
@@ -176,6 +233,7 @@ pub async fn start(profiles: &[Profile], base_port: u16) -> std::io::Result<Mock
             requests: AtomicU64::new(0),
             connections: AtomicU64::new(0),
             counters: Mutex::new(Counters::default()),
+            seen: Mutex::new(std::collections::HashSet::new()),
         });
         tokio::spawn(accept_loop(listener, host.clone(), stop.clone()));
         hosts.push(MockHost {
@@ -319,6 +377,16 @@ async fn handle(
         Profile::Huge { mib } => huge = Some(mib),
         Profile::Outage { from_s, to_s } => {
             if status.is_none() && (from_s..to_s).contains(&second) {
+                status = Some(StatusCode::SERVICE_UNAVAILABLE);
+            }
+        }
+        Profile::SecondTry => {
+            let first = host
+                .seen
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(req.uri().to_string());
+            if status.is_none() && first {
                 status = Some(StatusCode::SERVICE_UNAVAILABLE);
             }
         }

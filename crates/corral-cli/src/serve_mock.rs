@@ -12,7 +12,9 @@ pub(crate) struct ServeArgs {
     /// First port; host N listens on PORT+N. 0 picks free ports.
     #[arg(long, default_value_t = 9000)]
     pub(crate) port: u16,
-    /// Profiles of the hosts, comma-separated: fast, slow, flaky, limited, reset, huge, outage.
+    /// Profiles of the hosts, comma-separated: fast, slow, flaky[:PERCENT], limited[:PER_SECOND],
+    /// reset[:PERCENT], huge[:MIB], outage[:FROM-TO] (seconds after start), second-try (503 for
+    /// each target's first request, then 200).
     #[arg(
         long,
         value_delimiter = ',',
@@ -24,19 +26,12 @@ pub(crate) struct ServeArgs {
     pub(crate) seconds: Option<u64>,
 }
 
-pub(crate) fn profile_named(name: &str) -> Result<mock::Profile, String> {
-    let all = mock::demo_profiles();
-    all.into_iter()
-        .find(|p| p.name() == name.trim())
-        .ok_or_else(|| {
-            format!(
-                "unknown mock profile {name:?} (fast, slow, flaky, limited, reset, huge, outage)"
-            )
-        })
-}
-
 pub(crate) async fn serve_mock(args: ServeArgs) -> Result<u8, Fail> {
-    let profiles: Result<Vec<_>, _> = args.profiles.iter().map(|p| profile_named(p)).collect();
+    let profiles: Result<Vec<_>, _> = args
+        .profiles
+        .iter()
+        .map(|p| mock::Profile::parse(p))
+        .collect();
     let profiles = profiles.map_err(fail(exit::BAD_INPUT))?;
     let server = mock::start(&profiles, args.port).await.map_err(|e| {
         Fail(

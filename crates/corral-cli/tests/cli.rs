@@ -158,7 +158,7 @@ fn retry_after_pauses_only_that_host_and_is_honoured() {
 }
 
 #[test]
-fn breaker_stops_traffic_to_a_dead_host_while_others_proceed() {
+fn a_fail_fast_breaker_stops_traffic_to_a_dead_host_while_others_proceed() {
     let mock = Mock::start("fast,slow");
     let dir = tempfile::tempdir().unwrap();
     let mut lines = Vec::new();
@@ -188,6 +188,7 @@ fn breaker_stops_traffic_to_a_dead_host_while_others_proceed() {
         "60",
         "--breaker-cool-down-s",
         "60",
+        "--breaker-fail-fast",
         "--summary-json",
         summary.to_str().unwrap(),
     ]);

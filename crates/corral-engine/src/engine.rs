@@ -26,7 +26,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{ConfigError, ErrorKind, StartError};
-use crate::hosts::{Host, HostTable, Hosts};
+use crate::hosts::{Host, HostEntry, HostTable, Hosts, Permit, Slot};
 use crate::http::client::{ClientOptions, Clients, Exchange, HttpError};
 use crate::http::direct::Request;
 use crate::job::{Invalid, Job, Parsed};
@@ -280,6 +280,53 @@ struct Trace {
     /// The status of the last attempt's response head, 0 before one arrived: kept when the
     /// body then fails or times out.
     head: AtomicU16,
+    /// When the job was first held by its host's open breaker.
+    held_since: Mutex<Option<tokio::time::Instant>>,
+    /// The breaker permit of a failed first attempt, not counted yet (see
+    /// [`Trace::breaker_outcome`]).
+    pending: Mutex<Option<Permit>>,
+}
+
+impl Trace {
+    /// What a host's breaker counts. A job's first failure is not counted while a retry may
+    /// still make it good: a flaky host whose requests succeed on their second try is healthy
+    /// from the user's side, and cutting it off spent none of the retries the user asked for
+    /// (all of a 1000-job run came back `circuit_open` that way). Every success counts, and
+    /// every failure of a retry: during an outage retries fail too, and the breaker opens
+    /// about as fast as if it counted every attempt. A half-open probe counts at once, as it
+    /// decides whether the breaker closes. The first attempt's failure waits here; the next
+    /// attempt drops it uncounted, or [`Trace::settle`] counts it when the job ends there.
+    fn breaker_outcome(&self, permit: Option<Permit>, healthy: bool, first: bool) {
+        let Some(permit) = permit else { return };
+        if healthy {
+            permit.success();
+        } else if permit.is_probe() || !first {
+            permit.failure();
+        } else {
+            *self.pending.lock().unwrap_or_else(|p| p.into_inner()) = Some(permit);
+        }
+    }
+
+    /// The job has ended: a first failure no retry followed is counted now.
+    fn settle(&self) {
+        if let Some(p) = self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            p.failure();
+        }
+    }
+
+    /// A retry is about to be sent: the first failure is not counted (see
+    /// [`Trace::breaker_outcome`]).
+    fn forgive(&self) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+    }
 }
 
 /// Why an attempt did not produce a final response.
@@ -409,6 +456,7 @@ impl Engine {
                     },
                     None => run.await,
                 };
+                trace.settle();
                 *slot = active
                     .permit
                     .into_inner()
@@ -557,46 +605,13 @@ impl Engine {
         // After Ctrl-C, jobs that have not sent a request yet do not start: only requests
         // already under way are drained. (Retries of a started job go on, within the drain
         // deadline.)
-        let stopped = || first && self.stop.is_cancelled();
-        if stopped() {
+        if first && self.stop.is_cancelled() {
             return Err(AttemptError::NotStarted);
         }
-        // The host's gates: passed at once, holding the job's active slot, when they are open;
-        // otherwise waited for without it, so other hosts' jobs run meanwhile.
-        let mut slot = state.try_slot();
-        let open = slot.is_some() && state.try_rate();
-        if !open {
-            active.release();
-            let held = slot.take();
-            let wait = async {
-                let s = match held {
-                    Some(s) => Some(s),
-                    None => state.slot().await,
-                };
-                state.rate().await;
-                active.reacquire().await;
-                s
-            };
-            slot = if first {
-                tokio::select! {
-                    biased;
-                    s = wait => s,
-                    _ = self.stop.cancelled() => return Err(AttemptError::NotStarted),
-                }
-            } else {
-                wait.await
-            };
-            if stopped() {
-                return Err(AttemptError::NotStarted);
-            }
+        let (_slot, permit) = self.pass_gates(&*state, host, first, active, trace).await?;
+        if !first {
+            trace.forgive();
         }
-        let _slot = slot;
-        if let Some(g) = &self.gates.global_rate {
-            g.until_ready().await;
-        }
-        let permit = state.admit().map_err(|open| {
-            AttemptError::BreakerOpen(format!("circuit breaker for {host} is open: {open}"))
-        })?;
         state.attempted();
         let limit = job.timeout.unwrap_or(self.gates.settings.timeout);
         let started = Instant::now();
@@ -636,13 +651,7 @@ impl Engine {
             Err(AttemptError::Status(r, _)) => r.status < 500,
             Err(_) => false,
         };
-        if let Some(p) = permit {
-            if healthy {
-                p.success();
-            } else {
-                p.failure();
-            }
-        }
+        trace.breaker_outcome(permit, healthy, first);
         if let Err(AttemptError::Status(r, Some(ra))) = &out {
             if r.status == 429 || r.status == 503 {
                 let until =
@@ -651,6 +660,98 @@ impl Engine {
             }
         }
         out
+    }
+
+    /// The host's gates, in order: its slot and rate (passed at once, holding the job's active
+    /// slot, when they are open; otherwise waited for without it, so other hosts' jobs run
+    /// meanwhile), the global rate, then its breaker. An open breaker holds the job (without
+    /// either slot) until it may let a request through, then the gates are passed again; the
+    /// job fails `circuit_open` only after `--breaker-max-hold-s` of holding, or at once with
+    /// `--breaker-fail-fast`.
+    async fn pass_gates(
+        &self,
+        state: &dyn HostEntry,
+        host: &Host,
+        first: bool,
+        active: &Active,
+        trace: &Trace,
+    ) -> Result<(Option<Slot>, Option<Permit>), AttemptError> {
+        // After Ctrl-C, jobs that have not sent a request yet do not start.
+        let stopped = || first && self.stop.is_cancelled();
+        loop {
+            let mut slot = state.try_slot();
+            let open = slot.is_some() && state.try_rate();
+            if !open {
+                active.release();
+                let held = slot.take();
+                let wait = async {
+                    let s = match held {
+                        Some(s) => Some(s),
+                        None => state.slot().await,
+                    };
+                    state.rate().await;
+                    active.reacquire().await;
+                    s
+                };
+                slot = if first {
+                    tokio::select! {
+                        biased;
+                        s = wait => s,
+                        _ = self.stop.cancelled() => return Err(AttemptError::NotStarted),
+                    }
+                } else {
+                    wait.await
+                };
+                if stopped() {
+                    return Err(AttemptError::NotStarted);
+                }
+            }
+            if let Some(g) = &self.gates.global_rate {
+                g.until_ready().await;
+            }
+            let open = match state.admit() {
+                Ok(permit) => return Ok((slot, permit)),
+                Err(open) => open,
+            };
+            let refused = |why: String| {
+                AttemptError::BreakerOpen(format!("circuit breaker for {host} is open{why}"))
+            };
+            let Some(b) = self.gates.settings.breaker else {
+                return Err(refused(format!(": {open}")));
+            };
+            if b.fail_fast {
+                return Err(refused(format!(": {open} (--breaker-fail-fast)")));
+            }
+            let since = *trace
+                .held_since
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_or_insert_with(tokio::time::Instant::now);
+            let left = b.max_hold.saturating_sub(since.elapsed());
+            if left.is_zero() {
+                return Err(refused(format!(
+                    "; the job waited {:?} for it (--breaker-max-hold-s)",
+                    b.max_hold
+                )));
+            }
+            // Held: neither the host's slot nor an active slot is kept meanwhile.
+            drop(slot);
+            active.release();
+            let hold = async {
+                let _ = tokio::time::timeout(left, state.breaker_wait(open)).await;
+                active.reacquire().await;
+            };
+            tokio::select! {
+                biased;
+                () = hold => {}
+                () = self.stop.cancelled() => {
+                    if first {
+                        return Err(AttemptError::NotStarted);
+                    }
+                    return Err(refused(": the run stopped while the job waited for it".into()));
+                }
+            }
+        }
     }
 
     async fn send(
@@ -926,6 +1027,8 @@ mod tests {
         rate_open: AtomicBool,
         tokens: Arc<Semaphore>,
         breaker_open: AtomicBool,
+        /// Woken by the test when the breaker may let a request through again.
+        breaker_changed: tokio::sync::Notify,
     }
 
     impl Recorder {
@@ -936,6 +1039,7 @@ mod tests {
                 rate_open: AtomicBool::new(true),
                 tokens: Arc::new(Semaphore::new(0)),
                 breaker_open: AtomicBool::new(false),
+                breaker_changed: tokio::sync::Notify::new(),
             })
         }
         fn log(&self, call: &'static str) {
@@ -987,6 +1091,10 @@ mod tests {
                 Ok(None)
             }
         }
+        fn breaker_wait(&self, _: crate::hosts::BreakerOpen) -> futures::future::BoxFuture<'_, ()> {
+            self.log("breaker_wait");
+            Box::pin(self.breaker_changed.notified())
+        }
         fn attempted(&self) {
             self.log("attempted");
         }
@@ -996,11 +1104,24 @@ mod tests {
     }
 
     fn recorded(concurrency: usize) -> (Arc<Recorder>, Engine) {
+        recorded_with(test_settings(concurrency))
+    }
+
+    fn recorded_with(settings: Settings) -> (Arc<Recorder>, Engine) {
         let rec = Recorder::new();
-        let gates =
-            Gates::with_hosts(test_settings(concurrency), Arc::new(Shared(rec.clone()))).unwrap();
+        let concurrency = settings.concurrency;
+        let gates = Gates::with_hosts(settings, Arc::new(Shared(rec.clone()))).unwrap();
         let engine = Engine::new(gates, concurrency, CancellationToken::new()).unwrap();
         (rec, engine)
+    }
+
+    fn with_breaker(fail_fast: bool) -> Settings {
+        let mut s = test_settings(1);
+        s.breaker = Some(crate::settings::BreakerSettings {
+            fail_fast,
+            ..Default::default()
+        });
+        s
     }
 
     /// Port 1 refuses at once: a job there ends as soon as it is sent.
@@ -1067,13 +1188,71 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_open_breaker_fails_the_job_before_anything_is_sent() {
-        let (rec, engine) = recorded(1);
+    async fn with_fail_fast_an_open_breaker_fails_the_job_before_anything_is_sent() {
+        let (rec, engine) = recorded_with(with_breaker(true));
         rec.breaker_open.store(true, Ordering::Relaxed);
         let mut slot = engine.active_slots().try_acquire_owned().ok();
         let out = engine.process(refused(1), &mut slot).await.unwrap();
         assert_eq!(out.error_kind, Some(ErrorKind::CircuitOpen), "{}", out.json);
+        assert!(out.json.contains("--breaker-fail-fast"), "{}", out.json);
         assert_eq!(rec.calls(), ["try_slot", "try_rate", "admit"]);
+    }
+
+    #[tokio::test]
+    async fn an_open_breaker_holds_the_job_without_its_slots_until_it_may_pass() {
+        let (rec, engine) = recorded_with(with_breaker(false));
+        rec.breaker_open.store(true, Ordering::Relaxed);
+        rec.tokens.add_permits(1);
+        let active = engine.active_slots();
+        let mut slot = active.clone().try_acquire_owned().ok();
+        let run = engine.process(refused(1), &mut slot);
+        tokio::pin!(run);
+        assert!(futures::poll!(run.as_mut()).is_pending(), "held");
+        assert_eq!(
+            rec.calls(),
+            ["try_slot", "try_rate", "admit", "breaker_wait"]
+        );
+        assert_eq!(
+            active.available_permits(),
+            1,
+            "the active slot is given back"
+        );
+        assert_eq!(rec.slots.available_permits(), 1, "and the host's slot");
+        // The breaker lets requests through again: the job passes the gates anew and goes.
+        rec.breaker_open.store(false, Ordering::Relaxed);
+        rec.breaker_changed.notify_waiters();
+        let out = run.await.unwrap();
+        assert_eq!(out.error_kind, Some(ErrorKind::Connect), "{}", out.json);
+        assert_eq!(
+            rec.calls(),
+            [
+                "try_slot",
+                "try_rate",
+                "admit",
+                "breaker_wait",
+                "try_slot",
+                "try_rate",
+                "admit",
+                "attempted"
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_job_held_longer_than_the_max_hold_fails_circuit_open() {
+        let (rec, engine) = recorded_with(with_breaker(false));
+        rec.breaker_open.store(true, Ordering::Relaxed);
+        rec.tokens.add_permits(10);
+        let mut slot = engine.active_slots().try_acquire_owned().ok();
+        let started = tokio::time::Instant::now();
+        let out = engine.process(refused(1), &mut slot).await.unwrap();
+        assert_eq!(out.error_kind, Some(ErrorKind::CircuitOpen), "{}", out.json);
+        assert!(out.json.contains("--breaker-max-hold-s"), "{}", out.json);
+        assert_eq!(
+            started.elapsed(),
+            crate::settings::BreakerSettings::default().max_hold
+        );
+        assert!(!rec.calls().contains(&"attempted"), "nothing was sent");
     }
 
     #[tokio::test]
@@ -1090,6 +1269,56 @@ mod tests {
         stop.cancel();
         assert!(run.await.is_none(), "no result: a resume runs it");
         assert!(!rec.calls().contains(&"attempted"), "nothing was sent");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_breaker_counts_a_first_failure_only_when_no_retry_makes_it_good() {
+        let b = corral::breaker::CircuitBreaker::builder()
+            .min_calls(100)
+            .build()
+            .unwrap();
+        let counts = |b: &corral::breaker::CircuitBreaker| {
+            let s = b.stats();
+            (s.window_ok, s.window_failed)
+        };
+        // Fails once, then succeeds on its retry: one success, no failure.
+        let t = Trace::default();
+        t.breaker_outcome(b.try_acquire().ok(), false, true);
+        assert_eq!(counts(&b), (0, 0), "not counted while a retry may follow");
+        t.forgive();
+        t.breaker_outcome(b.try_acquire().ok(), true, false);
+        t.settle();
+        assert_eq!(counts(&b), (1, 0));
+        // Fails, and its retry fails: the retry's failure counts at once.
+        let t = Trace::default();
+        t.breaker_outcome(b.try_acquire().ok(), false, true);
+        t.forgive();
+        t.breaker_outcome(b.try_acquire().ok(), false, false);
+        assert_eq!(counts(&b), (1, 1));
+        t.settle();
+        assert_eq!(counts(&b), (1, 1));
+        // Fails with no retry after it: counted when the job ends.
+        let t = Trace::default();
+        t.breaker_outcome(b.try_acquire().ok(), false, true);
+        t.settle();
+        assert_eq!(counts(&b), (1, 2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_counts_at_once_even_on_a_first_attempt() {
+        let b = corral::breaker::CircuitBreaker::builder()
+            .min_calls(1)
+            .failure_rate(0.5)
+            .cool_down(Duration::from_secs(1))
+            .build()
+            .unwrap();
+        b.try_acquire().unwrap().failure();
+        assert_eq!(b.state(), corral::breaker::State::Open);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let t = Trace::default();
+        t.breaker_outcome(b.try_acquire().ok(), false, true);
+        assert_eq!(b.state(), corral::breaker::State::Open, "the probe failed");
+        assert_eq!(b.stats().openings, 2);
     }
 
     #[test]

@@ -35,6 +35,12 @@ pub struct BreakerSettings {
     pub cool_down: Duration,
     /// Probes let through half-open (`--breaker-probes`).
     pub probes: u32,
+    /// How long a job may wait for its host's open breaker before it fails `circuit_open`
+    /// (`--breaker-max-hold-s`).
+    pub max_hold: Duration,
+    /// Fail a job at once when its host's breaker is open, instead of holding it
+    /// (`--breaker-fail-fast`).
+    pub fail_fast: bool,
 }
 
 /// Everything that shapes a run. Each field names the `corral run` option it comes from.
@@ -158,6 +164,8 @@ impl Default for BreakerSettings {
             window: Duration::from_secs(30),
             cool_down: Duration::from_secs(10),
             probes: 1,
+            max_hold: Duration::from_secs(300),
+            fail_fast: false,
         }
     }
 }

@@ -292,6 +292,13 @@ pub struct Permit {
 }
 
 impl Permit {
+    /// True when this call is a half-open probe: its outcome decides whether the breaker
+    /// closes or opens again. (A caller that counts outcomes its own way, for instance once
+    /// per job rather than per attempt, still reports probes at once.)
+    pub fn is_probe(&self) -> bool {
+        self.probe
+    }
+
     /// The call succeeded.
     pub fn success(mut self) {
         self.done = true;

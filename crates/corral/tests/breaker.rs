@@ -79,6 +79,7 @@ async fn rejects_while_open_then_lets_only_k_probes_and_closes_on_success() {
     tokio::time::sleep(Duration::from_millis(1)).await;
     let p1 = b.try_acquire().expect("probe 1");
     let p2 = b.try_acquire().expect("probe 2");
+    assert!(p1.is_probe() && p2.is_probe(), "half-open calls are probes");
     assert!(b.try_acquire().is_err(), "only 2 probes in half-open");
     p1.success();
     assert_eq!(b.state(), State::HalfOpen);
@@ -97,6 +98,7 @@ async fn rejects_while_open_then_lets_only_k_probes_and_closes_on_success() {
         ]
     );
     assert_eq!(b.stats().window_failed, 0, "closing starts a fresh window");
+    assert!(!b.try_acquire().unwrap().is_probe(), "closed: no probe");
 }
 
 #[tokio::test(start_paused = true)]

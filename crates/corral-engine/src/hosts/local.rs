@@ -18,7 +18,7 @@ use corral::breaker::{CircuitBreaker, State};
 use corral::limit::{Rate, RateLimiter};
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant as Clock;
 
 use super::{BreakerOpen, Host, HostEntry, HostTable, Permit, Slot};
@@ -34,6 +34,10 @@ pub struct HostState {
     rate: RateLimiter,
     /// The host's breaker, unless breakers are off.
     breaker: Option<CircuitBreaker>,
+    /// Woken when the breaker changes state (a probe settled).
+    breaker_changed: Arc<Notify>,
+    /// Longest wait for a state change nobody announces (a probe dropped unsettled).
+    breaker_poll: Duration,
     stat: Mutex<HostStat>,
     /// Breaker openings (counted by the breaker's own callback).
     openings: Arc<AtomicU64>,
@@ -64,6 +68,20 @@ impl HostEntry for HostState {
             .as_ref()
             .map(CircuitBreaker::try_acquire)
             .transpose()
+    }
+
+    fn breaker_wait(&self, open: BreakerOpen) -> BoxFuture<'_, ()> {
+        async move {
+            match open.retry_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => {
+                    let _ =
+                        tokio::time::timeout(self.breaker_poll, self.breaker_changed.notified())
+                            .await;
+                }
+            }
+        }
+        .boxed()
     }
 
     fn attempted(&self) {
@@ -102,6 +120,8 @@ pub struct Hosts {
     breaker: Option<corral::breaker::CircuitBreakerBuilder>,
     /// Breaker openings, all hosts together.
     openings: Arc<AtomicU64>,
+    /// See [`HostState::breaker_wait`]: the cool-down, at most a second.
+    breaker_poll: Duration,
     /// An entry untouched this long holds no state that matters any more.
     idle_after: Duration,
     /// Entries at which a sweep for idle ones runs (doubles when a sweep frees too few).
@@ -157,6 +177,10 @@ impl Hosts {
             burst,
             breaker,
             openings: Arc::new(AtomicU64::new(0)),
+            breaker_poll: settings
+                .breaker
+                .map_or(Duration::from_secs(1), |b| b.cool_down)
+                .clamp(Duration::from_millis(10), Duration::from_secs(1)),
             idle_after,
             sweep_at: Mutex::new(FIRST_SWEEP),
         })
@@ -184,15 +208,18 @@ impl Hosts {
     fn new_entry(&self) -> Result<HostState, ConfigError> {
         let refused = |e: corral::ConfigError| ConfigError::from_corral("--per-host-*", &e);
         let openings = Arc::new(AtomicU64::new(0));
+        let breaker_changed = Arc::new(Notify::new());
         let breaker = match self.breaker.clone() {
             None => None,
             Some(b) => {
                 let (mine, all) = (openings.clone(), self.openings.clone());
+                let changed = breaker_changed.clone();
                 let b = b.on_state_change(move |change| {
                     if change.to == State::Open {
                         mine.fetch_add(1, Ordering::Relaxed);
                         all.fetch_add(1, Ordering::Relaxed);
                     }
+                    changed.notify_waiters();
                 });
                 Some(b.build().map_err(refused)?)
             }
@@ -205,6 +232,8 @@ impl Hosts {
                 .build()
                 .map_err(refused)?,
             breaker,
+            breaker_changed,
+            breaker_poll: self.breaker_poll,
             stat: Mutex::new(HostStat::default()),
             openings,
             touched: Mutex::new(Clock::now()),

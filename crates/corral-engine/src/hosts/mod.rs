@@ -10,8 +10,9 @@
 //! The engine calls an entry in a fixed order (see [`crate::engine`]): [`HostEntry::try_slot`]
 //! and [`HostEntry::try_rate`] first; when either is closed it gives its active slot back and
 //! waits with [`HostEntry::slot`] and [`HostEntry::rate`]; then [`HostEntry::admit`] (the
-//! breaker), [`HostEntry::attempted`] and the request; after a 429 or 503 with `Retry-After`,
-//! [`HostEntry::pause_until`].
+//! breaker; when it is open the job lets its slots go and waits with
+//! [`HostEntry::breaker_wait`], then starts over), [`HostEntry::attempted`] and the request;
+//! after a 429 or 503 with `Retry-After`, [`HostEntry::pause_until`].
 
 mod local;
 
@@ -62,8 +63,14 @@ pub trait HostEntry: Send + Sync {
     fn rate(&self) -> BoxFuture<'_, ()>;
 
     /// Lets the request past the host's breaker (`Ok(None)`: no breaker), or says it is open.
-    /// The permit is settled with the request's outcome.
+    /// The permit is settled with the outcome: a probe's at once, any other's once the job
+    /// ends (see [`crate::engine`]).
     fn admit(&self) -> Result<Option<Permit>, BreakerOpen>;
+
+    /// Waits until the breaker that refused with `open` may let a request through again: its
+    /// cool-down is over, or its state changed (a probe settled). Then [`HostEntry::admit`]
+    /// is asked again. Cancel safe.
+    fn breaker_wait(&self, open: BreakerOpen) -> BoxFuture<'_, ()>;
 
     /// Counts an attempt that is about to send.
     fn attempted(&self);

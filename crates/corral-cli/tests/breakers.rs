@@ -1,0 +1,139 @@
+//! End-to-end: an open breaker holds its host's jobs instead of failing them, and counts a
+//! job's first failure only when no retry makes it good.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+
+fn summary(path: &std::path::Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).expect("summary")).expect("json")
+}
+
+/// The flaky API of issue 13: every request fails once with 503, then succeeds. Under the
+/// defaults the breaker used to open after ~26 attempts and fail all 1000 jobs.
+#[test]
+fn a_host_that_succeeds_on_the_second_try_is_never_cut_off() {
+    let mock = Mock::start("second-try");
+    let dir = tempfile::tempdir().unwrap();
+    let lines: Vec<String> = (0..1000)
+        .map(|i| format!(r#"{{"url":"{}/item/{i}"}}"#, mock.url("second-try")))
+        .collect();
+    let jobs = write_jobs(dir.path(), &lines);
+    let (out, sum) = (dir.path().join("out.jsonl"), dir.path().join("s.json"));
+    let o = corral(&[
+        "run",
+        jobs.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "-q",
+        "--summary-json",
+        sum.to_str().unwrap(),
+    ]);
+    assert_exit(&o, 0);
+    let rs = results(&out);
+    assert_exactly_once(&rs, 1000);
+    assert!(rs.iter().all(|r| r["ok"] == true && r["attempts"] == 2));
+    let s = summary(&sum);
+    assert_eq!(s["breaker_openings"], 0, "{s}");
+    assert_eq!(mock.stats("second-try")["requests"], 2000);
+}
+
+/// A host down for its first 3 seconds: its jobs wait for the breaker instead of failing, the
+/// host sees little more than the probes meanwhile, and every job succeeds once it is back.
+#[test]
+fn during_an_outage_jobs_wait_and_the_host_sees_only_probes() {
+    let mock = Mock::start("outage:0-3,fast");
+    let dir = tempfile::tempdir().unwrap();
+    let lines: Vec<String> = (0..400)
+        .map(|i| {
+            let host = if i % 2 == 0 { "outage" } else { "fast" };
+            format!(r#"{{"url":"{}/item/{i}"}}"#, mock.url(host))
+        })
+        .collect();
+    let jobs = write_jobs(dir.path(), &lines);
+    let (out, sum) = (dir.path().join("out.jsonl"), dir.path().join("s.json"));
+    let o = corral(&[
+        "run",
+        jobs.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "-q",
+        // Enough retries that no job runs out of them before the breaker opens.
+        "--retries",
+        "10",
+        "--breaker-cool-down-s",
+        "1",
+        "--summary-json",
+        sum.to_str().unwrap(),
+    ]);
+    assert_exit(&o, 0);
+    let rs = results(&out);
+    assert_exactly_once(&rs, 400);
+    assert!(rs.iter().all(|r| r["ok"] == true), "every job succeeded");
+    let s = summary(&sum);
+    assert!(s["breaker_openings"].as_u64().unwrap() >= 1, "{s}");
+    // Before the breaker opens each job's first request goes (a first failure is not counted
+    // while a retry may make it good); once it is open, in the outage's 2nd and 3rd seconds,
+    // only the probes (one a second with a 1 s cool-down). Without holding, 200 jobs retrying
+    // for 3 s send hundreds of requests a second.
+    let stats = mock.stats("outage");
+    let second = |s: &str| stats["per_second"][s].as_u64().unwrap_or(0);
+    assert!(
+        second("1") <= 3 && second("2") <= 3,
+        "requests per second during the outage: {}",
+        stats["per_second"]
+    );
+    assert_eq!(
+        mock.stats("fast")["requests"],
+        200,
+        "the other host went on"
+    );
+}
+
+/// A job held longer than `--breaker-max-hold-s` fails `circuit_open`, saying why.
+#[test]
+fn a_job_held_past_the_max_hold_fails_circuit_open() {
+    let mock = Mock::start("fast");
+    let dir = tempfile::tempdir().unwrap();
+    let lines: Vec<String> = (0..30)
+        .map(|i| format!(r#"{{"url":"{}/down/{i}?status=503"}}"#, mock.url("fast")))
+        .collect();
+    let jobs = write_jobs(dir.path(), &lines);
+    let out = dir.path().join("out.jsonl");
+    let o = corral(&[
+        "run",
+        jobs.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "-q",
+        "--retries",
+        "0",
+        "--per-host-concurrency",
+        "1",
+        "--breaker-min-calls",
+        "5",
+        "--breaker-window-s",
+        "60",
+        "--breaker-cool-down-s",
+        "60",
+        "--breaker-max-hold-s",
+        "1",
+    ]);
+    assert_exit(&o, 1);
+    let rs = results(&out);
+    assert_exactly_once(&rs, 30);
+    let held: Vec<&Value> = rs
+        .iter()
+        .filter(|r| r["error"]["kind"] == "circuit_open")
+        .collect();
+    assert_eq!(held.len(), 25, "all but the 5 that opened it");
+    assert!(held.iter().all(|r| r["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("--breaker-max-hold-s")));
+    assert!(held
+        .iter()
+        .all(|r| r["attempts"] == 1 && r["elapsed_ms"].as_f64().unwrap() >= 1000.0));
+    assert_eq!(mock.stats("fast")["requests"], 5, "held jobs sent nothing");
+}
