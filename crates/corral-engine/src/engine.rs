@@ -267,6 +267,7 @@ impl From<HttpError> for AttemptError {
             kind: e.kind,
             message: e.message,
             sent: e.sent,
+            resend: e.resend,
         }
     }
 }
@@ -339,6 +340,8 @@ enum AttemptError {
         message: String,
         /// The request may have reached the server (it started to go out).
         sent: bool,
+        /// It may go once more at once on a new connection (see [`HttpError::resend`]).
+        resend: bool,
     },
     /// The host's breaker is open.
     BreakerOpen(String),
@@ -601,6 +604,7 @@ impl Engine {
                 kind: ErrorKind::Request,
                 message: e.to_string(),
                 sent: false,
+                resend: false,
             })?;
         // After Ctrl-C, jobs that have not sent a request yet do not start: only requests
         // already under way are drained. (Retries of a started job go on, within the drain
@@ -619,7 +623,7 @@ impl Engine {
         trace.head.store(0, Ordering::Relaxed);
         // A body to be saved has its room reserved before the request (and its timeout)
         // starts: jobs wait for memory here, never half-way through a body.
-        let held = match self.gates.settings.body {
+        let mut held = match self.gates.settings.body {
             BodyMode::Save => {
                 let room = (self.gates.settings.max_body as usize)
                     .saturating_add(4096)
@@ -634,13 +638,37 @@ impl Engine {
             }
             _ => None,
         };
-        let send = self.send(job, key, started, &sending, &trace.head, held);
+        let send = async {
+            let mut fresh = false;
+            loop {
+                let r = self
+                    .send(job, key, (started, &sending), &trace.head, &mut held, fresh)
+                    .await;
+                match r {
+                    // A reused connection closed under an idempotent request, unanswered: it
+                    // goes once more on a new connection. Not a retry, but a request that
+                    // leaves the process: it passes the rate gates again.
+                    Err(AttemptError::Transport { resend: true, .. }) if !fresh => {
+                        fresh = true;
+                        if !state.try_rate() {
+                            state.rate().await;
+                        }
+                        if let Some(g) = &self.gates.global_rate {
+                            g.until_ready().await;
+                        }
+                        state.attempted();
+                    }
+                    r => return r,
+                }
+            }
+        };
         let out = match tokio::time::timeout(limit, send).await {
             Ok(r) => r,
             Err(_) => Err(AttemptError::Transport {
                 kind: ErrorKind::Timeout,
                 message: format!("no complete response within {limit:?}"),
                 sent: sending.load(Ordering::Relaxed),
+                resend: false,
             }),
         };
         if sending.load(Ordering::Relaxed) {
@@ -758,10 +786,11 @@ impl Engine {
         &self,
         job: &Job,
         host: &Host,
-        started: Instant,
-        sending: &AtomicBool,
+        // When the attempt started, and the flag set once its request starts to go out.
+        (started, sending): (Instant, &AtomicBool),
         head: &AtomicU16,
-        held: Option<OwnedSemaphorePermit>,
+        held: &mut Option<OwnedSemaphorePermit>,
+        fresh: bool,
     ) -> Result<Response, AttemptError> {
         let req = Request {
             method: &job.method,
@@ -776,7 +805,7 @@ impl Engine {
             mut body,
         } = self
             .clients
-            .send(req, host, want_headers, sending)
+            .send(req, host, want_headers, sending, fresh)
             .await
             .map_err(AttemptError::from)?;
         head.store(status, Ordering::Relaxed);
@@ -817,7 +846,7 @@ impl Engine {
             body: saved,
             truncated,
             latency: started.elapsed(),
-            held,
+            held: held.take(),
         };
         if (200..400).contains(&status) {
             Ok(response)

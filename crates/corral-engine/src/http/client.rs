@@ -48,6 +48,9 @@ pub struct HttpError {
     pub message: String,
     /// The request may have reached the server: it started to go out.
     pub sent: bool,
+    /// A reused connection closed as the (idempotent) request went out, unanswered: it may go
+    /// once more at once on a new connection (`fresh`), after the request's gates.
+    pub resend: bool,
 }
 
 /// A response head and the body still to read.
@@ -77,11 +80,13 @@ impl Body<'_> {
                 kind: reqwest_kind(&e),
                 message: chain(&e),
                 sent: true,
+                resend: false,
             }),
             Body::Direct(lease) => lease.next_chunk().await.map_err(|m| HttpError {
                 kind: ErrorKind::Body,
                 message: format!("error reading the body: {m}"),
                 sent: true,
+                resend: false,
             }),
         }
     }
@@ -126,33 +131,37 @@ impl Clients {
 
     /// Sends `req` to the host keyed `key` and reads the response head. `want_headers`: the
     /// lean client builds the header map even for a 2xx/3xx. `sending` is set once the request
-    /// starts to go out.
+    /// starts to go out. `fresh`: on a new connection (after an error with `resend`).
     pub async fn send(
         &self,
         req: Request<'_>,
         key: &Arc<str>,
         want_headers: bool,
         sending: &AtomicBool,
+        fresh: bool,
     ) -> Result<Exchange<'_>, HttpError> {
         match (&self.direct, req.url.scheme()) {
             (Some(direct), "http") => {
-                let (head, lease) =
-                    direct
-                        .send(req, key, want_headers, sending)
-                        .await
-                        .map_err(|e| {
-                            let (kind, sent, message) = match e {
-                                DirectError::FdLimit(m) => (ErrorKind::FdLimit, false, m),
-                                DirectError::Dns(m) => (ErrorKind::Dns, false, m),
-                                DirectError::Connect(m) => (ErrorKind::Connect, false, m),
-                                DirectError::Connection(m) => (ErrorKind::Connection, true, m),
-                            };
-                            HttpError {
-                                kind,
-                                message,
-                                sent,
+                let (head, lease) = direct
+                    .send(req, key, want_headers, sending, fresh)
+                    .await
+                    .map_err(|e| {
+                        let resend = matches!(e, DirectError::Unanswered(_));
+                        let (kind, sent, message) = match e {
+                            DirectError::FdLimit(m) => (ErrorKind::FdLimit, false, m),
+                            DirectError::Dns(m) => (ErrorKind::Dns, false, m),
+                            DirectError::Connect(m) => (ErrorKind::Connect, false, m),
+                            DirectError::Connection(m) | DirectError::Unanswered(m) => {
+                                (ErrorKind::Connection, true, m)
                             }
-                        })?;
+                        };
+                        HttpError {
+                            kind,
+                            message,
+                            sent,
+                            resend,
+                        }
+                    })?;
                 Ok(Exchange {
                     status: head.status,
                     headers: head.headers,
@@ -177,6 +186,7 @@ impl Clients {
             kind: reqwest_kind(&e),
             message: chain(&e),
             sent: !e.is_connect() && !e.is_builder(),
+            resend: false,
         };
         let (mut url, mut method) = (req.url.clone(), req.method.clone());
         let mut headers = Cow::Borrowed(req.headers);
@@ -199,6 +209,7 @@ impl Clients {
                         kind: ErrorKind::Redirect,
                         message: why,
                         sent: true,
+                        resend: false,
                     })
                 }
                 redirect::Next::Follow {
@@ -222,6 +233,7 @@ impl Clients {
                 redact::url(&url)
             ),
             sent: true,
+            resend: false,
         })
     }
 }

@@ -21,8 +21,9 @@
 //! An idle connection is not watched; one the server closed meanwhile is noticed when it is
 //! taken (its socket reports the end, at no cost when it does not) and replaced before the
 //! request goes out. Should a server close a reused connection just as an idempotent request
-//! went out, with not one byte of response, the request is sent once more on a new connection,
-//! as browsers and hyper do; that is not a retry.
+//! went out, with not one byte of response, the error says so ([`DirectError::Unanswered`]):
+//! the caller may send it once more on a new connection (`fresh`), as browsers and hyper do;
+//! that is not a retry, but it is a request, so the caller passes its rate gates first.
 //!
 //! By concern: `conn` opens a connection and holds its buffers, `encode` writes a request,
 //! `head` reads a response head and decides the body's framing, `body` reads the body and gives
@@ -76,6 +77,9 @@ pub enum DirectError {
     /// The connection failed while sending or before the response head arrived, or the
     /// response was not valid HTTP/1.
     Connection(String),
+    /// A reused connection was closed by the server as an idempotent request went out, with no
+    /// byte of answer: it may go once more at once, on a new connection (`fresh`).
+    Unanswered(String),
 }
 
 /// True when the environment configures a proxy for plain HTTP: then reqwest (which honours
@@ -139,16 +143,18 @@ impl Direct {
     /// head. `want_headers`: build the header map even for a 2xx/3xx response (it is always
     /// built for other statuses, which may carry `Retry-After`). `sending` is set once the
     /// request starts to go out (before that, a failure cannot have reached the server).
+    /// `fresh`: on a new connection, not an idle one (to send again after
+    /// [`DirectError::Unanswered`]).
     pub async fn send(
         &self,
         req: Request<'_>,
         key: &Arc<str>,
         want_headers: bool,
         sending: &AtomicBool,
+        fresh: bool,
     ) -> Result<(Head, Lease<'_>), DirectError> {
-        let mut fresh_only = false;
-        loop {
-            let (mut conn, reused) = match (!fresh_only).then(|| self.take_idle(key)).flatten() {
+        {
+            let (mut conn, reused) = match (!fresh).then(|| self.take_idle(key)).flatten() {
                 Some(c) => (c, true),
                 None => (self.connect(&req).await?, false),
             };
@@ -183,16 +189,14 @@ impl Direct {
                         framing,
                         keep_alive: keep_alive && !close,
                     };
-                    return Ok((head, lease));
+                    Ok((head, lease))
                 }
                 // A reused connection the server closed as the request went out: nothing was
-                // answered, so an idempotent request goes again on a new connection.
-                Err(ReadError::Nothing(_)) if reused && req.method.is_idempotent() => {
-                    fresh_only = true;
+                // answered, so an idempotent request may go again on a new connection.
+                Err(ReadError::Nothing(m)) if reused && req.method.is_idempotent() => {
+                    Err(DirectError::Unanswered(m))
                 }
-                Err(ReadError::Nothing(m) | ReadError::Bad(m)) => {
-                    return Err(DirectError::Connection(m))
-                }
+                Err(ReadError::Nothing(m) | ReadError::Bad(m)) => Err(DirectError::Connection(m)),
             }
         }
     }
@@ -372,12 +376,20 @@ mod tests {
             .unwrap_or_else(|_| panic!("no complete response within 10 s"))
     }
 
+    /// Sends as the engine does: once more on a new connection after `Unanswered`.
     async fn fetch_inner(d: &Direct, job: &Job) -> Result<(Head, Vec<u8>), String> {
         let key: Arc<str> = job.host_key().into();
-        let (head, mut lease) = d
-            .send(req(job), &key, true, &AtomicBool::new(false))
+        let sent = match d
+            .send(req(job), &key, true, &AtomicBool::new(false), false)
             .await
-            .map_err(|e| format!("{e:?}"))?;
+        {
+            Err(DirectError::Unanswered(_)) => {
+                d.send(req(job), &key, true, &AtomicBool::new(false), true)
+                    .await
+            }
+            r => r,
+        };
+        let (head, mut lease) = sent.map_err(|e| format!("{e:?}"))?;
         let mut body = Vec::new();
         while let Some(chunk) = lease.next_chunk().await.map_err(|e| e.to_string())? {
             body.extend_from_slice(&chunk);
@@ -585,7 +597,19 @@ mod tests {
         .await;
         let d = client();
         fetch(&d, &get(&base, "/")).await.unwrap();
-        // GET: sent again on a new connection, once, transparently.
+        // GET: the caller is told it may go again, and it does, on a new connection.
+        let key: Arc<str> = get(&base, "/").host_key().into();
+        let e = d
+            .send(
+                req(&get(&base, "/")),
+                &key,
+                false,
+                &AtomicBool::new(false),
+                false,
+            )
+            .await
+            .err();
+        assert!(matches!(e, Some(DirectError::Unanswered(_))), "{e:?}");
         let (_, body) = fetch(&d, &get(&base, "/")).await.unwrap();
         assert_eq!(body, b"hello");
         assert_eq!(connections(&seen), 2);
@@ -652,7 +676,7 @@ mod tests {
         let j = get(&base, "/");
         let key: Arc<str> = j.host_key().into();
         let (head, mut lease) = d
-            .send(req(&j), &key, false, &AtomicBool::new(false))
+            .send(req(&j), &key, false, &AtomicBool::new(false), false)
             .await
             .unwrap();
         assert!(head.headers.is_empty());
@@ -662,7 +686,7 @@ mod tests {
         );
         assert_eq!(within(lease.next_chunk()).await.unwrap(), None);
         lease.release();
-        let (head, _) = within(d.send(req(&j), &key, false, &AtomicBool::new(false)))
+        let (head, _) = within(d.send(req(&j), &key, false, &AtomicBool::new(false), false))
             .await
             .unwrap();
         assert_eq!(head.status, 429);
