@@ -9,6 +9,7 @@ use corral::limit::Rate;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
 
+use corral_engine::error::ConfigError;
 use corral_engine::redact;
 use corral_engine::run::DEFAULT_FSYNC_INTERVAL;
 use corral_engine::settings::{BodyMode, BreakerSettings, Settings};
@@ -187,6 +188,17 @@ pub(crate) struct Options {
     /// User-Agent header
     #[arg(long)]
     pub(crate) user_agent: Option<String>,
+    /// Statuses that count as ok, e.g. 200-299,404; any other fails the job (http_status)
+    #[arg(long)]
+    pub(crate) accept: Option<String>,
+    /// Stop taking jobs after this many failed (those under way finish; --resume runs the rest)
+    /// and exit 1
+    #[arg(long)]
+    pub(crate) halt_after_failures: Option<u64>,
+    /// Stop taking jobs once this share of them failed, e.g. 0.2 (judged after 100 jobs), and
+    /// exit 1
+    #[arg(long)]
+    pub(crate) halt_on_failure_rate: Option<f64>,
 }
 
 macro_rules! merge {
@@ -238,7 +250,10 @@ impl Options {
             drain_timeout_s,
             fsync_interval_ms,
             progress_interval_s,
-            user_agent
+            user_agent,
+            accept,
+            halt_after_failures,
+            halt_on_failure_rate
         )
     }
 }
@@ -288,6 +303,8 @@ pub(crate) fn parse_headers(list: &[String]) -> Result<HeaderMap, String> {
 /// Everything a run needs, validated.
 pub(crate) struct Plan {
     pub(crate) settings: Settings,
+    pub(crate) halt_after_failures: Option<u64>,
+    pub(crate) halt_on_failure_rate: Option<f64>,
     /// Jobs held at once (≥ concurrency).
     pub(crate) queue: usize,
     pub(crate) threads: usize,
@@ -354,6 +371,10 @@ pub(crate) fn plan(o: &Options) -> Result<Plan, String> {
         },
         save_headers: o.save_headers,
         user_agent: o.user_agent.clone().unwrap_or(d.user_agent),
+        accept: match o.accept.as_deref() {
+            None => d.accept,
+            Some(a) => a.parse().map_err(|e: ConfigError| e.to_string())?,
+        },
     };
     // The engine says what cannot work, once, for the binary and the library alike.
     settings.check().map_err(|e| e.to_string())?;
@@ -370,6 +391,8 @@ pub(crate) fn plan(o: &Options) -> Result<Plan, String> {
     };
     Ok(Plan {
         settings,
+        halt_after_failures: o.halt_after_failures,
+        halt_on_failure_rate: o.halt_on_failure_rate,
         queue,
         threads,
         extra_headers: parse_headers(&o.header)?,
@@ -445,6 +468,7 @@ pub(crate) fn defaults() -> Vec<(&'static str, String)> {
             DEFAULT_PROGRESS_INTERVAL.as_secs().to_string(),
         ),
         ("user_agent", d.user_agent),
+        ("accept", d.accept.to_string()),
     ]
 }
 

@@ -105,6 +105,13 @@ pub(crate) async fn execute(
             notes.push("interrupted: rerun with --resume to finish the remaining jobs".into());
             ("interrupted", exit::INTERRUPTED)
         }
+        Ending::Halted(why) => {
+            // Said even with --quiet, as an error is: the run did not do all it was asked.
+            eprintln!(
+                "corral: halted: {why}; the jobs not started have no result, --resume runs them"
+            );
+            ("halted", exit::SOME_FAILED)
+        }
         Ending::Finished if report.stats.failed > 0 || report.lost > 0 => {
             ("finished with failures", exit::SOME_FAILED)
         }
@@ -133,12 +140,18 @@ pub(crate) async fn execute(
 /// What resuming found in the results file, for the summary.
 /// The engine for `plan`: its settings, threads, queue and fsync interval, checked.
 pub(crate) fn build(plan: &Plan) -> Result<Run, StartError> {
-    Run::builder()
+    let mut run = Run::builder()
         .settings(plan.settings.clone())
         .threads(plan.threads)
         .queue(plan.queue)
-        .fsync_interval(plan.fsync_interval)
-        .build()
+        .fsync_interval(plan.fsync_interval);
+    if let Some(n) = plan.halt_after_failures {
+        run = run.halt_after_failures(n);
+    }
+    if let Some(r) = plan.halt_on_failure_rate {
+        run = run.halt_on_failure_rate(r);
+    }
+    run.build()
 }
 
 fn resume_notes(resumed: &output::Resumed) -> Vec<String> {

@@ -41,3 +41,96 @@ fn requests_sent_again_on_a_new_connection_pass_the_rate_gate() {
         stats["per_second"]
     );
 }
+
+/// `--accept` says which statuses are ok: a 404 that is an answer, not a failure.
+#[test]
+fn accepted_statuses_count_as_ok_and_others_fail() {
+    let mock = Mock::start("fast");
+    let dir = tempfile::tempdir().unwrap();
+    let lines: Vec<String> = (0..20)
+        .map(|i| {
+            let status = if i % 2 == 0 { 200 } else { 404 };
+            format!(
+                r#"{{"url":"{}/item/{i}?status={status}"}}"#,
+                mock.url("fast")
+            )
+        })
+        .collect();
+    let jobs = write_jobs(dir.path(), &lines);
+    let out = dir.path().join("out.jsonl");
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "run",
+            jobs.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "-q",
+            "--overwrite",
+        ];
+        args.extend_from_slice(extra);
+        corral(&args)
+    };
+    let o = run(&["--accept", "200-299,404"]);
+    assert_exit(&o, 0);
+    let rs = results(&out);
+    assert!(rs.iter().all(|r| r["ok"] == true), "404s accepted");
+    let o = run(&["--accept", "200"]);
+    assert_exit(&o, 1);
+    let rs = results(&out);
+    let failed: Vec<_> = rs.iter().filter(|r| r["ok"] == false).collect();
+    assert_eq!(failed.len(), 10);
+    assert!(failed
+        .iter()
+        .all(|r| r["status"] == 404 && r["error"]["kind"] == "http_status"));
+    let o = run(&["--accept", "200-2x9"]);
+    assert_exit(&o, 2);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--accept"));
+}
+
+/// `--halt-after-failures`: the run stops taking jobs, exits 1 saying why, and `--resume`
+/// finishes the rest, every job once.
+#[test]
+fn too_many_failures_halt_the_run_and_resume_finishes_it() {
+    let mock = Mock::start("fast");
+    let dir = tempfile::tempdir().unwrap();
+    let lines: Vec<String> = (0..300)
+        .map(|i| format!(r#"{{"url":"{}/item/{i}?status=500"}}"#, mock.url("fast")))
+        .collect();
+    let jobs = write_jobs(dir.path(), &lines);
+    let out = dir.path().join("out.jsonl");
+    let o = corral(&[
+        "run",
+        jobs.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "-q",
+        "-c",
+        "2",
+        "--retries",
+        "0",
+        "--no-breaker",
+        "--halt-after-failures",
+        "5",
+    ]);
+    assert_exit(&o, 1);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("halted") && stderr.contains("--halt-after-failures 5"),
+        "{stderr}"
+    );
+    let done = results(&out).len();
+    assert!((5..=50).contains(&done), "{done} jobs ran");
+    let o = corral(&[
+        "run",
+        jobs.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "-q",
+        "--resume",
+        "--retries",
+        "0",
+        "--no-breaker",
+    ]);
+    assert_exit(&o, 1);
+    assert_exactly_once(&results(&out), 300);
+}

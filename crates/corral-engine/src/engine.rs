@@ -848,7 +848,7 @@ impl Engine {
             latency: started.elapsed(),
             held: held.take(),
         };
-        if (200..400).contains(&status) {
+        if self.gates.settings.accept.contains(status) {
             Ok(response)
         } else {
             let ra = parse_retry_after(&response.headers);

@@ -34,10 +34,11 @@ use tokio_util::sync::CancellationToken;
 use corral::limit::Rate;
 
 use crate::engine::{Gates, HostStat, Outcome};
+use crate::error::ConfigError;
 use crate::error::StartError;
 use crate::hosts::{HostTable, Hosts};
 use crate::job::Parsed;
-use crate::settings::{BodyMode, BreakerSettings, Settings};
+use crate::settings::{BodyMode, BreakerSettings, Settings, StatusSet};
 use crate::sink::{Sink, Writer};
 use crate::summary::Stats;
 use crate::workers::{self, Workers};
@@ -51,6 +52,9 @@ pub enum Ending {
     Interrupted,
     /// Stopped by an error (the results could not be written, the input could not be read).
     Fatal(String),
+    /// Stopped taking jobs because too many failed (`--halt-*`): the jobs under way finished,
+    /// the others have no result line. Says why.
+    Halted(String),
 }
 
 /// What a run did: counters over the lines written, per-host counters, and what to tell the
@@ -102,6 +106,7 @@ pub struct Run {
     threads: usize,
     queue: usize,
     fsync_interval: Duration,
+    halt: Halt,
     skipped: u64,
     stop: workers::Stop,
     total: Option<tokio::task::JoinHandle<Option<u64>>>,
@@ -134,6 +139,51 @@ pub struct RunBuilder {
     queue: Option<usize>,
     fsync_interval: Duration,
     hosts: Option<Arc<dyn HostTable>>,
+    halt: Halt,
+}
+
+/// Jobs that must have finished before `--halt-on-failure-rate` judges the rate: a few early
+/// failures are not a trend.
+pub const HALT_RATE_AFTER: u64 = 100;
+
+/// When a run stops taking jobs because too many fail.
+#[derive(Debug, Clone, Copy, Default)]
+struct Halt {
+    after_failures: Option<u64>,
+    on_rate: Option<f64>,
+}
+
+impl Halt {
+    fn check(&self) -> Result<(), ConfigError> {
+        if self.after_failures == Some(0) {
+            return Err(ConfigError::new(
+                "--halt-after-failures",
+                "must be at least 1",
+            ));
+        }
+        if let Some(r) = self.on_rate.filter(|r| !(*r > 0.0 && *r <= 1.0)) {
+            return Err(ConfigError::new(
+                "--halt-on-failure-rate",
+                format!("{r} is not a share of jobs: give one above 0 and at most 1, as in 0.2"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Why the run should stop taking jobs, after `failed` of `finished` jobs failed.
+    fn reason(&self, failed: u64, finished: u64) -> Option<String> {
+        if let Some(n) = self.after_failures.filter(|n| failed >= *n) {
+            return Some(format!("{failed} jobs failed (--halt-after-failures {n})"));
+        }
+        let rate = self.on_rate?;
+        let share = failed as f64 / finished.max(1) as f64;
+        (finished >= HALT_RATE_AFTER && share >= rate).then(|| {
+            format!(
+                "{failed} of {finished} jobs failed, {:.0} % (--halt-on-failure-rate {rate})",
+                share * 100.0
+            )
+        })
+    }
 }
 
 impl Default for RunBuilder {
@@ -144,6 +194,7 @@ impl Default for RunBuilder {
             queue: None,
             fsync_interval: DEFAULT_FSYNC_INTERVAL,
             hosts: None,
+            halt: Halt::default(),
         }
     }
 }
@@ -260,6 +311,25 @@ impl RunBuilder {
         /// The `User-Agent` sent unless a job sets its own (`--user-agent`).
         user_agent: String => user_agent
     );
+    set!(
+        /// Response statuses that make a job ok (`--accept`; 200-399 by default).
+        accept: StatusSet => accept
+    );
+
+    /// Stop taking jobs once this many have failed in this run (`--halt-after-failures`):
+    /// the jobs under way finish, the others get no result (a resume runs them), and the run
+    /// ends [`Ending::Halted`].
+    pub fn halt_after_failures(mut self, n: u64) -> Self {
+        self.halt.after_failures = Some(n);
+        self
+    }
+
+    /// Stop taking jobs once at least [`HALT_RATE_AFTER`] jobs have finished in this run and
+    /// this share of them failed (`--halt-on-failure-rate`, 0 < rate ≤ 1).
+    pub fn halt_on_failure_rate(mut self, rate: f64) -> Self {
+        self.halt.on_rate = Some(rate);
+        self
+    }
 
     /// Worker threads that run requests (`--threads`, at least 1; default: one per CPU).
     pub fn threads(mut self, n: usize) -> Self {
@@ -290,6 +360,7 @@ impl RunBuilder {
     /// Checks every setting and builds the engine's shared state. `Err` names the setting
     /// that cannot work; nothing has started.
     pub fn build(self) -> Result<Run, StartError> {
+        self.halt.check()?;
         let concurrency = self.settings.concurrency;
         let hosts: Arc<dyn HostTable> = match self.hosts {
             Some(h) => h,
@@ -306,6 +377,7 @@ impl RunBuilder {
                 .unwrap_or_else(|| default_queue(concurrency))
                 .max(concurrency),
             fsync_interval: self.fsync_interval,
+            halt: self.halt,
             skipped: 0,
             stop: workers::Stop {
                 intake: CancellationToken::new(),
@@ -411,7 +483,8 @@ impl Run {
         let sender = writer.sender();
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         let mut total = self.total;
-        let (mut lost, mut finished) = (0u64, 0u64);
+        let (mut lost, mut finished, mut failed) = (0u64, 0u64, 0u64);
+        let mut halted: Option<String> = None;
         let mut first_panic: Option<String> = None;
         loop {
             tokio::select! {
@@ -426,6 +499,13 @@ impl Run {
                                 Ok(None) => {}
                                 Ok(Some(outcome)) => {
                                     finished += 1;
+                                    failed += u64::from(!outcome.ok);
+                                    if halted.is_none() && !intake.is_cancelled() {
+                                        halted = self.halt.reason(failed, finished);
+                                        if halted.is_some() {
+                                            intake.cancel();
+                                        }
+                                    }
                                     if sender.push(outcome).await.is_err() {
                                         fatal.get_or_insert_with(|| "the results writer stopped".into());
                                     }
@@ -482,10 +562,11 @@ impl Run {
                 first_panic.as_deref().unwrap_or("unknown")
             ));
         }
-        let ending = match fatal {
-            Some(e) => Ending::Fatal(e),
-            None if intake.is_cancelled() || force.is_cancelled() => Ending::Interrupted,
-            None => Ending::Finished,
+        let ending = match (fatal, halted) {
+            (Some(e), _) => Ending::Fatal(e),
+            (None, Some(why)) => Ending::Halted(why),
+            (None, None) if intake.is_cancelled() || force.is_cancelled() => Ending::Interrupted,
+            (None, None) => Ending::Finished,
         };
         Ok(Report {
             ending,
@@ -623,6 +704,56 @@ mod tests {
         assert!(e.to_string().starts_with("--total-timeout-ms"), "{e}");
         let run = Run::builder().concurrency(10).queue(3).build().unwrap();
         assert_eq!(run.queue, 10, "the queue holds at least the concurrency");
+    }
+
+    #[tokio::test]
+    async fn too_many_failures_halt_the_intake_and_say_why() {
+        let sink = Memory::default();
+        let report = Run::builder()
+            .settings(crate::settings::test_settings(8))
+            .halt_after_failures(10)
+            .build()
+            .unwrap()
+            .run(jobs(5000), Sink::Lines(Box::new(sink.clone())))
+            .await
+            .unwrap();
+        assert!(
+            matches!(&report.ending, Ending::Halted(why) if why.contains("--halt-after-failures 10")),
+            "{:?}",
+            report.ending
+        );
+        let done = report.stats.done;
+        assert!((10..5000).contains(&done), "{done}");
+        assert_eq!(done as usize, sink.0.lock().unwrap().len());
+
+        let report = Run::builder()
+            .settings(crate::settings::test_settings(8))
+            .halt_on_failure_rate(0.5)
+            .build()
+            .unwrap()
+            .run(jobs(5000), Sink::Lines(Box::new(Memory::default())))
+            .await
+            .unwrap();
+        assert!(
+            matches!(&report.ending, Ending::Halted(why) if why.contains("100 of 100")),
+            "{:?}",
+            report.ending
+        );
+        assert!((100..5000).contains(&report.stats.done));
+    }
+
+    #[test]
+    fn halting_rules_that_cannot_work_are_refused() {
+        let e = Run::builder().halt_after_failures(0).build().err().unwrap();
+        assert!(e.to_string().starts_with("--halt-after-failures"), "{e}");
+        for r in [0.0, 1.5, f64::NAN] {
+            let e = Run::builder()
+                .halt_on_failure_rate(r)
+                .build()
+                .err()
+                .unwrap();
+            assert!(e.to_string().starts_with("--halt-on-failure-rate"), "{e}");
+        }
     }
 
     /// A sink that fails on its second batch.

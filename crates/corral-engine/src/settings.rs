@@ -5,6 +5,8 @@
 //! [`crate::run::RunBuilder::settings`]. They are checked once, when the run is built, and a
 //! setting that cannot work is a [`ConfigError`] naming its option.
 
+use std::fmt;
+use std::str::FromStr;
 use std::time::Duration;
 
 use corral::limit::Rate;
@@ -92,6 +94,88 @@ pub struct Settings {
     pub save_headers: bool,
     /// The `User-Agent` sent unless a job sets its own (`--user-agent`).
     pub user_agent: String,
+    /// Response statuses that make a job ok (`--accept`); any other is a failure
+    /// (`http_status`), retried when it is in `retry_statuses`.
+    pub accept: StatusSet,
+}
+
+/// A set of HTTP statuses, written as `--accept` takes it: single statuses and ranges,
+/// comma-separated (`200-299,404`).
+///
+/// ```
+/// use corral_engine::settings::StatusSet;
+///
+/// let ok: StatusSet = "200-299,404".parse().unwrap();
+/// assert!(ok.contains(204) && ok.contains(404) && !ok.contains(301));
+/// assert_eq!(ok.to_string(), "200-299,404");
+/// assert!("200-99".parse::<StatusSet>().is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusSet(Vec<(u16, u16)>);
+
+impl StatusSet {
+    /// `from..=to`, one range.
+    pub fn range(from: u16, to: u16) -> Self {
+        Self(vec![(from, to)])
+    }
+
+    /// True when `status` is in the set.
+    pub fn contains(&self, status: u16) -> bool {
+        self.0.iter().any(|(a, b)| (*a..=*b).contains(&status))
+    }
+}
+
+impl FromStr for StatusSet {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        let bad = |part: &str| {
+            ConfigError::new(
+                "--accept",
+                format!(
+                    "{part:?} is not a status or a range of statuses (100-599), as in 200-299,404"
+                ),
+            )
+        };
+        let status = |t: &str, part: &str| -> Result<u16, ConfigError> {
+            t.trim()
+                .parse::<u16>()
+                .ok()
+                .filter(|n| (100..=599).contains(n))
+                .ok_or_else(|| bad(part))
+        };
+        let mut set = Vec::new();
+        for part in s.split(',').map(str::trim) {
+            let (a, b) = match part.split_once('-') {
+                Some((a, b)) => (status(a, part)?, status(b, part)?),
+                None => {
+                    let n = status(part, part)?;
+                    (n, n)
+                }
+            };
+            if a > b {
+                return Err(bad(part));
+            }
+            set.push((a, b));
+        }
+        Ok(Self(set))
+    }
+}
+
+impl fmt::Display for StatusSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, (a, b)) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            if a == b {
+                write!(f, "{a}")?;
+            } else {
+                write!(f, "{a}-{b}")?;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Settings {
@@ -152,6 +236,7 @@ impl Default for Settings {
             body: BodyMode::Discard,
             save_headers: false,
             user_agent: format!("corral/{}", env!("CARGO_PKG_VERSION")),
+            accept: StatusSet::range(200, 399),
         }
     }
 }
@@ -196,5 +281,6 @@ pub(crate) fn test_settings(concurrency: usize) -> Settings {
         body: BodyMode::Discard,
         save_headers: false,
         user_agent: "corral-test".into(),
+        accept: StatusSet::range(200, 399),
     }
 }
