@@ -101,6 +101,7 @@ pub(crate) async fn demo(args: DemoArgs) -> Result<u8, Fail> {
     let mode = OpenMode {
         existing: Existing::Overwrite,
         repair: false,
+        retry_failed: None,
     };
     let opened =
         output::open(&results_path, mode, InputFacts::default()).map_err(fail(exit::FATAL))?;

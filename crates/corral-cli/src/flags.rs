@@ -9,10 +9,11 @@ use corral::limit::Rate;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
 
-use corral_engine::error::ConfigError;
+use corral_engine::error::{ConfigError, ErrorKind};
 use corral_engine::redact;
 use corral_engine::run::DEFAULT_FSYNC_INTERVAL;
 use corral_engine::settings::{BodyMode, BreakerSettings, Settings};
+use corral_engine::sink::RetryFailed;
 
 pub(crate) const RUN_EXAMPLES: &str = "\
 Examples:
@@ -49,6 +50,17 @@ pub(crate) struct RunArgs {
     /// their jobs run again, instead of refusing to resume.
     #[arg(long, requires = "resume")]
     pub(crate) repair: bool,
+    /// With --resume: run again the jobs whose result failed, or only those that failed with
+    /// these kinds (e.g. timeout,http_status). Their old results move to RESULTS.retried; the
+    /// file keeps one line per job, the newest.
+    #[arg(
+        long,
+        requires = "resume",
+        num_args = 0..=1,
+        value_delimiter = ',',
+        value_name = "KINDS"
+    )]
+    pub(crate) retry_failed: Option<Vec<String>>,
     /// A TOML file with any of the options below (names with `_`); command-line options win.
     #[arg(long)]
     pub(crate) config: Option<PathBuf>,
@@ -298,6 +310,29 @@ pub(crate) fn parse_headers(list: &[String]) -> Result<HeaderMap, String> {
         map.append(name, value);
     }
     Ok(map)
+}
+
+/// `--retry-failed [KINDS]`: which failures to run again (no kinds: all of them).
+pub(crate) fn retry_failed(kinds: &[String]) -> Result<RetryFailed, String> {
+    if kinds.is_empty() {
+        return Ok(RetryFailed { kinds: None });
+    }
+    let named: Result<Vec<ErrorKind>, String> = kinds
+        .iter()
+        .map(|k| {
+            ErrorKind::named(k.trim()).ok_or_else(|| {
+                let all: Vec<&str> = ErrorKind::ALL.iter().map(|k| k.as_str()).collect();
+                format!(
+                    "--retry-failed: {k:?} is not an error kind ({}); to run every failure again, \
+                     give --retry-failed after the jobs file or with no value",
+                    all.join(", ")
+                )
+            })
+        })
+        .collect();
+    Ok(RetryFailed {
+        kinds: Some(named?),
+    })
 }
 
 /// Everything a run needs, validated.

@@ -12,7 +12,7 @@ use corral_engine::sink::{self as output, Existing, InputFacts, OpenMode, Sink};
 use corral_engine::summary::{Stats, Summary};
 
 use crate::exit::{code as exit, fail, Fail};
-use crate::flags::{load_config, plan, Plan, RunArgs};
+use crate::flags::{load_config, plan, retry_failed, Plan, RunArgs};
 use crate::progress::Progress;
 
 /// How many jobs the input holds, for the progress bar's length.
@@ -174,6 +174,12 @@ fn resume_notes(resumed: &output::Resumed) -> Vec<String> {
             resumed.duplicates
         ));
     }
+    if let Some((n, side)) = &resumed.retried {
+        notes.push(format!(
+            "--retry-failed: {n} failed results moved to {}; their jobs ran again",
+            side.display()
+        ));
+    }
     if let Some((n, side)) = &resumed.set_aside {
         notes.push(format!(
             "--repair moved {n} lines that were not results of this jobs file to {}; their jobs ran again",
@@ -279,6 +285,12 @@ pub(crate) async fn run_cmd(args: RunArgs) -> Result<u8, Fail> {
     let mode = OpenMode {
         existing,
         repair: args.repair,
+        retry_failed: args
+            .retry_failed
+            .as_deref()
+            .map(retry_failed)
+            .transpose()
+            .map_err(fail(exit::BAD_INPUT))?,
     };
     let (sink, resumed) = match &args.output {
         None => (Sink::Stdout, output::Resumed::default()),

@@ -37,6 +37,33 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// Every kind.
+    pub const ALL: [ErrorKind; 12] = [
+        ErrorKind::Timeout,
+        ErrorKind::Connect,
+        ErrorKind::Dns,
+        ErrorKind::FdLimit,
+        ErrorKind::Connection,
+        ErrorKind::Body,
+        ErrorKind::HttpStatus,
+        ErrorKind::CircuitOpen,
+        ErrorKind::TotalTimeout,
+        ErrorKind::Redirect,
+        ErrorKind::InvalidInput,
+        ErrorKind::Request,
+    ];
+
+    /// The kind written to results as `name`.
+    ///
+    /// ```
+    /// use corral_engine::error::ErrorKind;
+    /// assert_eq!(ErrorKind::named("http_status"), Some(ErrorKind::HttpStatus));
+    /// assert_eq!(ErrorKind::named("oops"), None);
+    /// ```
+    pub fn named(name: &str) -> Option<ErrorKind> {
+        Self::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+
     /// The name written to results (`"http_status"`).
     pub fn as_str(self) -> &'static str {
         match self {

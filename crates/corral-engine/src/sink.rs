@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use corral::batch::{Batch, BatchReport, BatchSender, Batcher};
 
-use crate::error::{ConfigError, SinkError};
+use crate::error::{ConfigError, ErrorKind, SinkError};
 
 /// Input line numbers already present in the results: a bitset in blocks of 4096 lines, so that
 /// memory follows the lines present, not the largest number (10 million jobs cost 1.25 MB, and a
@@ -78,15 +78,39 @@ pub struct Resumed {
     pub duplicates: u64,
     /// Lines that were not results of this input, set aside by `--repair`, and where they went.
     pub set_aside: Option<(u64, PathBuf)>,
+    /// Failed results taken out for `--retry-failed` (their jobs run again), and where they
+    /// went.
+    pub retried: Option<(u64, PathBuf)>,
 }
 
 /// How to open the results file.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct OpenMode {
     pub existing: Existing,
     /// With [`Existing::Resume`]: move lines that are not results of this input into a side
     /// file instead of refusing.
     pub repair: bool,
+    /// With [`Existing::Resume`]: run again the jobs whose result failed, of these kinds
+    /// (`None`: any kind). Their old results move to [`retried_file`], so the file keeps one
+    /// line per job, the newest.
+    pub retry_failed: Option<RetryFailed>,
+}
+
+/// Which failed results `--retry-failed` runs again.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RetryFailed {
+    /// Only failures of these kinds; `None`: every failure.
+    pub kinds: Option<Vec<ErrorKind>>,
+}
+
+impl RetryFailed {
+    fn wants(&self, kind: Option<&str>) -> bool {
+        match (&self.kinds, kind) {
+            (None, _) => true,
+            (Some(kinds), Some(k)) => kinds.iter().any(|want| want.as_str() == k),
+            (Some(_), None) => false,
+        }
+    }
 }
 
 /// What is known of the jobs input without reading it (a pipe can be read only once).
@@ -111,6 +135,19 @@ pub struct Opened {
 #[derive(serde::Deserialize)]
 struct LineOnly {
     line: u64,
+    #[serde(default = "yes")]
+    ok: bool,
+    #[serde(default)]
+    error: Option<KindOnly>,
+}
+
+#[derive(serde::Deserialize)]
+struct KindOnly {
+    kind: String,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Device and inode of an open file or a path (following links).
@@ -203,7 +240,7 @@ pub fn open(path: &Path, mode: OpenMode, input: InputFacts) -> Result<Opened, Si
             .and_then(|()| file.sync_all())
             .map_err(SinkError::io("empty", path))?,
         Existing::Resume if len > 0 => {
-            let scan = scan(path, input.lines)?;
+            let scan = scan(path, input.lines, mode.retry_failed.as_ref())?;
             if let Some(first) = scan.bad.first() {
                 if !mode.repair {
                     return Err(SinkError::BadLines {
@@ -214,19 +251,23 @@ pub fn open(path: &Path, mode: OpenMode, input: InputFacts) -> Result<Opened, Si
                         side: side_file(path),
                     });
                 }
-                let moved = set_aside(path, &scan)?;
-                // The repaired file is a new one: lock it before the old lock goes.
-                let repaired = OpenOptions::new()
+            }
+            if !scan.bad.is_empty() || !scan.retry.is_empty() {
+                set_aside(path, &scan)?;
+                // The rewritten file is a new one: lock it before the old lock goes.
+                let rewritten = OpenOptions::new()
                     .read(true)
                     .append(true)
                     .open(path)
                     .map_err(SinkError::io("open for writing", path))?;
-                lock(&repaired, path)?;
+                lock(&rewritten, path)?;
                 drop(file);
                 let mut resumed = scan.resumed;
-                resumed.set_aside = Some((moved, side_file(path)));
+                let moved = |n: usize, to: PathBuf| (n > 0).then_some((n as u64, to));
+                resumed.set_aside = moved(scan.bad.len(), side_file(path));
+                resumed.retried = moved(scan.retry.len(), retried_file(path));
                 return Ok(Opened {
-                    file: repaired,
+                    file: rewritten,
                     resumed,
                     regular,
                 });
@@ -251,6 +292,14 @@ pub fn open(path: &Path, mode: OpenMode, input: InputFacts) -> Result<Opened, Si
 pub fn side_file(path: &Path) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(".rejected");
+    path.with_file_name(name)
+}
+
+/// Where `--retry-failed` puts the failed results it takes out of `path` (their jobs run
+/// again; the newest result replaces them in `path`).
+pub fn retried_file(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".retried");
     path.with_file_name(name)
 }
 
@@ -291,15 +340,22 @@ struct Scan {
     good_end: u64,
     /// Lines (1-based in the results file) that are not results of this input, and why.
     bad: Vec<(u64, String)>,
+    /// Lines (1-based in the results file) of failed results `--retry-failed` runs again.
+    retry: Vec<u64>,
 }
 
-fn scan(path: &Path, input_lines: Option<u64>) -> Result<Scan, SinkError> {
+fn scan(
+    path: &Path,
+    input_lines: Option<u64>,
+    retry_failed: Option<&RetryFailed>,
+) -> Result<Scan, SinkError> {
     let file = File::open(path).map_err(SinkError::io("read", path))?;
     let mut reader = BufReader::new(file);
     let mut scan = Scan {
         resumed: Resumed::default(),
         good_end: 0,
         bad: Vec::new(),
+        retry: Vec::new(),
     };
     let mut buf = Vec::new();
     let mut n = 0u64;
@@ -326,6 +382,13 @@ fn scan(path: &Path, input_lines: Option<u64>) -> Result<Scan, SinkError> {
                 l.line,
                 input_lines.unwrap_or_default()
             ),
+            Ok(l) if !l.ok
+                && retry_failed
+                    .is_some_and(|r| r.wants(l.error.as_ref().map(|e| e.kind.as_str()))) =>
+            {
+                scan.retry.push(n);
+                continue;
+            }
             Ok(l) => {
                 if !scan.resumed.done.insert(l.line) {
                     scan.resumed.duplicates += 1;
@@ -338,12 +401,15 @@ fn scan(path: &Path, input_lines: Option<u64>) -> Result<Scan, SinkError> {
     Ok(scan)
 }
 
-/// `--repair`: the bad lines of `path` are appended to its side file, the rest (without a torn
-/// tail) replaces `path` through a synced temporary file and a rename, so a crash at any point
-/// leaves either the old file or the repaired one. Returns how many lines were moved.
-fn set_aside(path: &Path, scan: &Scan) -> Result<u64, SinkError> {
+/// `--repair` and `--retry-failed`: the bad lines of `path` are appended to its side file
+/// ([`side_file`]), the failed results to be run again to [`retried_file`], and the rest
+/// (without a torn tail) replaces `path` through a synced temporary file and a rename, so a
+/// crash at any point leaves either the old file or the new one (the side files are synced
+/// first: a line may then be in both, never in neither).
+fn set_aside(path: &Path, scan: &Scan) -> Result<(), SinkError> {
     let err = |what: &'static str, e: std::io::Error| SinkError::io(what, path)(e);
     let bad: std::collections::HashSet<u64> = scan.bad.iter().map(|b| b.0).collect();
+    let retry: std::collections::HashSet<u64> = scan.retry.iter().copied().collect();
     let mut tmp_name = std::ffi::OsString::from(".");
     tmp_name.push(path.file_name().unwrap_or_default());
     tmp_name.push(".repair");
@@ -353,22 +419,29 @@ fn set_aside(path: &Path, scan: &Scan) -> Result<u64, SinkError> {
     let mut good = std::io::BufWriter::new(
         File::create(&tmp).map_err(|e| err("create a repaired copy of", e))?,
     );
-    let mut rejected = std::io::BufWriter::new(
-        OpenOptions::new()
+    let side_writer = |side: &Path, wanted: bool| -> Result<_, SinkError> {
+        if !wanted {
+            return Ok(None);
+        }
+        let f = OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&side)
-            .map_err(|e| err("write the side file of", e))?,
-    );
+            .open(side)
+            .map_err(|e| err("write the side file of", e))?;
+        Ok(Some(std::io::BufWriter::new(f)))
+    };
+    let mut rejected = side_writer(&side, !bad.is_empty())?;
+    let mut retried = side_writer(&retried_file(path), !retry.is_empty())?;
     let mut taken = 0u64;
     for (i, line) in reader.split(b'\n').enumerate() {
         let line = line.map_err(|e| err("read", e))?;
         let n = i as u64 + 1;
-        let to = if bad.contains(&n) {
-            &mut rejected
-        } else {
-            &mut good
-        };
+        let to = match (bad.contains(&n), retry.contains(&n)) {
+            (true, _) => rejected.as_mut(),
+            (_, true) => retried.as_mut(),
+            _ => None,
+        }
+        .unwrap_or(&mut good);
         to.write_all(&line)
             .and_then(|()| to.write_all(b"\n"))
             .map_err(|e| err("write a repaired copy of", e))?;
@@ -380,13 +453,15 @@ fn set_aside(path: &Path, scan: &Scan) -> Result<u64, SinkError> {
     let sync = |w: std::io::BufWriter<File>| -> std::io::Result<()> {
         w.into_inner().map_err(|e| e.into_error())?.sync_all()
     };
-    sync(rejected).map_err(|e| err("write the side file of", e))?;
+    for side in [rejected, retried].into_iter().flatten() {
+        sync(side).map_err(|e| err("write the side file of", e))?;
+    }
     sync(good).map_err(|e| err("write a repaired copy of", e))?;
     std::fs::rename(&tmp, path).map_err(|e| err("replace", e))?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         let _ = File::open(dir).and_then(|d| d.sync_all());
     }
-    Ok(scan.bad.len() as u64)
+    Ok(())
 }
 
 /// Where results go.
@@ -576,6 +651,7 @@ mod tests {
         OpenMode {
             existing,
             repair: false,
+            retry_failed: None,
         }
     }
 
@@ -583,6 +659,7 @@ mod tests {
         let mode = OpenMode {
             existing: Existing::Resume,
             repair,
+            retry_failed: None,
         };
         open(
             p,
@@ -592,6 +669,66 @@ mod tests {
                 lines,
             },
         )
+    }
+
+    #[test]
+    fn retry_failed_takes_the_failures_out_keeping_one_line_per_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("out.jsonl");
+        let lines = [
+            r#"{"line":1,"ok":true}"#,
+            r#"{"line":2,"ok":false,"error":{"kind":"timeout"}}"#,
+            r#"{"line":3,"ok":false,"error":{"kind":"http_status"}}"#,
+            r#"{"line":4,"ok":false,"error":{"kind":"invalid_input"}}"#,
+        ];
+        let open_with = |kinds: Option<Vec<ErrorKind>>| {
+            let mode = OpenMode {
+                existing: Existing::Resume,
+                repair: false,
+                retry_failed: Some(RetryFailed { kinds }),
+            };
+            open(&p, mode, InputFacts::default()).unwrap()
+        };
+        // Only timeouts: line 2 runs again, the others stay.
+        std::fs::write(&p, lines.join("\n") + "\n").unwrap();
+        let r = open_with(Some(vec![ErrorKind::Timeout])).resumed;
+        assert_eq!(r.retried, Some((1, retried_file(&p))));
+        assert!(r.done.contains(1) && !r.done.contains(2) && r.done.contains(3));
+        let kept = std::fs::read_to_string(&p).unwrap();
+        assert_eq!(kept, [lines[0], lines[2], lines[3]].join("\n") + "\n");
+        assert_eq!(
+            std::fs::read_to_string(retried_file(&p)).unwrap(),
+            format!("{}\n", lines[1])
+        );
+        // Every failure: lines 3 and 4 too; the side file keeps all that were taken out.
+        let o = open_with(None);
+        assert_eq!(o.resumed.retried.as_ref().map(|r| r.0), Some(2));
+        assert_eq!(
+            (o.resumed.done.len(), o.resumed.done.contains(1)),
+            (1, true)
+        );
+        assert_eq!(
+            std::fs::read_to_string(&p).unwrap(),
+            format!("{}\n", lines[0])
+        );
+        assert_eq!(
+            std::fs::read_to_string(retried_file(&p))
+                .unwrap()
+                .lines()
+                .count(),
+            3
+        );
+        // The rewritten file is locked for the run like the old one.
+        let again = open(&p, mode(Existing::Resume), InputFacts::default());
+        assert!(
+            matches!(again, Err(SinkError::Locked { .. })),
+            "{:?}",
+            again.err()
+        );
+        drop(o);
+        // Nothing failed: nothing is rewritten.
+        let r = open_with(None).resumed;
+        assert_eq!(r.retried, None);
     }
 
     #[test]

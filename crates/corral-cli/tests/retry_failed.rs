@@ -1,0 +1,151 @@
+//! End-to-end: `--resume --retry-failed` runs failed jobs again and leaves one line per job,
+//! the newest, even when killed half-way and run again.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+/// Jobs against the `second-try` host: each fails with 503 the first time it is asked for,
+/// and succeeds the next.
+fn jobs(mock: &Mock, dir: &std::path::Path, n: usize, query: &str) -> std::path::PathBuf {
+    let lines: Vec<String> = (0..n)
+        .map(|i| format!(r#"{{"url":"{}/item/{i}{query}"}}"#, mock.url("second-try")))
+        .collect();
+    write_jobs(dir, &lines)
+}
+
+fn run(jobs: &std::path::Path, out: &std::path::Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "run",
+        jobs.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "-q",
+        "--retries",
+        "0",
+        "--no-breaker",
+    ];
+    args.extend_from_slice(extra);
+    corral(&args)
+}
+
+#[test]
+fn failed_jobs_run_again_and_each_keeps_one_line_the_newest() {
+    let mock = Mock::start("second-try");
+    let dir = tempfile::tempdir().unwrap();
+    let jobs = jobs(&mock, dir.path(), 200, "");
+    let out = dir.path().join("out.jsonl");
+    assert_exit(&run(&jobs, &out, &[]), 1);
+    assert!(results(&out).iter().all(|r| r["ok"] == false));
+    // Without --resume it is refused, before anything is touched.
+    let o = run(&jobs, &out, &["--retry-failed"]);
+    assert_exit(&o, 2);
+    assert_eq!(results(&out).len(), 200);
+
+    let o = run(&jobs, &out, &["--resume", "--retry-failed"]);
+    assert_exit(&o, 0);
+    let rs = results(&out);
+    assert_exactly_once(&rs, 200);
+    assert!(
+        rs.iter().all(|r| r["ok"] == true),
+        "the newest result of each job"
+    );
+    let retried = std::fs::read_to_string(dir.path().join("out.jsonl.retried")).unwrap();
+    assert_eq!(
+        retried.lines().count(),
+        200,
+        "the old results are kept aside"
+    );
+    assert_eq!(mock.stats("second-try")["requests"], 400);
+    // Nothing failed any more: a second pass sends nothing.
+    assert_exit(&run(&jobs, &out, &["--resume", "--retry-failed"]), 0);
+    assert_eq!(mock.stats("second-try")["requests"], 400);
+}
+
+#[test]
+fn only_the_kinds_asked_for_run_again() {
+    let mock = Mock::start("second-try");
+    let dir = tempfile::tempdir().unwrap();
+    let lines: Vec<String> = (0..40)
+        .map(|i| {
+            if i % 2 == 0 {
+                format!(r#"{{"url":"{}/item/{i}"}}"#, mock.url("second-try"))
+            } else {
+                "{\"url\":\"http://127.0.0.1:1/refused\"}".to_string()
+            }
+        })
+        .collect();
+    let jobs = write_jobs(dir.path(), &lines);
+    let out = dir.path().join("out.jsonl");
+    assert_exit(&run(&jobs, &out, &[]), 1);
+    // The exit code speaks of the jobs this run ran (as with any --resume): all ok.
+    let o = run(&jobs, &out, &["--resume", "--retry-failed", "http_status"]);
+    assert_exit(&o, 0);
+    let rs = results(&out);
+    assert_exactly_once(&rs, 40);
+    for r in &rs {
+        let even = r["line"].as_u64().unwrap() % 2 == 1;
+        assert_eq!(r["ok"] == true, even, "{r}");
+        if !even {
+            assert_eq!(r["error"]["kind"], "connect");
+        }
+    }
+    let o = run(&jobs, &out, &["--resume", "--retry-failed", "nonsense"]);
+    assert_exit(&o, 2);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not an error kind"));
+}
+
+/// Killed with SIGKILL half-way through the pass, then the same command again: every job
+/// once, all ok.
+#[cfg(unix)]
+#[test]
+fn a_pass_killed_half_way_and_run_again_still_leaves_one_line_per_job() {
+    let mock = Mock::start("second-try");
+    let dir = tempfile::tempdir().unwrap();
+    let jobs = jobs(&mock, dir.path(), 300, "?latency_ms=20");
+    let out = dir.path().join("out.jsonl");
+    assert_exit(&run(&jobs, &out, &["-c", "8"]), 1);
+    let pass = [
+        "run",
+        jobs.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "-q",
+        "--retries",
+        "0",
+        "--no-breaker",
+        "-c",
+        "8",
+        "--fsync-interval-ms",
+        "10",
+        "--resume",
+        "--retry-failed",
+    ];
+    let mut child = Command::new(BIN)
+        .args(pass)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Until some of the new results are in (the pass took all 300 failures out first).
+    let mut seen = 0;
+    for _ in 0..500 {
+        std::thread::sleep(Duration::from_millis(20));
+        seen = std::fs::read_to_string(&out)
+            .map(|t| t.lines().count())
+            .unwrap_or(0);
+        if (20..300).contains(&seen) {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!((20..300).contains(&seen), "killed after {seen} results");
+    let o = corral(&pass);
+    assert_exit(&o, 0);
+    let rs = results(&out);
+    assert_exactly_once(&rs, 300);
+    assert!(rs.iter().all(|r| r["ok"] == true));
+}
