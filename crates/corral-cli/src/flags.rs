@@ -12,7 +12,9 @@ use serde::Deserialize;
 use corral_engine::error::{ConfigError, ErrorKind};
 use corral_engine::redact;
 use corral_engine::run::DEFAULT_FSYNC_INTERVAL;
-use corral_engine::settings::{BodyMode, BreakerSettings, Settings};
+use corral_engine::settings::{
+    BodyMode, BreakerSettings, HostPattern, HostRule, HostSettings, Settings,
+};
 use corral_engine::sink::RetryFailed;
 
 pub(crate) const RUN_EXAMPLES: &str = "\
@@ -211,6 +213,105 @@ pub(crate) struct Options {
     /// exit 1
     #[arg(long)]
     pub(crate) halt_on_failure_rate: Option<f64>,
+    /// `[hosts."api.example.com"]` tables of the config file: settings of some hosts.
+    #[arg(skip)]
+    #[serde(default)]
+    pub(crate) hosts: std::collections::BTreeMap<String, HostOptions>,
+}
+
+/// A `[hosts."PATTERN"]` table: the per-host options without `per-host-`, with `_`.
+#[derive(Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HostOptions {
+    rate: Option<String>,
+    burst: Option<u64>,
+    concurrency: Option<usize>,
+    cost_rate: Option<String>,
+    #[serde(default)]
+    header: Vec<String>,
+    retries: Option<u32>,
+    retry_on: Option<Vec<u16>>,
+    timeout_ms: Option<u64>,
+    connect_timeout_ms: Option<u64>,
+    #[serde(default)]
+    no_breaker: bool,
+    breaker_failure_rate: Option<f64>,
+    breaker_min_calls: Option<u32>,
+    breaker_window_s: Option<u64>,
+    breaker_cool_down_s: Option<u64>,
+    breaker_probes: Option<u32>,
+    breaker_max_hold_s: Option<u64>,
+    breaker_fail_fast: Option<bool>,
+}
+
+/// The `[hosts]` tables as the engine takes them, most specific pattern first; `run` is the
+/// breaker every host has unless its table changes it.
+fn host_rules(
+    hosts: &std::collections::BTreeMap<String, HostOptions>,
+    run: Option<BreakerSettings>,
+) -> Result<Vec<HostRule>, String> {
+    let mut rules = Vec::new();
+    for (pattern, h) in hosts {
+        let at = |what: &str| format!("[hosts.{pattern:?}] {what}");
+        let pattern: HostPattern = pattern.parse().map_err(|e: ConfigError| e.to_string())?;
+        let rate = h
+            .rate
+            .as_deref()
+            .map(|r| {
+                r.parse::<Rate>()
+                    .map_err(|e| format!("{}: {}", at("rate"), e.message()))
+            })
+            .transpose()?;
+        let cost_rate = h
+            .cost_rate
+            .as_deref()
+            .map(|r| {
+                r.parse::<Rate>()
+                    .map_err(|e| format!("{}: {}", at("cost_rate"), e.message()))
+            })
+            .transpose()?;
+        let changes_breaker = h.breaker_failure_rate.is_some()
+            || h.breaker_min_calls.is_some()
+            || h.breaker_window_s.is_some()
+            || h.breaker_cool_down_s.is_some()
+            || h.breaker_probes.is_some()
+            || h.breaker_max_hold_s.is_some()
+            || h.breaker_fail_fast.is_some();
+        let breaker = match (changes_breaker, run) {
+            (false, _) => None,
+            (true, base) => {
+                let b = base.unwrap_or_default();
+                Some(BreakerSettings {
+                    failure_rate: h.breaker_failure_rate.unwrap_or(b.failure_rate),
+                    min_calls: h.breaker_min_calls.unwrap_or(b.min_calls),
+                    window: h.breaker_window_s.map_or(b.window, Duration::from_secs),
+                    cool_down: h
+                        .breaker_cool_down_s
+                        .map_or(b.cool_down, Duration::from_secs),
+                    probes: h.breaker_probes.unwrap_or(b.probes),
+                    max_hold: h.breaker_max_hold_s.map_or(b.max_hold, Duration::from_secs),
+                    fail_fast: h.breaker_fail_fast.unwrap_or(b.fail_fast),
+                })
+            }
+        };
+        rules.push(HostRule {
+            pattern,
+            settings: HostSettings {
+                concurrency: h.concurrency,
+                rate,
+                burst: h.burst,
+                cost_rate,
+                retries: h.retries,
+                retry_statuses: h.retry_on.clone(),
+                timeout: h.timeout_ms.map(Duration::from_millis),
+                connect_timeout: h.connect_timeout_ms.map(Duration::from_millis),
+                headers: parse_headers(&h.header).map_err(|e| format!("{}: {e}", at("header")))?,
+                breaker,
+                no_breaker: h.no_breaker,
+            },
+        });
+    }
+    Ok(rules)
 }
 
 macro_rules! merge {
@@ -224,6 +325,7 @@ macro_rules! merge {
             retry_unsafe: $cli.retry_unsafe || $cfg.retry_unsafe,
             breaker_fail_fast: $cli.breaker_fail_fast || $cfg.breaker_fail_fast,
             header: [$cfg.header.clone(), $cli.header.clone()].concat(),
+            hosts: $cfg.hosts.clone(),
         }
     };
 }
@@ -406,11 +508,13 @@ pub(crate) fn plan(o: &Options) -> Result<Plan, String> {
         },
         save_headers: o.save_headers,
         user_agent: o.user_agent.clone().unwrap_or(d.user_agent),
+        hosts: Vec::new(), // below, once the run's breaker is known
         accept: match o.accept.as_deref() {
             None => d.accept,
             Some(a) => a.parse().map_err(|e: ConfigError| e.to_string())?,
         },
     };
+    settings.hosts = host_rules(&o.hosts, settings.breaker)?;
     // The engine says what cannot work, once, for the binary and the library alike.
     settings.check().map_err(|e| e.to_string())?;
     let threads = match o.threads {

@@ -134,3 +134,130 @@ fn too_many_failures_halt_the_run_and_resume_finishes_it() {
     assert_exit(&o, 1);
     assert_exactly_once(&results(&out), 300);
 }
+
+/// `[hosts."..."]` in the config file: a host takes its own concurrency, rate, headers and
+/// retries; the others keep the run's.
+#[test]
+fn per_host_settings_from_the_config_apply_to_their_host_only() {
+    let mock = Mock::start("fast,slow");
+    let dir = tempfile::tempdir().unwrap();
+    let (fast, slow) = (mock.url("fast"), mock.url("slow"));
+    let fast_key = fast.trim_start_matches("http://");
+    let config = dir.path().join("corral.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+per_host_concurrency = 8
+retries = 2
+
+[hosts."{fast_key}"]
+concurrency = 1
+rate = "50/s"
+burst = 1
+header = ["X-Tenant: blue"]
+retries = 0
+"#
+        ),
+    )
+    .unwrap();
+    let mut lines = Vec::new();
+    for i in 0..60 {
+        lines.push(format!(r#"{{"url":"{fast}/f/{i}"}}"#));
+        lines.push(format!(r#"{{"url":"{slow}/s/{i}"}}"#));
+    }
+    lines.push(format!(r#"{{"url":"{fast}/down?status=503"}}"#));
+    lines.push(format!(r#"{{"url":"{slow}/down?status=503"}}"#));
+    let jobs = write_jobs(dir.path(), &lines);
+    let out = dir.path().join("out.jsonl");
+    let o = corral(&[
+        "run",
+        jobs.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "-q",
+        "--no-breaker",
+        "--retry-base-ms",
+        "1",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert_exit(&o, 1);
+    let rs = results(&out);
+    assert_exactly_once(&rs, 122);
+    let attempts = |host: &str| {
+        rs.iter()
+            .find(|r| r["url"].as_str().unwrap().starts_with(host) && r["ok"] == false)
+            .map(|r| r["attempts"].as_u64().unwrap())
+    };
+    assert_eq!(attempts(&fast), Some(1), "retries = 0 for the fast host");
+    assert_eq!(attempts(&slow), Some(3), "the run's retries = 2 elsewhere");
+    let f = mock.stats("fast");
+    let s = mock.stats("slow");
+    assert_eq!(f["max_in_flight"], 1, "concurrency = 1");
+    assert!(
+        f["max_per_second"].as_u64().unwrap() <= 51,
+        "{}",
+        f["per_second"]
+    );
+    assert!(
+        s["max_in_flight"].as_u64().unwrap() > 1,
+        "the slow host keeps 8"
+    );
+    let tenant = |stats: &serde_json::Value| {
+        stats["recent"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["headers"]["x-tenant"] == "blue")
+    };
+    assert!(tenant(&f), "the fast host's jobs carry its header");
+    assert!(
+        s["recent"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["headers"]["x-tenant"].is_null()),
+        "and no other host's"
+    );
+}
+
+/// A `[hosts]` table with a key corral does not know is refused, naming it and its line.
+#[test]
+fn an_unknown_per_host_key_is_refused_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("corral.toml");
+    std::fs::write(
+        &config,
+        "retries = 1\n\n[hosts.\"api.example.com\"]\nrate = \"5/s\"\nconcurency = 2\n",
+    )
+    .unwrap();
+    let jobs = write_jobs(
+        dir.path(),
+        &[r#"{"url":"http://127.0.0.1:1/"}"#.to_string()],
+    );
+    let out = dir.path().join("out.jsonl");
+    let o = corral(&[
+        "run",
+        jobs.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert_exit(&o, 2);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("concurency") && e.contains("line 5"), "{e}");
+    assert!(!out.exists(), "nothing written");
+    std::fs::write(&config, "[hosts.\"bad host\"]\nrate = \"5/s\"\n").unwrap();
+    let o = corral(&[
+        "run",
+        jobs.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert_exit(&o, 2);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("\"bad host\""));
+}

@@ -33,7 +33,7 @@ use crate::job::{Invalid, Job, Parsed};
 use crate::redact;
 #[cfg(test)]
 use crate::settings::test_settings;
-use crate::settings::{BodyMode, Settings};
+use crate::settings::{BodyMode, ForHost, Settings};
 
 /// Per-host counters for the summary.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -93,6 +93,8 @@ pub struct Gates {
     hosts: Arc<dyn HostTable>,
     global_rate: Option<RateLimiter>,
     policy: RetryPolicy,
+    /// The retry policy of each `[hosts]` rule, in the order of [`Settings::hosts`].
+    rule_policies: Vec<RetryPolicy>,
     /// See [`RESULT_BYTES`].
     result_bytes: Arc<Semaphore>,
 }
@@ -123,25 +125,36 @@ impl Gates {
             ),
             None => None,
         };
-        let mut policy = RetryPolicy::builder()
-            .max_attempts(settings.retries.saturating_add(1))
-            .base_delay(settings.retry_base)
-            .max_delay(settings.retry_max.max(settings.retry_base));
-        if let Some(ratio) = settings.retry_budget {
-            policy = policy.budget(
+        let budget = match settings.retry_budget {
+            Some(ratio) => Some(
                 RetryBudget::new(ratio, 10)
                     .map_err(|e| ConfigError::from_corral("--retry-budget", &e))?,
-            );
-        }
-        let policy = policy
-            .build()
-            .map_err(|e| ConfigError::from_corral("--retries", &e))?;
+            ),
+            None => None,
+        };
+        // One policy for the run and one for each `[hosts]` rule (its own retries), all
+        // drawing on the one budget.
+        let policy_for = |retries: u32, option: &'static str| {
+            let mut p = RetryPolicy::builder()
+                .max_attempts(retries.saturating_add(1))
+                .base_delay(settings.retry_base)
+                .max_delay(settings.retry_max.max(settings.retry_base));
+            if let Some(b) = &budget {
+                p = p.budget(b.clone());
+            }
+            p.build().map_err(|e| ConfigError::from_corral(option, &e))
+        };
+        let policy = policy_for(settings.retries, "--retries")?;
+        let rule_policies = (0..settings.hosts.len())
+            .map(|i| policy_for(settings.for_rule(i).retries(), "[hosts] retries"))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Arc::new(Gates {
             active: Mutex::new(Vec::new()),
             settings,
             hosts,
             global_rate,
             policy,
+            rule_policies,
             result_bytes: Arc::new(Semaphore::new(RESULT_BYTES)),
         }))
     }
@@ -258,6 +271,11 @@ fn client_options(s: &Settings) -> ClientOptions {
         connect_timeout: s.connect_timeout,
         idle_per_host: s.per_host_concurrency,
         idle_total: s.idle_connections,
+        other_connect_timeouts: s
+            .hosts
+            .iter()
+            .filter_map(|r| r.settings.connect_timeout)
+            .collect(),
     }
 }
 
@@ -498,7 +516,13 @@ impl Engine {
 
     async fn run_job(&self, job: &Job, trace: &Trace, active: &Active) -> Result<Response, Ended> {
         let host: Host = job.host_key().into();
-        let retry_statuses = &self.gates.settings.retry_statuses;
+        // The host's settings (its `[hosts]` rule over the run's), found once for the job.
+        let view = self.gates.settings.for_host(&host);
+        let retry_statuses = view.retry_statuses();
+        let policy = view
+            .index
+            .and_then(|i| self.gates.rule_policies.get(i))
+            .unwrap_or(&self.gates.policy);
         let max_ra = self.gates.settings.max_retry_after;
         // A request that is not idempotent (POST, PATCH) is sent again only when it cannot have
         // reached the server, unless the job makes a repeat harmless or the user says so.
@@ -506,13 +530,11 @@ impl Engine {
             && !self.gates.settings.retry_unsafe
             && !job.headers.contains_key("idempotency-key");
         let held_back = AtomicBool::new(false);
-        let r = self
-            .gates
-            .policy
+        let r = policy
             .retry(
                 |n| {
                     trace.attempts.store(n, Ordering::Relaxed);
-                    self.attempt(job, &host, n <= 1, active, trace)
+                    self.attempt(job, (&host, &view), n <= 1, active, trace)
                 },
                 |e: &AttemptError| {
                     let d = match e {
@@ -589,7 +611,7 @@ impl Engine {
     async fn attempt(
         &self,
         job: &Job,
-        host: &Host,
+        (host, view): (&Host, &ForHost<'_>),
         first: bool,
         active: &Active,
         trace: &Trace,
@@ -617,7 +639,7 @@ impl Engine {
             trace.forgive();
         }
         state.attempted();
-        let limit = job.timeout.unwrap_or(self.gates.settings.timeout);
+        let limit = job.timeout.unwrap_or(view.timeout());
         let started = Instant::now();
         let sending = AtomicBool::new(false);
         trace.head.store(0, Ordering::Relaxed);
@@ -642,7 +664,14 @@ impl Engine {
             let mut fresh = false;
             loop {
                 let r = self
-                    .send(job, key, (started, &sending), &trace.head, &mut held, fresh)
+                    .send(
+                        job,
+                        (key, view),
+                        (started, &sending),
+                        &trace.head,
+                        &mut held,
+                        fresh,
+                    )
                     .await;
                 match r {
                     // A reused connection closed under an idempotent request, unanswered: it
@@ -785,18 +814,34 @@ impl Engine {
     async fn send(
         &self,
         job: &Job,
-        host: &Host,
+        (host, view): (&Host, &ForHost<'_>),
         // When the attempt started, and the flag set once its request starts to go out.
         (started, sending): (Instant, &AtomicBool),
         head: &AtomicU16,
         held: &mut Option<OwnedSemaphorePermit>,
         fresh: bool,
     ) -> Result<Response, AttemptError> {
+        // The host's `[hosts]` headers, where the job (with `--header`) sets none of that name.
+        let headers = match view.headers() {
+            None => Cow::Borrowed(&job.headers),
+            Some(extra) => {
+                let mut h = job.headers.clone();
+                for name in extra.keys() {
+                    if !h.contains_key(name) {
+                        for v in extra.get_all(name) {
+                            h.append(name.clone(), v.clone());
+                        }
+                    }
+                }
+                Cow::Owned(h)
+            }
+        };
         let req = Request {
             method: &job.method,
             url: &job.url,
-            headers: &job.headers,
+            headers: &headers,
             body: job.body.as_ref(),
+            connect_timeout: view.index.map(|_| view.connect_timeout()),
         };
         let want_headers = self.gates.settings.save_headers;
         let Exchange {

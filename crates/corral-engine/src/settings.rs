@@ -97,6 +97,238 @@ pub struct Settings {
     /// Response statuses that make a job ok (`--accept`); any other is a failure
     /// (`http_status`), retried when it is in `retry_statuses`.
     pub accept: StatusSet,
+    /// Settings of some hosts that differ from the ones above (`[hosts."api.example.com"]` in
+    /// the config file). A host takes the best match: see [`HostPattern`].
+    pub hosts: Vec<HostRule>,
+}
+
+/// Which hosts a [`HostRule`] applies to: `api.example.com` (any port), `api.example.com:8443`
+/// (that port only), `*.example.com` (any host under example.com, not example.com itself).
+/// Names are compared without case.
+///
+/// ```
+/// use corral_engine::settings::HostPattern;
+///
+/// let p: HostPattern = "*.example.com".parse().unwrap();
+/// assert!(p.matches("api.example.com:443") && !p.matches("example.com:443"));
+/// let p: HostPattern = "api.example.com:8443".parse().unwrap();
+/// assert!(p.matches("API.example.com:8443") && !p.matches("api.example.com:443"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPattern {
+    /// Lower case, without the `*.` of a wildcard.
+    name: String,
+    wildcard: bool,
+    port: Option<u16>,
+}
+
+impl HostPattern {
+    /// True when the host key `host:port` matches.
+    pub fn matches(&self, key: &str) -> bool {
+        let (host, port) = split_key(key);
+        if self.port.is_some_and(|p| Some(p) != port) {
+            return false;
+        }
+        if self.wildcard {
+            host.len() > self.name.len() + 1
+                && host.as_bytes()[host.len() - self.name.len() - 1] == b'.'
+                && host[host.len() - self.name.len()..].eq_ignore_ascii_case(&self.name)
+        } else {
+            host.eq_ignore_ascii_case(&self.name)
+        }
+    }
+
+    /// How specific the pattern is: an exact name before a wildcard, a port before none, a
+    /// longer wildcard before a shorter one.
+    fn rank(&self) -> (bool, bool, usize) {
+        (!self.wildcard, self.port.is_some(), self.name.len())
+    }
+}
+
+/// `host:port` (an IPv6 address in brackets) into its host and port.
+fn split_key(key: &str) -> (&str, Option<u16>) {
+    match key.rsplit_once(':') {
+        Some((h, p)) if !h.is_empty() && (!h.contains(':') || h.ends_with(']')) => {
+            (h, p.parse().ok())
+        }
+        _ => (key, None),
+    }
+}
+
+impl FromStr for HostPattern {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        let bad = |why: &str| ConfigError::new("[hosts]", format!("{s:?}: {why}"));
+        let (host, port) = match split_key(s.trim()) {
+            (h, Some(p)) => (h, Some(p)),
+            (_, None)
+                if s.trim()
+                    .rsplit_once(':')
+                    .is_some_and(|(h, _)| !h.contains(':')) =>
+            {
+                return Err(bad("the port is not a number from 1 to 65535"))
+            }
+            (h, None) => (h, None),
+        };
+        let (name, wildcard) = match host.strip_prefix("*.") {
+            Some(rest) => (rest, true),
+            None => (host, false),
+        };
+        let valid = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-.[]:_".contains(&b));
+        if !valid || port == Some(0) {
+            return Err(bad(
+                "expected a host name, host:port, or *.domain (as in \"api.example.com\")",
+            ));
+        }
+        Ok(Self {
+            name: name.to_ascii_lowercase(),
+            wildcard,
+            port,
+        })
+    }
+}
+
+/// Settings for the hosts a pattern matches; each `None` falls back to the run's own.
+#[derive(Debug, Clone, Default)]
+pub struct HostSettings {
+    /// `concurrency`: requests in flight to the host.
+    pub concurrency: Option<usize>,
+    /// `rate`: requests per period to the host.
+    pub rate: Option<Rate>,
+    /// `burst` of that rate.
+    pub burst: Option<u64>,
+    /// `cost_rate`: the sum of job costs per period to the host.
+    pub cost_rate: Option<Rate>,
+    /// `retries` after the first attempt.
+    pub retries: Option<u32>,
+    /// `retry_on`: statuses retried.
+    pub retry_statuses: Option<Vec<u16>>,
+    /// `timeout_ms`: one attempt.
+    pub timeout: Option<Duration>,
+    /// `connect_timeout_ms`.
+    pub connect_timeout: Option<Duration>,
+    /// `header`: extra request headers for the host's jobs, sent where the job (with
+    /// `--header`) sets none of that name.
+    pub headers: http::HeaderMap,
+    /// `breaker_*`: the host's breaker, whole (the run's with this host's changes).
+    pub breaker: Option<BreakerSettings>,
+    /// `no_breaker`: no breaker for the host.
+    pub no_breaker: bool,
+}
+
+/// Settings for the hosts that match a pattern.
+#[derive(Debug, Clone)]
+pub struct HostRule {
+    /// Which hosts.
+    pub pattern: HostPattern,
+    /// What differs for them.
+    pub settings: HostSettings,
+}
+
+/// A host's settings: the run's, with those of its best-matching [`HostRule`] over them.
+#[derive(Debug, Clone, Copy)]
+pub struct ForHost<'a> {
+    run: &'a Settings,
+    rule: Option<&'a HostSettings>,
+    /// The rule's place in [`Settings::hosts`].
+    pub index: Option<usize>,
+}
+
+impl ForHost<'_> {
+    /// Requests in flight to the host.
+    pub fn concurrency(&self) -> usize {
+        self.rule
+            .and_then(|r| r.concurrency)
+            .unwrap_or(self.run.per_host_concurrency)
+    }
+    /// The host's rate and burst, if it has a rate.
+    pub fn rate(&self) -> Option<(Rate, u64)> {
+        match self.rule.and_then(|r| r.rate) {
+            Some(rate) => Some((
+                rate,
+                self.rule
+                    .and_then(|r| r.burst)
+                    .unwrap_or(self.run.per_host_burst),
+            )),
+            None => self.run.per_host_rate.map(|r| {
+                (
+                    r,
+                    self.rule
+                        .and_then(|h| h.burst)
+                        .unwrap_or(self.run.per_host_burst),
+                )
+            }),
+        }
+    }
+    /// The host's breaker, if it has one.
+    pub fn breaker(&self) -> Option<BreakerSettings> {
+        match self.rule {
+            Some(r) if r.no_breaker => None,
+            Some(HostSettings {
+                breaker: Some(b), ..
+            }) => Some(*b),
+            _ => self.run.breaker,
+        }
+    }
+    /// Retries after the first attempt.
+    pub fn retries(&self) -> u32 {
+        self.rule
+            .and_then(|r| r.retries)
+            .unwrap_or(self.run.retries)
+    }
+    /// Statuses retried.
+    pub fn retry_statuses(&self) -> &[u16] {
+        self.rule
+            .and_then(|r| r.retry_statuses.as_deref())
+            .unwrap_or(&self.run.retry_statuses)
+    }
+    /// One attempt's timeout (a job's own `timeout_ms` wins over it).
+    pub fn timeout(&self) -> Duration {
+        self.rule
+            .and_then(|r| r.timeout)
+            .unwrap_or(self.run.timeout)
+    }
+    /// Connect timeout.
+    pub fn connect_timeout(&self) -> Duration {
+        self.rule
+            .and_then(|r| r.connect_timeout)
+            .unwrap_or(self.run.connect_timeout)
+    }
+    /// Extra headers for the host's jobs (empty without a rule).
+    pub fn headers(&self) -> Option<&http::HeaderMap> {
+        self.rule.map(|r| &r.headers).filter(|h| !h.is_empty())
+    }
+}
+
+impl Settings {
+    /// The settings of the hosts of rule `i` (of [`Settings::hosts`]).
+    pub fn for_rule(&self, i: usize) -> ForHost<'_> {
+        ForHost {
+            run: self,
+            rule: self.hosts.get(i).map(|r| &r.settings),
+            index: Some(i).filter(|i| *i < self.hosts.len()),
+        }
+    }
+
+    /// The settings of the host keyed `key` (`host:port`): its best-matching rule over the
+    /// run's.
+    pub fn for_host(&self, key: &str) -> ForHost<'_> {
+        let best = self
+            .hosts
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.pattern.matches(key))
+            .max_by_key(|(i, r)| (r.pattern.rank(), std::cmp::Reverse(*i)));
+        ForHost {
+            run: self,
+            rule: best.map(|(_, r)| &r.settings),
+            index: best.map(|(i, _)| i),
+        }
+    }
 }
 
 /// A set of HTTP statuses, written as `--accept` takes it: single statuses and ranges,
@@ -200,6 +432,20 @@ impl Settings {
                 "must be greater than 0",
             ));
         }
+        for rule in &self.hosts {
+            if rule.settings.concurrency == Some(0) {
+                return Err(ConfigError::new(
+                    "[hosts] concurrency",
+                    "must be at least 1",
+                ));
+            }
+            if rule.settings.timeout.is_some_and(|t| t.is_zero()) {
+                return Err(ConfigError::new(
+                    "[hosts] timeout_ms",
+                    "must be greater than 0",
+                ));
+            }
+        }
         if self.max_body == 0 {
             return Err(ConfigError::new(
                 "--max-body",
@@ -237,6 +483,7 @@ impl Default for Settings {
             save_headers: false,
             user_agent: format!("corral/{}", env!("CARGO_PKG_VERSION")),
             accept: StatusSet::range(200, 399),
+            hosts: Vec::new(),
         }
     }
 }
@@ -282,5 +529,78 @@ pub(crate) fn test_settings(concurrency: usize) -> Settings {
         save_headers: false,
         user_agent: "corral-test".into(),
         accept: StatusSet::range(200, 399),
+        hosts: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(pattern: &str, concurrency: usize) -> HostRule {
+        HostRule {
+            pattern: pattern.parse().unwrap(),
+            settings: HostSettings {
+                concurrency: Some(concurrency),
+                ..HostSettings::default()
+            },
+        }
+    }
+
+    #[test]
+    fn a_host_takes_its_most_specific_rule() {
+        let s = Settings {
+            hosts: vec![
+                rule("*.example.com", 1),
+                rule("*.api.example.com", 2),
+                rule("api.example.com", 3),
+                rule("api.example.com:8443", 4),
+                rule("[::1]:8080", 5),
+            ],
+            ..Settings::default()
+        };
+        let c = |key: &str| s.for_host(key).concurrency();
+        assert_eq!(c("www.example.com:443"), 1);
+        assert_eq!(c("v1.api.example.com:443"), 2, "the longer wildcard");
+        assert_eq!(c("API.example.com:443"), 3, "an exact name over wildcards");
+        assert_eq!(c("api.example.com:8443"), 4, "a port over none");
+        assert_eq!(c("[::1]:8080"), 5);
+        assert_eq!(c("example.com:443"), 8, "*.example.com is not example.com");
+        assert_eq!(c("other.org:80"), 8);
+        assert_eq!(s.for_host("other.org:80").index, None);
+    }
+
+    #[test]
+    fn a_rule_changes_only_what_it_sets() {
+        let mut s = Settings {
+            per_host_rate: Some(Rate::per_second(50)),
+            ..Settings::default()
+        };
+        s.hosts.push(HostRule {
+            pattern: "slow.example".parse().unwrap(),
+            settings: HostSettings {
+                rate: Some(Rate::per_second(2)),
+                retries: Some(0),
+                no_breaker: true,
+                ..HostSettings::default()
+            },
+        });
+        let h = s.for_host("slow.example:80");
+        assert_eq!(h.rate(), Some((Rate::per_second(2), 1)));
+        assert_eq!(
+            (h.retries(), h.concurrency(), h.breaker().is_none()),
+            (0, 8, true)
+        );
+        assert_eq!(h.timeout(), s.timeout);
+        let other = s.for_host("fast.example:80");
+        assert_eq!(other.rate(), Some((Rate::per_second(50), 1)));
+        assert!(other.breaker().is_some());
+    }
+
+    #[test]
+    fn bad_patterns_are_refused() {
+        for bad in ["", "*.", "a b", "host:0", "host:http", "a/b"] {
+            assert!(bad.parse::<HostPattern>().is_err(), "{bad:?}");
+        }
     }
 }

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use corral::breaker::{CircuitBreaker, State};
+use corral::breaker::{CircuitBreaker, CircuitBreakerBuilder, State};
 use corral::limit::{Rate, RateLimiter};
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -24,7 +24,7 @@ use tokio::time::Instant as Clock;
 use super::{BreakerOpen, Host, HostEntry, HostTable, Permit, Slot};
 use crate::engine::HostStat;
 use crate::error::ConfigError;
-use crate::settings::Settings;
+use crate::settings::{BreakerSettings, ForHost, Settings};
 
 /// One host's state. Taken with [`Hosts::get`] once per attempt.
 pub struct HostState {
@@ -114,74 +114,71 @@ pub struct Hosts {
     live: Mutex<HashMap<Host, Arc<HostState>>>,
     /// Counters of evicted hosts, for the summary.
     retired: Mutex<HashMap<Host, HostStat>>,
-    per_host_concurrency: usize,
-    rate: Rate,
-    burst: u64,
-    breaker: Option<corral::breaker::CircuitBreakerBuilder>,
+    /// The run's settings, with the `[hosts]` rules a new entry is made from.
+    settings: Settings,
     /// Breaker openings, all hosts together.
     openings: Arc<AtomicU64>,
-    /// See [`HostState::breaker_wait`]: the cool-down, at most a second.
-    breaker_poll: Duration,
     /// An entry untouched this long holds no state that matters any more.
     idle_after: Duration,
     /// Entries at which a sweep for idle ones runs (doubles when a sweep frees too few).
     sweep_at: Mutex<usize>,
 }
 
+/// A host's rate cell: its rate, or (so that Retry-After can pause one host even with no rate
+/// set) one that never holds anything back.
+fn cell(view: &ForHost<'_>) -> (Rate, u64) {
+    view.rate()
+        .unwrap_or((Rate::per_second(1_000_000_000), 1_000_000))
+}
+
+fn breaker_builder(b: &BreakerSettings) -> CircuitBreakerBuilder {
+    CircuitBreaker::builder()
+        .failure_rate(b.failure_rate)
+        .min_calls(b.min_calls)
+        .window(b.window)
+        .cool_down(b.cool_down)
+        .half_open_probes(b.probes)
+}
+
 /// Entries before the first sweep.
 const FIRST_SWEEP: usize = 1024;
 
 impl Hosts {
-    /// Hosts for a run with `settings`; checks the per-host rate and breaker settings.
+    /// Hosts for a run with `settings`; checks the per-host rate and breaker settings, the
+    /// run's and each `[hosts]` rule's.
     pub fn new(settings: &Settings) -> Result<Self, ConfigError> {
-        // Always a rate cell, so Retry-After can pause one host even with no rate set.
-        let (rate, burst) = match settings.per_host_rate {
-            Some(r) => (r, settings.per_host_burst),
-            None => (Rate::per_second(1_000_000_000), 1_000_000),
-        };
-        RateLimiter::builder()
-            .rate(rate)
-            .burst(burst)
-            .build()
-            .map_err(|e| ConfigError::from_corral("--per-host-rate", &e))?;
-        let breaker = settings.breaker.map(|b| {
-            CircuitBreaker::builder()
-                .failure_rate(b.failure_rate)
-                .min_calls(b.min_calls)
-                .window(b.window)
-                .cool_down(b.cool_down)
-                .half_open_probes(b.probes)
-        });
-        if let Some(b) = &breaker {
-            b.clone()
+        let mut idle_after = settings.max_retry_after;
+        let views = std::iter::once(settings.for_host(""))
+            .chain((0..settings.hosts.len()).map(|i| settings.for_rule(i)));
+        for (i, view) in views.enumerate() {
+            let option = |o: &'static str, h: &'static str| if i == 0 { o } else { h };
+            let (rate, burst) = cell(&view);
+            RateLimiter::builder()
+                .rate(rate)
+                .burst(burst)
                 .build()
-                .map_err(|e| ConfigError::from_corral("--breaker-*", &e))?;
+                .map_err(|e| {
+                    ConfigError::from_corral(option("--per-host-rate", "[hosts] rate"), &e)
+                })?;
+            if let Some(b) = view.breaker() {
+                breaker_builder(&b).build().map_err(|e| {
+                    ConfigError::from_corral(option("--breaker-*", "[hosts] breaker_*"), &e)
+                })?;
+                idle_after = idle_after.max(b.window.max(b.cool_down));
+            }
+            let refill = rate
+                .period()
+                .checked_div(u32::try_from(rate.count()).unwrap_or(u32::MAX).max(1))
+                .unwrap_or_default()
+                .saturating_mul(u32::try_from(burst).unwrap_or(u32::MAX));
+            idle_after = idle_after.max(refill);
         }
-        let refill = rate
-            .period()
-            .checked_div(u32::try_from(rate.count()).unwrap_or(u32::MAX).max(1))
-            .unwrap_or_default()
-            .saturating_mul(u32::try_from(burst).unwrap_or(u32::MAX));
-        let breaker_memory = settings
-            .breaker
-            .map_or(Duration::ZERO, |b| b.window.max(b.cool_down));
-        let idle_after = refill
-            .max(breaker_memory)
-            .max(settings.max_retry_after)
-            .saturating_add(Duration::from_secs(1));
         Ok(Self {
             live: Mutex::new(HashMap::new()),
             retired: Mutex::new(HashMap::new()),
-            per_host_concurrency: settings.per_host_concurrency,
-            rate,
-            burst,
-            breaker,
+            settings: settings.clone(),
             openings: Arc::new(AtomicU64::new(0)),
-            breaker_poll: settings
-                .breaker
-                .map_or(Duration::from_secs(1), |b| b.cool_down)
-                .clamp(Duration::from_millis(10), Duration::from_secs(1)),
-            idle_after,
+            idle_after: idle_after.saturating_add(Duration::from_secs(1)),
             sweep_at: Mutex::new(FIRST_SWEEP),
         })
     }
@@ -200,21 +197,23 @@ impl Hosts {
             // Sweep again only once as many entries have come as are left.
             *sweep_at = (live.len() * 2).max(FIRST_SWEEP);
         }
-        let entry = Arc::new(self.new_entry()?);
+        let entry = Arc::new(self.new_entry(host)?);
         live.insert(host.clone(), entry.clone());
         Ok(entry)
     }
 
-    fn new_entry(&self) -> Result<HostState, ConfigError> {
+    fn new_entry(&self, host: &Host) -> Result<HostState, ConfigError> {
         let refused = |e: corral::ConfigError| ConfigError::from_corral("--per-host-*", &e);
+        let view = self.settings.for_host(host);
         let openings = Arc::new(AtomicU64::new(0));
         let breaker_changed = Arc::new(Notify::new());
-        let breaker = match self.breaker.clone() {
+        let settings = view.breaker();
+        let breaker = match settings {
             None => None,
             Some(b) => {
                 let (mine, all) = (openings.clone(), self.openings.clone());
                 let changed = breaker_changed.clone();
-                let b = b.on_state_change(move |change| {
+                let b = breaker_builder(&b).on_state_change(move |change| {
                     if change.to == State::Open {
                         mine.fetch_add(1, Ordering::Relaxed);
                         all.fetch_add(1, Ordering::Relaxed);
@@ -224,16 +223,20 @@ impl Hosts {
                 Some(b.build().map_err(refused)?)
             }
         };
+        let (rate, burst) = cell(&view);
         Ok(HostState {
-            slots: Arc::new(Semaphore::new(self.per_host_concurrency)),
+            slots: Arc::new(Semaphore::new(view.concurrency())),
             rate: RateLimiter::builder()
-                .rate(self.rate)
-                .burst(self.burst)
+                .rate(rate)
+                .burst(burst)
                 .build()
                 .map_err(refused)?,
             breaker,
             breaker_changed,
-            breaker_poll: self.breaker_poll,
+            // Longest wait for a state change nobody announces: the cool-down, at most 1 s.
+            breaker_poll: settings
+                .map_or(Duration::from_secs(1), |b| b.cool_down)
+                .clamp(Duration::from_millis(10), Duration::from_secs(1)),
             stat: Mutex::new(HostStat::default()),
             openings,
             touched: Mutex::new(Clock::now()),

@@ -28,12 +28,16 @@ pub struct ClientOptions {
     pub idle_per_host: usize,
     /// Idle connections kept in all (the lean client's; see [`super::pool`]).
     pub idle_total: usize,
+    /// Other connect timeouts some requests ask for (hosts' `connect_timeout_ms`): reqwest
+    /// sets it per client, so there is one client for each.
+    pub other_connect_timeouts: Vec<Duration>,
 }
 
 /// A request's way out: the lean client and reqwest, for one worker thread (a connection is
 /// driven only from the thread that made it).
 pub struct Clients {
-    reqwest: reqwest::Client,
+    /// reqwest, with its connect timeout; the first is the default.
+    reqwest: Vec<(Duration, reqwest::Client)>,
     /// `None` when a proxy is configured: reqwest, which honours it, carries `http://` too.
     direct: Option<Direct>,
 }
@@ -108,16 +112,29 @@ impl Body<'_> {
 impl Clients {
     /// Both clients, as `options` say.
     pub fn new(options: &ClientOptions) -> Result<Self, StartError> {
-        let reqwest = reqwest::Client::builder()
-            .user_agent(options.user_agent.clone())
-            .connect_timeout(options.connect_timeout)
-            .pool_max_idle_per_host(options.idle_per_host)
-            .tcp_nodelay(true)
-            // corral follows redirects itself (`redirect`): secrets stay with their origin.
-            .redirect(reqwest::redirect::Policy::none())
-            .referer(false)
-            .build()
-            .map_err(|e| StartError::Client(chain(&e)))?;
+        let build = |connect: Duration| {
+            reqwest::Client::builder()
+                .user_agent(options.user_agent.clone())
+                .connect_timeout(connect)
+                .pool_max_idle_per_host(options.idle_per_host)
+                .tcp_nodelay(true)
+                // corral follows redirects itself (`redirect`): secrets stay with their origin.
+                .redirect(reqwest::redirect::Policy::none())
+                .referer(false)
+                .build()
+                .map(|c| (connect, c))
+                .map_err(|e| StartError::Client(chain(&e)))
+        };
+        let mut timeouts = vec![options.connect_timeout];
+        for t in &options.other_connect_timeouts {
+            if !timeouts.contains(t) {
+                timeouts.push(*t);
+            }
+        }
+        let reqwest = timeouts
+            .into_iter()
+            .map(build)
+            .collect::<Result<Vec<_>, _>>()?;
         let direct = (!super::direct::proxy_configured()).then(|| {
             Direct::new(
                 options.idle_per_host,
@@ -191,9 +208,21 @@ impl Clients {
         let (mut url, mut method) = (req.url.clone(), req.method.clone());
         let mut headers = Cow::Borrowed(req.headers);
         let mut body = req.body.cloned();
+        // The client with the request's connect timeout (there is one for each asked for).
+        let client = self
+            .reqwest
+            .iter()
+            .find(|(t, _)| Some(*t) == req.connect_timeout)
+            .or(self.reqwest.first())
+            .map(|(_, c)| c)
+            .ok_or_else(|| HttpError {
+                kind: ErrorKind::Request,
+                message: "no HTTP client".into(),
+                sent: false,
+                resend: false,
+            })?;
         for _ in 0..=redirect::MAX_HOPS {
-            let mut r = self
-                .reqwest
+            let mut r = client
                 .request(method.clone(), url.clone())
                 .headers((*headers).clone());
             if let Some(b) = &body {

@@ -63,6 +63,9 @@ pub struct Request<'a> {
     pub headers: &'a HeaderMap,
     /// The body, if any; framed by its length. (`Bytes`: reqwest takes it without a copy.)
     pub body: Option<&'a Bytes>,
+    /// How long connecting may take, when it differs from the client's own (a host's
+    /// `connect_timeout_ms`).
+    pub connect_timeout: Option<Duration>,
 }
 
 /// Why a direct request failed; the kinds match the reqwest path's.
@@ -130,10 +133,11 @@ impl Direct {
     async fn connect(&self, req: &Request<'_>) -> Result<Conn, DirectError> {
         let host = req.url.host_str().unwrap_or_default();
         let port = req.url.port_or_known_default().unwrap_or(80);
-        match conn::open(host, port, self.connect_timeout).await {
+        let limit = req.connect_timeout.unwrap_or(self.connect_timeout);
+        match conn::open(host, port, limit).await {
             Err(DirectError::FdLimit(_)) => {
                 self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
-                conn::open(host, port, self.connect_timeout).await
+                conn::open(host, port, limit).await
             }
             r => r,
         }
@@ -261,6 +265,7 @@ mod tests {
             url: &job.url,
             headers: &job.headers,
             body: job.body.as_ref(),
+            connect_timeout: None,
         }
     }
     use std::collections::VecDeque;
