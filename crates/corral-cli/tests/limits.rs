@@ -190,8 +190,8 @@ retries = 0
             .find(|r| r["url"].as_str().unwrap().starts_with(host) && r["ok"] == false)
             .map(|r| r["attempts"].as_u64().unwrap())
     };
-    assert_eq!(attempts(&fast), Some(1), "retries = 0 for the fast host");
-    assert_eq!(attempts(&slow), Some(3), "the run's retries = 2 elsewhere");
+    assert_eq!(attempts(fast), Some(1), "retries = 0 for the fast host");
+    assert_eq!(attempts(slow), Some(3), "the run's retries = 2 elsewhere");
     let f = mock.stats("fast");
     let s = mock.stats("slow");
     assert_eq!(f["max_in_flight"], 1, "concurrency = 1");
