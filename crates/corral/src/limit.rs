@@ -192,23 +192,29 @@ impl std::error::Error for NotUntil {}
 #[derive(Debug)]
 struct Gcra {
     base: Instant,
-    /// Emission interval T, in ns.
-    t: u64,
-    /// Tolerance τ = T × (burst − 1), in ns.
-    tau: u64,
+    /// Emission interval T, in ns (changed by [`RateLimiter::set_rate`]).
+    t: AtomicU64,
+    /// Burst b: the tolerance is τ = T × (b − 1).
+    burst: u64,
     tat: AtomicU64,
     paused_until: AtomicU64,
 }
 
 impl Gcra {
-    fn new(base: Instant, t: u64, tau: u64) -> Self {
+    fn new(base: Instant, t: u64, burst: u64) -> Self {
         Self {
             base,
-            t,
-            tau,
+            t: AtomicU64::new(t),
+            burst,
             tat: AtomicU64::new(0),
             paused_until: AtomicU64::new(0),
         }
+    }
+
+    /// T and τ as they are now.
+    fn interval(&self) -> (u64, u64) {
+        let t = self.t.load(Ordering::Relaxed);
+        (t, t.saturating_mul(self.burst - 1))
     }
 
     fn nanos(&self, at: Instant) -> u64 {
@@ -219,20 +225,25 @@ impl Gcra {
         self.base + Duration::from_nanos(nanos)
     }
 
-    fn check_at(&self, now: Instant) -> Result<(), NotUntil> {
+    /// Takes `n` cells at once if the last of them is due now.
+    fn check_at(&self, now: Instant, n: u64) -> Result<(), NotUntil> {
         let now_ns = self.nanos(now);
         if let Some(until) = self.paused_at(now_ns) {
             return Err(NotUntil(until));
         }
+        let (t, tau) = self.interval();
+        let cost = t.saturating_mul(n.max(1));
         let mut tat = self.tat.load(Ordering::Acquire);
         loop {
             let start = tat.max(now_ns);
-            if start - now_ns > self.tau {
-                return Err(NotUntil(self.instant(start - self.tau)));
+            // The last of the n cells: due at start + (n - 1) T.
+            let last = start.saturating_add(cost - t);
+            if last - now_ns > tau {
+                return Err(NotUntil(self.instant(last - tau)));
             }
             match self.tat.compare_exchange_weak(
                 tat,
-                start + self.t,
+                start.saturating_add(cost),
                 Ordering::AcqRel,
                 Ordering::Acquire,
             ) {
@@ -248,25 +259,48 @@ impl Gcra {
         (now_ns < paused).then(|| self.instant(paused))
     }
 
-    /// Takes the next free cell unconditionally: `None` if it is due now, else the instant it is
-    /// due. The cell is the caller's from this moment, whenever it actually wakes up.
-    fn reserve(&self, now: Instant) -> Option<Instant> {
+    /// Takes the next `n` free cells unconditionally: `None` if the last is due now, else the
+    /// instant it is due. The cells are the caller's from this moment, whenever it wakes up.
+    fn reserve(&self, now: Instant, n: u64) -> Option<Instant> {
         let now_ns = self.nanos(now);
+        let (t, tau) = self.interval();
+        let cost = t.saturating_mul(n.max(1));
         let mut tat = self.tat.load(Ordering::Acquire);
         loop {
             let start = tat.max(now_ns);
             match self.tat.compare_exchange_weak(
                 tat,
-                start + self.t,
+                start.saturating_add(cost),
                 Ordering::AcqRel,
                 Ordering::Acquire,
             ) {
                 Ok(_) => {
-                    return (start - now_ns > self.tau).then(|| self.instant(start - self.tau))
+                    let last = start.saturating_add(cost - t);
+                    return (last - now_ns > tau).then(|| self.instant(last - tau));
                 }
                 Err(actual) => tat = actual,
             }
         }
+    }
+
+    /// Debits (`cells` > 0) or credits (`cells` < 0) cells already taken: a credit gives back
+    /// no more than is still scheduled ahead of now.
+    fn settle(&self, now: Instant, cells: i64) {
+        if cells == 0 {
+            return;
+        }
+        let now_ns = self.nanos(now);
+        let (t, _) = self.interval();
+        let by = t.saturating_mul(cells.unsigned_abs());
+        let _ = self
+            .tat
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |tat| {
+                Some(if cells > 0 {
+                    tat.max(now_ns).saturating_add(by)
+                } else {
+                    tat.saturating_sub(by).max(now_ns.min(tat))
+                })
+            });
     }
 
     fn pause_until(&self, until: Instant) {
@@ -289,14 +323,14 @@ impl Gcra {
 /// interval is near the timer resolution would lose each wake-up's lateness (1000/s with burst
 /// 1 would deliver about 500/s). A waiter that is dropped while sleeping wastes its cell, which
 /// can only lower the rate, never exceed it. A pause found on waking voids the reservation.
-async fn wait_until_ready(gcra: &Gcra) {
+async fn wait_until_ready(gcra: &Gcra, n: u64) {
     loop {
         let now = Instant::now();
         if let Some(until) = gcra.paused_at(gcra.nanos(now)) {
             tokio::time::sleep_until(until).await;
             continue;
         }
-        match gcra.reserve(now) {
+        match gcra.reserve(now, n) {
             None => return,
             Some(at) => {
                 tokio::time::sleep_until(at).await;
@@ -312,7 +346,7 @@ async fn wait_until_ready(gcra: &Gcra) {
 #[derive(Debug, Clone, Copy)]
 struct Params {
     t: u64,
-    tau: u64,
+    burst: u64,
 }
 
 fn params(component: &'static str, rate: Option<Rate>, burst: u64) -> Result<Params, ConfigError> {
@@ -324,10 +358,9 @@ fn params(component: &'static str, rate: Option<Rate>, burst: u64) -> Result<Par
             "burst must be at least 1 (a burst of 0 would never let a call through)",
         ));
     }
-    let tau = t
-        .checked_mul(burst - 1)
+    t.checked_mul(burst - 1)
         .ok_or_else(|| ConfigError::new(component, "burst × interval overflows"))?;
-    Ok(Params { t, tau })
+    Ok(Params { t, burst })
 }
 
 /// Builder for [`RateLimiter`] and [`KeyedRateLimiter`].
@@ -359,7 +392,7 @@ impl RateLimiterBuilder {
     pub fn build(self) -> Result<RateLimiter, ConfigError> {
         let p = params("limit", self.rate, self.burst)?;
         Ok(RateLimiter {
-            gcra: Arc::new(Gcra::new(Instant::now(), p.t, p.tau)),
+            gcra: Arc::new(Gcra::new(Instant::now(), p.t, p.burst)),
         })
     }
     /// A limiter with one independent state per key.
@@ -395,12 +428,64 @@ impl RateLimiter {
 
     /// Takes a cell now if one is available; otherwise says when one will be.
     pub fn check(&self) -> Result<(), NotUntil> {
-        self.gcra.check_at(Instant::now())
+        self.gcra.check_at(Instant::now(), 1)
     }
 
     /// Waits (on tokio's timer, never spinning) until a cell is available and takes it.
+    ///
+    /// Cancel safety: the cell is reserved before the wait; dropped while waiting, the future
+    /// wastes it (the rate can only come out lower, never higher).
     pub async fn until_ready(&self) {
-        wait_until_ready(&self.gcra).await
+        wait_until_ready(&self.gcra, 1).await
+    }
+
+    /// Takes `n` cells at once (a call that costs `n`: tokens of an LLM request, bytes) if
+    /// they are available now, as `n` calls would. More than the burst never are: wait for
+    /// them with [`RateLimiter::until_ready_n`]. `n` = 0 counts as 1.
+    pub fn check_n(&self, n: u64) -> Result<(), NotUntil> {
+        self.gcra.check_at(Instant::now(), n)
+    }
+
+    /// Waits until `n` cells are available and takes them (`n` above the burst is waited for
+    /// as the rate allows). Cancel safety as [`RateLimiter::until_ready`].
+    pub async fn until_ready_n(&self, n: u64) {
+        wait_until_ready(&self.gcra, n).await
+    }
+
+    /// Settles cells already taken once the real cost is known: `cells` > 0 takes that many
+    /// more (they delay the next calls), `cells` < 0 gives back that many of those still
+    /// scheduled ahead of now (an estimate that was too high).
+    ///
+    /// ```
+    /// use corral::limit::{Rate, RateLimiter};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), corral::ConfigError> {
+    /// // 1000 tokens a second; a request estimated at 500 turns out to have used 800.
+    /// let tokens = RateLimiter::builder().rate(Rate::per_second(1000)).burst(1000).build()?;
+    /// tokens.until_ready_n(500).await;
+    /// tokens.settle(300);
+    /// assert!(tokens.check_n(201).is_err() && tokens.check_n(200).is_ok());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn settle(&self, cells: i64) {
+        self.gcra.settle(Instant::now(), cells)
+    }
+
+    /// Changes the rate from now on (the burst stays): cells already taken keep their place;
+    /// the next ones are spaced by the new interval. For limits that adapt while they run.
+    pub fn set_rate(&self, rate: Rate) -> Result<(), ConfigError> {
+        let t = rate.validate("limit")?;
+        t.checked_mul(self.gcra.burst - 1)
+            .ok_or_else(|| ConfigError::new("limit", "burst × interval overflows"))?;
+        self.gcra.t.store(t, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The rate in force, as cells per second.
+    pub fn per_second(&self) -> f64 {
+        1e9 / self.gcra.interval().0 as f64
     }
 
     /// Refuses every call until `until` (e.g. after a 429 with Retry-After).
@@ -486,7 +571,7 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
         let g = Arc::new(Gcra::new(
             self.inner.base,
             self.inner.params.t,
-            self.inner.params.tau,
+            self.inner.params.burst,
         ));
         map.insert(key.clone(), g.clone());
         g
@@ -494,13 +579,13 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
 
     /// Takes a cell for `key` now if available.
     pub fn check(&self, key: &K) -> Result<(), NotUntil> {
-        self.state(key).check_at(Instant::now())
+        self.state(key).check_at(Instant::now(), 1)
     }
 
     /// Waits until a cell for `key` is available and takes it.
     pub async fn until_ready(&self, key: &K) {
         let g = self.state(key);
-        wait_until_ready(&g).await
+        wait_until_ready(&g, 1).await
     }
 
     /// Refuses calls for `key` (only) until `until`. Pauses only ever extend.

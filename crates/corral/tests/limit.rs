@@ -177,3 +177,76 @@ async fn keyed_concurrency_caps_each_key_and_forgets_idle_ones() {
     assert_eq!(max[1].load(Ordering::SeqCst), 3);
     assert!(limit.is_empty(), "idle keys kept: {}", limit.len());
 }
+
+#[tokio::test(start_paused = true)]
+async fn weighted_calls_take_their_cost_and_the_sum_holds_the_rate() {
+    // 100 tokens a second, burst 100; calls of 30 tokens each for a simulated 10 s.
+    let tokens = RateLimiter::builder()
+        .rate(Rate::per_second(100))
+        .burst(100)
+        .build()
+        .unwrap();
+    let start = Instant::now();
+    let mut spent = 0u64;
+    while start.elapsed() < Duration::from_secs(10) {
+        tokens.until_ready_n(30).await;
+        spent += 30;
+    }
+    // 10 s at 100/s plus the burst, within one call's cost.
+    assert!((1080..=1110).contains(&spent), "{spent} tokens in 10 s");
+    // More than the burst at once is never there now, but is waited for.
+    assert!(tokens.check_n(101).is_err());
+    let before = Instant::now();
+    tokens.until_ready_n(150).await;
+    assert!(
+        before.elapsed() >= Duration::from_millis(500),
+        "{:?}",
+        before.elapsed()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn settling_debits_and_credits_cells_already_taken() {
+    let tokens = RateLimiter::builder()
+        .rate(Rate::per_second(10))
+        .burst(10)
+        .build()
+        .unwrap();
+    tokens.check_n(5).unwrap();
+    tokens.settle(5); // used 10, not 5
+    assert!(tokens.check_n(1).is_err(), "the burst is spent");
+    tokens.settle(-3); // 7 after all
+    assert!(tokens.check_n(3).is_ok() && tokens.check_n(1).is_err());
+    // A credit never gives back more than is scheduled ahead: no hoarding of idle time.
+    tokio::time::advance(Duration::from_secs(5)).await;
+    tokens.settle(-100);
+    assert!(tokens.check_n(10).is_ok() && tokens.check_n(1).is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rate_changed_while_running_spaces_the_next_calls_anew() {
+    let limiter = RateLimiter::builder()
+        .rate(Rate::per_second(10))
+        .build()
+        .unwrap();
+    let start = Instant::now();
+    for _ in 0..10 {
+        limiter.until_ready().await;
+    }
+    let at_10 = start.elapsed();
+    assert!(at_10 >= Duration::from_millis(900) && at_10 < Duration::from_secs(1));
+    limiter.set_rate(Rate::per_second(100)).unwrap();
+    assert!((limiter.per_second() - 100.0).abs() < 1e-6);
+    let mid = Instant::now();
+    for _ in 0..100 {
+        limiter.until_ready().await;
+    }
+    let took = mid.elapsed();
+    assert!(
+        took >= Duration::from_millis(980) && took <= Duration::from_millis(1100),
+        "{took:?} for 100 calls at 100/s"
+    );
+    assert!(limiter
+        .set_rate(Rate::new(0, Duration::from_secs(1)))
+        .is_err());
+}
