@@ -25,7 +25,7 @@ Examples:
   cat jobs.jsonl | corral run - --rate 3000/min --retries 5 --header 'Authorization: Bearer $T'
   corral run jobs.jsonl --config corral.toml -o out.jsonl --summary-json summary.json
 
-A job line: {\"id\"?, \"method\"?, \"url\", \"headers\"?, \"body\"? | \"json\"?, \"timeout_ms\"?, \"meta\"?}
+A job line: {\"id\"?, \"method\"?, \"url\", \"headers\"?, \"body\"? | \"json\"?, \"timeout_ms\"?, \"cost\"?, \"meta\"?}
 A result line: {\"line\", \"id\", \"method\", \"url\", \"ok\", \"status\", \"attempts\", \"latency_ms\",
   \"elapsed_ms\", \"error\"?: {\"kind\", \"message\"}, \"body_bytes\"?, \"truncated\"?, \"headers\"?, \"body\"?, \"meta\"?}
 Secrets (Authorization, Cookie, *token*, *key* headers; key/token query values) never reach
@@ -213,6 +213,17 @@ pub(crate) struct Options {
     /// exit 1
     #[arg(long)]
     pub(crate) halt_on_failure_rate: Option<f64>,
+    /// Sum of job costs (a job's "cost", default 1) per period, all hosts together, e.g.
+    /// 90000/min for tokens per minute; a bucket of one period's worth, refilled continuously
+    #[arg(long)]
+    pub(crate) cost_rate: Option<String>,
+    /// Sum of job costs per period to each host
+    #[arg(long)]
+    pub(crate) per_host_cost_rate: Option<String>,
+    /// JSON pointer into a response body to the job's real cost, e.g. /usage/total_tokens; the
+    /// difference from its "cost" is settled with the cost rates
+    #[arg(long)]
+    pub(crate) cost_from_response: Option<String>,
     /// `[hosts."api.example.com"]` tables of the config file: settings of some hosts.
     #[arg(skip)]
     #[serde(default)]
@@ -367,7 +378,10 @@ impl Options {
             user_agent,
             accept,
             halt_after_failures,
-            halt_on_failure_rate
+            halt_on_failure_rate,
+            cost_rate,
+            per_host_cost_rate,
+            cost_from_response
         )
     }
 }
@@ -508,6 +522,9 @@ pub(crate) fn plan(o: &Options) -> Result<Plan, String> {
         },
         save_headers: o.save_headers,
         user_agent: o.user_agent.clone().unwrap_or(d.user_agent),
+        cost_rate: rate(&o.cost_rate, "cost-rate")?,
+        per_host_cost_rate: rate(&o.per_host_cost_rate, "per-host-cost-rate")?,
+        cost_from_response: o.cost_from_response.clone(),
         hosts: Vec::new(), // below, once the run's breaker is known
         accept: match o.accept.as_deref() {
             None => d.accept,

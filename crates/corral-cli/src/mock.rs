@@ -4,7 +4,8 @@
 //! limits apply to it), with a [`Profile`] deciding how it answers. Query parameters override the
 //! profile per request, for tests: `status=503`, `latency_ms=20`, `size=1000`, `retry_after=1`,
 //! `close` (answer with `Connection: close`), `location=URL` (a redirect there, 302 unless
-//! `status` says otherwise).
+//! `status` says otherwise), `usage=N` (a JSON body `{"usage":{"total_tokens":N}}`, as LLM
+//! APIs report what a request cost).
 //!
 //! Every host counts what a client did to it — requests, most requests in flight at once, most
 //! requests in one wall-clock second — and serves those counts as JSON at `GET /__stats`, so
@@ -415,7 +416,11 @@ async fn handle(
         r.headers_mut().insert("content-length", size.into());
         return Ok(r);
     }
-    let mut r = full(status, Bytes::from(vec![b'.'; size]));
+    let body = match qnum("usage") {
+        Some(n) => Bytes::from(format!(r#"{{"usage":{{"total_tokens":{n}}}}}"#)),
+        None => Bytes::from(vec![b'.'; size]),
+    };
+    let mut r = full(status, body);
     if let Some(to) = q.get("location") {
         if let Ok(v) = hyper::header::HeaderValue::from_str(to) {
             r.headers_mut().insert(hyper::header::LOCATION, v);

@@ -261,3 +261,141 @@ fn an_unknown_per_host_key_is_refused_with_its_line() {
     assert_exit(&o, 2);
     assert!(String::from_utf8_lossy(&o.stderr).contains("\"bad host\""));
 }
+
+/// `--cost-rate`: the sum of the jobs' `cost` per period holds, as the server sees it.
+#[test]
+fn a_cost_rate_limits_the_sum_of_costs() {
+    let mock = Mock::start("fast");
+    let dir = tempfile::tempdir().unwrap();
+    let lines: Vec<String> = (0..60)
+        .map(|i| format!(r#"{{"url":"{}/c/{i}","cost":50}}"#, mock.url("fast")))
+        .collect();
+    let jobs = write_jobs(dir.path(), &lines);
+    let (out, sum) = (dir.path().join("out.jsonl"), dir.path().join("s.json"));
+    let o = corral(&[
+        "run",
+        jobs.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "-q",
+        "--cost-rate",
+        "1000/s",
+        "--summary-json",
+        sum.to_str().unwrap(),
+    ]);
+    assert_exit(&o, 0);
+    assert_exactly_once(&results(&out), 60);
+    // A bucket of 1000 (20 jobs) at once, then 1000 a second (20 jobs): never more than 40
+    // in the first second, 20 (+1 at a second's edge) in each after.
+    let stats = mock.stats("fast");
+    let per_second: Vec<u64> = stats["per_second"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert!(per_second.len() >= 2, "{per_second:?}");
+    assert!(per_second[0] <= 40, "{per_second:?}");
+    assert!(per_second[1..].iter().all(|n| *n <= 21), "{per_second:?}");
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&sum).unwrap()).unwrap();
+    let key = mock.url("fast").trim_start_matches("http://").to_string();
+    assert_eq!(s["hosts"][&key]["cost"], 3000, "{s}");
+}
+
+/// `--cost-from-response`: the real cost read from each response is settled, so jobs that
+/// cost more than they said slow the next ones down, and the summary counts what was spent.
+#[test]
+fn costs_read_from_responses_are_settled() {
+    let mock = Mock::start("fast");
+    let dir = tempfile::tempdir().unwrap();
+    let lines: Vec<String> = (0..30)
+        .map(|i| format!(r#"{{"url":"{}/u/{i}?usage=100"}}"#, mock.url("fast")))
+        .collect();
+    let jobs = write_jobs(dir.path(), &lines);
+    let (out, sum) = (dir.path().join("out.jsonl"), dir.path().join("s.json"));
+    let o = corral(&[
+        "run",
+        jobs.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "-q",
+        "-c",
+        "1",
+        "--cost-rate",
+        "1000/s",
+        "--cost-from-response",
+        "/usage/total_tokens",
+        "--summary-json",
+        sum.to_str().unwrap(),
+    ]);
+    assert_exit(&o, 0);
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&sum).unwrap()).unwrap();
+    let key = mock.url("fast").trim_start_matches("http://").to_string();
+    assert_eq!(s["hosts"][&key]["cost"], 3000, "{s}");
+    // Each job said 1 and cost 100: after the first second's bucket, ~10 a second.
+    let stats = mock.stats("fast");
+    let per_second: Vec<u64> = stats["per_second"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert!(per_second.len() >= 2, "{per_second:?}");
+    assert!(per_second[1..].iter().all(|n| *n <= 11), "{per_second:?}");
+    let o = corral(&[
+        "run",
+        jobs.to_str().unwrap(),
+        "--cost-from-response",
+        "usage",
+    ]);
+    assert_exit(&o, 2);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("JSON pointer"));
+}
+
+/// `--per-host-cost-rate`: each host has its own budget of costs.
+#[test]
+fn a_per_host_cost_rate_holds_for_each_host_on_its_own() {
+    let mock = Mock::start("fast,slow");
+    let dir = tempfile::tempdir().unwrap();
+    let mut lines = Vec::new();
+    for i in 0..40 {
+        lines.push(format!(
+            r#"{{"url":"{}/c/{i}","cost":100}}"#,
+            mock.url("fast")
+        ));
+        lines.push(format!(
+            r#"{{"url":"{}/c/{i}","cost":100}}"#,
+            mock.url("slow")
+        ));
+    }
+    let jobs = write_jobs(dir.path(), &lines);
+    let out = dir.path().join("out.jsonl");
+    let o = corral(&[
+        "run",
+        jobs.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "-q",
+        "--per-host-cost-rate",
+        "1000/s",
+    ]);
+    assert_exit(&o, 0);
+    for host in ["fast", "slow"] {
+        let stats = mock.stats(host);
+        let per_second: Vec<u64> = stats["per_second"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|v| v.as_u64().unwrap())
+            .collect();
+        // 10 at once and 10 a second: at most 20 in the first second, 11 after.
+        assert!(per_second.len() >= 2, "{host}: {per_second:?}");
+        assert!(per_second[0] <= 20, "{host}: {per_second:?}");
+        assert!(
+            per_second[1..].iter().all(|n| *n <= 11),
+            "{host}: {per_second:?}"
+        );
+    }
+}

@@ -38,13 +38,20 @@ use crate::settings::{BodyMode, ForHost, Settings};
 /// Per-host counters for the summary.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct HostStat {
+    /// Requests sent to the host (attempts, and re-sends on a new connection).
     pub attempts: u64,
+    /// When the first was sent.
     #[serde(skip)]
     pub first: Option<Instant>,
+    /// When the last was sent.
     #[serde(skip)]
     pub last: Option<Instant>,
+    /// Times its breaker opened.
     pub breaker_openings: u64,
+    /// Times a `Retry-After` paused it.
     pub paused_by_retry_after: u64,
+    /// Costs spent (jobs' `cost`, settled by `--cost-from-response`).
+    pub cost: u64,
 }
 
 /// What the summary needs from one finished job.
@@ -92,6 +99,10 @@ pub struct Gates {
     /// Every host's slots, rate cell, breaker and counters (see [`HostTable`]).
     hosts: Arc<dyn HostTable>,
     global_rate: Option<RateLimiter>,
+    /// `--cost-rate`.
+    global_cost: Option<RateLimiter>,
+    /// Some cost rate or `--cost-from-response` is set: costs are counted per host.
+    costs_counted: bool,
     policy: RetryPolicy,
     /// The retry policy of each `[hosts]` rule, in the order of [`Settings::hosts`].
     rule_policies: Vec<RetryPolicy>,
@@ -125,6 +136,18 @@ impl Gates {
             ),
             None => None,
         };
+        let global_cost = settings
+            .cost_rate
+            .map(crate::hosts::cost_cell)
+            .transpose()
+            .map_err(|e| ConfigError::from_corral("--cost-rate", &e))?;
+        let costs_counted = settings.cost_rate.is_some()
+            || settings.per_host_cost_rate.is_some()
+            || settings.cost_from_response.is_some()
+            || settings
+                .hosts
+                .iter()
+                .any(|r| r.settings.cost_rate.is_some());
         let budget = match settings.retry_budget {
             Some(ratio) => Some(
                 RetryBudget::new(ratio, 10)
@@ -153,6 +176,8 @@ impl Gates {
             settings,
             hosts,
             global_rate,
+            costs_counted,
+            global_cost,
             policy,
             rule_policies,
             result_bytes: Arc::new(Semaphore::new(RESULT_BYTES)),
@@ -262,6 +287,8 @@ struct Response {
     latency: Duration,
     /// The share of [`RESULT_BYTES`] reserved for a saved body, handed on to the result line.
     held: Option<OwnedSemaphorePermit>,
+    /// What the response says the job cost (`--cost-from-response`).
+    cost: Option<u64>,
 }
 
 /// How this run's settings shape its HTTP clients.
@@ -634,7 +661,9 @@ impl Engine {
         if first && self.stop.is_cancelled() {
             return Err(AttemptError::NotStarted);
         }
-        let (_slot, permit) = self.pass_gates(&*state, host, first, active, trace).await?;
+        let (_slot, permit) = self
+            .pass_gates(&*state, (host, job.cost), first, active, trace)
+            .await?;
         if !first {
             trace.forgive();
         }
@@ -703,6 +732,20 @@ impl Engine {
         if sending.load(Ordering::Relaxed) {
             trace.maybe_sent.store(true, Ordering::Relaxed);
         }
+        // What the job really cost, when the response says so: the difference is settled.
+        let spent = match &out {
+            Ok(r) => r.cost.unwrap_or(job.cost),
+            _ => job.cost,
+        };
+        let delta =
+            i64::try_from(spent).unwrap_or(i64::MAX) - i64::try_from(job.cost).unwrap_or(i64::MAX);
+        // Costs are counted only where they are limited or measured.
+        if self.gates.costs_counted {
+            state.settle_cost(delta, spent);
+        }
+        if let (Some(g), true) = (&self.gates.global_cost, delta != 0) {
+            g.settle(delta);
+        }
         let healthy = match &out {
             Ok(_) => true,
             Err(AttemptError::Status(r, _)) => r.status < 500,
@@ -728,7 +771,7 @@ impl Engine {
     async fn pass_gates(
         &self,
         state: &dyn HostEntry,
-        host: &Host,
+        (host, cost): (&Host, u64),
         first: bool,
         active: &Active,
         trace: &Trace,
@@ -737,8 +780,9 @@ impl Engine {
         let stopped = || first && self.stop.is_cancelled();
         loop {
             let mut slot = state.try_slot();
-            let open = slot.is_some() && state.try_rate();
-            if !open {
+            let rate_taken = slot.is_some() && state.try_rate();
+            let cost_taken = rate_taken && state.try_cost(cost);
+            if !cost_taken {
                 active.release();
                 let held = slot.take();
                 let wait = async {
@@ -746,7 +790,10 @@ impl Engine {
                         Some(s) => Some(s),
                         None => state.slot().await,
                     };
-                    state.rate().await;
+                    if !rate_taken {
+                        state.rate().await;
+                    }
+                    state.cost(cost).await;
                     active.reacquire().await;
                     s
                 };
@@ -765,6 +812,9 @@ impl Engine {
             }
             if let Some(g) = &self.gates.global_rate {
                 g.until_ready().await;
+            }
+            if let Some(g) = &self.gates.global_cost {
+                g.until_ready_n(cost).await;
             }
             let open = match state.admit() {
                 Ok(permit) => return Ok((slot, permit)),
@@ -855,7 +905,10 @@ impl Engine {
             .map_err(AttemptError::from)?;
         head.store(status, Ordering::Relaxed);
         let mut body_bytes = 0u64;
-        let mut saved = (self.gates.settings.body == BodyMode::Save).then(Vec::new);
+        let pointer = self.gates.settings.cost_from_response.as_deref();
+        // The body is kept to read its cost from, even when it is not saved (up to --max-body).
+        let mut saved =
+            (self.gates.settings.body == BodyMode::Save || pointer.is_some()).then(Vec::new);
         let mut truncated = false;
         let mut complete = false;
         // `--no-body` reads nothing over reqwest; over a direct connection it drains the body
@@ -884,6 +937,19 @@ impl Engine {
             }
         }
         body.finish(complete);
+        let accepted = self.gates.settings.accept.contains(status);
+        let cost = match (pointer, &saved) {
+            (Some(p), Some(b)) if accepted => {
+                serde_json::from_slice::<Value>(b).ok().and_then(|v| {
+                    v.pointer(p)
+                        .and_then(|c| c.as_u64().or(c.as_f64().map(|f| f.max(0.0).round() as u64)))
+                })
+            }
+            _ => None,
+        };
+        if self.gates.settings.body != BodyMode::Save {
+            saved = None;
+        }
         let response = Response {
             status,
             headers,
@@ -892,8 +958,9 @@ impl Engine {
             truncated,
             latency: started.elapsed(),
             held: held.take(),
+            cost,
         };
-        if self.gates.settings.accept.contains(status) {
+        if accepted {
             Ok(response)
         } else {
             let ra = parse_retry_after(&response.headers);
@@ -1147,6 +1214,13 @@ mod tests {
             self.log("slot");
             Box::pin(async { self.slots.clone().acquire_owned().await.ok() })
         }
+        fn try_cost(&self, _: u64) -> bool {
+            true
+        }
+        fn cost(&self, _: u64) -> futures::future::BoxFuture<'_, ()> {
+            Box::pin(async {})
+        }
+        fn settle_cost(&self, _: i64, _: u64) {}
         fn try_rate(&self) -> bool {
             self.log("try_rate");
             self.rate_open.load(Ordering::Relaxed)

@@ -22,12 +22,22 @@ use url::Url;
 pub struct Job {
     /// 1-based line number in the input: the job's identity for resume.
     pub line: u64,
+    /// The job's `id`, or its line number when it has none.
     pub id: String,
+    /// The method (`GET` unless the line says otherwise).
     pub method: Method,
+    /// Where to send it.
     pub url: Url,
+    /// Its headers, with `--header`'s where the line sets none of that name.
     pub headers: HeaderMap,
+    /// Its body (`body`, or `json` serialised), if any.
     pub body: Option<Bytes>,
+    /// Its own attempt timeout (`timeout_ms`), over the run's.
     pub timeout: Option<Duration>,
+    /// What it costs against the cost rates (`cost`, default 1): tokens of an LLM request,
+    /// credits of a SaaS call.
+    pub cost: u64,
+    /// Its `meta`, echoed into its result.
     pub meta: Option<Value>,
 }
 
@@ -88,6 +98,7 @@ struct RawJob {
     body: Option<String>,
     json: Option<Value>,
     timeout_ms: Option<u64>,
+    cost: Option<u64>,
     meta: Option<Value>,
 }
 
@@ -169,6 +180,7 @@ pub fn parse_line(line_no: u64, text: &str, format: Format, extra: &HeaderMap) -
                 headers: extra.clone(),
                 body: None,
                 timeout: None,
+                cost: 1,
                 meta: None,
             })),
             Err(e) => invalid(
@@ -284,6 +296,7 @@ pub fn parse_line(line_no: u64, text: &str, format: Format, extra: &HeaderMap) -
         headers,
         body,
         timeout: raw.timeout_ms.map(Duration::from_millis),
+        cost: raw.cost.unwrap_or(1),
         meta: raw.meta,
     }))
 }

@@ -97,6 +97,16 @@ pub struct Settings {
     /// Response statuses that make a job ok (`--accept`); any other is a failure
     /// (`http_status`), retried when it is in `retry_statuses`.
     pub accept: StatusSet,
+    /// The sum of job costs per period, all hosts together (`--cost-rate`, e.g. 90000/min
+    /// for tokens per minute); `None`: no limit. A cost rate is a bucket that holds one
+    /// period's worth and refills continuously, as API providers' quotas do.
+    pub cost_rate: Option<Rate>,
+    /// The sum of job costs per period to each host (`--per-host-cost-rate`).
+    pub per_host_cost_rate: Option<Rate>,
+    /// Where a response says what the job really cost (`--cost-from-response`, a JSON pointer
+    /// into the body such as `/usage/total_tokens`): the difference from the job's `cost` is
+    /// settled with the cost rates.
+    pub cost_from_response: Option<String>,
     /// Settings of some hosts that differ from the ones above (`[hosts."api.example.com"]` in
     /// the config file). A host takes the best match: see [`HostPattern`].
     pub hosts: Vec<HostRule>,
@@ -298,6 +308,12 @@ impl ForHost<'_> {
             .and_then(|r| r.connect_timeout)
             .unwrap_or(self.run.connect_timeout)
     }
+    /// The sum of job costs per period to the host, if limited.
+    pub fn cost_rate(&self) -> Option<Rate> {
+        self.rule
+            .and_then(|r| r.cost_rate)
+            .or(self.run.per_host_cost_rate)
+    }
     /// Extra headers for the host's jobs (empty without a rule).
     pub fn headers(&self) -> Option<&http::HeaderMap> {
         self.rule.map(|r| &r.headers).filter(|h| !h.is_empty())
@@ -446,6 +462,14 @@ impl Settings {
                 ));
             }
         }
+        if let Some(p) = &self.cost_from_response {
+            if !p.is_empty() && !p.starts_with('/') {
+                return Err(ConfigError::new(
+                    "--cost-from-response",
+                    format!("{p:?} is not a JSON pointer: it starts with '/', as in /usage/total_tokens"),
+                ));
+            }
+        }
         if self.max_body == 0 {
             return Err(ConfigError::new(
                 "--max-body",
@@ -483,6 +507,9 @@ impl Default for Settings {
             save_headers: false,
             user_agent: format!("corral/{}", env!("CARGO_PKG_VERSION")),
             accept: StatusSet::range(200, 399),
+            cost_rate: None,
+            per_host_cost_rate: None,
+            cost_from_response: None,
             hosts: Vec::new(),
         }
     }
@@ -529,6 +556,9 @@ pub(crate) fn test_settings(concurrency: usize) -> Settings {
         save_headers: false,
         user_agent: "corral-test".into(),
         accept: StatusSet::range(200, 399),
+        cost_rate: None,
+        per_host_cost_rate: None,
+        cost_from_response: None,
         hosts: Vec::new(),
     }
 }

@@ -106,6 +106,9 @@ pub struct Summary {
     pub hosts: BTreeMap<String, HostSummary>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// Some host spent costs: the printed table shows them.
+    #[serde(skip)]
+    costs_shown: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -122,6 +125,14 @@ pub struct HostSummary {
     pub attempts_per_s: f64,
     pub breaker_openings: u64,
     pub paused_by_retry_after: u64,
+    /// Costs spent on the host (jobs' `cost`, settled by `--cost-from-response`); shown when
+    /// a cost rate is in use.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub cost: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Summary {
@@ -140,7 +151,7 @@ impl Summary {
                 stats.latency_us.value_at_quantile(p) as f64 / 1000.0
             }
         };
-        let hosts = hosts
+        let hosts: BTreeMap<String, HostSummary> = hosts
             .iter()
             .map(|(k, h)| {
                 let span = match (h.first, h.last) {
@@ -159,11 +170,13 @@ impl Summary {
                         attempts_per_s: (rate * 10.0).round() / 10.0,
                         breaker_openings: h.breaker_openings,
                         paused_by_retry_after: h.paused_by_retry_after,
+                        cost: h.cost,
                     },
                 )
             })
             .collect();
         Summary {
+            costs_shown: hosts.values().any(|h: &HostSummary| h.cost > 0),
             outcome,
             exit_code,
             jobs_done: stats.done,
@@ -234,13 +247,22 @@ impl Summary {
             l.p50, l.p90, l.p99, l.max
         ));
         if !self.hosts.is_empty() {
-            out.push_str("  per host:                 attempts   attempts/s  breaker-opened  retry-after-pauses\n");
+            let costs = self.costs_shown;
+            out.push_str(&format!(
+                "  per host:                 attempts   attempts/s  breaker-opened  retry-after-pauses{}\n",
+                if costs { "          cost" } else { "" }
+            ));
             // The busiest hosts only: a run over thousands of hosts would bury the rest.
             let mut busiest: Vec<_> = self.hosts.iter().collect();
             busiest.sort_by(|a, b| b.1.attempts.cmp(&a.1.attempts).then(a.0.cmp(b.0)));
             for (h, s) in busiest.iter().take(HOSTS_SHOWN) {
+                let cost = if costs {
+                    format!("  {:>12}", s.cost)
+                } else {
+                    String::new()
+                };
                 out.push_str(&format!(
-                    "    {:<24} {:>8}   {:>10.1}  {:>14}  {:>18}\n",
+                    "    {:<24} {:>8}   {:>10.1}  {:>14}  {:>18}{cost}\n",
                     h, s.attempts, s.attempts_per_s, s.breaker_openings, s.paused_by_retry_after
                 ));
             }

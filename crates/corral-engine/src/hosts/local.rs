@@ -32,6 +32,8 @@ pub struct HostState {
     slots: Arc<Semaphore>,
     /// The host's rate cell; also paused by Retry-After.
     rate: RateLimiter,
+    /// The host's cost rate cell, if it has a cost rate.
+    cost: Option<RateLimiter>,
     /// The host's breaker, unless breakers are off.
     breaker: Option<CircuitBreaker>,
     /// Woken when the breaker changes state (a probe settled).
@@ -61,6 +63,26 @@ impl HostEntry for HostState {
 
     fn rate(&self) -> BoxFuture<'_, ()> {
         self.rate.until_ready().boxed()
+    }
+
+    fn try_cost(&self, cost: u64) -> bool {
+        self.cost.as_ref().is_none_or(|c| c.check_n(cost).is_ok())
+    }
+
+    fn cost(&self, cost: u64) -> BoxFuture<'_, ()> {
+        async move {
+            if let Some(c) = &self.cost {
+                c.until_ready_n(cost).await;
+            }
+        }
+        .boxed()
+    }
+
+    fn settle_cost(&self, delta: i64, spent: u64) {
+        if let Some(c) = &self.cost {
+            c.settle(delta);
+        }
+        self.stat.lock().unwrap_or_else(|p| p.into_inner()).cost += spent;
     }
 
     fn admit(&self) -> Result<Option<Permit>, BreakerOpen> {
@@ -131,6 +153,14 @@ fn cell(view: &ForHost<'_>) -> (Rate, u64) {
         .unwrap_or((Rate::per_second(1_000_000_000), 1_000_000))
 }
 
+/// A cost rate's cell: a bucket of one period's worth, refilled continuously.
+pub(crate) fn cost_cell(rate: Rate) -> Result<RateLimiter, corral::ConfigError> {
+    RateLimiter::builder()
+        .rate(rate)
+        .burst(rate.count().max(1))
+        .build()
+}
+
 fn breaker_builder(b: &BreakerSettings) -> CircuitBreakerBuilder {
     CircuitBreaker::builder()
         .failure_rate(b.failure_rate)
@@ -172,6 +202,15 @@ impl Hosts {
                 .unwrap_or_default()
                 .saturating_mul(u32::try_from(burst).unwrap_or(u32::MAX));
             idle_after = idle_after.max(refill);
+            if let Some(c) = view.cost_rate() {
+                cost_cell(c).map_err(|e| {
+                    ConfigError::from_corral(
+                        option("--per-host-cost-rate", "[hosts] cost_rate"),
+                        &e,
+                    )
+                })?;
+                idle_after = idle_after.max(c.period());
+            }
         }
         Ok(Self {
             live: Mutex::new(HashMap::new()),
@@ -224,7 +263,13 @@ impl Hosts {
             }
         };
         let (rate, burst) = cell(&view);
+        let cost = view
+            .cost_rate()
+            .map(cost_cell)
+            .transpose()
+            .map_err(refused)?;
         Ok(HostState {
+            cost,
             slots: Arc::new(Semaphore::new(view.concurrency())),
             rate: RateLimiter::builder()
                 .rate(rate)
@@ -278,6 +323,7 @@ impl Hosts {
                     old.attempts += s.attempts;
                     old.breaker_openings += s.breaker_openings;
                     old.paused_by_retry_after += s.paused_by_retry_after;
+                    old.cost += s.cost;
                     old.last = s.last.or(old.last);
                 }
                 None => {

@@ -7,9 +7,10 @@
 //! store all of them see. Such a table replaces [`Hosts`] with [`crate::run::RunBuilder::hosts`]
 //! and leaves the engine as it is.
 //!
-//! The engine calls an entry in a fixed order (see [`crate::engine`]): [`HostEntry::try_slot`]
-//! and [`HostEntry::try_rate`] first; when either is closed it gives its active slot back and
-//! waits with [`HostEntry::slot`] and [`HostEntry::rate`]; then [`HostEntry::admit`] (the
+//! The engine calls an entry in a fixed order (see [`crate::engine`]): [`HostEntry::try_slot`],
+//! [`HostEntry::try_rate`] and [`HostEntry::try_cost`] first; when one is closed it gives its
+//! active slot back and waits with [`HostEntry::slot`], [`HostEntry::rate`] and
+//! [`HostEntry::cost`] (each only for what it lacks); then [`HostEntry::admit`] (the
 //! breaker; when it is open the job lets its slots go and waits with
 //! [`HostEntry::breaker_wait`], then starts over), [`HostEntry::attempted`] and the request;
 //! after a 429 or 503 with `Retry-After`, [`HostEntry::pause_until`].
@@ -23,6 +24,7 @@ use futures::future::BoxFuture;
 use tokio::sync::OwnedSemaphorePermit;
 
 pub use corral::breaker::{BreakerOpen, Permit};
+pub(crate) use local::cost_cell;
 pub use local::Hosts;
 
 use crate::engine::HostStat;
@@ -61,6 +63,16 @@ pub trait HostEntry: Send + Sync {
 
     /// Waits until the host may be sent a request and takes the token. Cancel safe.
     fn rate(&self) -> BoxFuture<'_, ()>;
+
+    /// Takes `cost` from the host's cost rate if it is there now (always, without one).
+    fn try_cost(&self, cost: u64) -> bool;
+
+    /// Waits until `cost` can be taken from the host's cost rate and takes it. Cancel safe.
+    fn cost(&self, cost: u64) -> BoxFuture<'_, ()>;
+
+    /// The job's real cost is known: `delta` more (or less, when negative) than it took, and
+    /// `spent` in all, for the counters.
+    fn settle_cost(&self, delta: i64, spent: u64);
 
     /// Lets the request past the host's breaker (`Ok(None)`: no breaker), or says it is open.
     /// The permit is settled with the outcome: a probe's at once, any other's once the job
