@@ -397,7 +397,7 @@ enum AttemptError {
 /// How a job ended without a response to record: it failed, or it never started (the run
 /// stopped taking jobs first; it gets no result, so `--resume` runs it).
 enum Ended {
-    Failed(Failure),
+    Failed(Box<Failure>),
     NotStarted,
 }
 
@@ -496,11 +496,11 @@ impl Engine {
                 let result = match self.gates.settings.total_timeout {
                     Some(t) => match tokio::time::timeout(t, run).await {
                         Ok(r) => r,
-                        Err(_) => Err(Ended::Failed(Failure {
+                        Err(_) => Err(Ended::Failed(Box::new(Failure {
                             kind: ErrorKind::TotalTimeout,
                             message: format!("gave up after the total timeout of {t:?}"),
                             response: None,
-                        })),
+                        }))),
                     },
                     None => run.await,
                 };
@@ -512,7 +512,7 @@ impl Engine {
                 let result = match result {
                     Ok(r) => Ok(r),
                     Err(Ended::NotStarted) => return None,
-                    Err(Ended::Failed(f)) => Err(f),
+                    Err(Ended::Failed(f)) => Err(*f),
                 };
                 self.finish(&job, result, &trace, started.elapsed())
             }
@@ -613,11 +613,11 @@ impl Engine {
                     other => format!(" ({other} after {} attempt(s))", e.attempts),
                 };
                 let failed = |kind, message, response| {
-                    Ended::Failed(Failure {
+                    Ended::Failed(Box::new(Failure {
                         kind,
                         message,
                         response,
-                    })
+                    }))
                 };
                 Err(match e.error {
                     AttemptError::Status(resp, _) => failed(
