@@ -9,7 +9,7 @@ use corral_engine::settings::Settings;
 use corral_engine::sink::{self as output, Existing, InputFacts, OpenMode, Sink};
 
 use crate::exit::{code as exit, fail, Fail};
-use crate::flags::{plan, Options};
+use crate::flags::{plan, HostOptions, Options};
 use crate::mock;
 use crate::run::{build, execute, Total};
 
@@ -49,8 +49,14 @@ pub(crate) async fn demo(args: DemoArgs) -> Result<u8, Fail> {
             lines.push_str("{\"method\": \"FETCH\", \"url\": \"http://127.0.0.1/\"}\n");
             continue;
         }
+        // The fast host's jobs cost 25 each against its quota of 1000 a second.
+        let cost = if host.profile == mock::Profile::Fast {
+            ",\"cost\":25"
+        } else {
+            ""
+        };
         lines.push_str(&format!(
-            "{{\"id\":\"job-{i}\",\"url\":\"{}/items/{i}?api_key=demo-secret\",\"headers\":{{\"Authorization\":\"Bearer demo-secret\"}},\"meta\":{{\"profile\":\"{}\"}}}}\n",
+            "{{\"id\":\"job-{i}\",\"url\":\"{}/items/{i}?api_key=demo-secret\",\"headers\":{{\"Authorization\":\"Bearer demo-secret\"}},\"meta\":{{\"profile\":\"{}\"}}{cost}}}\n",
             host.base_url(),
             host.profile.name()
         ));
@@ -89,6 +95,7 @@ pub(crate) async fn demo(args: DemoArgs) -> Result<u8, Fail> {
         max_body: Some("256KiB".into()),
         max_retry_after_s: Some(2),
         progress_interval_s: Some(1),
+        hosts: demo_hosts(&server),
         ..Options::default()
     };
     let plan = plan(&opts).map_err(fail(exit::FATAL))?;
@@ -161,6 +168,27 @@ pub(crate) async fn demo(args: DemoArgs) -> Result<u8, Fail> {
     })
 }
 
+/// The demo's `[hosts]` tables: the rate-limited host's rate is found (`auto`), the fast
+/// host has a cost quota.
+fn demo_hosts(server: &mock::MockServer) -> std::collections::BTreeMap<String, HostOptions> {
+    let mut hosts = std::collections::BTreeMap::new();
+    for h in &server.hosts {
+        let table = match h.profile {
+            mock::Profile::Limited { .. } => HostOptions {
+                rate: Some("auto:10/s".into()),
+                ..HostOptions::default()
+            },
+            mock::Profile::Fast => HostOptions {
+                cost_rate: Some("1000/s".into()),
+                ..HostOptions::default()
+            },
+            _ => continue,
+        };
+        hosts.insert(h.addr.to_string(), table);
+    }
+    hosts
+}
+
 pub(crate) fn describe(p: &mock::Profile) -> String {
     match p {
         mock::Profile::Fast => "answers at once".into(),
@@ -196,9 +224,21 @@ fn describe_limits(s: &Settings) -> String {
             )
         },
     );
+    let mut rules = String::new();
+    for r in &s.hosts {
+        let h = &r.settings;
+        let mut what = Vec::new();
+        if let Some(start) = h.rate_auto {
+            what.push(format!("its rate found while the run goes (from {start})"));
+        }
+        if let Some(c) = h.cost_rate {
+            what.push(format!("a quota of {c} in job costs"));
+        }
+        rules.push_str(&format!("  host {}: {}\n", r.pattern, what.join(", ")));
+    }
     format!(
         "  limits: {} jobs under way, {} requests per host, {per_host_rate}, {} retries with jittered backoff,\n  \
-         {breakers}, {} s timeout, {} KiB body cap\n",
+         {breakers} holding a failing host's jobs until it is back, {} s timeout, {} KiB body cap\n{rules}",
         s.concurrency,
         s.per_host_concurrency,
         s.retries,

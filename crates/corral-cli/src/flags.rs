@@ -101,7 +101,8 @@ pub(crate) struct Options {
     /// Requests the global rate lets through at once after idling
     #[arg(long)]
     pub(crate) burst: Option<u64>,
-    /// Request rate per host, e.g. 50/s
+    /// Request rate per host, e.g. 50/s; `auto` (or auto:START, e.g. auto:20/s) finds each
+    /// host's rate while the run goes: lower on 429/503/refusals, higher while it is answered
     #[arg(long)]
     pub(crate) per_host_rate: Option<String>,
     /// Burst of the per-host rate
@@ -234,25 +235,25 @@ pub(crate) struct Options {
 #[derive(Deserialize, Default, Clone)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct HostOptions {
-    rate: Option<String>,
-    burst: Option<u64>,
-    concurrency: Option<usize>,
-    cost_rate: Option<String>,
+    pub(crate) rate: Option<String>,
+    pub(crate) burst: Option<u64>,
+    pub(crate) concurrency: Option<usize>,
+    pub(crate) cost_rate: Option<String>,
     #[serde(default)]
-    header: Vec<String>,
-    retries: Option<u32>,
-    retry_on: Option<Vec<u16>>,
-    timeout_ms: Option<u64>,
-    connect_timeout_ms: Option<u64>,
+    pub(crate) header: Vec<String>,
+    pub(crate) retries: Option<u32>,
+    pub(crate) retry_on: Option<Vec<u16>>,
+    pub(crate) timeout_ms: Option<u64>,
+    pub(crate) connect_timeout_ms: Option<u64>,
     #[serde(default)]
-    no_breaker: bool,
-    breaker_failure_rate: Option<f64>,
-    breaker_min_calls: Option<u32>,
-    breaker_window_s: Option<u64>,
-    breaker_cool_down_s: Option<u64>,
-    breaker_probes: Option<u32>,
-    breaker_max_hold_s: Option<u64>,
-    breaker_fail_fast: Option<bool>,
+    pub(crate) no_breaker: bool,
+    pub(crate) breaker_failure_rate: Option<f64>,
+    pub(crate) breaker_min_calls: Option<u32>,
+    pub(crate) breaker_window_s: Option<u64>,
+    pub(crate) breaker_cool_down_s: Option<u64>,
+    pub(crate) breaker_probes: Option<u32>,
+    pub(crate) breaker_max_hold_s: Option<u64>,
+    pub(crate) breaker_fail_fast: Option<bool>,
 }
 
 /// The `[hosts]` tables as the engine takes them, most specific pattern first; `run` is the
@@ -265,9 +266,11 @@ fn host_rules(
     for (pattern, h) in hosts {
         let at = |what: &str| format!("[hosts.{pattern:?}] {what}");
         let pattern: HostPattern = pattern.parse().map_err(|e: ConfigError| e.to_string())?;
+        let rate_auto = auto_rate(h.rate.as_deref(), &at("rate"))?;
         let rate = h
             .rate
             .as_deref()
+            .filter(|_| rate_auto.is_none())
             .map(|r| {
                 r.parse::<Rate>()
                     .map_err(|e| format!("{}: {}", at("rate"), e.message()))
@@ -310,6 +313,7 @@ fn host_rules(
             settings: HostSettings {
                 concurrency: h.concurrency,
                 rate,
+                rate_auto,
                 burst: h.burst,
                 cost_rate,
                 retries: h.retries,
@@ -428,6 +432,26 @@ pub(crate) fn parse_headers(list: &[String]) -> Result<HeaderMap, String> {
     Ok(map)
 }
 
+/// Where an `auto` rate starts when `auto` says nothing more.
+const AUTO_START: &str = "10/s";
+
+/// `auto` or `auto:START` (a rate found while the run goes, from START): its start; `None`
+/// for anything else.
+fn auto_rate(spec: Option<&str>, option: &str) -> Result<Option<Rate>, String> {
+    let Some(rest) = spec.map(str::trim).and_then(|s| s.strip_prefix("auto")) else {
+        return Ok(None);
+    };
+    let start = match rest.strip_prefix(':') {
+        Some(start) => start,
+        None if rest.is_empty() => AUTO_START,
+        None => return Err(format!("{option}: expected auto or auto:START (as in auto:20/s)")),
+    };
+    start
+        .parse::<Rate>()
+        .map(Some)
+        .map_err(|e| format!("{option}: auto:{start}: {}", e.message()))
+}
+
 /// `--retry-failed [KINDS]`: which failures to run again (no kinds: all of them).
 pub(crate) fn retry_failed(kinds: &[String]) -> Result<RetryFailed, String> {
     if kinds.is_empty() {
@@ -487,7 +511,11 @@ pub(crate) fn plan(o: &Options) -> Result<Plan, String> {
         per_host_concurrency: o.per_host_concurrency.unwrap_or(d.per_host_concurrency),
         rate: rate(&o.rate, "rate")?,
         burst: o.burst.unwrap_or(d.burst),
-        per_host_rate: rate(&o.per_host_rate, "per-host-rate")?,
+        per_host_rate: match auto_rate(o.per_host_rate.as_deref(), "--per-host-rate")? {
+            Some(_) => None,
+            None => rate(&o.per_host_rate, "per-host-rate")?,
+        },
+        per_host_rate_auto: auto_rate(o.per_host_rate.as_deref(), "--per-host-rate")?,
         per_host_burst: o.per_host_burst.unwrap_or(d.per_host_burst),
         retries: o.retries.unwrap_or(d.retries),
         retry_base: ms(o.retry_base_ms, d.retry_base),

@@ -399,3 +399,43 @@ fn a_per_host_cost_rate_holds_for_each_host_on_its_own() {
         );
     }
 }
+
+/// `--per-host-rate auto` finds a host's limit (here 100 requests a second, 429 above) with
+/// few push-backs, and the summary says what it found.
+#[test]
+fn an_auto_rate_finds_the_hosts_limit() {
+    let mock = Mock::start("limited:100");
+    let dir = tempfile::tempdir().unwrap();
+    let lines: Vec<String> = (0..600)
+        .map(|i| format!(r#"{{"url":"{}/a/{i}"}}"#, mock.url("limited")))
+        .collect();
+    let jobs = write_jobs(dir.path(), &lines);
+    let (out, sum) = (dir.path().join("out.jsonl"), dir.path().join("s.json"));
+    let o = corral(&[
+        "run",
+        jobs.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--per-host-rate",
+        "auto:20/s",
+        "--summary-json",
+        sum.to_str().unwrap(),
+    ]);
+    assert_exit(&o, 0);
+    assert_exactly_once(&results(&out), 600);
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&sum).unwrap()).unwrap();
+    let key = mock.url("limited").trim_start_matches("http://").to_string();
+    let found = s["hosts"][&key]["rate_found_per_s"].as_f64().unwrap();
+    assert!((50.0..=170.0).contains(&found), "found {found}/s");
+    let stats = mock.stats("limited");
+    let throttled = stats["statuses"]["429"].as_u64().unwrap_or(0);
+    let requests = stats["requests"].as_u64().unwrap();
+    assert!(throttled * 10 < requests, "{throttled} of {requests} answered 429");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("rate found/s"), "{stderr}");
+    // A fixed rate and `auto` are one option: a bad one is refused by name.
+    let o = corral(&["run", jobs.to_str().unwrap(), "--per-host-rate", "auto:fast"]);
+    assert_exit(&o, 2);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--per-host-rate"));
+}

@@ -26,6 +26,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{ConfigError, ErrorKind, StartError};
+use crate::hosts::adaptive::{self, Signal};
 use crate::hosts::{Host, HostEntry, HostTable, Hosts, Permit, Slot};
 use crate::http::client::{ClientOptions, Clients, Exchange, HttpError};
 use crate::http::direct::Request;
@@ -52,6 +53,8 @@ pub struct HostStat {
     pub paused_by_retry_after: u64,
     /// Costs spent (jobs' `cost`, settled by `--cost-from-response`).
     pub cost: u64,
+    /// The rate found for the host (requests per second), when it is `auto`.
+    pub rate_found: Option<f64>,
 }
 
 /// What the summary needs from one finished job.
@@ -103,6 +106,8 @@ pub struct Gates {
     global_cost: Option<RateLimiter>,
     /// Some cost rate or `--cost-from-response` is set: costs are counted per host.
     costs_counted: bool,
+    /// Some host's rate is found while the run goes (`auto`): outcomes are reported to it.
+    adaptive: bool,
     policy: RetryPolicy,
     /// The retry policy of each `[hosts]` rule, in the order of [`Settings::hosts`].
     rule_policies: Vec<RetryPolicy>,
@@ -148,6 +153,8 @@ impl Gates {
                 .hosts
                 .iter()
                 .any(|r| r.settings.cost_rate.is_some());
+        let adaptive = settings.per_host_rate_auto.is_some()
+            || settings.hosts.iter().any(|r| r.settings.rate_auto.is_some());
         let budget = match settings.retry_budget {
             Some(ratio) => Some(
                 RetryBudget::new(ratio, 10)
@@ -177,6 +184,7 @@ impl Gates {
             hosts,
             global_rate,
             costs_counted,
+            adaptive,
             global_cost,
             policy,
             rule_policies,
@@ -752,6 +760,21 @@ impl Engine {
             Err(_) => false,
         };
         trace.breaker_outcome(permit, healthy, first);
+        if self.gates.adaptive {
+            let (signal, headers) = match &out {
+                Ok(r) => (Signal::Ok, Some(&r.headers)),
+                Err(AttemptError::Status(r, _)) if r.status == 429 || r.status == 503 => {
+                    (Signal::Overloaded, Some(&r.headers))
+                }
+                Err(AttemptError::Status(r, _)) => (Signal::Neutral, Some(&r.headers)),
+                Err(AttemptError::Transport {
+                    kind: ErrorKind::Connect,
+                    ..
+                }) => (Signal::Overloaded, None),
+                Err(_) => (Signal::Neutral, None),
+            };
+            state.observe(signal, headers.and_then(adaptive::allowance));
+        }
         if let Err(AttemptError::Status(r, Some(ra))) = &out {
             if r.status == 429 || r.status == 503 {
                 let until =
@@ -893,7 +916,8 @@ impl Engine {
             body: job.body.as_ref(),
             connect_timeout: view.index.map(|_| view.connect_timeout()),
         };
-        let want_headers = self.gates.settings.save_headers;
+        // An `auto` rate reads the servers' RateLimit headers.
+        let want_headers = self.gates.settings.save_headers || self.gates.adaptive;
         let Exchange {
             status,
             headers,
@@ -1221,6 +1245,7 @@ mod tests {
             Box::pin(async {})
         }
         fn settle_cost(&self, _: i64, _: u64) {}
+        fn observe(&self, _: Signal, _: Option<(u64, Duration)>) {}
         fn try_rate(&self) -> bool {
             self.log("try_rate");
             self.rate_open.load(Ordering::Relaxed)

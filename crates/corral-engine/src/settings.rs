@@ -60,6 +60,9 @@ pub struct Settings {
     pub per_host_rate: Option<Rate>,
     /// Requests the per-host rate lets through at once (`--per-host-burst`).
     pub per_host_burst: u64,
+    /// `--per-host-rate auto[:START]`: each host's rate is found while the run goes, from
+    /// this one (see [`crate::hosts`]'s `adaptive`); `per_host_rate` is then `None`.
+    pub per_host_rate_auto: Option<Rate>,
     /// Attempts after the first (`--retries`).
     pub retries: u32,
     /// First backoff delay, doubled per retry with full jitter (`--retry-base-ms`).
@@ -202,6 +205,19 @@ impl FromStr for HostPattern {
     }
 }
 
+impl fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.wildcard {
+            f.write_str("*.")?;
+        }
+        f.write_str(&self.name)?;
+        match self.port {
+            Some(p) => write!(f, ":{p}"),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Settings for the hosts a pattern matches; each `None` falls back to the run's own.
 #[derive(Debug, Clone, Default)]
 pub struct HostSettings {
@@ -209,6 +225,8 @@ pub struct HostSettings {
     pub concurrency: Option<usize>,
     /// `rate`: requests per period to the host.
     pub rate: Option<Rate>,
+    /// `rate = "auto[:START]"`: the host's rate is found while the run goes.
+    pub rate_auto: Option<Rate>,
     /// `burst` of that rate.
     pub burst: Option<u64>,
     /// `cost_rate`: the sum of job costs per period to the host.
@@ -255,8 +273,27 @@ impl ForHost<'_> {
             .and_then(|r| r.concurrency)
             .unwrap_or(self.run.per_host_concurrency)
     }
-    /// The host's rate and burst, if it has a rate.
+    /// Where the host's rate starts, when it is found while the run goes (`auto`).
+    pub fn rate_auto(&self) -> Option<Rate> {
+        match self.rule {
+            Some(r) if r.rate.is_some() => None,
+            Some(HostSettings {
+                rate_auto: Some(start),
+                ..
+            }) => Some(*start),
+            _ => self.run.per_host_rate_auto,
+        }
+    }
+
+    /// The host's rate and burst, if it has a rate (an `auto` rate: where it starts).
     pub fn rate(&self) -> Option<(Rate, u64)> {
+        let burst = self
+            .rule
+            .and_then(|h| h.burst)
+            .unwrap_or(self.run.per_host_burst);
+        if let Some(start) = self.rate_auto() {
+            return Some((start, burst));
+        }
         match self.rule.and_then(|r| r.rate) {
             Some(rate) => Some((
                 rate,
@@ -490,6 +527,7 @@ impl Default for Settings {
             burst: 1,
             per_host_rate: None,
             per_host_burst: 1,
+            per_host_rate_auto: None,
             retries: 3,
             retry_base: Duration::from_millis(200),
             retry_max: Duration::from_millis(10_000),
@@ -539,6 +577,7 @@ pub(crate) fn test_settings(concurrency: usize) -> Settings {
         burst: 1,
         per_host_rate: None,
         per_host_burst: 1,
+        per_host_rate_auto: None,
         retries: 0,
         retry_base: Duration::from_millis(1),
         retry_max: Duration::from_millis(1),

@@ -109,6 +109,9 @@ pub struct Summary {
     /// Some host spent costs: the printed table shows them.
     #[serde(skip)]
     costs_shown: bool,
+    /// Some host's rate was found while the run went: the printed table shows it.
+    #[serde(skip)]
+    rates_shown: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -129,6 +132,9 @@ pub struct HostSummary {
     /// a cost rate is in use.
     #[serde(skip_serializing_if = "is_zero")]
     pub cost: u64,
+    /// The rate found for the host, requests per second (`--per-host-rate auto`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_found_per_s: Option<f64>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -171,12 +177,16 @@ impl Summary {
                         breaker_openings: h.breaker_openings,
                         paused_by_retry_after: h.paused_by_retry_after,
                         cost: h.cost,
+                        rate_found_per_s: h.rate_found.map(|r| (r * 10.0).round() / 10.0),
                     },
                 )
             })
             .collect();
         Summary {
             costs_shown: hosts.values().any(|h: &HostSummary| h.cost > 0),
+            rates_shown: hosts
+                .values()
+                .any(|h: &HostSummary| h.rate_found_per_s.is_some()),
             outcome,
             exit_code,
             jobs_done: stats.done,
@@ -248,9 +258,11 @@ impl Summary {
         ));
         if !self.hosts.is_empty() {
             let costs = self.costs_shown;
+            let rates = self.rates_shown;
             out.push_str(&format!(
-                "  per host:                 attempts   attempts/s  breaker-opened  retry-after-pauses{}\n",
-                if costs { "          cost" } else { "" }
+                "  per host:                 attempts   attempts/s  breaker-opened  retry-after-pauses{}{}\n",
+                if costs { "          cost" } else { "" },
+                if rates { "  rate found/s" } else { "" }
             ));
             // The busiest hosts only: a run over thousands of hosts would bury the rest.
             let mut busiest: Vec<_> = self.hosts.iter().collect();
@@ -261,8 +273,13 @@ impl Summary {
                 } else {
                     String::new()
                 };
+                let found = match (rates, s.rate_found_per_s) {
+                    (true, Some(r)) => format!("  {r:>12.1}"),
+                    (true, None) => format!("  {:>12}", "-"),
+                    _ => String::new(),
+                };
                 out.push_str(&format!(
-                    "    {:<24} {:>8}   {:>10.1}  {:>14}  {:>18}{cost}\n",
+                    "    {:<24} {:>8}   {:>10.1}  {:>14}  {:>18}{cost}{found}\n",
                     h, s.attempts, s.attempts_per_s, s.breaker_openings, s.paused_by_retry_after
                 ));
             }

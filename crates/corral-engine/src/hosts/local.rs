@@ -21,6 +21,7 @@ use futures::FutureExt;
 use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant as Clock;
 
+use super::adaptive::{Aimd, Signal};
 use super::{BreakerOpen, Host, HostEntry, HostTable, Permit, Slot};
 use crate::engine::HostStat;
 use crate::error::ConfigError;
@@ -34,6 +35,8 @@ pub struct HostState {
     rate: RateLimiter,
     /// The host's cost rate cell, if it has a cost rate.
     cost: Option<RateLimiter>,
+    /// The controller of a rate found while the run goes (`auto`).
+    adaptive: Option<Mutex<Aimd>>,
     /// The host's breaker, unless breakers are off.
     breaker: Option<CircuitBreaker>,
     /// Woken when the breaker changes state (a probe settled).
@@ -114,6 +117,32 @@ impl HostEntry for HostState {
         s.last = Some(now);
     }
 
+    fn observe(&self, signal: Signal, allowance: Option<(u64, Duration)>) {
+        let Some(aimd) = &self.adaptive else { return };
+        let now = Clock::now();
+        let mut aimd = aimd.lock().unwrap_or_else(|p| p.into_inner());
+        let mut changed = aimd.observe(signal, now);
+        match allowance {
+            // Nothing left until the reset: the host waits for it, as for a Retry-After.
+            Some((0, reset)) if !reset.is_zero() => {
+                drop(aimd);
+                self.pause_until(now + reset.min(Duration::from_secs(3600)));
+                return;
+            }
+            Some((left, reset)) if !reset.is_zero() => {
+                changed = aimd.cap(left as f64 / reset.as_secs_f64()).or(changed);
+            }
+            _ => {}
+        }
+        if let Some(per_s) = changed {
+            // Nanosecond spacing: any rate from 0.1/s up is representable.
+            let _ = self.rate.set_rate(Rate::new(
+                1,
+                Duration::from_secs_f64(1.0 / per_s).max(Duration::from_nanos(1)),
+            ));
+        }
+    }
+
     fn pause_until(&self, until: Clock) {
         self.rate.pause_until(until);
         self.stat
@@ -127,6 +156,10 @@ impl HostState {
     fn snapshot(&self) -> HostStat {
         let mut s = self.stat.lock().unwrap_or_else(|p| p.into_inner()).clone();
         s.breaker_openings = self.openings.load(Ordering::Relaxed);
+        s.rate_found = self
+            .adaptive
+            .as_ref()
+            .map(|a| a.lock().unwrap_or_else(|p| p.into_inner()).rate());
         s
     }
 }
@@ -268,8 +301,12 @@ impl Hosts {
             .map(cost_cell)
             .transpose()
             .map_err(refused)?;
+        let adaptive = view
+            .rate_auto()
+            .map(|start| Mutex::new(Aimd::new(start.per_sec_f64(), Clock::now())));
         Ok(HostState {
             cost,
+            adaptive,
             slots: Arc::new(Semaphore::new(view.concurrency())),
             rate: RateLimiter::builder()
                 .rate(rate)
@@ -324,6 +361,7 @@ impl Hosts {
                     old.breaker_openings += s.breaker_openings;
                     old.paused_by_retry_after += s.paused_by_retry_after;
                     old.cost += s.cost;
+                    old.rate_found = s.rate_found.or(old.rate_found);
                     old.last = s.last.or(old.last);
                 }
                 None => {

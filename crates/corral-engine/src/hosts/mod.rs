@@ -15,6 +15,7 @@
 //! [`HostEntry::breaker_wait`], then starts over), [`HostEntry::attempted`] and the request;
 //! after a 429 or 503 with `Retry-After`, [`HostEntry::pause_until`].
 
+pub mod adaptive;
 mod local;
 
 use std::collections::HashMap;
@@ -89,4 +90,9 @@ pub trait HostEntry: Send + Sync {
 
     /// Sends the host no request before `until` (a `Retry-After`), and counts the pause.
     fn pause_until(&self, until: tokio::time::Instant);
+
+    /// What an attempt's outcome said of the host's load, and the allowance its response
+    /// announced (requests left, time to reset), for a rate found while the run goes
+    /// (`auto`; see [`adaptive`]). Without one, nothing to do.
+    fn observe(&self, signal: adaptive::Signal, allowance: Option<(u64, std::time::Duration)>);
 }
