@@ -85,12 +85,15 @@ pub(crate) async fn demo(args: DemoArgs) -> Result<u8, Fail> {
         per_host_concurrency: Some(8),
         per_host_rate: Some("60/s".into()),
         per_host_burst: Some(5),
-        retries: Some(3),
-        retry_base_ms: Some(50),
+        retries: Some(5),
+        retry_base_ms: Some(100),
         retry_max_ms: Some(1000),
+        // A short window: the breaker opens soon after the outage starts (a failure-rate
+        // window full of the host's earlier successes would take seconds to tip), and holds
+        // the outage host's jobs until it is back.
         breaker_min_calls: Some(10),
-        breaker_window_s: Some(5),
-        breaker_cool_down_s: Some(2),
+        breaker_window_s: Some(1),
+        breaker_cool_down_s: Some(1),
         timeout_ms: Some(2000),
         max_body: Some("256KiB".into()),
         max_retry_after_s: Some(2),

@@ -444,7 +444,11 @@ fn auto_rate(spec: Option<&str>, option: &str) -> Result<Option<Rate>, String> {
     let start = match rest.strip_prefix(':') {
         Some(start) => start,
         None if rest.is_empty() => AUTO_START,
-        None => return Err(format!("{option}: expected auto or auto:START (as in auto:20/s)")),
+        None => {
+            return Err(format!(
+                "{option}: expected auto or auto:START (as in auto:20/s)"
+            ))
+        }
     };
     start
         .parse::<Rate>()

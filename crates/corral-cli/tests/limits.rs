@@ -425,17 +425,28 @@ fn an_auto_rate_finds_the_hosts_limit() {
     assert_exactly_once(&results(&out), 600);
     let s: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&sum).unwrap()).unwrap();
-    let key = mock.url("limited").trim_start_matches("http://").to_string();
+    let key = mock
+        .url("limited")
+        .trim_start_matches("http://")
+        .to_string();
     let found = s["hosts"][&key]["rate_found_per_s"].as_f64().unwrap();
     assert!((50.0..=170.0).contains(&found), "found {found}/s");
     let stats = mock.stats("limited");
     let throttled = stats["statuses"]["429"].as_u64().unwrap_or(0);
     let requests = stats["requests"].as_u64().unwrap();
-    assert!(throttled * 10 < requests, "{throttled} of {requests} answered 429");
+    assert!(
+        throttled * 10 < requests,
+        "{throttled} of {requests} answered 429"
+    );
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(stderr.contains("rate found/s"), "{stderr}");
     // A fixed rate and `auto` are one option: a bad one is refused by name.
-    let o = corral(&["run", jobs.to_str().unwrap(), "--per-host-rate", "auto:fast"]);
+    let o = corral(&[
+        "run",
+        jobs.to_str().unwrap(),
+        "--per-host-rate",
+        "auto:fast",
+    ]);
     assert_exit(&o, 2);
     assert!(String::from_utf8_lossy(&o.stderr).contains("--per-host-rate"));
 }

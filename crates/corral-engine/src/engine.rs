@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use corral::limit::RateLimiter;
-use corral::retry::{Decision, GiveUp, RetryBudget, RetryPolicy};
+use corral::retry::{Decision, GiveUp, RetryBudget, RetryError, RetryPolicy};
 use http::HeaderMap;
 use serde::Serialize;
 use serde_json::Value;
@@ -154,7 +154,10 @@ impl Gates {
                 .iter()
                 .any(|r| r.settings.cost_rate.is_some());
         let adaptive = settings.per_host_rate_auto.is_some()
-            || settings.hosts.iter().any(|r| r.settings.rate_auto.is_some());
+            || settings
+                .hosts
+                .iter()
+                .any(|r| r.settings.rate_auto.is_some());
         let budget = match settings.retry_budget {
             Some(ratio) => Some(
                 RetryBudget::new(ratio, 10)
@@ -607,6 +610,9 @@ impl Engine {
                 },
             )
             .await;
+        let r = self
+            .after_the_outage(job, (&host, &view), r, active, trace)
+            .await;
         match r {
             Ok(resp) => Ok(resp),
             Err(e) => {
@@ -783,6 +789,57 @@ impl Engine {
             }
         }
         out
+    }
+
+    /// A job whose retries ran out as its host's breaker opened failed by the outage the
+    /// breaker now handles: it is held with the host's other jobs and tried once more when
+    /// the host is back (within `--breaker-max-hold-s`), rather than failed with the others
+    /// left to succeed.
+    async fn after_the_outage(
+        &self,
+        job: &Job,
+        (host, view): (&Host, &ForHost<'_>),
+        mut r: Result<Response, RetryError<AttemptError>>,
+        active: &Active,
+        trace: &Trace,
+    ) -> Result<Response, RetryError<AttemptError>> {
+        let holds = view.breaker().is_some_and(|b| !b.fail_fast);
+        loop {
+            let attempts = match &r {
+                Err(e) if holds && e.reason == GiveUp::MaxAttempts => e.attempts,
+                _ => return r,
+            };
+            // Open now? (A permit taken to ask is dropped unsettled: it counts as nothing.)
+            let open = match self.gates.hosts.entry(host) {
+                Ok(state) => state.admit().is_err(),
+                Err(_) => false,
+            };
+            if !open {
+                return r;
+            }
+            match self.attempt(job, (host, view), false, active, trace).await {
+                Ok(resp) => {
+                    trace.attempts.store(attempts + 1, Ordering::Relaxed);
+                    return Ok(resp);
+                }
+                // Held as long as it may be: it fails as the breaker says.
+                Err(error @ AttemptError::BreakerOpen(_)) => {
+                    return Err(RetryError {
+                        error,
+                        attempts,
+                        reason: GiveUp::MaxAttempts,
+                    })
+                }
+                Err(error) => {
+                    trace.attempts.store(attempts + 1, Ordering::Relaxed);
+                    r = Err(RetryError {
+                        error,
+                        attempts: attempts + 1,
+                        reason: GiveUp::MaxAttempts,
+                    });
+                }
+            }
+        }
     }
 
     /// The host's gates, in order: its slot and rate (passed at once, holding the job's active
@@ -1192,6 +1249,11 @@ mod tests {
         rate_open: AtomicBool,
         tokens: Arc<Semaphore>,
         breaker_open: AtomicBool,
+        /// `admit` opens the breaker when it is called for this time (0: never).
+        open_on_admit: std::sync::atomic::AtomicUsize,
+        admits: std::sync::atomic::AtomicUsize,
+        /// Told when a job is held by the breaker.
+        held: tokio::sync::Notify,
         /// Woken by the test when the breaker may let a request through again.
         breaker_changed: tokio::sync::Notify,
     }
@@ -1204,6 +1266,9 @@ mod tests {
                 rate_open: AtomicBool::new(true),
                 tokens: Arc::new(Semaphore::new(0)),
                 breaker_open: AtomicBool::new(false),
+                open_on_admit: Default::default(),
+                admits: Default::default(),
+                held: tokio::sync::Notify::new(),
                 breaker_changed: tokio::sync::Notify::new(),
             })
         }
@@ -1258,6 +1323,10 @@ mod tests {
         }
         fn admit(&self) -> Result<Option<crate::hosts::Permit>, crate::hosts::BreakerOpen> {
             self.log("admit");
+            let n = self.admits.fetch_add(1, Ordering::Relaxed) + 1;
+            if n == self.open_on_admit.load(Ordering::Relaxed) {
+                self.breaker_open.store(true, Ordering::Relaxed);
+            }
             if self.breaker_open.load(Ordering::Relaxed) {
                 Err(crate::hosts::BreakerOpen { retry_at: None })
             } else {
@@ -1266,6 +1335,7 @@ mod tests {
         }
         fn breaker_wait(&self, _: crate::hosts::BreakerOpen) -> futures::future::BoxFuture<'_, ()> {
             self.log("breaker_wait");
+            self.held.notify_one();
             Box::pin(self.breaker_changed.notified())
         }
         fn attempted(&self) {
@@ -1406,9 +1476,47 @@ mod tests {
                 "try_slot",
                 "try_rate",
                 "admit",
-                "attempted"
+                "attempted",
+                // Its retries ran out: was the breaker open by then? (No: it fails.)
+                "admit",
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn a_job_whose_retries_ran_out_as_the_breaker_opened_goes_once_more_after() {
+        let (rec, engine) = recorded_with(with_breaker(false));
+        rec.tokens.add_permits(1);
+        // The breaker opens with the job's failure: the second time it is asked.
+        rec.open_on_admit.store(2, Ordering::Relaxed);
+        let mut slot = engine.active_slots().try_acquire_owned().ok();
+        let run = engine.process(refused(1), &mut slot);
+        tokio::pin!(run);
+        // Until it is held (its first request is a real connect to a closed port).
+        tokio::select! {
+            () = rec.held.notified() => {}
+            _ = run.as_mut() => panic!("it ended without being held"),
+        }
+        assert_eq!(
+            rec.calls(),
+            [
+                "try_slot",
+                "try_rate",
+                "admit",
+                "attempted",
+                "admit",
+                "try_slot",
+                "try_rate",
+                "admit",
+                "breaker_wait"
+            ]
+        );
+        rec.breaker_open.store(false, Ordering::Relaxed);
+        rec.breaker_changed.notify_waiters();
+        let out = run.await.unwrap();
+        assert_eq!(out.error_kind, Some(ErrorKind::Connect), "{}", out.json);
+        assert_eq!(out.attempts, 2, "one more attempt, once the host was back");
+        assert_eq!(rec.calls().iter().filter(|c| **c == "attempted").count(), 2);
     }
 
     #[tokio::test(start_paused = true)]

@@ -187,7 +187,10 @@ pub fn allowance(headers: &http::HeaderMap) -> Option<(u64, Duration)> {
     } else {
         reset.max(0.0)
     };
-    Some((remaining.max(0.0) as u64, Duration::from_secs_f64(reset.min(86_400.0))))
+    Some((
+        remaining.max(0.0) as u64,
+        Duration::from_secs_f64(reset.min(86_400.0)),
+    ))
 }
 
 #[cfg(test)]
@@ -215,7 +218,11 @@ mod tests {
             Some(20.0),
             "a used, clean half second doubles it"
         );
-        assert_eq!(second(&mut a, 5).await, None, "an unused rate is not raised");
+        assert_eq!(
+            second(&mut a, 5).await,
+            None,
+            "an unused rate is not raised"
+        );
         assert_eq!(
             a.observe(Signal::Overloaded, Instant::now()),
             Some(14.0),
@@ -241,8 +248,16 @@ mod tests {
         for _ in 0..PLATEAU_SECONDS {
             assert_eq!(second(&mut a, 19).await, None, "where it stays a while");
         }
-        assert_eq!(second(&mut a, 19).await, Some(20.0), "then probes: +1 (or 2 %)");
-        assert_eq!(second(&mut a, 20).await, Some(22.0), "by a step that doubles");
+        assert_eq!(
+            second(&mut a, 19).await,
+            Some(20.0),
+            "then probes: +1 (or 2 %)"
+        );
+        assert_eq!(
+            second(&mut a, 20).await,
+            Some(22.0),
+            "by a step that doubles"
+        );
         assert_eq!(
             a.observe(Signal::Overloaded, Instant::now()),
             Some(22.0 * NEAR_CUT),
