@@ -6,10 +6,6 @@ mod common;
 use common::*;
 use serde_json::Value;
 
-fn summary(path: &std::path::Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).expect("summary")).expect("json")
-}
-
 /// The flaky API of issue 13: every request fails once with 503, then succeeds. Under the
 /// defaults the breaker used to open after ~26 attempts and fail all 1000 jobs.
 #[test]
@@ -21,15 +17,7 @@ fn a_host_that_succeeds_on_the_second_try_is_never_cut_off() {
         .collect();
     let jobs = write_jobs(dir.path(), &lines);
     let (out, sum) = (dir.path().join("out.jsonl"), dir.path().join("s.json"));
-    let o = corral(&[
-        "run",
-        jobs.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "-q",
-        "--summary-json",
-        sum.to_str().unwrap(),
-    ]);
+    let o = run_quiet(&jobs, &out, &["--summary-json", sum.to_str().unwrap()]);
     assert_exit(&o, 0);
     let rs = results(&out);
     assert_exactly_once(&rs, 1000);
@@ -53,20 +41,19 @@ fn during_an_outage_jobs_wait_and_the_host_sees_only_probes() {
         .collect();
     let jobs = write_jobs(dir.path(), &lines);
     let (out, sum) = (dir.path().join("out.jsonl"), dir.path().join("s.json"));
-    let o = corral(&[
-        "run",
-        jobs.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "-q",
-        // Enough retries that no job runs out of them before the breaker opens.
-        "--retries",
-        "10",
-        "--breaker-cool-down-s",
-        "1",
-        "--summary-json",
-        sum.to_str().unwrap(),
-    ]);
+    let o = run_quiet(
+        &jobs,
+        &out,
+        &[
+            // Enough retries that no job runs out of them before the breaker opens.
+            "--retries",
+            "10",
+            "--breaker-cool-down-s",
+            "1",
+            "--summary-json",
+            sum.to_str().unwrap(),
+        ],
+    );
     assert_exit(&o, 0);
     let rs = results(&out);
     assert_exactly_once(&rs, 400);
@@ -101,25 +88,24 @@ fn a_job_held_past_the_max_hold_fails_circuit_open() {
         .collect();
     let jobs = write_jobs(dir.path(), &lines);
     let out = dir.path().join("out.jsonl");
-    let o = corral(&[
-        "run",
-        jobs.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "-q",
-        "--retries",
-        "0",
-        "--per-host-concurrency",
-        "1",
-        "--breaker-min-calls",
-        "5",
-        "--breaker-window-s",
-        "60",
-        "--breaker-cool-down-s",
-        "60",
-        "--breaker-max-hold-s",
-        "1",
-    ]);
+    let o = run_quiet(
+        &jobs,
+        &out,
+        &[
+            "--retries",
+            "0",
+            "--per-host-concurrency",
+            "1",
+            "--breaker-min-calls",
+            "5",
+            "--breaker-window-s",
+            "60",
+            "--breaker-cool-down-s",
+            "60",
+            "--breaker-max-hold-s",
+            "1",
+        ],
+    );
     assert_exit(&o, 1);
     let rs = results(&out);
     assert_exactly_once(&rs, 30);

@@ -17,20 +17,19 @@ fn requests_sent_again_on_a_new_connection_pass_the_rate_gate() {
         .collect();
     let jobs = write_jobs(dir.path(), &lines);
     let out = dir.path().join("out.jsonl");
-    let o = corral(&[
-        "run",
-        jobs.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "-q",
-        "--per-host-rate",
-        "100/s",
-        "--per-host-burst",
-        "5",
-        "--retries",
-        "5",
-        "--no-breaker",
-    ]);
+    let o = run_quiet(
+        &jobs,
+        &out,
+        &[
+            "--per-host-rate",
+            "100/s",
+            "--per-host-burst",
+            "5",
+            "--retries",
+            "5",
+            "--no-breaker",
+        ],
+    );
     assert_exit(&o, 0);
     assert_exactly_once(&results(&out), 400);
     let stats = mock.stats("reset");
@@ -98,20 +97,19 @@ fn too_many_failures_halt_the_run_and_resume_finishes_it() {
         .collect();
     let jobs = write_jobs(dir.path(), &lines);
     let out = dir.path().join("out.jsonl");
-    let o = corral(&[
-        "run",
-        jobs.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "-q",
-        "-c",
-        "2",
-        "--retries",
-        "0",
-        "--no-breaker",
-        "--halt-after-failures",
-        "5",
-    ]);
+    let o = run_quiet(
+        &jobs,
+        &out,
+        &[
+            "-c",
+            "2",
+            "--retries",
+            "0",
+            "--no-breaker",
+            "--halt-after-failures",
+            "5",
+        ],
+    );
     assert_exit(&o, 1);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(
@@ -120,17 +118,7 @@ fn too_many_failures_halt_the_run_and_resume_finishes_it() {
     );
     let done = results(&out).len();
     assert!((5..=50).contains(&done), "{done} jobs ran");
-    let o = corral(&[
-        "run",
-        jobs.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "-q",
-        "--resume",
-        "--retries",
-        "0",
-        "--no-breaker",
-    ]);
+    let o = run_quiet(&jobs, &out, &["--resume", "--retries", "0", "--no-breaker"]);
     assert_exit(&o, 1);
     assert_exactly_once(&results(&out), 300);
 }
@@ -170,18 +158,17 @@ retries = 0
     lines.push(format!(r#"{{"url":"{slow}/down?status=503"}}"#));
     let jobs = write_jobs(dir.path(), &lines);
     let out = dir.path().join("out.jsonl");
-    let o = corral(&[
-        "run",
-        jobs.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "-q",
-        "--no-breaker",
-        "--retry-base-ms",
-        "1",
-        "--config",
-        config.to_str().unwrap(),
-    ]);
+    let o = run_quiet(
+        &jobs,
+        &out,
+        &[
+            "--no-breaker",
+            "--retry-base-ms",
+            "1",
+            "--config",
+            config.to_str().unwrap(),
+        ],
+    );
     assert_exit(&o, 1);
     let rs = results(&out);
     assert_exactly_once(&rs, 122);
@@ -272,34 +259,26 @@ fn a_cost_rate_limits_the_sum_of_costs() {
         .collect();
     let jobs = write_jobs(dir.path(), &lines);
     let (out, sum) = (dir.path().join("out.jsonl"), dir.path().join("s.json"));
-    let o = corral(&[
-        "run",
-        jobs.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "-q",
-        "--cost-rate",
-        "1000/s",
-        "--summary-json",
-        sum.to_str().unwrap(),
-    ]);
+    let o = run_quiet(
+        &jobs,
+        &out,
+        &[
+            "--cost-rate",
+            "1000/s",
+            "--summary-json",
+            sum.to_str().unwrap(),
+        ],
+    );
     assert_exit(&o, 0);
     assert_exactly_once(&results(&out), 60);
     // A bucket of 1000 (20 jobs) at once, then 1000 a second (20 jobs): never more than 40
     // in the first second, 20 (+1 at a second's edge) in each after.
-    let stats = mock.stats("fast");
-    let per_second: Vec<u64> = stats["per_second"]
-        .as_object()
-        .unwrap()
-        .values()
-        .map(|v| v.as_u64().unwrap())
-        .collect();
+    let per_second = mock.per_second("fast");
     assert!(per_second.len() >= 2, "{per_second:?}");
     assert!(per_second[0] <= 40, "{per_second:?}");
     assert!(per_second[1..].iter().all(|n| *n <= 21), "{per_second:?}");
-    let s: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&sum).unwrap()).unwrap();
-    let key = mock.url("fast").trim_start_matches("http://").to_string();
+    let s = summary(&sum);
+    let key = mock.key("fast");
     assert_eq!(s["hosts"][&key]["cost"], 3000, "{s}");
 }
 
@@ -314,34 +293,26 @@ fn costs_read_from_responses_are_settled() {
         .collect();
     let jobs = write_jobs(dir.path(), &lines);
     let (out, sum) = (dir.path().join("out.jsonl"), dir.path().join("s.json"));
-    let o = corral(&[
-        "run",
-        jobs.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "-q",
-        "-c",
-        "1",
-        "--cost-rate",
-        "1000/s",
-        "--cost-from-response",
-        "/usage/total_tokens",
-        "--summary-json",
-        sum.to_str().unwrap(),
-    ]);
+    let o = run_quiet(
+        &jobs,
+        &out,
+        &[
+            "-c",
+            "1",
+            "--cost-rate",
+            "1000/s",
+            "--cost-from-response",
+            "/usage/total_tokens",
+            "--summary-json",
+            sum.to_str().unwrap(),
+        ],
+    );
     assert_exit(&o, 0);
-    let s: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&sum).unwrap()).unwrap();
-    let key = mock.url("fast").trim_start_matches("http://").to_string();
+    let s = summary(&sum);
+    let key = mock.key("fast");
     assert_eq!(s["hosts"][&key]["cost"], 3000, "{s}");
     // Each job said 1 and cost 100: after the first second's bucket, ~10 a second.
-    let stats = mock.stats("fast");
-    let per_second: Vec<u64> = stats["per_second"]
-        .as_object()
-        .unwrap()
-        .values()
-        .map(|v| v.as_u64().unwrap())
-        .collect();
+    let per_second = mock.per_second("fast");
     assert!(per_second.len() >= 2, "{per_second:?}");
     assert!(per_second[1..].iter().all(|n| *n <= 11), "{per_second:?}");
     let o = corral(&[
@@ -372,24 +343,10 @@ fn a_per_host_cost_rate_holds_for_each_host_on_its_own() {
     }
     let jobs = write_jobs(dir.path(), &lines);
     let out = dir.path().join("out.jsonl");
-    let o = corral(&[
-        "run",
-        jobs.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "-q",
-        "--per-host-cost-rate",
-        "1000/s",
-    ]);
+    let o = run_quiet(&jobs, &out, &["--per-host-cost-rate", "1000/s"]);
     assert_exit(&o, 0);
     for host in ["fast", "slow"] {
-        let stats = mock.stats(host);
-        let per_second: Vec<u64> = stats["per_second"]
-            .as_object()
-            .unwrap()
-            .values()
-            .map(|v| v.as_u64().unwrap())
-            .collect();
+        let per_second = mock.per_second(host);
         // 10 at once and 10 a second: at most 20 in the first second, 11 after.
         assert!(per_second.len() >= 2, "{host}: {per_second:?}");
         assert!(per_second[0] <= 20, "{host}: {per_second:?}");
@@ -423,8 +380,7 @@ fn an_auto_rate_finds_the_hosts_limit() {
     ]);
     assert_exit(&o, 0);
     assert_exactly_once(&results(&out), 600);
-    let s: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&sum).unwrap()).unwrap();
+    let s = summary(&sum);
     let key = mock
         .url("limited")
         .trim_start_matches("http://")

@@ -210,24 +210,12 @@ mod tests {
 
     #[test]
     fn written_as_the_strings_results_always_had() {
-        for k in [
-            ErrorKind::Timeout,
-            ErrorKind::Connect,
-            ErrorKind::Dns,
-            ErrorKind::FdLimit,
-            ErrorKind::Connection,
-            ErrorKind::Body,
-            ErrorKind::HttpStatus,
-            ErrorKind::CircuitOpen,
-            ErrorKind::TotalTimeout,
-            ErrorKind::Redirect,
-            ErrorKind::InvalidInput,
-            ErrorKind::Request,
-        ] {
+        for k in ErrorKind::ALL {
             assert_eq!(
                 serde_json::to_string(&k).unwrap(),
                 format!("\"{}\"", k.as_str())
             );
+            assert_eq!(ErrorKind::named(k.as_str()), Some(k));
         }
         assert_eq!(ErrorKind::HttpStatus.to_string(), "http_status");
     }

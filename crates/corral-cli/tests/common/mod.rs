@@ -53,6 +53,24 @@ impl Mock {
         &self.hosts[profile]
     }
 
+    /// The `host:port` of a profile's host (the key of the summary's per-host table).
+    pub fn key(&self, profile: &str) -> String {
+        self.url(profile).trim_start_matches("http://").to_string()
+    }
+
+    /// Requests the host saw in each wall-clock second since it started, in order.
+    pub fn per_second(&self, profile: &str) -> Vec<u64> {
+        let stats = self.stats(profile);
+        let mut seconds: Vec<(u64, u64)> = stats["per_second"]
+            .as_object()
+            .expect("per_second")
+            .iter()
+            .map(|(k, v)| (k.parse().expect("second"), v.as_u64().expect("count")))
+            .collect();
+        seconds.sort();
+        seconds.into_iter().map(|(_, n)| n).collect()
+    }
+
     /// The server's own counters for one host.
     pub fn stats(&self, profile: &str) -> Value {
         let addr = self.url(profile).trim_start_matches("http://").to_string();
@@ -84,6 +102,22 @@ pub fn results(path: &Path) -> Vec<Value> {
     text.lines()
         .map(|l| serde_json::from_str(l).expect("every line is JSON"))
         .collect()
+}
+
+/// `corral run JOBS -o OUT -q` with `extra` options.
+pub fn run_quiet(jobs: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["run", path_str(jobs), "-o", path_str(out), "-q"];
+    args.extend_from_slice(extra);
+    corral(&args)
+}
+
+pub fn path_str(p: &Path) -> &str {
+    p.to_str().expect("a UTF-8 path")
+}
+
+/// The `--summary-json` file at `path`.
+pub fn summary(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).expect("summary")).expect("json")
 }
 
 pub fn corral(args: &[&str]) -> std::process::Output {
