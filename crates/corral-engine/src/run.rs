@@ -38,7 +38,7 @@ use crate::error::ConfigError;
 use crate::error::StartError;
 use crate::hosts::{HostTable, Hosts};
 use crate::job::Parsed;
-use crate::settings::{BodyMode, BreakerSettings, Settings, StatusSet};
+use crate::settings::{BodyMode, BreakerSettings, HostRule, Settings, StatusSet};
 use crate::sink::{Sink, Writer};
 use crate::summary::Stats;
 use crate::workers::{self, Workers};
@@ -315,6 +315,30 @@ impl RunBuilder {
         /// Response statuses that make a job ok (`--accept`; 200-399 by default).
         accept: StatusSet => accept
     );
+    set!(
+        /// Each host's rate found while the run goes, from this one (`--per-host-rate auto`);
+        /// it replaces a fixed per-host rate.
+        per_host_rate_auto: Rate => per_host_rate_auto = Some
+    );
+    set!(
+        /// The sum of job costs per period, all hosts together (`--cost-rate`).
+        cost_rate: Rate => cost_rate = Some
+    );
+    set!(
+        /// The sum of job costs per period to each host (`--per-host-cost-rate`).
+        per_host_cost_rate: Rate => per_host_cost_rate = Some
+    );
+    set!(
+        /// A JSON pointer to a job's real cost in its response (`--cost-from-response`).
+        cost_from_response: String => cost_from_response = Some
+    );
+
+    /// Settings of the hosts `rule` matches (a `[hosts."..."]` table of the config file);
+    /// rules add up, and a host takes the one that matches it best.
+    pub fn host_rule(mut self, rule: HostRule) -> Self {
+        self.settings.hosts.push(rule);
+        self
+    }
 
     /// Stop taking jobs once this many have failed in this run (`--halt-after-failures`):
     /// the jobs under way finish, the others get no result (a resume runs them), and the run
@@ -704,6 +728,21 @@ mod tests {
         assert!(e.to_string().starts_with("--total-timeout-ms"), "{e}");
         let run = Run::builder().concurrency(10).queue(3).build().unwrap();
         assert_eq!(run.queue, 10, "the queue holds at least the concurrency");
+        let e = Run::builder()
+            .cost_from_response("usage".into())
+            .build()
+            .err()
+            .unwrap();
+        assert!(e.to_string().starts_with("--cost-from-response"), "{e}");
+        let zero = crate::settings::HostRule {
+            pattern: "api.example.com".parse().unwrap(),
+            settings: crate::settings::HostSettings {
+                concurrency: Some(0),
+                ..Default::default()
+            },
+        };
+        let e = Run::builder().host_rule(zero).build().err().unwrap();
+        assert!(e.to_string().starts_with("[hosts] concurrency"), "{e}");
     }
 
     #[tokio::test]
