@@ -406,3 +406,48 @@ fn an_auto_rate_finds_the_hosts_limit() {
     assert_exit(&o, 2);
     assert!(String::from_utf8_lossy(&o.stderr).contains("--per-host-rate"));
 }
+
+/// A `[hosts]` table's `connect_timeout_ms` bounds connecting to its host: a listener whose
+/// accept queue is full (nobody accepts) leaves a connect hanging, on loopback, until then.
+#[test]
+fn a_hosts_connect_timeout_is_its_own() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _in_rt = rt.enter();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap();
+    // Fill the accept queue: further connects get no answer.
+    let filler: Vec<_> = (0..4)
+        .filter_map(|_| {
+            std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(200)).ok()
+        })
+        .collect();
+    assert!(!filler.is_empty());
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("corral.toml");
+    std::fs::write(
+        &config,
+        format!("connect_timeout_ms = 60000\n\n[hosts.\"{addr}\"]\nconnect_timeout_ms = 300\n"),
+    )
+    .unwrap();
+    let jobs = write_jobs(dir.path(), &[format!(r#"{{"url":"http://{addr}/x"}}"#)]);
+    let out = dir.path().join("out.jsonl");
+    let o = run_quiet(
+        &jobs,
+        &out,
+        &["--retries", "0", "--config", path_str(&config)],
+    );
+    assert_exit(&o, 1);
+    let r = &results(&out)[0];
+    assert_eq!(r["error"]["kind"], "connect", "{r}");
+    let took = r["elapsed_ms"].as_f64().unwrap();
+    assert!(
+        took < 10_000.0,
+        "{took} ms: the run's 60 s, not the host's 300 ms"
+    );
+    drop(listener);
+}
