@@ -34,7 +34,7 @@ use crate::job::{Invalid, Job, Parsed};
 use crate::redact;
 #[cfg(test)]
 use crate::settings::test_settings;
-use crate::settings::{BodyMode, ForHost, Settings};
+use crate::settings::{BodyMode, BreakerSettings, ForHost, Settings};
 
 /// Per-host counters for the summary.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -676,7 +676,13 @@ impl Engine {
             return Err(AttemptError::NotStarted);
         }
         let (_slot, permit) = self
-            .pass_gates(&*state, (host, job.cost), first, active, trace)
+            .pass_gates(
+                &*state,
+                (host, job.cost, view.breaker()),
+                first,
+                active,
+                trace,
+            )
             .await?;
         if !first {
             trace.forgive();
@@ -851,7 +857,7 @@ impl Engine {
     async fn pass_gates(
         &self,
         state: &dyn HostEntry,
-        (host, cost): (&Host, u64),
+        (host, cost, breaker): (&Host, u64, Option<BreakerSettings>),
         first: bool,
         active: &Active,
         trace: &Trace,
@@ -903,7 +909,8 @@ impl Engine {
             let refused = |why: String| {
                 AttemptError::BreakerOpen(format!("circuit breaker for {host} is open{why}"))
             };
-            let Some(b) = self.gates.settings.breaker else {
+            // The host's own breaker settings (its `[hosts]` rule's, or the run's).
+            let Some(b) = breaker else {
                 return Err(refused(format!(": {open}")));
             };
             if b.fail_fast {
@@ -1517,6 +1524,32 @@ mod tests {
         assert_eq!(out.error_kind, Some(ErrorKind::Connect), "{}", out.json);
         assert_eq!(out.attempts, 2, "one more attempt, once the host was back");
         assert_eq!(rec.calls().iter().filter(|c| **c == "attempted").count(), 2);
+    }
+
+    /// A host whose `[hosts]` rule gives it a breaker of its own (here in a run without
+    /// breakers) is held by that breaker's rules, not the run's.
+    #[tokio::test]
+    async fn a_hosts_own_breaker_settings_decide_its_holding() {
+        let mut s = test_settings(1);
+        s.breaker = None;
+        s.hosts.push(crate::settings::HostRule {
+            pattern: "127.0.0.1".parse().unwrap(),
+            settings: crate::settings::HostSettings {
+                breaker: Some(crate::settings::BreakerSettings::default()),
+                ..Default::default()
+            },
+        });
+        let (rec, engine) = recorded_with(s);
+        rec.breaker_open.store(true, Ordering::Relaxed);
+        rec.tokens.add_permits(1);
+        let mut slot = engine.active_slots().try_acquire_owned().ok();
+        let run = engine.process(refused(1), &mut slot);
+        tokio::pin!(run);
+        assert!(
+            futures::poll!(run.as_mut()).is_pending(),
+            "held, as its own breaker says"
+        );
+        assert_eq!(rec.calls().last(), Some(&"breaker_wait"));
     }
 
     #[tokio::test(start_paused = true)]
