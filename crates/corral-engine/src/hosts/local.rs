@@ -120,26 +120,26 @@ impl HostEntry for HostState {
     fn observe(&self, signal: Signal, allowance: Option<(u64, Duration)>) {
         let Some(aimd) = &self.adaptive else { return };
         let now = Clock::now();
-        let mut aimd = aimd.lock().unwrap_or_else(|p| p.into_inner());
-        let mut changed = aimd.observe(signal, now);
-        match allowance {
-            // Nothing left until the reset: the host waits for it, as for a Retry-After.
-            Some((0, reset)) if !reset.is_zero() => {
-                drop(aimd);
-                self.pause_until(now + reset.min(Duration::from_secs(3600)));
-                return;
+        let changed = {
+            let mut aimd = aimd.lock().unwrap_or_else(|p| p.into_inner());
+            let changed = aimd.observe(signal, now);
+            match allowance {
+                Some((left, reset)) if left > 0 && !reset.is_zero() => {
+                    aimd.cap(left as f64 / reset.as_secs_f64()).or(changed)
+                }
+                _ => changed,
             }
-            Some((left, reset)) if !reset.is_zero() => {
-                changed = aimd.cap(left as f64 / reset.as_secs_f64()).or(changed);
-            }
-            _ => {}
-        }
+        };
         if let Some(per_s) = changed {
-            // Nanosecond spacing: any rate from 0.1/s up is representable.
+            // Nanosecond spacing: any rate of the controller's (0.5/s up) is representable.
             let _ = self.rate.set_rate(Rate::new(
                 1,
                 Duration::from_secs_f64(1.0 / per_s).max(Duration::from_nanos(1)),
             ));
+        }
+        // Nothing left until the reset: the host waits for it, as for a Retry-After.
+        if let Some((0, reset)) = allowance.filter(|(_, reset)| !reset.is_zero()) {
+            self.pause_until(now + reset.min(Duration::from_secs(3600)));
         }
     }
 
@@ -449,5 +449,27 @@ mod tests {
             hosts.get(&key(i)).unwrap();
         }
         assert!(hosts.live() < 2 * FIRST_SWEEP, "{} live", hosts.live());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_auto_host_cut_with_its_allowance_spent_is_cut_and_paused() {
+        let settings = Settings {
+            per_host_rate_auto: Some(Rate::per_second(20)),
+            ..Settings::default()
+        };
+        let hosts = Hosts::new(&settings).unwrap();
+        let h = hosts.get(&key(0)).unwrap();
+        assert!((h.rate.per_second() - 20.0).abs() < 1e-6);
+        // A 429 that also says nothing is left for 2 s: the rate is cut, and the host waits.
+        h.observe(Signal::Overloaded, Some((0, Duration::from_secs(2))));
+        assert!(
+            (h.rate.per_second() - 14.0).abs() < 1e-3,
+            "{}",
+            h.rate.per_second()
+        );
+        assert!(!h.try_rate(), "paused until the reset");
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(h.try_rate());
+        assert_eq!(h.snapshot().rate_found, Some(14.0));
     }
 }
