@@ -267,23 +267,11 @@ fn host_rules(
         let at = |what: &str| format!("[hosts.{pattern:?}] {what}");
         let pattern: HostPattern = pattern.parse().map_err(|e: ConfigError| e.to_string())?;
         let rate_auto = auto_rate(h.rate.as_deref(), &at("rate"))?;
-        let rate = h
-            .rate
-            .as_deref()
-            .filter(|_| rate_auto.is_none())
-            .map(|r| {
-                r.parse::<Rate>()
-                    .map_err(|e| format!("{}: {}", at("rate"), e.message()))
-            })
-            .transpose()?;
-        let cost_rate = h
-            .cost_rate
-            .as_deref()
-            .map(|r| {
-                r.parse::<Rate>()
-                    .map_err(|e| format!("{}: {}", at("cost_rate"), e.message()))
-            })
-            .transpose()?;
+        let rate = match rate_auto {
+            Some(_) => None,
+            None => parse_rate(h.rate.as_deref(), &at("rate"))?,
+        };
+        let cost_rate = parse_rate(h.cost_rate.as_deref(), &at("cost_rate"))?;
         let changes_breaker = h.breaker_failure_rate.is_some()
             || h.breaker_min_calls.is_some()
             || h.breaker_window_s.is_some()
@@ -432,6 +420,15 @@ pub(crate) fn parse_headers(list: &[String]) -> Result<HeaderMap, String> {
     Ok(map)
 }
 
+/// A rate option's value (`50/s`, `3000/min`), the error naming `option`.
+fn parse_rate(spec: Option<&str>, option: &str) -> Result<Option<Rate>, String> {
+    spec.map(|r| {
+        r.parse::<Rate>()
+            .map_err(|e| format!("{option}: {}", e.message()))
+    })
+    .transpose()
+}
+
 /// Where an `auto` rate starts when `auto` says nothing more.
 const AUTO_START: &str = "10/s";
 
@@ -496,14 +493,7 @@ pub(crate) struct Plan {
 }
 
 pub(crate) fn plan(o: &Options) -> Result<Plan, String> {
-    let rate = |s: &Option<String>, what: &str| -> Result<Option<Rate>, String> {
-        s.as_deref()
-            .map(|r| {
-                r.parse::<Rate>()
-                    .map_err(|e| format!("--{what}: {}", e.message()))
-            })
-            .transpose()
-    };
+    let per_host_rate_auto = auto_rate(o.per_host_rate.as_deref(), "--per-host-rate")?;
     // Every default comes from the engine's `Settings::default()`, written there once.
     let d = Settings::default();
     let db = BreakerSettings::default();
@@ -513,13 +503,13 @@ pub(crate) fn plan(o: &Options) -> Result<Plan, String> {
         idle_connections: 0, // below, once the threads are known
         concurrency: o.concurrency.unwrap_or(d.concurrency),
         per_host_concurrency: o.per_host_concurrency.unwrap_or(d.per_host_concurrency),
-        rate: rate(&o.rate, "rate")?,
+        rate: parse_rate(o.rate.as_deref(), "--rate")?,
         burst: o.burst.unwrap_or(d.burst),
-        per_host_rate: match auto_rate(o.per_host_rate.as_deref(), "--per-host-rate")? {
+        per_host_rate: match per_host_rate_auto {
             Some(_) => None,
-            None => rate(&o.per_host_rate, "per-host-rate")?,
+            None => parse_rate(o.per_host_rate.as_deref(), "--per-host-rate")?,
         },
-        per_host_rate_auto: auto_rate(o.per_host_rate.as_deref(), "--per-host-rate")?,
+        per_host_rate_auto,
         per_host_burst: o.per_host_burst.unwrap_or(d.per_host_burst),
         retries: o.retries.unwrap_or(d.retries),
         retry_base: ms(o.retry_base_ms, d.retry_base),
@@ -554,8 +544,8 @@ pub(crate) fn plan(o: &Options) -> Result<Plan, String> {
         },
         save_headers: o.save_headers,
         user_agent: o.user_agent.clone().unwrap_or(d.user_agent),
-        cost_rate: rate(&o.cost_rate, "cost-rate")?,
-        per_host_cost_rate: rate(&o.per_host_cost_rate, "per-host-cost-rate")?,
+        cost_rate: parse_rate(o.cost_rate.as_deref(), "--cost-rate")?,
+        per_host_cost_rate: parse_rate(o.per_host_cost_rate.as_deref(), "--per-host-cost-rate")?,
         cost_from_response: o.cost_from_response.clone(),
         hosts: Vec::new(), // below, once the run's breaker is known
         accept: match o.accept.as_deref() {

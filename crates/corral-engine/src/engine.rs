@@ -1,7 +1,8 @@
 //! The request engine: one job in, one result line out, through every control of the run.
 //!
 //! Order of the gates for each attempt: per-host concurrency slot → per-host rate cell (which
-//! also carries `Retry-After` pauses) → global rate cell → per-host circuit breaker → the
+//! also carries `Retry-After` pauses) → per-host cost cell → global rate and cost cells →
+//! per-host circuit breaker (an open one holds the job: `Engine::pass_gates`) → the
 //! request, bounded by the attempt timeout, with the body read up to `--max-body`. The retry
 //! loop around attempts is [`corral::retry`]; the whole job may be bounded by a total timeout.
 //!
@@ -60,11 +61,17 @@ pub struct HostStat {
 /// What the summary needs from one finished job.
 #[derive(Debug)]
 pub struct Outcome {
+    /// The job succeeded.
     pub ok: bool,
+    /// The status of its last response, if one came.
     pub status: Option<u16>,
+    /// How it failed, if it did.
     pub error_kind: Option<ErrorKind>,
+    /// Attempts made.
     pub attempts: u32,
+    /// The last attempt's latency, if a response came.
     pub latency: Option<Duration>,
+    /// Its result line, without the newline.
     pub json: String,
     /// Its share of [`RESULT_BYTES`], held until the line is written (dropped with it).
     held: Option<OwnedSemaphorePermit>,
@@ -431,6 +438,12 @@ fn to_json(line: &ResultLine<'_>) -> String {
     }
 }
 
+/// A status by which a server says it has too much (429, 503): its `Retry-After` pauses the
+/// host, and an `auto` rate is cut.
+fn pushes_back(status: u16) -> bool {
+    status == 429 || status == 503
+}
+
 /// True when a name-resolution failure is the resolver's, not the name's: worth a retry.
 fn dns_may_recover(message: &str) -> bool {
     message.contains("Temporary failure") || message.contains("try again")
@@ -775,7 +788,7 @@ impl Engine {
         if self.gates.adaptive {
             let (signal, headers) = match &out {
                 Ok(r) => (Signal::Ok, Some(&r.headers)),
-                Err(AttemptError::Status(r, _)) if r.status == 429 || r.status == 503 => {
+                Err(AttemptError::Status(r, _)) if pushes_back(r.status) => {
                     (Signal::Overloaded, Some(&r.headers))
                 }
                 Err(AttemptError::Status(r, _)) => (Signal::Neutral, Some(&r.headers)),
@@ -788,7 +801,7 @@ impl Engine {
             state.observe(signal, headers.and_then(adaptive::allowance));
         }
         if let Err(AttemptError::Status(r, Some(ra))) = &out {
-            if r.status == 429 || r.status == 503 {
+            if pushes_back(r.status) {
                 let until =
                     tokio::time::Instant::now() + (*ra).min(self.gates.settings.max_retry_after);
                 state.pause_until(until);

@@ -287,29 +287,15 @@ impl ForHost<'_> {
 
     /// The host's rate and burst, if it has a rate (an `auto` rate: where it starts).
     pub fn rate(&self) -> Option<(Rate, u64)> {
+        let rate = self
+            .rate_auto()
+            .or(self.rule.and_then(|r| r.rate))
+            .or(self.run.per_host_rate)?;
         let burst = self
             .rule
-            .and_then(|h| h.burst)
+            .and_then(|r| r.burst)
             .unwrap_or(self.run.per_host_burst);
-        if let Some(start) = self.rate_auto() {
-            return Some((start, burst));
-        }
-        match self.rule.and_then(|r| r.rate) {
-            Some(rate) => Some((
-                rate,
-                self.rule
-                    .and_then(|r| r.burst)
-                    .unwrap_or(self.run.per_host_burst),
-            )),
-            None => self.run.per_host_rate.map(|r| {
-                (
-                    r,
-                    self.rule
-                        .and_then(|h| h.burst)
-                        .unwrap_or(self.run.per_host_burst),
-                )
-            }),
-        }
+        Some((rate, burst))
     }
     /// The host's breaker, if it has one.
     pub fn breaker(&self) -> Option<BreakerSettings> {
@@ -358,6 +344,15 @@ impl ForHost<'_> {
 }
 
 impl Settings {
+    /// The settings of a host no `[hosts]` rule matches: the run's own.
+    pub fn for_other_hosts(&self) -> ForHost<'_> {
+        ForHost {
+            run: self,
+            rule: None,
+            index: None,
+        }
+    }
+
     /// The settings of the hosts of rule `i` (of [`Settings::hosts`]).
     pub fn for_rule(&self, i: usize) -> ForHost<'_> {
         ForHost {

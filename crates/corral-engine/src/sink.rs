@@ -31,6 +31,7 @@ const BLOCK_WORDS: usize = 64;
 const BLOCK_LINES: u64 = 64 * BLOCK_WORDS as u64;
 
 impl Done {
+    /// Marks `line` done; false if it was already.
     pub fn insert(&mut self, line: u64) -> bool {
         let block = self
             .blocks
@@ -42,6 +43,7 @@ impl Done {
         self.count += u64::from(new);
         new
     }
+    /// True when `line` is done.
     pub fn contains(&self, line: u64) -> bool {
         self.blocks.get(&(line / BLOCK_LINES)).is_some_and(|block| {
             block[((line % BLOCK_LINES) / 64) as usize] & (1 << (line % 64)) != 0
@@ -71,6 +73,7 @@ pub enum Existing {
 /// The result of scanning a results file for resume.
 #[derive(Debug, Default)]
 pub struct Resumed {
+    /// The input lines that have a result.
     pub done: Done,
     /// Bytes of a torn last line that were cut off.
     pub repaired_bytes: u64,
@@ -86,6 +89,7 @@ pub struct Resumed {
 /// How to open the results file.
 #[derive(Debug, Clone)]
 pub struct OpenMode {
+    /// What to do with a file that exists.
     pub existing: Existing,
     /// With [`Existing::Resume`]: move lines that are not results of this input into a side
     /// file instead of refusing.
@@ -125,7 +129,9 @@ pub struct InputFacts {
 
 /// An opened results file.
 pub struct Opened {
+    /// The file, locked, for appending.
     pub file: File,
+    /// What it held (for `--resume`).
     pub resumed: Resumed,
     /// A regular file: locked for this run, and fsynced. Devices (`/dev/null`) and pipes are
     /// written as a stream: nothing to lock, scan or sync.
@@ -290,16 +296,19 @@ pub fn open(path: &Path, mode: OpenMode, input: InputFacts) -> Result<Opened, Si
 
 /// Where `--repair` puts the lines it takes out of `path`.
 pub fn side_file(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".rejected");
-    path.with_file_name(name)
+    beside(path, ".rejected")
 }
 
 /// Where `--retry-failed` puts the failed results it takes out of `path` (their jobs run
 /// again; the newest result replaces them in `path`).
 pub fn retried_file(path: &Path) -> PathBuf {
+    beside(path, ".retried")
+}
+
+/// `path` with `suffix` added to its file name.
+fn beside(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".retried");
+    name.push(suffix);
     path.with_file_name(name)
 }
 
@@ -519,6 +528,8 @@ struct State {
 }
 
 impl<T: Line> Writer<T> {
+    /// Starts the writer task: batches of lines into `sink`, fsynced at most every
+    /// `fsync_interval`; `on_written` is told of each batch once it is written.
     pub fn start(
         sink: Sink,
         fsync_interval: Duration,
@@ -559,6 +570,7 @@ impl<T: Line> Writer<T> {
         Ok(Self { batcher, failed })
     }
 
+    /// Where finished lines are pushed.
     pub fn sender(&self) -> BatchSender<T> {
         self.batcher.sender()
     }

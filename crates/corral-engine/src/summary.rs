@@ -14,16 +14,24 @@ use crate::error::{ConfigError, ErrorKind};
 pub struct Stats {
     started: Instant,
     latency_us: Histogram<u64>,
+    /// Result lines written.
     pub done: u64,
+    /// Of them ok.
     pub ok: u64,
+    /// Of them failed.
     pub failed: u64,
+    /// Attempts after the first, all jobs together.
     pub retries: u64,
+    /// Jobs by the status of their last response.
     pub by_status: BTreeMap<u16, u64>,
+    /// Failed jobs by kind.
     pub by_error: BTreeMap<ErrorKind, u64>,
+    /// Jobs skipped as done by an earlier run (`--resume`).
     pub skipped: u64,
 }
 
 impl Stats {
+    /// Counters from now, `skipped` jobs already done.
     pub fn new(skipped: u64) -> Result<Self, ConfigError> {
         Ok(Self {
             started: Instant::now(),
@@ -40,6 +48,7 @@ impl Stats {
         })
     }
 
+    /// Counts one result line written.
     pub fn record(&mut self, o: &Outcome) {
         self.done += 1;
         if o.ok {
@@ -60,10 +69,12 @@ impl Stats {
         }
     }
 
+    /// Time since the counters started.
     pub fn elapsed(&self) -> Duration {
         self.started.elapsed()
     }
 
+    /// Result lines written per second so far.
     pub fn rate(&self) -> f64 {
         self.done as f64 / self.elapsed().as_secs_f64().max(1e-9)
     }
@@ -90,43 +101,62 @@ const HOSTS_SHOWN: usize = 20;
 /// The machine-readable summary (`--summary-json`), also the source of the printed one.
 #[derive(Debug, Serialize)]
 pub struct Summary {
+    /// How the run ended, in words (`finished`, `interrupted` ...).
     pub outcome: &'static str,
+    /// The exit code the binary returns.
     pub exit_code: i32,
+    /// Result lines written by this run.
     pub jobs_done: u64,
+    /// Of them ok.
     pub ok: u64,
+    /// Of them failed.
     pub failed: u64,
+    /// Jobs skipped as done by an earlier run (`--resume`).
     pub skipped_already_done: u64,
+    /// Attempts after the first, all jobs together.
     pub retries: u64,
+    /// Circuit breakers opened, all hosts together.
     pub breaker_openings: u64,
+    /// Seconds the run took.
     pub elapsed_s: f64,
+    /// Result lines written per second.
     pub jobs_per_s: f64,
+    /// Jobs by the status of their last response.
     pub by_status: BTreeMap<u16, u64>,
+    /// Failed jobs by kind.
     pub by_error: BTreeMap<ErrorKind, u64>,
+    /// Latency of the last attempt of each job with a response.
     pub latency_ms: Latency,
+    /// Per host (`host:port`).
     pub hosts: BTreeMap<String, HostSummary>,
+    /// Things worth saying (jobs not written, resume repairs ...).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
-    /// Some host spent costs: the printed table shows them.
-    #[serde(skip)]
-    costs_shown: bool,
-    /// Some host's rate was found while the run went: the printed table shows it.
-    #[serde(skip)]
-    rates_shown: bool,
 }
 
 #[derive(Debug, Serialize)]
+/// Latency percentiles, in milliseconds.
 pub struct Latency {
+    /// Median.
     pub p50: f64,
+    /// 90th percentile.
     pub p90: f64,
+    /// 99th percentile.
     pub p99: f64,
+    /// Slowest.
     pub max: f64,
 }
 
 #[derive(Debug, Serialize)]
+/// One host's line of the summary.
 pub struct HostSummary {
+    /// Requests sent to it.
     pub attempts: u64,
+    /// Requests per second, between its first and last.
     pub attempts_per_s: f64,
+    /// Times its breaker opened.
     pub breaker_openings: u64,
+    /// Times a `Retry-After` (or an exhausted allowance) paused it.
     pub paused_by_retry_after: u64,
     /// Costs spent on the host (jobs' `cost`, settled by `--cost-from-response`); shown when
     /// a cost rate is in use.
@@ -142,6 +172,7 @@ fn is_zero(n: &u64) -> bool {
 }
 
 impl Summary {
+    /// The summary of a run from its counters.
     pub fn build(
         stats: &Stats,
         hosts: &HashMap<String, HostStat>,
@@ -183,10 +214,6 @@ impl Summary {
             })
             .collect();
         Summary {
-            costs_shown: hosts.values().any(|h: &HostSummary| h.cost > 0),
-            rates_shown: hosts
-                .values()
-                .any(|h: &HostSummary| h.rate_found_per_s.is_some()),
             outcome,
             exit_code,
             jobs_done: stats.done,
@@ -257,8 +284,9 @@ impl Summary {
             l.p50, l.p90, l.p99, l.max
         ));
         if !self.hosts.is_empty() {
-            let costs = self.costs_shown;
-            let rates = self.rates_shown;
+            // Columns for costs and rates found only when some host has them.
+            let costs = self.hosts.values().any(|h| h.cost > 0);
+            let rates = self.hosts.values().any(|h| h.rate_found_per_s.is_some());
             out.push_str(&format!(
                 "  per host:                 attempts   attempts/s  breaker-opened  retry-after-pauses{}{}\n",
                 if costs { "          cost" } else { "" },

@@ -211,7 +211,7 @@ impl Hosts {
     /// run's and each `[hosts]` rule's.
     pub fn new(settings: &Settings) -> Result<Self, ConfigError> {
         let mut idle_after = settings.max_retry_after;
-        let views = std::iter::once(settings.for_host(""))
+        let views = std::iter::once(settings.for_other_hosts())
             .chain((0..settings.hosts.len()).map(|i| settings.for_rule(i)));
         for (i, view) in views.enumerate() {
             let option = |o: &'static str, h: &'static str| if i == 0 { o } else { h };
