@@ -48,6 +48,7 @@ impl Job {
     }
 }
 
+/// The `host:port` a URL's requests go to: the key of per-host limits.
 pub fn host_key(url: &Url) -> String {
     match (url.host_str(), url.port_or_known_default()) {
         (Some(h), Some(p)) => format!("{h}:{p}"),
@@ -59,11 +60,17 @@ pub fn host_key(url: &Url) -> String {
 /// A line that could not be turned into a job.
 #[derive(Debug, Clone)]
 pub struct Invalid {
+    /// 1-based line number in the input.
     pub line: u64,
+    /// The line's `id`, or its line number.
     pub id: String,
+    /// Its URL, if it could be read (for the result).
     pub url: Option<String>,
+    /// Its method, if it could be read.
     pub method: Option<String>,
+    /// Its `meta`, echoed into the result.
     pub meta: Option<Value>,
+    /// Why it is not a job (redacted when written).
     pub message: String,
 }
 
@@ -105,7 +112,9 @@ struct RawJob {
 /// Input format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
+    /// One JSON job per line.
     Jsonl,
+    /// One URL per line (GET); `#` starts a comment.
     Urls,
 }
 

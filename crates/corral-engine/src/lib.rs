@@ -21,6 +21,7 @@
 //! The `corral` binary (`crates/corral-cli`) parses options and drives these; see
 //! ARCHITECTURE.md for the path of one job from input line to result line.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod engine;
 pub mod error;

@@ -1,7 +1,7 @@
 //! Secrets never leave the process: every string that goes to results, errors, progress, logs or
 //! the summary passes through here.
 //!
-//! Two entry points: [`url`] for a parsed URL (keeps every other byte of it as written, and
+//! Two entry points: [`url()`] for a parsed URL (keeps every other byte of it as written, and
 //! borrows when there is nothing to hide, the common case once per result), and [`text`] for
 //! any other string (error messages from the HTTP clients or the config parser, unparseable
 //! input, header values), which finds secrets by their shape: credentials in a URL, secret

@@ -1,4 +1,4 @@
-//! A whole run: jobs in, one result line each out, through the [`Engine`] on worker threads,
+//! A whole run: jobs in, one result line each out, through the [`crate::engine::Engine`] on worker threads,
 //! into a [`Sink`]; what the `corral` binary does between opening its files and printing the
 //! summary, as one call.
 //!

@@ -30,8 +30,11 @@ pub enum Next {
     Stop,
     /// Send the request again to `url`, with `method`; `keep_body` false: without its body.
     Follow {
+        /// Where to.
         url: Url,
+        /// With which method.
         method: Method,
+        /// Whether the body goes too.
         keep_body: bool,
     },
     /// A redirect that must not be followed (why).

@@ -15,11 +15,12 @@ pub(super) const MAX_HEAD: usize = 64 * 1024;
 pub(super) const MAX_HEADERS: usize = 128;
 
 /// A response head as read: status, the headers if they were asked for, and the body to read
-/// with [`Lease::next_chunk`].
+/// with [`super::Lease::next_chunk`].
 #[derive(Debug)]
 pub struct Head {
+    /// The status code.
     pub status: u16,
-    /// Empty unless asked for (see [`Direct::send`]).
+    /// Empty unless asked for (see [`super::Direct::send`]).
     pub headers: HeaderMap,
 }
 
