@@ -12,10 +12,7 @@ use serde_json::Value;
 fn a_host_that_succeeds_on_the_second_try_is_never_cut_off() {
     let mock = Mock::start("second-try");
     let dir = tempfile::tempdir().unwrap();
-    let lines: Vec<String> = (0..1000)
-        .map(|i| format!(r#"{{"url":"{}/item/{i}"}}"#, mock.url("second-try")))
-        .collect();
-    let jobs = write_jobs(dir.path(), &lines);
+    let jobs = mock.write_gets(dir.path(), "second-try", 1000, "");
     let (out, sum) = (dir.path().join("out.jsonl"), dir.path().join("s.json"));
     let o = run_quiet(&jobs, &out, &["--summary-json", sum.to_str().unwrap()]);
     assert_exit(&o, 0);
@@ -83,10 +80,7 @@ fn during_an_outage_jobs_wait_and_the_host_sees_only_probes() {
 fn a_job_held_past_the_max_hold_fails_circuit_open() {
     let mock = Mock::start("fast");
     let dir = tempfile::tempdir().unwrap();
-    let lines: Vec<String> = (0..30)
-        .map(|i| format!(r#"{{"url":"{}/down/{i}?status=503"}}"#, mock.url("fast")))
-        .collect();
-    let jobs = write_jobs(dir.path(), &lines);
+    let jobs = mock.write_gets(dir.path(), "fast", 30, "?status=503");
     let out = dir.path().join("out.jsonl");
     let o = run_quiet(
         &jobs,

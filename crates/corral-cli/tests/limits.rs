@@ -12,10 +12,7 @@ use common::*;
 fn requests_sent_again_on_a_new_connection_pass_the_rate_gate() {
     let mock = Mock::start("reset:20");
     let dir = tempfile::tempdir().unwrap();
-    let lines: Vec<String> = (0..400)
-        .map(|i| format!(r#"{{"url":"{}/item/{i}"}}"#, mock.url("reset")))
-        .collect();
-    let jobs = write_jobs(dir.path(), &lines);
+    let jobs = mock.write_gets(dir.path(), "reset", 400, "");
     let out = dir.path().join("out.jsonl");
     let o = run_quiet(
         &jobs,
@@ -92,10 +89,7 @@ fn accepted_statuses_count_as_ok_and_others_fail() {
 fn too_many_failures_halt_the_run_and_resume_finishes_it() {
     let mock = Mock::start("fast");
     let dir = tempfile::tempdir().unwrap();
-    let lines: Vec<String> = (0..300)
-        .map(|i| format!(r#"{{"url":"{}/item/{i}?status=500"}}"#, mock.url("fast")))
-        .collect();
-    let jobs = write_jobs(dir.path(), &lines);
+    let jobs = mock.write_gets(dir.path(), "fast", 300, "?status=500");
     let out = dir.path().join("out.jsonl");
     let o = run_quiet(
         &jobs,
@@ -288,10 +282,7 @@ fn a_cost_rate_limits_the_sum_of_costs() {
 fn costs_read_from_responses_are_settled() {
     let mock = Mock::start("fast");
     let dir = tempfile::tempdir().unwrap();
-    let lines: Vec<String> = (0..30)
-        .map(|i| format!(r#"{{"url":"{}/u/{i}?usage=100"}}"#, mock.url("fast")))
-        .collect();
-    let jobs = write_jobs(dir.path(), &lines);
+    let jobs = mock.write_gets(dir.path(), "fast", 30, "?usage=100");
     let (out, sum) = (dir.path().join("out.jsonl"), dir.path().join("s.json"));
     let o = run_quiet(
         &jobs,
@@ -363,10 +354,7 @@ fn a_per_host_cost_rate_holds_for_each_host_on_its_own() {
 fn an_auto_rate_finds_the_hosts_limit() {
     let mock = Mock::start("limited:100");
     let dir = tempfile::tempdir().unwrap();
-    let lines: Vec<String> = (0..600)
-        .map(|i| format!(r#"{{"url":"{}/a/{i}"}}"#, mock.url("limited")))
-        .collect();
-    let jobs = write_jobs(dir.path(), &lines);
+    let jobs = mock.write_gets(dir.path(), "limited", 600, "");
     let (out, sum) = (dir.path().join("out.jsonl"), dir.path().join("s.json"));
     let o = corral(&[
         "run",

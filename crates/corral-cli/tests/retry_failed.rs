@@ -1,5 +1,6 @@
 //! End-to-end: `--resume --retry-failed` runs failed jobs again and leaves one line per job,
-//! the newest, even when killed half-way and run again.
+//! the newest, even when killed half-way and run again. The jobs go to the `second-try` host:
+//! each fails with 503 the first time it is asked for, and succeeds the next.
 
 mod common;
 
@@ -7,15 +8,6 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
-
-/// Jobs against the `second-try` host: each fails with 503 the first time it is asked for,
-/// and succeeds the next.
-fn jobs(mock: &Mock, dir: &std::path::Path, n: usize, query: &str) -> std::path::PathBuf {
-    let lines: Vec<String> = (0..n)
-        .map(|i| format!(r#"{{"url":"{}/item/{i}{query}"}}"#, mock.url("second-try")))
-        .collect();
-    write_jobs(dir, &lines)
-}
 
 fn run(jobs: &std::path::Path, out: &std::path::Path, extra: &[&str]) -> std::process::Output {
     let mut args = vec![
@@ -36,7 +28,7 @@ fn run(jobs: &std::path::Path, out: &std::path::Path, extra: &[&str]) -> std::pr
 fn failed_jobs_run_again_and_each_keeps_one_line_the_newest() {
     let mock = Mock::start("second-try");
     let dir = tempfile::tempdir().unwrap();
-    let jobs = jobs(&mock, dir.path(), 200, "");
+    let jobs = mock.write_gets(dir.path(), "second-try", 200, "");
     let out = dir.path().join("out.jsonl");
     assert_exit(&run(&jobs, &out, &[]), 1);
     assert!(results(&out).iter().all(|r| r["ok"] == false));
@@ -105,7 +97,7 @@ fn only_the_kinds_asked_for_run_again() {
 fn a_pass_killed_half_way_and_run_again_still_leaves_one_line_per_job() {
     let mock = Mock::start("second-try");
     let dir = tempfile::tempdir().unwrap();
-    let jobs = jobs(&mock, dir.path(), 300, "?latency_ms=20");
+    let jobs = mock.write_gets(dir.path(), "second-try", 300, "?latency_ms=20");
     let out = dir.path().join("out.jsonl");
     assert_exit(&run(&jobs, &out, &["-c", "8"]), 1);
     let pass = [

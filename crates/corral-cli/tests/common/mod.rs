@@ -71,6 +71,14 @@ impl Mock {
         seconds.into_iter().map(|(_, n)| n).collect()
     }
 
+    /// A jobs file in `dir` of `n` GETs to the profile's host, `/item/{i}{query}` each.
+    pub fn write_gets(&self, dir: &Path, profile: &str, n: usize, query: &str) -> PathBuf {
+        let lines: Vec<String> = (0..n)
+            .map(|i| format!(r#"{{"url":"{}/item/{i}{query}"}}"#, self.url(profile)))
+            .collect();
+        write_jobs(dir, &lines)
+    }
+
     /// The server's own counters for one host.
     pub fn stats(&self, profile: &str) -> Value {
         let addr = self.url(profile).trim_start_matches("http://").to_string();
