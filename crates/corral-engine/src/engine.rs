@@ -358,13 +358,16 @@ impl Trace {
     /// (all of a 1000-job run came back `circuit_open` that way). Every success counts, and
     /// every failure of a retry: during an outage retries fail too, and the breaker opens
     /// about as fast as if it counted every attempt. A half-open probe counts at once, as it
-    /// decides whether the breaker closes. The first attempt's failure waits here; the next
-    /// attempt drops it uncounted, or [`Trace::settle`] counts it when the job ends there.
-    fn breaker_outcome(&self, permit: Option<Permit>, healthy: bool, first: bool) {
+    /// decides whether the breaker closes. A first attempt's failure that a retry may follow
+    /// (`retry_may_follow`) waits here; the next attempt drops it uncounted, or
+    /// [`Trace::settle`] counts it when the job ends there. One no retry can follow (no
+    /// retries are allowed) counts at once, before the attempt gives its host slot back: the
+    /// next job's request must not slip out ahead of it.
+    fn breaker_outcome(&self, permit: Option<Permit>, healthy: bool, retry_may_follow: bool) {
         let Some(permit) = permit else { return };
         if healthy {
             permit.success();
-        } else if permit.is_probe() || !first {
+        } else if permit.is_probe() || !retry_may_follow {
             permit.failure();
         } else {
             *self.pending.lock().unwrap_or_else(|p| p.into_inner()) = Some(permit);
@@ -784,7 +787,7 @@ impl Engine {
             Err(AttemptError::Status(r, _)) => r.status < 500,
             Err(_) => false,
         };
-        trace.breaker_outcome(permit, healthy, first);
+        trace.breaker_outcome(permit, healthy, first && view.retries() > 0);
         if self.gates.adaptive {
             let (signal, headers) = match &out {
                 Ok(r) => (Signal::Ok, Some(&r.headers)),
@@ -810,8 +813,8 @@ impl Engine {
         out
     }
 
-    /// A job whose retries ran out as its host's breaker opened failed by the outage the
-    /// breaker now handles: it is held with the host's other jobs and tried once more when
+    /// A job whose retries (one or more) ran out as its host's breaker opened failed by the
+    /// outage the breaker now handles: it is held with the host's other jobs and tried once more when
     /// the host is back (within `--breaker-max-hold-s`), rather than failed with the others
     /// left to succeed.
     async fn after_the_outage(
@@ -822,7 +825,8 @@ impl Engine {
         active: &Active,
         trace: &Trace,
     ) -> Result<Response, RetryError<AttemptError>> {
-        let holds = view.breaker().is_some_and(|b| !b.fail_fast);
+        // Only for a job that had retries to run out: with `--retries 0` nothing is sent twice.
+        let holds = view.retries() > 0 && view.breaker().is_some_and(|b| !b.fail_fast);
         loop {
             let attempts = match &r {
                 Err(e) if holds && e.reason == GiveUp::MaxAttempts => e.attempts,
@@ -1396,7 +1400,10 @@ mod tests {
     async fn an_open_host_is_passed_slot_then_rate_then_breaker_then_sent() {
         let (rec, engine) = recorded(1);
         let mut slot = engine.active_slots().try_acquire_owned().ok();
-        let out = engine.process(refused(1), &mut slot).await.unwrap();
+        let out = tokio::select! {
+            out = engine.process(refused(1), &mut slot) => out.unwrap(),
+            () = rec.held.notified() => panic!("held, to be sent again with no retries allowed"),
+        };
         assert_eq!(out.error_kind, Some(ErrorKind::Connect), "{}", out.json);
         assert_eq!(rec.calls(), ["try_slot", "try_rate", "admit", "attempted"]);
     }
@@ -1496,19 +1503,33 @@ mod tests {
                 "try_slot",
                 "try_rate",
                 "admit",
-                "attempted",
-                // Its retries ran out: was the breaker open by then? (No: it fails.)
-                "admit",
+                "attempted"
             ]
         );
     }
 
     #[tokio::test]
-    async fn a_job_whose_retries_ran_out_as_the_breaker_opened_goes_once_more_after() {
+    async fn with_no_retries_a_job_is_not_sent_again_after_the_outage() {
         let (rec, engine) = recorded_with(with_breaker(false));
-        rec.tokens.add_permits(1);
-        // The breaker opens with the job's failure: the second time it is asked.
+        // The breaker opens with the job's only failure.
         rec.open_on_admit.store(2, Ordering::Relaxed);
+        let mut slot = engine.active_slots().try_acquire_owned().ok();
+        let out = tokio::select! {
+            out = engine.process(refused(1), &mut slot) => out.unwrap(),
+            () = rec.held.notified() => panic!("held, to be sent again with no retries allowed"),
+        };
+        assert_eq!(out.error_kind, Some(ErrorKind::Connect), "{}", out.json);
+        assert_eq!(rec.calls(), ["try_slot", "try_rate", "admit", "attempted"]);
+    }
+
+    #[tokio::test]
+    async fn a_job_whose_retries_ran_out_as_the_breaker_opened_goes_once_more_after() {
+        let mut settings = with_breaker(false);
+        settings.retries = 1;
+        let (rec, engine) = recorded_with(settings);
+        rec.tokens.add_permits(1);
+        // The breaker opens with the job's last failure: the third time it is asked.
+        rec.open_on_admit.store(3, Ordering::Relaxed);
         let mut slot = engine.active_slots().try_acquire_owned().ok();
         let run = engine.process(refused(1), &mut slot);
         tokio::pin!(run);
@@ -1524,6 +1545,10 @@ mod tests {
                 "try_rate",
                 "admit",
                 "attempted",
+                "try_slot",
+                "try_rate",
+                "admit",
+                "attempted",
                 "admit",
                 "try_slot",
                 "try_rate",
@@ -1535,8 +1560,8 @@ mod tests {
         rec.breaker_changed.notify_waiters();
         let out = run.await.unwrap();
         assert_eq!(out.error_kind, Some(ErrorKind::Connect), "{}", out.json);
-        assert_eq!(out.attempts, 2, "one more attempt, once the host was back");
-        assert_eq!(rec.calls().iter().filter(|c| **c == "attempted").count(), 2);
+        assert_eq!(out.attempts, 3, "one more attempt, once the host was back");
+        assert_eq!(rec.calls().iter().filter(|c| **c == "attempted").count(), 3);
     }
 
     /// A host whose `[hosts]` rule gives it a breaker of its own (here in a run without
@@ -1629,6 +1654,10 @@ mod tests {
         t.breaker_outcome(b.try_acquire().ok(), false, true);
         t.settle();
         assert_eq!(counts(&b), (1, 2));
+        // Fails where no retry can follow (none allowed): counted at once.
+        let t = Trace::default();
+        t.breaker_outcome(b.try_acquire().ok(), false, false);
+        assert_eq!(counts(&b), (1, 3));
     }
 
     #[tokio::test(start_paused = true)]
