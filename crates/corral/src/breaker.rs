@@ -304,10 +304,11 @@ impl Permit {
         self.done = true;
         self.breaker.record(self.generation, self.probe, true);
     }
-    /// The call failed.
-    pub fn failure(mut self) {
+    /// The call failed. Returns true when this failure opened the breaker (from closed, or
+    /// a failed half-open probe), so a caller can say which call tripped it.
+    pub fn failure(mut self) -> bool {
         self.done = true;
-        self.breaker.record(self.generation, self.probe, false);
+        self.breaker.record(self.generation, self.probe, false)
     }
 }
 
@@ -426,17 +427,19 @@ impl CircuitBreaker {
         })
     }
 
-    fn record(&self, generation: u64, probe: bool, ok: bool) {
+    /// Counts an outcome; true when it opened the breaker.
+    fn record(&self, generation: u64, probe: bool, ok: bool) -> bool {
         let now = Instant::now();
         let mut inner = self.lock();
         if inner.generation != generation {
-            return; // started under an earlier state: stale
+            return false; // started under an earlier state: stale
         }
         match inner.state {
             State::HalfOpen if probe => {
                 inner.probes_out = inner.probes_out.saturating_sub(1);
                 if !ok {
                     self.transition(&mut inner, State::Open, now);
+                    return true;
                 } else {
                     inner.probes_ok += 1;
                     if inner.probes_ok >= self.probes {
@@ -464,11 +467,13 @@ impl CircuitBreaker {
                         && f64::from(total_failed) >= self.failure_rate * f64::from(total)
                     {
                         self.transition(&mut inner, State::Open, now);
+                        return true;
                     }
                 }
             }
             _ => {}
         }
+        false
     }
 
     /// Runs `fut` if the breaker allows, counting an `Err` as a failure.

@@ -185,3 +185,19 @@ fn bad_configuration_is_refused() {
         assert!(e.to_string().contains(what), "{e}");
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn failure_says_whether_it_opened_the_breaker() {
+    let b = breaker(&Arc::default());
+    // Permits taken while closed; the 10th failure reaches min_calls at 100 % and opens.
+    let permits: Vec<_> = (0..12).map(|_| b.try_acquire().unwrap()).collect();
+    let opened: Vec<bool> = permits.into_iter().map(|p| p.failure()).collect();
+    assert_eq!(opened.iter().filter(|o| **o).count(), 1, "{opened:?}");
+    assert!(opened[9], "the 10th failure opened it: {opened:?}");
+    // A failed probe opens it again.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let probe = b.try_acquire().unwrap();
+    assert!(probe.is_probe());
+    assert!(probe.failure());
+    assert_eq!(b.stats().openings, 2);
+}
