@@ -16,7 +16,7 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use corral::limit::RateLimiter;
 use corral::retry::{Decision, GiveUp, RetryBudget, RetryError, RetryPolicy};
@@ -281,6 +281,13 @@ struct ResultLine<'a> {
     attempts: u32,
     latency_ms: Option<f64>,
     elapsed_ms: f64,
+    started_at: Rfc3339,
+    /// Times this job's failures opened its host's breaker.
+    #[serde(skip_serializing_if = "is_zero")]
+    opened_breaker: u32,
+    /// Times this job's responses paused its host (`Retry-After`, or an allowance spent).
+    #[serde(skip_serializing_if = "is_zero")]
+    paused_host: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<ErrorOut>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -293,6 +300,20 @@ struct ResultLine<'a> {
     body: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     meta: Option<&'a Value>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// A wall-clock time written as RFC 3339 in UTC with milliseconds
+/// (`2026-11-26T01:02:03.456Z`): the `started_at` of results, which reports plot over time.
+struct Rfc3339(SystemTime);
+
+impl Serialize for Rfc3339 {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_rfc3339_millis(self.0))
+    }
 }
 
 /// A response as far as we read it.
@@ -349,6 +370,10 @@ struct Trace {
     /// The breaker permit of a failed first attempt, not counted yet (see
     /// [`Trace::breaker_outcome`]).
     pending: Mutex<Option<Permit>>,
+    /// Times this job's failures opened its host's breaker (for its result line).
+    openings: AtomicU32,
+    /// Times this job's responses paused its host (for its result line).
+    pauses: AtomicU32,
 }
 
 impl Trace {
@@ -368,7 +393,7 @@ impl Trace {
         if healthy {
             permit.success();
         } else if permit.is_probe() || !retry_may_follow {
-            permit.failure();
+            self.failed(permit);
         } else {
             *self.pending.lock().unwrap_or_else(|p| p.into_inner()) = Some(permit);
         }
@@ -382,7 +407,14 @@ impl Trace {
             .unwrap_or_else(|p| p.into_inner())
             .take()
         {
-            p.failure();
+            self.failed(p);
+        }
+    }
+
+    /// Counts a failure on the breaker, and on this job if it opened the breaker.
+    fn failed(&self, permit: Permit) {
+        if permit.failure() {
+            self.openings.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -514,6 +546,7 @@ impl Engine {
             Parsed::Invalid(inv) => self.invalid(&inv),
             Parsed::Job(job) => {
                 let started = Instant::now();
+                let started_at = SystemTime::now();
                 let trace = Trace::default();
                 let active = Active {
                     sem: self.active.clone(),
@@ -541,7 +574,7 @@ impl Engine {
                     Err(Ended::NotStarted) => return None,
                     Err(Ended::Failed(f)) => Err(*f),
                 };
-                self.finish(&job, result, &trace, started.elapsed())
+                self.finish(&job, result, &trace, (started_at, started.elapsed()))
             }
         };
         // The line holds its size of the budget until it is written: a saved body's reserve is
@@ -801,12 +834,17 @@ impl Engine {
                 }) => (Signal::Overloaded, None),
                 Err(_) => (Signal::Neutral, None),
             };
-            state.observe(signal, headers.and_then(adaptive::allowance));
+            let allowance = headers.and_then(adaptive::allowance);
+            if adaptive::pauses(allowance) {
+                trace.pauses.fetch_add(1, Ordering::Relaxed);
+            }
+            state.observe(signal, allowance);
         }
         if let Err(AttemptError::Status(r, Some(ra))) = &out {
             if pushes_back(r.status) {
                 let until =
                     tokio::time::Instant::now() + (*ra).min(self.gates.settings.max_retry_after);
+                trace.pauses.fetch_add(1, Ordering::Relaxed);
                 state.pause_until(until);
             }
         }
@@ -1084,6 +1122,9 @@ impl Engine {
             attempts: 0,
             latency_ms: None,
             elapsed_ms: 0.0,
+            started_at: Rfc3339(SystemTime::now()),
+            opened_breaker: 0,
+            paused_host: 0,
             error: Some(ErrorOut::new(ErrorKind::InvalidInput, &inv.message, false)),
             body_bytes: None,
             truncated: false,
@@ -1102,12 +1143,13 @@ impl Engine {
         }
     }
 
+    /// `(started_at, elapsed)`: when the job started, by the wall clock, and how long it took.
     fn finish(
         &self,
         job: &Job,
         mut result: Result<Response, Failure>,
         trace: &Trace,
-        elapsed: Duration,
+        (started_at, elapsed): (SystemTime, Duration),
     ) -> Outcome {
         let attempts = trace.attempts.load(Ordering::Relaxed);
         let (held, saved) = match &mut result {
@@ -1161,6 +1203,9 @@ impl Engine {
             attempts,
             latency_ms: resp.as_ref().map(|r| r.latency.as_secs_f64() * 1000.0),
             elapsed_ms: elapsed.as_secs_f64() * 1000.0,
+            started_at: Rfc3339(started_at),
+            opened_breaker: trace.openings.load(Ordering::Relaxed),
+            paused_host: trace.pauses.load(Ordering::Relaxed),
             error,
             body_bytes: resp
                 .as_ref()

@@ -123,8 +123,9 @@ pub struct Summary {
     pub jobs_per_s: f64,
     /// Jobs by the status of their last response.
     pub by_status: BTreeMap<u16, u64>,
-    /// Failed jobs by kind.
-    pub by_error: BTreeMap<ErrorKind, u64>,
+    /// Failed jobs by kind (`error.kind`: the names of [`ErrorKind`], or any other a results
+    /// file holds).
+    pub by_error: BTreeMap<String, u64>,
     /// Latency of the last attempt of each job with a response.
     pub latency_ms: Latency,
     /// Per host (`host:port`).
@@ -134,7 +135,7 @@ pub struct Summary {
     pub notes: Vec<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 /// Latency percentiles, in milliseconds.
 pub struct Latency {
     /// Median.
@@ -145,6 +146,22 @@ pub struct Latency {
     pub p99: f64,
     /// Slowest.
     pub max: f64,
+}
+
+impl Latency {
+    /// The percentiles of a histogram of microseconds (all zero when it is empty).
+    pub fn of<T: hdrhistogram::Counter>(us: &Histogram<T>) -> Self {
+        if us.is_empty() {
+            return Self::default();
+        }
+        let q = |p: f64| us.value_at_quantile(p) as f64 / 1000.0;
+        Latency {
+            p50: q(0.5),
+            p90: q(0.9),
+            p99: q(0.99),
+            max: us.max() as f64 / 1000.0,
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -165,6 +182,29 @@ pub struct HostSummary {
     /// The rate found for the host, requests per second (`--per-host-rate auto`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_found_per_s: Option<f64>,
+    /// Its jobs' outcomes, when the summary is read from a results file (`corral report`);
+    /// a run counts these for all hosts together only.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub jobs: Option<HostJobs>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+/// What a host's jobs came to, from their result lines.
+pub struct HostJobs {
+    /// Result lines.
+    pub jobs: u64,
+    /// Of them ok.
+    pub ok: u64,
+    /// Of them failed.
+    pub failed: u64,
+    /// Attempts after the first.
+    pub retries: u64,
+    /// Mean latency of the last attempt of the jobs with a response, in milliseconds.
+    pub latency_mean_ms: f64,
+    /// Jobs by the status of their last response.
+    pub by_status: BTreeMap<u16, u64>,
+    /// Failed jobs by kind.
+    pub by_error: BTreeMap<String, u64>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -181,13 +221,6 @@ impl Summary {
         exit_code: i32,
         notes: Vec<String>,
     ) -> Self {
-        let q = |p: f64| {
-            if stats.latency_us.is_empty() {
-                0.0
-            } else {
-                stats.latency_us.value_at_quantile(p) as f64 / 1000.0
-            }
-        };
         let hosts: BTreeMap<String, HostSummary> = hosts
             .iter()
             .map(|(k, h)| {
@@ -209,6 +242,7 @@ impl Summary {
                         paused_by_retry_after: h.paused_by_retry_after,
                         cost: h.cost,
                         rate_found_per_s: h.rate_found.map(|r| (r * 10.0).round() / 10.0),
+                        jobs: None,
                     },
                 )
             })
@@ -225,17 +259,12 @@ impl Summary {
             elapsed_s: stats.elapsed().as_secs_f64(),
             jobs_per_s: stats.rate(),
             by_status: stats.by_status.clone(),
-            by_error: stats.by_error.clone(),
-            latency_ms: Latency {
-                p50: q(0.5),
-                p90: q(0.9),
-                p99: q(0.99),
-                max: if stats.latency_us.is_empty() {
-                    0.0
-                } else {
-                    stats.latency_us.max() as f64 / 1000.0
-                },
-            },
+            by_error: stats
+                .by_error
+                .iter()
+                .map(|(k, n)| (k.as_str().to_string(), *n))
+                .collect(),
+            latency_ms: Latency::of(&stats.latency_us),
             hosts,
             // A note may quote an error (a panic's message): nothing secret leaves in it.
             notes: notes
@@ -287,10 +316,12 @@ impl Summary {
             // Columns for costs and rates found only when some host has them.
             let costs = self.hosts.values().any(|h| h.cost > 0);
             let rates = self.hosts.values().any(|h| h.rate_found_per_s.is_some());
+            let jobs = self.hosts.values().any(|h| h.jobs.is_some());
             out.push_str(&format!(
-                "  per host:                 attempts   attempts/s  breaker-opened  retry-after-pauses{}{}\n",
+                "  per host:                 attempts   attempts/s  breaker-opened  retry-after-pauses{}{}{}\n",
                 if costs { "          cost" } else { "" },
-                if rates { "  rate found/s" } else { "" }
+                if rates { "  rate found/s" } else { "" },
+                if jobs { "        ok    failed" } else { "" }
             ));
             // The busiest hosts only: a run over thousands of hosts would bury the rest.
             let mut busiest: Vec<_> = self.hosts.iter().collect();
@@ -306,8 +337,13 @@ impl Summary {
                     (true, None) => format!("  {:>12}", "-"),
                     _ => String::new(),
                 };
+                let outcomes = match &s.jobs {
+                    Some(j) => format!("  {:>8}  {:>8}", j.ok, j.failed),
+                    None if jobs => format!("  {:>8}  {:>8}", "-", "-"),
+                    None => String::new(),
+                };
                 out.push_str(&format!(
-                    "    {:<24} {:>8}   {:>10.1}  {:>14}  {:>18}{cost}{found}\n",
+                    "    {:<24} {:>8}   {:>10.1}  {:>14}  {:>18}{cost}{found}{outcomes}\n",
                     h, s.attempts, s.attempts_per_s, s.breaker_openings, s.paused_by_retry_after
                 ));
             }

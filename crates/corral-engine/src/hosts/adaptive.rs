@@ -160,6 +160,12 @@ impl Aimd {
     }
 }
 
+/// True when an allowance (from [`allowance`]) is spent and the host must wait for its reset:
+/// the host pauses, as for a `Retry-After`.
+pub fn pauses(allowance: Option<(u64, Duration)>) -> bool {
+    matches!(allowance, Some((0, reset)) if !reset.is_zero())
+}
+
 /// What a response's `RateLimit-*` / `X-RateLimit-*` headers say: requests left, and how long
 /// until the allowance resets.
 pub fn allowance(headers: &http::HeaderMap) -> Option<(u64, Duration)> {

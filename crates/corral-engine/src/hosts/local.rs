@@ -138,7 +138,7 @@ impl HostEntry for HostState {
             ));
         }
         // Nothing left until the reset: the host waits for it, as for a Retry-After.
-        if let Some((0, reset)) = allowance.filter(|(_, reset)| !reset.is_zero()) {
+        if let Some((_, reset)) = allowance.filter(|_| super::adaptive::pauses(allowance)) {
             self.pause_until(now + reset.min(Duration::from_secs(3600)));
         }
     }
