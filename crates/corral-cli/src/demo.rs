@@ -11,14 +11,14 @@ use corral_engine::sink::{self as output, Existing, InputFacts, OpenMode, Sink};
 use crate::exit::{code as exit, fail, Fail};
 use crate::flags::{plan, HostOptions, Options};
 use crate::mock;
-use crate::run::{build, execute, Total};
+use crate::run::{build, execute, After, Total};
 
 #[derive(Args)]
 pub(crate) struct DemoArgs {
     /// How many jobs to generate.
     #[arg(long, default_value_t = 3000)]
     pub(crate) jobs: u64,
-    /// Directory for jobs.jsonl, results.jsonl and summary.json [default: a new temporary directory].
+    /// Directory for jobs.jsonl, results.jsonl, summary.json and report.html [default: a new temporary directory].
     #[arg(long)]
     pub(crate) dir: Option<PathBuf>,
     /// No progress output.
@@ -38,6 +38,7 @@ pub(crate) async fn demo(args: DemoArgs) -> Result<u8, Fail> {
     let jobs_path = dir.join("jobs.jsonl");
     let results_path = dir.join("results.jsonl");
     let summary_path = dir.join("summary.json");
+    let report_path = dir.join("report.html");
     let mut lines = String::new();
     for i in 0..args.jobs {
         let host = &server.hosts[(i % server.hosts.len() as u64) as usize];
@@ -127,8 +128,11 @@ pub(crate) async fn demo(args: DemoArgs) -> Result<u8, Fail> {
             sync: opened.regular,
         },
         opened.resumed,
-        args.quiet,
-        Some(summary_path.clone()),
+        After {
+            quiet: args.quiet,
+            summary_json: Some(summary_path.clone()),
+            report: Some(report_path.clone()),
+        },
     )
     .await?;
     eprintln!("\n  what the servers saw (their own counters):");
@@ -158,10 +162,12 @@ pub(crate) async fn demo(args: DemoArgs) -> Result<u8, Fail> {
         );
     }
     eprintln!(
-        "\n  jobs: {}\n  results: {}\n  summary: {}\n  try: corral run {} -o {} --resume   (nothing left to do: every job is there once)",
+        "\n  jobs: {}\n  results: {}\n  summary: {}\n  report: {}   (open it in a browser; `corral report {}` prints the summary again)\n  try: corral run {} -o {} --resume   (nothing left to do: every job is there once)",
         jobs_path.display(),
         results_path.display(),
         summary_path.display(),
+        report_path.display(),
+        results_path.display(),
         jobs_path.display(),
         results_path.display()
     );

@@ -24,10 +24,12 @@ Examples:
   corral run urls.txt --urls --per-host-rate 50/s --per-host-concurrency 4 -o out.jsonl
   cat jobs.jsonl | corral run - --rate 3000/min --retries 5 --header 'Authorization: Bearer $T'
   corral run jobs.jsonl --config corral.toml -o out.jsonl --summary-json summary.json
+  corral run jobs.jsonl -o out.jsonl --report report.html   # then open report.html
 
 A job line: {\"id\"?, \"method\"?, \"url\", \"headers\"?, \"body\"? | \"json\"?, \"timeout_ms\"?, \"cost\"?, \"meta\"?}
 A result line: {\"line\", \"id\", \"method\", \"url\", \"ok\", \"status\", \"attempts\", \"latency_ms\",
-  \"elapsed_ms\", \"error\"?: {\"kind\", \"message\"}, \"body_bytes\"?, \"truncated\"?, \"headers\"?, \"body\"?, \"meta\"?}
+  \"elapsed_ms\", \"started_at\", \"opened_breaker\"?, \"paused_host\"?, \"error\"?: {\"kind\", \"message\"},
+  \"body_bytes\"?, \"truncated\"?, \"headers\"?, \"body\"?, \"meta\"?}
 Secrets (Authorization, Cookie, *token*, *key* headers; key/token query values) never reach
 results or logs. Resume identifies jobs by input line number: resume with the same jobs file.";
 
@@ -69,6 +71,10 @@ pub(crate) struct RunArgs {
     /// Write the final summary as JSON to this file.
     #[arg(long)]
     pub(crate) summary_json: Option<PathBuf>,
+    /// At the end, write an HTML report of the results file (needs -o) to this file, as
+    /// `corral report RESULTS --html FILE` would.
+    #[arg(long, value_name = "FILE", requires = "output")]
+    pub(crate) report: Option<PathBuf>,
     /// No progress output.
     #[arg(long, short)]
     pub(crate) quiet: bool,

@@ -15,6 +15,7 @@ mod exit;
 mod flags;
 mod mock;
 mod progress;
+mod report;
 mod run;
 mod serve_mock;
 
@@ -46,6 +47,9 @@ enum Cmd {
     Run(Box<RunArgs>),
     /// Run a few thousand jobs against an embedded mock server with injected faults (no network).
     Demo(demo::DemoArgs),
+    /// Summarise a results file again: the summary `run` ends with, JSON, CSV, or an HTML page.
+    #[command(after_help = report::REPORT_EXAMPLES)]
+    Report(report::ReportArgs),
     /// Run the mock server alone (for benchmarks and experiments) until Ctrl-C.
     ServeMock(serve_mock::ServeArgs),
 }
@@ -77,6 +81,7 @@ fn main() -> ExitCode {
             match cli.cmd {
                 Cmd::Run(args) => run::run_cmd(*args).await,
                 Cmd::Demo(args) => demo::demo(args).await,
+                Cmd::Report(args) => report::report_cmd(args).await,
                 Cmd::ServeMock(args) => serve_mock::serve_mock(args).await,
             }
         })

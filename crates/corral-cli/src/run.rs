@@ -58,8 +58,7 @@ pub(crate) async fn execute(
     format: Format,
     sink: Sink,
     resumed: output::Resumed,
-    quiet: bool,
-    summary_json: Option<PathBuf>,
+    after: After,
 ) -> Result<u8, Fail> {
     let shutdown = Shutdown::new();
     if let Err(e) = shutdown.listen_for_signals() {
@@ -75,6 +74,15 @@ pub(crate) async fn execute(
         });
     }
     let mut notes = resume_notes(&resumed);
+    let After {
+        quiet,
+        summary_json,
+        report: report_html,
+    } = after;
+    let results_path = match &sink {
+        Sink::File { path, .. } => Some(path.clone()),
+        _ => None,
+    };
     let mut progress = Progress::new(quiet, plan.progress_every);
     let mut run = run
         .skipped(resumed.done.len())
@@ -134,7 +142,32 @@ pub(crate) async fn execute(
             eprintln!("corral: cannot write {}: {e}", p.display());
         }
     }
+    // The report reads the results file as written (a resumed run's earlier lines too). Its
+    // failure is said but does not change the exit code: the results themselves are whole.
+    if let (Some(html), Some(results)) = (report_html, results_path) {
+        let written = tokio::task::spawn_blocking({
+            let html = html.clone();
+            move || crate::report::report_html(&results, &html)
+        })
+        .await;
+        match written {
+            Ok(Ok(())) if !quiet => eprintln!("corral: report written to {}", html.display()),
+            Ok(Ok(())) => {}
+            Ok(Err(Fail(_, e))) => eprintln!("corral: {}", redact::text(&e)),
+            Err(e) => eprintln!("corral: cannot write the report: {e}"),
+        }
+    }
     Ok(code)
+}
+
+/// What a run does besides its results: progress, and what it writes at the end.
+pub(crate) struct After {
+    /// No progress and no printed summary.
+    pub(crate) quiet: bool,
+    /// Write the summary as JSON here (`--summary-json`).
+    pub(crate) summary_json: Option<PathBuf>,
+    /// Write an HTML report of the results file here (`--report`).
+    pub(crate) report: Option<PathBuf>,
 }
 
 /// What resuming found in the results file, for the summary.
@@ -312,8 +345,11 @@ pub(crate) async fn run_cmd(args: RunArgs) -> Result<u8, Fail> {
         format,
         sink,
         resumed,
-        args.quiet,
-        args.summary_json,
+        After {
+            quiet: args.quiet,
+            summary_json: args.summary_json,
+            report: args.report,
+        },
     )
     .await
 }
