@@ -170,7 +170,6 @@ pub(crate) struct After {
     pub(crate) report: Option<PathBuf>,
 }
 
-/// What resuming found in the results file, for the summary.
 /// The engine for `plan`: its settings, threads, queue and fsync interval, checked.
 pub(crate) fn build(plan: &Plan) -> Result<Run, StartError> {
     let mut run = Run::builder()
@@ -187,6 +186,7 @@ pub(crate) fn build(plan: &Plan) -> Result<Run, StartError> {
     run.build()
 }
 
+/// What resuming found in the results file, as notes for the summary.
 fn resume_notes(resumed: &output::Resumed) -> Vec<String> {
     let mut notes = Vec::new();
     if !resumed.done.is_empty() {
