@@ -13,7 +13,8 @@ use corral_engine::error::{ConfigError, ErrorKind};
 use corral_engine::redact;
 use corral_engine::run::DEFAULT_FSYNC_INTERVAL;
 use corral_engine::settings::{
-    BodyMode, BreakerSettings, HostPattern, HostRule, HostSettings, Settings,
+    BodyMode, BreakerSettings, HostPattern, HostRule, HostSettings, ProxySettings, Settings,
+    TlsSettings,
 };
 use corral_engine::sink::RetryFailed;
 
@@ -231,6 +232,30 @@ pub(crate) struct Options {
     /// difference from its "cost" is settled with the cost rates
     #[arg(long)]
     pub(crate) cost_from_response: Option<String>,
+    /// Also trust the CA certificates of this PEM file (repeatable), besides the platform's
+    /// trust store and the bundled Mozilla roots
+    #[arg(long, value_name = "FILE")]
+    #[serde(default)]
+    pub(crate) cacert: Vec<PathBuf>,
+    /// Do not check servers' TLS certificates (curl's -k): for test servers only
+    #[arg(long)]
+    #[serde(default)]
+    pub(crate) insecure: bool,
+    /// Client certificate (PEM) for servers that ask for one; with --key
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub(crate) cert: Option<PathBuf>,
+    /// Private key (PEM) of --cert
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub(crate) key: Option<PathBuf>,
+    /// Send every request through this proxy: http://, https://, socks5:// (names resolved
+    /// here) or socks5h:// (resolved by the proxy), with user:password@ if it needs them;
+    /// without it, HTTPS_PROXY / HTTP_PROXY / ALL_PROXY are honoured
+    #[arg(long, value_name = "URL")]
+    pub(crate) proxy: Option<String>,
+    /// Hosts reached directly, not through a proxy: comma-separated names (subdomains
+    /// included), IP addresses, CIDR blocks, or * (also NO_PROXY)
+    #[arg(long, value_name = "HOSTS")]
+    pub(crate) no_proxy: Option<String>,
     /// `[hosts."api.example.com"]` tables of the config file: settings of some hosts.
     #[arg(skip)]
     #[serde(default)]
@@ -334,6 +359,8 @@ macro_rules! merge {
             retry_unsafe: $cli.retry_unsafe || $cfg.retry_unsafe,
             breaker_fail_fast: $cli.breaker_fail_fast || $cfg.breaker_fail_fast,
             header: [$cfg.header.clone(), $cli.header.clone()].concat(),
+            cacert: [$cfg.cacert.clone(), $cli.cacert.clone()].concat(),
+            insecure: $cli.insecure || $cfg.insecure,
             hosts: $cfg.hosts.clone(),
         }
     };
@@ -379,7 +406,11 @@ impl Options {
             halt_on_failure_rate,
             cost_rate,
             per_host_cost_rate,
-            cost_from_response
+            cost_from_response,
+            cert,
+            key,
+            proxy,
+            no_proxy
         )
     }
 }
@@ -558,6 +589,11 @@ pub(crate) fn plan(o: &Options) -> Result<Plan, String> {
             None => d.accept,
             Some(a) => a.parse().map_err(|e: ConfigError| e.to_string())?,
         },
+        tls: tls_settings(o)?,
+        proxy: ProxySettings {
+            url: o.proxy.clone(),
+            no_proxy: o.no_proxy.clone(),
+        },
     };
     settings.hosts = host_rules(&o.hosts, settings.breaker)?;
     // The engine says what cannot work, once, for the binary and the library alike.
@@ -588,6 +624,33 @@ pub(crate) fn plan(o: &Options) -> Result<Plan, String> {
         fsync_interval: ms(o.fsync_interval_ms, DEFAULT_FSYNC_INTERVAL),
         progress_every: secs(o.progress_interval_s, DEFAULT_PROGRESS_INTERVAL)
             .max(Duration::from_secs(1)),
+    })
+}
+
+/// The TLS options, their files read (each error names its option and file).
+fn tls_settings(o: &Options) -> Result<TlsSettings, String> {
+    let read = |option: &str, p: &PathBuf| {
+        std::fs::read(p).map_err(|e| format!("{option} {}: {e}", p.display()))
+    };
+    let ca_pem = o
+        .cacert
+        .iter()
+        .map(|p| read("--cacert", p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let identity_pem = match (&o.cert, &o.key) {
+        (Some(cert), Some(key)) => {
+            let mut pem = read("--cert", cert)?;
+            pem.push(b'\n');
+            pem.extend(read("--key", key)?);
+            Some(pem)
+        }
+        (None, None) => None,
+        _ => return Err("--cert and --key go together".into()),
+    };
+    Ok(TlsSettings {
+        ca_pem,
+        insecure: o.insecure,
+        identity_pem,
     })
 }
 

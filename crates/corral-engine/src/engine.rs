@@ -379,6 +379,8 @@ fn client_options(s: &Settings) -> ClientOptions {
             .iter()
             .filter_map(|r| r.settings.connect_timeout)
             .collect(),
+        tls: s.tls.clone(),
+        proxy: s.proxy.clone(),
     }
 }
 

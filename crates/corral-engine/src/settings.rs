@@ -113,6 +113,40 @@ pub struct Settings {
     /// Settings of some hosts that differ from the ones above (`[hosts."api.example.com"]` in
     /// the config file). A host takes the best match: see [`HostPattern`].
     pub hosts: Vec<HostRule>,
+    /// How TLS servers are trusted and how the run proves who it is (`--cacert`,
+    /// `--insecure`, `--cert`, `--key`).
+    pub tls: TlsSettings,
+    /// Where requests go through (`--proxy`, `--no-proxy`).
+    pub proxy: ProxySettings,
+}
+
+/// How TLS servers are trusted, and the client certificate if one is needed. The platform's
+/// trust store and the bundled Mozilla roots are always trusted, unless `insecure`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// More CA certificates to trust, each a PEM file's contents (`--cacert FILE`,
+    /// repeatable; a file may hold several certificates).
+    pub ca_pem: Vec<Vec<u8>>,
+    /// Trust any server certificate, even expired or for another name (`--insecure`, curl's
+    /// `-k`): for test servers only, the connection can be read by anyone in between.
+    pub insecure: bool,
+    /// A client certificate and its private key, PEM, for servers that ask for one
+    /// (`--cert FILE --key FILE`, contents concatenated).
+    pub identity_pem: Option<Vec<u8>>,
+}
+
+/// Where requests go through. Without `url`, the environment's `HTTPS_PROXY`, `HTTP_PROXY`
+/// and `ALL_PROXY` (and `NO_PROXY`) are honoured, as curl does.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProxySettings {
+    /// Every request goes through this proxy (`--proxy URL`: `http://`, `https://`,
+    /// `socks5://` resolving names here, `socks5h://` resolving them at the proxy), instead
+    /// of the environment's.
+    pub url: Option<String>,
+    /// Hosts reached directly, not through a proxy (`--no-proxy`, curl's syntax: a comma
+    /// separated list of names, which match their subdomains too, IP addresses and CIDR
+    /// blocks; `*` for all); also applies to the environment's proxies.
+    pub no_proxy: Option<String>,
 }
 
 /// Which hosts a [`HostRule`] applies to: `api.example.com` (any port), `api.example.com:8443`
@@ -480,6 +514,20 @@ impl Settings {
                 "must be greater than 0",
             ));
         }
+        if let Some(p) = &self.proxy.url {
+            let url = url::Url::parse(p).map_err(|e| {
+                ConfigError::new("--proxy", format!("{}: {e}", crate::redact::text(p)))
+            })?;
+            if !matches!(url.scheme(), "http" | "https" | "socks5" | "socks5h") {
+                return Err(ConfigError::new(
+                    "--proxy",
+                    format!(
+                        "scheme {:?} is not http, https, socks5 or socks5h",
+                        url.scheme()
+                    ),
+                ));
+            }
+        }
         for rule in &self.hosts {
             if rule.settings.concurrency == Some(0) {
                 return Err(ConfigError::new(
@@ -544,6 +592,8 @@ impl Default for Settings {
             per_host_cost_rate: None,
             cost_from_response: None,
             hosts: Vec::new(),
+            tls: TlsSettings::default(),
+            proxy: ProxySettings::default(),
         }
     }
 }
@@ -594,6 +644,8 @@ pub(crate) fn test_settings(concurrency: usize) -> Settings {
         per_host_cost_rate: None,
         cost_from_response: None,
         hosts: Vec::new(),
+        tls: TlsSettings::default(),
+        proxy: ProxySettings::default(),
     }
 }
 

@@ -14,8 +14,9 @@ use http::HeaderMap;
 
 use super::direct::{Direct, DirectError, Lease, Request};
 use super::redirect;
-use crate::error::{ErrorKind, StartError};
+use crate::error::{ConfigError, ErrorKind, StartError};
 use crate::redact;
+use crate::settings::{ProxySettings, TlsSettings};
 
 /// How the clients are built.
 #[derive(Debug, Clone)]
@@ -31,6 +32,73 @@ pub struct ClientOptions {
     /// Other connect timeouts some requests ask for (hosts' `connect_timeout_ms`): reqwest
     /// sets it per client, so there is one client for each.
     pub other_connect_timeouts: Vec<Duration>,
+    /// Trusted roots, `--insecure`, the client certificate.
+    pub tls: TlsSettings,
+    /// `--proxy`, `--no-proxy`.
+    pub proxy: ProxySettings,
+}
+
+/// reqwest's TLS and proxy settings from `options`, each failure naming its option.
+fn secure(
+    mut b: reqwest::ClientBuilder,
+    options: &ClientOptions,
+) -> Result<reqwest::ClientBuilder, ConfigError> {
+    let tls = &options.tls;
+    for pem in &tls.ca_pem {
+        let certs = reqwest::Certificate::from_pem_bundle(pem)
+            .map_err(|e| ConfigError::new("--cacert", chain(&e)))?;
+        if certs.is_empty() {
+            return Err(ConfigError::new(
+                "--cacert",
+                "the file holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+            ));
+        }
+        for c in certs {
+            b = b.add_root_certificate(c);
+        }
+    }
+    if tls.insecure {
+        b = b.danger_accept_invalid_certs(true);
+    }
+    if let Some(pem) = &tls.identity_pem {
+        let id = reqwest::Identity::from_pem(pem).map_err(|e| {
+            ConfigError::new(
+                "--cert/--key",
+                format!(
+                    "{}: expected a PEM certificate and its PEM private key",
+                    chain(&e)
+                ),
+            )
+        })?;
+        b = b.identity(id);
+    }
+    let no_proxy = options
+        .proxy
+        .no_proxy
+        .as_deref()
+        .and_then(reqwest::NoProxy::from_string);
+    let proxy = |p: reqwest::Result<reqwest::Proxy>, option| {
+        p.map(|p| p.no_proxy(no_proxy.clone()))
+            .map_err(|e| ConfigError::new(option, chain(&e)))
+    };
+    if let Some(url) = &options.proxy.url {
+        b = b.proxy(proxy(reqwest::Proxy::all(url.as_str()), "--proxy")?);
+    } else if options.proxy.no_proxy.is_some() {
+        // The environment's proxies, with --no-proxy's exceptions (reqwest's own reading of
+        // the environment knows only NO_PROXY).
+        type Make = fn(String) -> reqwest::Result<reqwest::Proxy>;
+        let kinds: [([&str; 2], Make); 3] = [
+            (["HTTPS_PROXY", "https_proxy"], reqwest::Proxy::https),
+            (["HTTP_PROXY", "http_proxy"], reqwest::Proxy::http),
+            (["ALL_PROXY", "all_proxy"], reqwest::Proxy::all),
+        ];
+        for (names, make) in kinds {
+            if let Some(url) = names.iter().find_map(|n| std::env::var(n).ok()) {
+                b = b.proxy(proxy(make(url), names[0])?);
+            }
+        }
+    }
+    Ok(b)
 }
 
 /// A request's way out: the lean client and reqwest, for one worker thread (a connection is
@@ -113,14 +181,15 @@ impl Clients {
     /// Both clients, as `options` say.
     pub fn new(options: &ClientOptions) -> Result<Self, StartError> {
         let build = |connect: Duration| {
-            reqwest::Client::builder()
+            let b = reqwest::Client::builder()
                 .user_agent(options.user_agent.clone())
                 .connect_timeout(connect)
                 .pool_max_idle_per_host(options.idle_per_host)
                 .tcp_nodelay(true)
                 // corral follows redirects itself (`redirect`): secrets stay with their origin.
                 .redirect(reqwest::redirect::Policy::none())
-                .referer(false)
+                .referer(false);
+            secure(b, options)?
                 .build()
                 .map(|c| (connect, c))
                 .map_err(|e| StartError::Client(chain(&e)))
@@ -135,7 +204,9 @@ impl Clients {
             .into_iter()
             .map(build)
             .collect::<Result<Vec<_>, _>>()?;
-        let direct = (!super::direct::proxy_configured()).then(|| {
+        // A proxy carries `http://` too: reqwest then sends everything.
+        let proxied = options.proxy.url.is_some() || super::direct::proxy_configured();
+        let direct = (!proxied).then(|| {
             Direct::new(
                 options.idle_per_host,
                 options.idle_total,
