@@ -29,7 +29,8 @@ Examples:
 
 A job line: {\"id\"?, \"method\"?, \"url\", \"headers\"?, \"body\"? | \"json\"?, \"timeout_ms\"?, \"cost\"?, \"meta\"?}
 A result line: {\"line\", \"id\", \"method\", \"url\", \"ok\", \"status\", \"attempts\", \"latency_ms\",
-  \"elapsed_ms\", \"started_at\", \"opened_breaker\"?, \"paused_host\"?, \"error\"?: {\"kind\", \"message\"},
+  \"elapsed_ms\", \"started_at\", \"redirects\"?, \"final_url\"?, \"opened_breaker\"?, \"paused_host\"?,
+  \"error\"?: {\"kind\", \"message\"},
   \"body_bytes\"?, \"truncated\"?, \"headers\"?, \"body\"?, \"meta\"?}
 Secrets (Authorization, Cookie, *token*, *key* headers; key/token query values) never reach
 results or logs. Resume identifies jobs by input line number: resume with the same jobs file.";
@@ -232,6 +233,10 @@ pub(crate) struct Options {
     /// difference from its "cost" is settled with the cost rates
     #[arg(long)]
     pub(crate) cost_from_response: Option<String>,
+    /// Redirects followed per job, each hop through the gates of the host it goes to; 0: a
+    /// 3xx is the job's response (curl's default), more fail the job (kind redirect)
+    #[arg(long)]
+    pub(crate) max_redirects: Option<u32>,
     /// Also trust the CA certificates of this PEM file (repeatable), besides the platform's
     /// trust store and the bundled Mozilla roots
     #[arg(long, value_name = "FILE")]
@@ -407,6 +412,7 @@ impl Options {
             cost_rate,
             per_host_cost_rate,
             cost_from_response,
+            max_redirects,
             cert,
             key,
             proxy,
@@ -590,6 +596,7 @@ pub(crate) fn plan(o: &Options) -> Result<Plan, String> {
             Some(a) => a.parse().map_err(|e: ConfigError| e.to_string())?,
         },
         tls: tls_settings(o)?,
+        max_redirects: o.max_redirects.unwrap_or(d.max_redirects),
         proxy: ProxySettings {
             url: o.proxy.clone(),
             no_proxy: o.no_proxy.clone(),
@@ -716,6 +723,7 @@ pub(crate) fn defaults() -> Vec<(&'static str, String)> {
         ),
         ("user_agent", d.user_agent),
         ("accept", d.accept.to_string()),
+        ("max_redirects", d.max_redirects.to_string()),
     ]
 }
 

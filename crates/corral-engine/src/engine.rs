@@ -31,6 +31,7 @@ use crate::hosts::adaptive::{self, Signal};
 use crate::hosts::{Host, HostEntry, HostTable, Hosts, Permit, Slot};
 use crate::http::client::{ClientOptions, Clients, Exchange, HttpError};
 use crate::http::direct::Request;
+use crate::http::redirect;
 use crate::job::{Invalid, Job, Parsed};
 use crate::redact;
 #[cfg(test)]
@@ -282,6 +283,12 @@ struct ResultLine<'a> {
     latency_ms: Option<f64>,
     elapsed_ms: f64,
     started_at: Rfc3339,
+    /// Redirects followed.
+    #[serde(skip_serializing_if = "is_zero")]
+    redirects: u32,
+    /// Where the last redirect went (redacted), when there was one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    final_url: Option<String>,
     /// Times this job's failures opened its host's breaker.
     #[serde(skip_serializing_if = "is_zero")]
     opened_breaker: u32,
@@ -413,6 +420,10 @@ struct Trace {
     openings: AtomicU32,
     /// Times this job's responses paused its host (for its result line).
     pauses: AtomicU32,
+    /// Redirects followed.
+    redirects: AtomicU32,
+    /// Where the last redirect went.
+    final_url: Mutex<Option<url::Url>>,
 }
 
 impl Trace {
@@ -640,8 +651,80 @@ impl Engine {
         Some(outcome)
     }
 
+    /// Runs a job: its request, and then each redirect the run follows (`--max-redirects`),
+    /// every hop a request of its own through the gates of the host it goes to, under the
+    /// job's total timeout. A hop takes no cost: the job's cost was taken once, by its first
+    /// request, and `--cost-from-response` settles it from the last.
     async fn run_job(&self, job: &Job, trace: &Trace, active: &Active) -> Result<Response, Ended> {
+        let max = self.gates.settings.max_redirects;
+        let mut hop = Cow::Borrowed(job);
+        loop {
+            let r = self.run_hop(&hop, trace, active).await;
+            if max == 0 {
+                return r;
+            }
+            let resp = match &r {
+                Ok(resp) => resp,
+                Err(Ended::Failed(f)) => match &f.response {
+                    Some(resp) => resp,
+                    None => return r,
+                },
+                Err(Ended::NotStarted) => return r,
+            };
+            let location = resp.headers.get(http::header::LOCATION);
+            let failed = |message| {
+                Err(Ended::Failed(Box::new(Failure {
+                    kind: ErrorKind::Redirect,
+                    message,
+                    response: None,
+                })))
+            };
+            match redirect::next(
+                &hop.url,
+                &hop.method,
+                resp.status,
+                location.map(|l| l.as_bytes()),
+            ) {
+                redirect::Next::Stop => return r,
+                redirect::Next::Refuse(why) => return failed(why),
+                redirect::Next::Follow {
+                    url,
+                    method,
+                    keep_body,
+                } => {
+                    let done = trace.redirects.load(Ordering::Relaxed);
+                    if done >= max {
+                        return failed(format!(
+                            "more than {max} redirects (--max-redirects), the last to {}",
+                            redact::url(&url)
+                        ));
+                    }
+                    trace.redirects.store(done + 1, Ordering::Relaxed);
+                    let mut next = hop.into_owned();
+                    redirect::prepare(&mut next.headers, &next.url, &url, keep_body);
+                    if !keep_body {
+                        next.body = None;
+                    }
+                    next.url = url;
+                    next.method = method;
+                    next.cost = 0;
+                    *trace.final_url.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some(next.url.clone());
+                    hop = Cow::Owned(next);
+                }
+            }
+        }
+    }
+
+    /// One request of a job (its first, or a redirect's), retried by its host's policy.
+    async fn run_hop(&self, job: &Job, trace: &Trace, active: &Active) -> Result<Response, Ended> {
         let host: Host = job.host_key().into();
+        // A result's attempts are its tries over all hops: a redirect's first request is not
+        // a try of its own (`attempts - 1` is the job's retries).
+        let before = match trace.redirects.load(Ordering::Relaxed) {
+            0 => 0,
+            _ => trace.attempts.load(Ordering::Relaxed).saturating_sub(1),
+        };
         // The host's settings (its `[hosts]` rule over the run's), found once for the job.
         let view = self.gates.settings.for_host(&host);
         let retry_statuses = view.retry_statuses();
@@ -659,7 +742,7 @@ impl Engine {
         let r = policy
             .retry(
                 |n| {
-                    trace.attempts.store(n, Ordering::Relaxed);
+                    trace.attempts.store(before + n, Ordering::Relaxed);
                     self.attempt(job, (&host, &view), n <= 1, active, trace)
                 },
                 |e: &AttemptError| {
@@ -760,7 +843,8 @@ impl Engine {
         // After Ctrl-C, jobs that have not sent a request yet do not start: only requests
         // already under way are drained. (Retries of a started job go on, within the drain
         // deadline.)
-        if first && self.stop.is_cancelled() {
+        // (A redirect's first attempt is not a job's first: it has sent already.)
+        if first && self.stop.is_cancelled() && !trace.maybe_sent.load(Ordering::Relaxed) {
             return Err(AttemptError::NotStarted);
         }
         let (_slot, permit) = self
@@ -1162,6 +1246,8 @@ impl Engine {
             latency_ms: None,
             elapsed_ms: 0.0,
             started_at: Rfc3339(SystemTime::now()),
+            redirects: 0,
+            final_url: None,
             opened_breaker: 0,
             paused_host: 0,
             error: Some(ErrorOut::new(ErrorKind::InvalidInput, &inv.message, false)),
@@ -1243,6 +1329,13 @@ impl Engine {
             latency_ms: resp.as_ref().map(|r| r.latency.as_secs_f64() * 1000.0),
             elapsed_ms: elapsed.as_secs_f64() * 1000.0,
             started_at: Rfc3339(started_at),
+            redirects: trace.redirects.load(Ordering::Relaxed),
+            final_url: trace
+                .final_url
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+                .map(|u| redact::url(u).into_owned()),
             opened_breaker: trace.openings.load(Ordering::Relaxed),
             paused_host: trace.pauses.load(Ordering::Relaxed),
             error,

@@ -118,6 +118,9 @@ pub struct Settings {
     pub tls: TlsSettings,
     /// Where requests go through (`--proxy`, `--no-proxy`).
     pub proxy: ProxySettings,
+    /// Redirects followed per job (`--max-redirects`); 0: a 3xx is the job's response.
+    /// Each hop is a request through the gates of the host it goes to.
+    pub max_redirects: u32,
 }
 
 /// How TLS servers are trusted, and the client certificate if one is needed. The platform's
@@ -594,6 +597,7 @@ impl Default for Settings {
             hosts: Vec::new(),
             tls: TlsSettings::default(),
             proxy: ProxySettings::default(),
+            max_redirects: 5,
         }
     }
 }
@@ -646,6 +650,7 @@ pub(crate) fn test_settings(concurrency: usize) -> Settings {
         hosts: Vec::new(),
         tls: TlsSettings::default(),
         proxy: ProxySettings::default(),
+        max_redirects: 5,
     }
 }
 

@@ -1,10 +1,9 @@
 //! Which client carries a request, decided here and nowhere else: corral's lean HTTP/1.1
 //! client ([`super::direct`]) for `http://` when no proxy is configured, reqwest (rustls,
-//! HTTP/2, proxies from the environment) for everything else, following redirects by
-//! [`super::redirect`]'s rule. Both answer the same way: a status, headers and a [`Body`], or an
+//! HTTP/2, proxies) for everything else. Neither follows redirects: a 3xx comes back to the
+//! engine, which follows it by [`super::redirect`]'s rule through the gates of the next host. Both answer the same way: a status, headers and a [`Body`], or an
 //! [`HttpError`] that says its kind and whether the request may have gone out.
 
-use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,9 +12,7 @@ use bytes::Bytes;
 use http::HeaderMap;
 
 use super::direct::{Direct, DirectError, Lease, Request};
-use super::redirect;
 use crate::error::{ConfigError, ErrorKind, StartError};
-use crate::redact;
 use crate::settings::{ProxySettings, TlsSettings};
 
 /// How the clients are built.
@@ -258,7 +255,7 @@ impl Clients {
             }
             _ => {
                 sending.store(true, Ordering::Relaxed);
-                let resp = self.send_following(req).await?;
+                let resp = self.send_reqwest(req).await?;
                 Ok(Exchange {
                     status: resp.status().as_u16(),
                     headers: resp.headers().clone(),
@@ -268,17 +265,8 @@ impl Clients {
         }
     }
 
-    /// Sends `req` through reqwest, following redirects by [`super::redirect`]'s rule.
-    async fn send_following(&self, req: Request<'_>) -> Result<reqwest::Response, HttpError> {
-        let failed = |e: reqwest::Error| HttpError {
-            kind: reqwest_kind(&e),
-            message: chain(&e),
-            sent: !e.is_connect() && !e.is_builder(),
-            resend: false,
-        };
-        let (mut url, mut method) = (req.url.clone(), req.method.clone());
-        let mut headers = Cow::Borrowed(req.headers);
-        let mut body = req.body.cloned();
+    /// Sends `req` through reqwest (a redirect comes back as a 3xx: the engine follows it).
+    async fn send_reqwest(&self, req: Request<'_>) -> Result<reqwest::Response, HttpError> {
         // The client with the request's connect timeout (there is one for each asked for).
         let client = self
             .reqwest
@@ -292,47 +280,16 @@ impl Clients {
                 sent: false,
                 resend: false,
             })?;
-        for _ in 0..=redirect::MAX_HOPS {
-            let mut r = client
-                .request(method.clone(), url.clone())
-                .headers((*headers).clone());
-            if let Some(b) = &body {
-                r = r.body(b.clone());
-            }
-            let resp = r.send().await.map_err(failed)?;
-            let location = resp.headers().get(reqwest::header::LOCATION);
-            let status = resp.status().as_u16();
-            match redirect::next(&url, &method, status, location.map(|l| l.as_bytes())) {
-                redirect::Next::Stop => return Ok(resp),
-                redirect::Next::Refuse(why) => {
-                    return Err(HttpError {
-                        kind: ErrorKind::Redirect,
-                        message: why,
-                        sent: true,
-                        resend: false,
-                    })
-                }
-                redirect::Next::Follow {
-                    url: to,
-                    method: m,
-                    keep_body,
-                } => {
-                    redirect::prepare(headers.to_mut(), &url, &to, keep_body);
-                    if !keep_body {
-                        body = None;
-                    }
-                    (url, method) = (to, m);
-                }
-            }
+        let mut r = client
+            .request(req.method.clone(), req.url.clone())
+            .headers(req.headers.clone());
+        if let Some(b) = req.body {
+            r = r.body(b.clone());
         }
-        Err(HttpError {
-            kind: ErrorKind::Redirect,
-            message: format!(
-                "more than {} redirects, the last to {}",
-                redirect::MAX_HOPS,
-                redact::url(&url)
-            ),
-            sent: true,
+        r.send().await.map_err(|e| HttpError {
+            kind: reqwest_kind(&e),
+            message: chain(&e),
+            sent: !e.is_connect() && !e.is_builder(),
             resend: false,
         })
     }

@@ -10,18 +10,16 @@
 //!   those two: the job fails with kind `redirect`;
 //! - 301 and 302 turn a POST into a GET, 303 turns anything but HEAD into a GET (the body and
 //!   its headers are dropped); 307 and 308 keep method and body (RFC 9110 §15.4);
-//! - at most [`MAX_HOPS`] hops, as reqwest's default.
+//! - at most `--max-redirects` hops (the engine counts them; see [`crate::engine`]).
 //!
-//! The lean `http://` client does not follow redirects: a 3xx is the job's result there.
+//! Neither client follows redirects itself: the engine does, for every scheme alike, each hop
+//! a request through the gates of the host it goes to.
 
 use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, REFERER, TRANSFER_ENCODING};
 use http::{HeaderMap, Method};
 use url::Url;
 
 use crate::redact;
-
-/// The most redirects followed for one attempt.
-pub const MAX_HOPS: usize = 10;
 
 /// What to do with a response.
 #[derive(Debug, PartialEq)]

@@ -139,7 +139,8 @@ pub(super) async fn read_head(
             }
         }
         // Where each header sits in the head, to share its bytes in the map below.
-        let spans = (want_headers || !(200..400).contains(&status)).then(|| {
+        // Redirects need their `Location` (the engine follows them).
+        let spans = (want_headers || !(200..300).contains(&status)).then(|| {
             let base = conn.read.as_ptr() as usize;
             resp.headers
                 .iter()
