@@ -233,6 +233,15 @@ pub(crate) struct Options {
     /// difference from its "cost" is settled with the cost rates
     #[arg(long)]
     pub(crate) cost_from_response: Option<String>,
+    /// Ask for gzip, deflate and br bodies (Accept-Encoding) and decode them; --max-body caps
+    /// the decoded size (curl's flag)
+    #[arg(long)]
+    #[serde(default)]
+    pub(crate) compressed: bool,
+    /// Write each response body to its own file in this directory (LINE.body, or LINE-ID.body
+    /// when the id is a safe file name) instead of into the result, which says where (body_file)
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["save_body", "no_body"])]
+    pub(crate) save_body_dir: Option<PathBuf>,
     /// Redirects followed per job, each hop through the gates of the host it goes to; 0: a
     /// 3xx is the job's response (curl's default), more fail the job (kind redirect)
     #[arg(long)]
@@ -366,6 +375,7 @@ macro_rules! merge {
             header: [$cfg.header.clone(), $cli.header.clone()].concat(),
             cacert: [$cfg.cacert.clone(), $cli.cacert.clone()].concat(),
             insecure: $cli.insecure || $cfg.insecure,
+            compressed: $cli.compressed || $cfg.compressed,
             hosts: $cfg.hosts.clone(),
         }
     };
@@ -413,6 +423,7 @@ impl Options {
             per_host_cost_rate,
             cost_from_response,
             max_redirects,
+            save_body_dir,
             cert,
             key,
             proxy,
@@ -597,6 +608,15 @@ pub(crate) fn plan(o: &Options) -> Result<Plan, String> {
         },
         tls: tls_settings(o)?,
         max_redirects: o.max_redirects.unwrap_or(d.max_redirects),
+        compressed: o.compressed,
+        save_body_dir: match &o.save_body_dir {
+            None => None,
+            Some(dir) => {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| format!("--save-body-dir {}: {e}", dir.display()))?;
+                Some(dir.clone())
+            }
+        },
         proxy: ProxySettings {
             url: o.proxy.clone(),
             no_proxy: o.no_proxy.clone(),

@@ -5,7 +5,8 @@
 //! profile per request, for tests: `status=503`, `latency_ms=20`, `size=1000`, `retry_after=1`,
 //! `close` (answer with `Connection: close`), `location=URL` (a redirect there, 302 unless
 //! `status` says otherwise), `usage=N` (a JSON body `{"usage":{"total_tokens":N}}`, as LLM
-//! APIs report what a request cost).
+//! APIs report what a request cost), `binary=N` (N bytes that are not UTF-8), `encoding=gzip`
+//! (or `deflate`, `br`: the body compressed so), `bomb=MIB` (MIB mebibytes of zeros, gzipped).
 //!
 //! Every host counts what a client did to it — requests, most requests in flight at once, most
 //! requests in one wall-clock second — and serves those counts as JSON at `GET /__stats`, so
@@ -416,11 +417,23 @@ async fn handle(
         r.headers_mut().insert("content-length", size.into());
         return Ok(r);
     }
-    let body = match qnum("usage") {
-        Some(n) => Bytes::from(format!(r#"{{"usage":{{"total_tokens":{n}}}}}"#)),
-        None => Bytes::from(vec![b'.'; size]),
+    let mut body = match (qnum("usage"), qnum("binary")) {
+        (Some(n), _) => Bytes::from(format!(r#"{{"usage":{{"total_tokens":{n}}}}}"#)),
+        (None, Some(n)) => binary(n as usize),
+        (None, None) => Bytes::from(vec![b'.'; size]),
     };
+    let mut encoding = q.get("encoding").cloned();
+    if let Some(mib) = qnum("bomb") {
+        body = Bytes::from(vec![0u8; (mib as usize) << 20]);
+        encoding = Some("gzip".into());
+    }
+    if let Some(e) = &encoding {
+        body = compress(e, &body);
+    }
     let mut r = full(status, body);
+    if let Some(e) = encoding.and_then(|e| hyper::header::HeaderValue::from_str(&e).ok()) {
+        r.headers_mut().insert(hyper::header::CONTENT_ENCODING, e);
+    }
     if let Some(to) = q.get("location") {
         if let Ok(v) = hyper::header::HeaderValue::from_str(to) {
             r.headers_mut().insert(hyper::header::LOCATION, v);
@@ -447,6 +460,38 @@ async fn handle(
         );
     }
     Ok(r)
+}
+
+/// `n` bytes that are not UTF-8 (every byte value, in a fixed order).
+pub fn binary(n: usize) -> Bytes {
+    (0..n).map(|i| (i * 7 % 256) as u8).collect()
+}
+
+/// `body` compressed with `encoding` (gzip, deflate or br; anything else as it is).
+fn compress(encoding: &str, body: &[u8]) -> Bytes {
+    use std::io::Write;
+    let out = match encoding {
+        "gzip" => {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            let _ = e.write_all(body);
+            e.finish().unwrap_or_default()
+        }
+        "deflate" => {
+            let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+            let _ = e.write_all(body);
+            e.finish().unwrap_or_default()
+        }
+        "br" => {
+            let mut out = Vec::new();
+            {
+                let mut w = brotli::CompressorWriter::new(&mut out, 4096, 5, 22);
+                let _ = w.write_all(body);
+            }
+            out
+        }
+        _ => body.to_vec(),
+    };
+    Bytes::from(out)
 }
 
 fn record_status(host: &Host, status: u16) {

@@ -53,6 +53,9 @@ fn no_secret_reaches_results_errors_or_the_summary() {
         &header,
         "--retries",
         "0",
+        // The 3xx is kept, with its Location header (a followed redirect is tested below).
+        "--max-redirects",
+        "0",
     ]);
     assert_exit(&o, 1);
     assert_no_secret("stderr", &String::from_utf8_lossy(&o.stderr));

@@ -30,6 +30,7 @@ use crate::error::{ConfigError, ErrorKind, StartError};
 use crate::hosts::adaptive::{self, Signal};
 use crate::hosts::{Host, HostEntry, HostTable, Hosts, Permit, Slot};
 use crate::http::client::{ClientOptions, Clients, Exchange, HttpError};
+use crate::http::decode::Decoder;
 use crate::http::direct::Request;
 use crate::http::redirect;
 use crate::job::{Invalid, Job, Parsed};
@@ -305,6 +306,12 @@ struct ResultLine<'a> {
     headers: Option<BTreeMap<String, String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     body: Option<String>,
+    /// A saved body that is not UTF-8, in base64 (standard alphabet, padded).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body_base64: Option<String>,
+    /// Where `--save-body-dir` wrote the body.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body_file: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     meta: Option<&'a Value>,
 }
@@ -360,12 +367,102 @@ impl Serialize for Rfc3339 {
     }
 }
 
+/// The part of a body's `chunk` (decoded first, with `decoder`) that fits in `room` bytes,
+/// and whether some did not fit. `end`: the body ended (`chunk` is empty): the decoder's last
+/// output.
+fn within<'c>(
+    decoder: Option<&mut Decoder>,
+    chunk: &'c [u8],
+    room: u64,
+    end: bool,
+) -> Result<(Cow<'c, [u8]>, bool), String> {
+    let room = usize::try_from(room).unwrap_or(usize::MAX);
+    let Some(d) = decoder else {
+        let take = chunk.len().min(room);
+        return Ok((Cow::Borrowed(&chunk[..take]), take < chunk.len()));
+    };
+    let mut piece = Vec::new();
+    let mut cut = false;
+    let mut out = |p: &[u8]| {
+        let take = p.len().min(room - piece.len());
+        piece.extend_from_slice(&p[..take]);
+        cut |= take < p.len();
+        !cut
+    };
+    if end {
+        d.finish(&mut out)?;
+    } else {
+        d.feed(chunk, &mut out)?;
+    }
+    Ok((Cow::Owned(piece), cut))
+}
+
+/// A body written to its own file in `--save-body-dir`, named by the job's line, and by its
+/// id too when the id is a safe file name (`17.body`, `17-invoice-42.body`). Another attempt
+/// of the job starts it over.
+struct BodyFile {
+    path: std::path::PathBuf,
+    file: tokio::fs::File,
+}
+
+impl BodyFile {
+    async fn create(dir: &std::path::Path, job: &Job) -> Result<Self, AttemptError> {
+        let safe = !job.id.is_empty()
+            && job.id.len() <= 64
+            && !job.id.starts_with('.')
+            && job.id != job.line.to_string()
+            && job
+                .id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        let name = if safe {
+            format!("{}-{}.body", job.line, job.id)
+        } else {
+            format!("{}.body", job.line)
+        };
+        let path = dir.join(name);
+        let file = tokio::fs::File::create(&path)
+            .await
+            .map_err(|e| Self::failed(&path, e))?;
+        Ok(Self { path, file })
+    }
+
+    async fn write(&mut self, piece: &[u8]) -> Result<(), AttemptError> {
+        use tokio::io::AsyncWriteExt;
+        self.file
+            .write_all(piece)
+            .await
+            .map_err(|e| Self::failed(&self.path, e))
+    }
+
+    async fn close(mut self) -> Result<std::path::PathBuf, AttemptError> {
+        use tokio::io::AsyncWriteExt;
+        self.file
+            .flush()
+            .await
+            .map_err(|e| Self::failed(&self.path, e))?;
+        Ok(self.path)
+    }
+
+    /// A body file that cannot be written: not the host's fault, and not retried.
+    fn failed(path: &std::path::Path, e: std::io::Error) -> AttemptError {
+        AttemptError::Transport {
+            kind: ErrorKind::Request,
+            message: format!("cannot write the body to {}: {e}", path.display()),
+            sent: true,
+            resend: false,
+        }
+    }
+}
+
 /// A response as far as we read it.
 struct Response {
     status: u16,
     headers: HeaderMap,
     body_bytes: u64,
     body: Option<Vec<u8>>,
+    /// Where `--save-body-dir` wrote the body.
+    body_file: Option<std::path::PathBuf>,
     truncated: bool,
     latency: Duration,
     /// The share of [`RESULT_BYTES`] reserved for a saved body, handed on to the result line.
@@ -1137,7 +1234,7 @@ impl Engine {
         fresh: bool,
     ) -> Result<Response, AttemptError> {
         // The host's `[hosts]` headers, where the job (with `--header`) sets none of that name.
-        let headers = match view.headers() {
+        let mut headers = match view.headers() {
             None => Cow::Borrowed(&job.headers),
             Some(extra) => {
                 let mut h = job.headers.clone();
@@ -1151,6 +1248,12 @@ impl Engine {
                 Cow::Owned(h)
             }
         };
+        if self.gates.settings.compressed && !headers.contains_key(http::header::ACCEPT_ENCODING) {
+            headers.to_mut().insert(
+                http::header::ACCEPT_ENCODING,
+                http::HeaderValue::from_static(crate::http::decode::ACCEPT),
+            );
+        }
         let req = Request {
             method: &job.method,
             url: &job.url,
@@ -1158,8 +1261,10 @@ impl Engine {
             body: job.body.as_ref(),
             connect_timeout: view.index.map(|_| view.connect_timeout()),
         };
-        // An `auto` rate reads the servers' RateLimit headers.
-        let want_headers = self.gates.settings.save_headers || self.gates.adaptive;
+        // An `auto` rate reads the servers' RateLimit headers, `--compressed` Content-Encoding.
+        let want_headers = self.gates.settings.save_headers
+            || self.gates.adaptive
+            || self.gates.settings.compressed;
         let Exchange {
             status,
             headers,
@@ -1180,21 +1285,51 @@ impl Engine {
         // `--no-body` reads nothing over reqwest; over a direct connection it drains the body
         // (up to the cap, uncounted) so the connection can serve the next request.
         let read = self.gates.settings.body != BodyMode::Skip || body.drains();
+        let body_error = |message: String| AttemptError::Transport {
+            kind: ErrorKind::Body,
+            message,
+            sent: true,
+            resend: false,
+        };
+        // `--compressed`: the body is decoded as it comes, the cap applies to what it decodes to.
+        let mut decoder = match headers.get(http::header::CONTENT_ENCODING) {
+            Some(v) if self.gates.settings.compressed && read => {
+                Decoder::for_encoding(&String::from_utf8_lossy(v.as_bytes())).map_err(body_error)?
+            }
+            _ => None,
+        };
+        let mut file = match &self.gates.settings.save_body_dir {
+            Some(dir) if self.gates.settings.body != BodyMode::Skip => {
+                Some(BodyFile::create(dir, job).await?)
+            }
+            _ => None,
+        };
         if read {
             let count = self.gates.settings.body != BodyMode::Skip;
             loop {
-                let Some(chunk) = body.chunk().await.map_err(AttemptError::from)? else {
-                    complete = true;
-                    break;
-                };
+                let chunk = body.chunk().await.map_err(AttemptError::from)?;
+                let end = chunk.is_none();
                 let room = self.gates.settings.max_body - body_bytes;
-                let take = (chunk.len() as u64).min(room);
-                body_bytes += take;
+                let (piece, cut) = within(
+                    decoder.as_mut(),
+                    chunk.as_deref().unwrap_or_default(),
+                    room,
+                    end,
+                )
+                .map_err(body_error)?;
+                body_bytes += piece.len() as u64;
                 if let Some(b) = saved.as_mut() {
-                    b.extend_from_slice(&chunk[..take as usize]);
+                    b.extend_from_slice(&piece);
                 }
-                if take < chunk.len() as u64 {
+                if let Some(f) = file.as_mut() {
+                    f.write(&piece).await?;
+                }
+                if cut {
                     truncated = count; // the rest is never read; the connection is dropped
+                    break;
+                }
+                if end {
+                    complete = true;
                     break;
                 }
             }
@@ -1202,6 +1337,10 @@ impl Engine {
                 body_bytes = 0;
             }
         }
+        let body_file = match file {
+            Some(f) => Some(f.close().await?),
+            None => None,
+        };
         body.finish(complete);
         let accepted = self.gates.settings.accept.contains(status);
         let cost = match (pointer, &saved) {
@@ -1221,6 +1360,7 @@ impl Engine {
             headers,
             body_bytes,
             body: saved,
+            body_file,
             truncated,
             latency: started.elapsed(),
             held: held.take(),
@@ -1255,6 +1395,8 @@ impl Engine {
             truncated: false,
             headers: None,
             body: None,
+            body_base64: None,
+            body_file: None,
             meta: inv.meta.as_ref(),
         };
         Outcome {
@@ -1284,11 +1426,26 @@ impl Engine {
             }) => (r.held.take(), r.body.take()),
             Err(_) => (None, None),
         };
-        // Moved, not copied: a saved body can be megabytes.
-        let saved = saved.map(|b| {
-            String::from_utf8(b)
-                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
-        });
+        // Moved, not copied: a saved body can be megabytes. Bytes that are not UTF-8 (an
+        // image, a protobuf) go as base64: a lossy conversion would corrupt them.
+        let (saved, saved_base64) = match saved.map(String::from_utf8) {
+            None => (None, None),
+            Some(Ok(text)) => (Some(text), None),
+            Some(Err(e)) => {
+                use base64::Engine as _;
+                (
+                    None,
+                    Some(base64::engine::general_purpose::STANDARD.encode(e.as_bytes())),
+                )
+            }
+        };
+        let body_file = match &result {
+            Ok(r)
+            | Err(Failure {
+                response: Some(r), ..
+            }) => r.body_file.as_ref().map(|p| p.display().to_string()),
+            Err(_) => None,
+        };
         // A response head that arrived before a timeout or a body error: its status is kept.
         let mut status = None;
         let (resp, error) = match result {
@@ -1346,6 +1503,8 @@ impl Engine {
             truncated: resp.as_ref().is_some_and(|r| r.truncated),
             headers,
             body: saved,
+            body_base64: saved_base64,
+            body_file,
             meta: job.meta.as_ref(),
         };
         Outcome {

@@ -121,6 +121,12 @@ pub struct Settings {
     /// Redirects followed per job (`--max-redirects`); 0: a 3xx is the job's response.
     /// Each hop is a request through the gates of the host it goes to.
     pub max_redirects: u32,
+    /// Ask for gzip, deflate and br bodies and decode them, the cap (`max_body`) applying to
+    /// the decoded size (`--compressed`).
+    pub compressed: bool,
+    /// Write each body to its own file in this directory instead of into the result
+    /// (`--save-body-dir`); the result says where (`body_file`).
+    pub save_body_dir: Option<std::path::PathBuf>,
 }
 
 /// How TLS servers are trusted, and the client certificate if one is needed. The platform's
@@ -598,6 +604,8 @@ impl Default for Settings {
             tls: TlsSettings::default(),
             proxy: ProxySettings::default(),
             max_redirects: 5,
+            compressed: false,
+            save_body_dir: None,
         }
     }
 }
@@ -651,6 +659,8 @@ pub(crate) fn test_settings(concurrency: usize) -> Settings {
         tls: TlsSettings::default(),
         proxy: ProxySettings::default(),
         max_redirects: 5,
+        compressed: false,
+        save_body_dir: None,
     }
 }
 
