@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use corral_engine::job::Format;
+use corral_engine::job::{Format, Input};
 use corral_engine::settings::Settings;
 use corral_engine::sink::{self as output, Existing, InputFacts, OpenMode, Sink};
 
@@ -121,7 +121,11 @@ pub(crate) async fn demo(args: DemoArgs) -> Result<u8, Fail> {
         plan,
         input,
         Total::Count(jobs_path.clone()),
-        Format::Jsonl,
+        Input {
+            format: Format::Jsonl,
+            headers: http::HeaderMap::new(),
+            base_url: None,
+        },
         Sink::File {
             file: opened.file,
             path: results_path.clone(),

@@ -43,8 +43,16 @@ pub(crate) struct RunArgs {
     #[arg(short, long)]
     pub(crate) output: Option<PathBuf>,
     /// The input is one URL per line (GET), `#` starts a comment line.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "csv")]
     pub(crate) urls: bool,
+    /// The input is CSV: the first line names the columns, each further line is one job, its
+    /// fields filled into --template.
+    #[arg(long, requires = "template")]
+    pub(crate) csv: bool,
+    /// With --csv: a JSON job with {column} placeholders ({{ and }} for braces), or @FILE, e.g.
+    /// '{"url": "https://api.example.com/users/{id}", "json": {"name": "{name}"}}'.
+    #[arg(long, value_name = "JSON", requires = "csv")]
+    pub(crate) template: Option<String>,
     /// The results file exists: skip the jobs it already holds, repair a torn last line, run the rest.
     #[arg(long, conflicts_with = "overwrite")]
     pub(crate) resume: bool,
@@ -70,6 +78,10 @@ pub(crate) struct RunArgs {
     /// A TOML file with any of the options below (names with `_`); command-line options win.
     #[arg(long)]
     pub(crate) config: Option<PathBuf>,
+    /// How result lines are written: jsonl, or csv (one row per job after a header row: the
+    /// JSONL keys whose values are scalars; --resume and `corral report` read JSONL only)
+    #[arg(long, value_enum, default_value = "jsonl", conflicts_with = "resume")]
+    pub(crate) format: ResultsFormatArg,
     /// Write the final summary as JSON to this file.
     #[arg(long)]
     pub(crate) summary_json: Option<PathBuf>,
@@ -82,6 +94,15 @@ pub(crate) struct RunArgs {
     pub(crate) quiet: bool,
     #[command(flatten)]
     pub(crate) opts: Options,
+}
+
+/// `--format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum ResultsFormatArg {
+    /// One JSON object per line.
+    Jsonl,
+    /// One CSV row per job, after a header row.
+    Csv,
 }
 
 /// Every tunable, from the command line or the config file.
@@ -242,6 +263,10 @@ pub(crate) struct Options {
     /// when the id is a safe file name) instead of into the result, which says where (body_file)
     #[arg(long, value_name = "DIR", conflicts_with_all = ["save_body", "no_body"])]
     pub(crate) save_body_dir: Option<PathBuf>,
+    /// Base URL that a job's relative url (/v1/chat/completions, as in Batch-API files) is
+    /// joined to
+    #[arg(long, value_name = "URL")]
+    pub(crate) base_url: Option<String>,
     /// Redirects followed per job, each hop through the gates of the host it goes to; 0: a
     /// 3xx is the job's response (curl's default), more fail the job (kind redirect)
     #[arg(long)]
@@ -423,6 +448,7 @@ impl Options {
             per_host_cost_rate,
             cost_from_response,
             max_redirects,
+            base_url,
             save_body_dir,
             cert,
             key,
@@ -539,6 +565,8 @@ pub(crate) struct Plan {
     pub(crate) queue: usize,
     pub(crate) threads: usize,
     pub(crate) extra_headers: HeaderMap,
+    /// `--base-url`.
+    pub(crate) base_url: Option<url::Url>,
     /// Longest input line read (bytes).
     pub(crate) max_line: usize,
     pub(crate) drain_timeout: Duration,
@@ -609,6 +637,7 @@ pub(crate) fn plan(o: &Options) -> Result<Plan, String> {
         tls: tls_settings(o)?,
         max_redirects: o.max_redirects.unwrap_or(d.max_redirects),
         compressed: o.compressed,
+        results_format: d.results_format, // `--format` is the run's, set by `run`
         save_body_dir: match &o.save_body_dir {
             None => None,
             Some(dir) => {
@@ -643,6 +672,16 @@ pub(crate) fn plan(o: &Options) -> Result<Plan, String> {
         queue,
         threads,
         extra_headers: parse_headers(&o.header)?,
+        base_url: match o.base_url.as_deref() {
+            None => None,
+            Some(b) => {
+                let u = url::Url::parse(b).map_err(|e| format!("--base-url {b:?}: {e}"))?;
+                if !matches!(u.scheme(), "http" | "https") {
+                    return Err(format!("--base-url {b:?}: not an http or https URL"));
+                }
+                Some(u)
+            }
+        },
         max_line: match o.max_line.as_deref() {
             None => DEFAULT_MAX_LINE,
             Some(m) => usize::try_from(parse_size(m, "max-line")?).unwrap_or(usize::MAX),

@@ -5,15 +5,16 @@ use std::path::PathBuf;
 
 use corral::shutdown::Shutdown;
 use corral_engine::error::StartError;
-use corral_engine::job::{self, Format};
+use corral_engine::job::{self, Format, Input, Template};
 use corral_engine::redact;
 use corral_engine::run::{Ending, Observer, Run};
 use corral_engine::sink::{self as output, Existing, InputFacts, OpenMode, Sink};
 use corral_engine::summary::{Stats, Summary};
 
 use crate::exit::{code as exit, fail, Fail};
-use crate::flags::{load_config, plan, retry_failed, Plan, RunArgs};
+use crate::flags::{load_config, plan, retry_failed, Plan, ResultsFormatArg, RunArgs};
 use crate::progress::Progress;
+use corral_engine::settings::ResultsFormat;
 
 /// How many jobs the input holds, for the progress bar's length.
 pub(crate) enum Total {
@@ -53,9 +54,9 @@ impl Observer for Progress {
 pub(crate) async fn execute(
     run: Run,
     plan: Plan,
-    input: Box<dyn tokio::io::AsyncBufRead + Unpin + Send>,
+    reader: Box<dyn tokio::io::AsyncBufRead + Unpin + Send>,
     total: Total,
-    format: Format,
+    input: Input,
     sink: Sink,
     resumed: output::Resumed,
     after: After,
@@ -91,13 +92,9 @@ pub(crate) async fn execute(
         run = run.total(count);
     }
     let done = resumed.done;
-    let jobs = job::read_jobs(
-        input,
-        format,
-        plan.extra_headers.clone(),
-        plan.max_line,
-        move |line: u64| done.contains(line),
-    );
+    let jobs = job::read_jobs(reader, input, plan.max_line, move |line: u64| {
+        done.contains(line)
+    });
     let report = run
         .run_observed(jobs, sink, &mut progress)
         .await
@@ -229,15 +226,39 @@ pub(crate) async fn run_cmd(args: RunArgs) -> Result<u8, Fail> {
             .merged_with(&load_config(path).map_err(fail(exit::BAD_INPUT))?),
         None => args.opts.clone(),
     };
-    let plan = plan(&opts).map_err(fail(exit::BAD_INPUT))?;
+    let mut plan = plan(&opts).map_err(fail(exit::BAD_INPUT))?;
+    let csv_out = args.format == ResultsFormatArg::Csv;
+    if csv_out {
+        plan.settings.results_format = ResultsFormat::Csv;
+    }
     let format = if args.urls {
         Format::Urls
+    } else if args.csv {
+        let text = match args.template.as_deref() {
+            Some(t) => match t.strip_prefix('@') {
+                Some(path) => std::fs::read_to_string(path)
+                    .map_err(|e| Fail(exit::BAD_INPUT, format!("--template @{path}: {e}")))?,
+                None => t.to_string(),
+            },
+            None => {
+                return Err(Fail(
+                    exit::BAD_INPUT,
+                    "--csv needs --template, a JSON job with {column} placeholders".into(),
+                ))
+            }
+        };
+        Format::Csv(Template::parse(&text).map_err(fail(exit::BAD_INPUT))?)
     } else {
         Format::Jsonl
     };
+    let input = Input {
+        format,
+        headers: plan.extra_headers.clone(),
+        base_url: plan.base_url.clone(),
+    };
     // Every check first: nothing is written before the options and the input are known good.
     let run = build(&plan).map_err(fail(exit::BAD_INPUT))?;
-    let (input, facts, total): (
+    let (reader, facts, total): (
         Box<dyn tokio::io::AsyncBufRead + Unpin + Send>,
         InputFacts,
         Total,
@@ -326,9 +347,21 @@ pub(crate) async fn run_cmd(args: RunArgs) -> Result<u8, Fail> {
             .map_err(fail(exit::BAD_INPUT))?,
     };
     let (sink, resumed) = match &args.output {
-        None => (Sink::Stdout, output::Resumed::default()),
+        None => {
+            if csv_out {
+                println!("{}", corral_engine::engine::csv_header());
+            }
+            (Sink::Stdout, output::Resumed::default())
+        }
         Some(path) => {
             let opened = output::open(path, mode, facts).map_err(fail(exit::BAD_INPUT))?;
+            if csv_out {
+                // A new (or emptied) file: `--format csv` cannot resume.
+                use std::io::Write;
+                writeln!(&opened.file, "{}", corral_engine::engine::csv_header()).map_err(|e| {
+                    Fail(exit::FATAL, format!("cannot write {}: {e}", path.display()))
+                })?;
+            }
             let sink = Sink::File {
                 file: opened.file,
                 path: path.clone(),
@@ -340,9 +373,9 @@ pub(crate) async fn run_cmd(args: RunArgs) -> Result<u8, Fail> {
     execute(
         run,
         plan,
-        input,
+        reader,
         total,
-        format,
+        input,
         sink,
         resumed,
         After {

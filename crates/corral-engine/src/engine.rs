@@ -37,7 +37,7 @@ use crate::job::{Invalid, Job, Parsed};
 use crate::redact;
 #[cfg(test)]
 use crate::settings::test_settings;
-use crate::settings::{BodyMode, BreakerSettings, ForHost, Settings};
+use crate::settings::{BodyMode, BreakerSettings, ForHost, ResultsFormat, Settings};
 
 /// Per-host counters for the summary.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -606,6 +606,86 @@ struct Failure {
     kind: ErrorKind,
     message: String,
     response: Option<Response>,
+}
+
+/// The columns of a CSV result row (`--format csv`), in order: the keys of a JSONL result
+/// whose values are scalars, with `error`'s as `error_kind`, `error_message`, `maybe_sent`.
+pub const CSV_COLUMNS: [&str; 22] = [
+    "line",
+    "id",
+    "method",
+    "url",
+    "ok",
+    "status",
+    "attempts",
+    "latency_ms",
+    "elapsed_ms",
+    "started_at",
+    "redirects",
+    "final_url",
+    "error_kind",
+    "error_message",
+    "maybe_sent",
+    "body_bytes",
+    "truncated",
+    "body",
+    "body_base64",
+    "body_file",
+    "opened_breaker",
+    "paused_host",
+];
+
+/// A result as a CSV row (without its line end), the fields of [`CSV_COLUMNS`]; an absent
+/// value is an empty field.
+fn to_csv(line: &ResultLine<'_>) -> String {
+    let opt = |v: Option<String>| v.unwrap_or_default();
+    let error = line.error.as_ref();
+    let started = serde_json::to_value(&line.started_at)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    let fields: [String; 22] = [
+        line.line.to_string(),
+        line.id.to_string(),
+        line.method.to_string(),
+        line.url.to_string(),
+        line.ok.to_string(),
+        opt(line.status.map(|s| s.to_string())),
+        line.attempts.to_string(),
+        opt(line.latency_ms.map(|l| l.to_string())),
+        line.elapsed_ms.to_string(),
+        started,
+        line.redirects.to_string(),
+        opt(line.final_url.clone()),
+        opt(error.map(|e| e.kind.as_str().to_string())),
+        opt(error.map(|e| e.message.clone())),
+        error.is_some_and(|e| e.maybe_sent).to_string(),
+        opt(line.body_bytes.map(|b| b.to_string())),
+        line.truncated.to_string(),
+        opt(line.body.clone()),
+        opt(line.body_base64.clone()),
+        opt(line.body_file.clone()),
+        line.opened_breaker.to_string(),
+        line.paused_host.to_string(),
+    ];
+    let mut w = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::Any(b'\n'))
+        .from_writer(Vec::new());
+    if w.write_record(&fields).is_err() {
+        return String::new();
+    }
+    let mut row = w
+        .into_inner()
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .unwrap_or_default();
+    row.pop(); // the sink ends the line
+    row
+}
+
+/// The header row of CSV results.
+pub fn csv_header() -> String {
+    CSV_COLUMNS.join(",")
 }
 
 /// A result line as JSON, its buffer sized for a saved body up front (growing by doubling, a
@@ -1374,6 +1454,14 @@ impl Engine {
         }
     }
 
+    /// A result line in the run's format.
+    fn serialise(&self, line: &ResultLine<'_>) -> String {
+        match self.gates.settings.results_format {
+            ResultsFormat::Jsonl => to_json(line),
+            ResultsFormat::Csv => to_csv(line),
+        }
+    }
+
     fn invalid(&self, inv: &Invalid) -> Outcome {
         let line = ResultLine {
             line: inv.line,
@@ -1405,7 +1493,7 @@ impl Engine {
             error_kind: Some(ErrorKind::InvalidInput),
             attempts: 0,
             latency: None,
-            json: serde_json::to_string(&line).unwrap_or_default(),
+            json: self.serialise(&line),
             held: None,
         }
     }
@@ -1513,7 +1601,7 @@ impl Engine {
             error_kind,
             attempts,
             latency: resp.as_ref().map(|r| r.latency),
-            json: to_json(&line),
+            json: self.serialise(&line),
             held,
         }
     }

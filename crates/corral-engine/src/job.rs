@@ -86,23 +86,46 @@ pub enum Parsed {
 impl Parsed {
     /// A JSONL job line (`{"url": ..., "method"?: ..., ...}`), numbered `line` (its identity).
     pub fn jsonl(line: u64, text: &str) -> Self {
-        parse_line(line, text, Format::Jsonl, &HeaderMap::new())
+        parse_line(line, text, &Input::default())
     }
 
     /// A GET of `url`, numbered `line`.
     pub fn get(line: u64, url: &str) -> Self {
-        parse_line(line, url, Format::Urls, &HeaderMap::new())
+        parse_line(
+            line,
+            url,
+            &Input {
+                format: Format::Urls,
+                ..Input::default()
+            },
+        )
     }
+}
+
+/// How input lines become jobs: their format, the headers every job gets, and the base that
+/// relative URLs are joined to.
+#[derive(Debug, Clone, Default)]
+pub struct Input {
+    /// JSONL, URLs, or CSV rows filled into a template.
+    pub format: Format,
+    /// `--header`s: every job gets them unless it sets the same name.
+    pub headers: HeaderMap,
+    /// `--base-url`: a job's relative `url` (`/v1/chat/completions`, as Batch-API files have
+    /// them) is joined to it.
+    pub base_url: Option<Url>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawJob {
     id: Option<Value>,
+    /// The id of an OpenAI Batch-API line.
+    custom_id: Option<Value>,
     method: Option<String>,
     url: Option<String>,
     headers: Option<BTreeMap<String, String>>,
-    body: Option<String>,
+    /// A string is sent as it is; an object or array as JSON (as Batch-API lines have it).
+    body: Option<Value>,
     json: Option<Value>,
     timeout_ms: Option<u64>,
     cost: Option<u64>,
@@ -110,12 +133,115 @@ struct RawJob {
 }
 
 /// Input format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub enum Format {
-    /// One JSON job per line.
+    /// One JSON job per line (OpenAI Batch-API lines too: `custom_id`, a relative `url`, a
+    /// `body` object).
+    #[default]
     Jsonl,
     /// One URL per line (GET); `#` starts a comment.
     Urls,
+    /// CSV: the first line names the columns, each further line is one row filled into the
+    /// template (`--csv --template`).
+    Csv(Template),
+}
+
+/// A `--csv` input's job: a JSON job object whose strings hold `{column}` placeholders
+/// (`{{` and `}}` for literal braces). A string that is exactly one placeholder in `cost` or
+/// `timeout_ms` becomes a number.
+///
+/// ```
+/// use corral_engine::job::Template;
+///
+/// let t = Template::parse(r#"{"url": "https://api.test/users/{user}", "json": {"q": "{query}"}}"#).unwrap();
+/// let columns = vec!["user".to_string(), "query".to_string()];
+/// let job = t.fill(&columns, &["42", "say \"hi\""]).unwrap();
+/// assert_eq!(job, r#"{"json":{"q":"say \"hi\""},"url":"https://api.test/users/42"}"#);
+/// assert!(t.fill(&["user".to_string()], &["42"]).is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct Template {
+    value: Value,
+}
+
+impl Template {
+    /// The template of `--template`: it must be a JSON object.
+    pub fn parse(text: &str) -> Result<Self, crate::error::ConfigError> {
+        let value: Value = serde_json::from_str(text)
+            .map_err(|e| crate::error::ConfigError::new("--template", e.to_string()))?;
+        if !value.is_object() {
+            return Err(crate::error::ConfigError::new(
+                "--template",
+                "must be a JSON job object, e.g. {\"url\": \"https://api.example.com/items/{id}\"}",
+            ));
+        }
+        Ok(Self { value })
+    }
+
+    /// The JSON job of one row: `row[i]` is the value of `columns[i]`.
+    pub fn fill(&self, columns: &[String], row: &[&str]) -> Result<String, String> {
+        fn walk(
+            v: &Value,
+            key: Option<&str>,
+            cell: &dyn Fn(&str) -> Result<String, String>,
+        ) -> Result<Value, String> {
+            Ok(match v {
+                Value::String(s) => {
+                    let filled = fill_text(s, cell)?;
+                    let whole =
+                        s.starts_with('{') && s.ends_with('}') && s.matches('{').count() == 1;
+                    match (key, whole, filled.parse::<u64>()) {
+                        (Some("cost" | "timeout_ms"), true, Ok(n)) => Value::from(n),
+                        _ => Value::String(filled),
+                    }
+                }
+                Value::Array(a) => Value::Array(
+                    a.iter()
+                        .map(|x| walk(x, None, cell))
+                        .collect::<Result<_, _>>()?,
+                ),
+                Value::Object(o) => Value::Object(
+                    o.iter()
+                        .map(|(k, x)| Ok((fill_text(k, cell)?, walk(x, Some(k), cell)?)))
+                        .collect::<Result<_, String>>()?,
+                ),
+                other => other.clone(),
+            })
+        }
+        let cell = |name: &str| match columns.iter().position(|c| c == name) {
+            Some(i) => Ok(row.get(i).copied().unwrap_or_default().to_string()),
+            None => Err(format!(
+                "the template's {{{name}}} names no column (the columns: {})",
+                columns.join(", ")
+            )),
+        };
+        Ok(walk(&self.value, None, &cell)?.to_string())
+    }
+}
+
+/// `text` with each `{name}` replaced by `cell(name)`, `{{` and `}}` by single braces.
+fn fill_text(text: &str, cell: &dyn Fn(&str) -> Result<String, String>) -> Result<String, String> {
+    if !text.contains(['{', '}']) {
+        return Ok(text.to_string());
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find(['{', '}']) {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i..];
+        if tail.starts_with("{{") || tail.starts_with("}}") {
+            out.push_str(&tail[..1]);
+            rest = &tail[2..];
+        } else if let (true, Some(end)) = (tail.starts_with('{'), tail.find('}')) {
+            out.push_str(&cell(&tail[1..end])?);
+            rest = &tail[end + 1..];
+        } else {
+            out.push_str(&tail[..1]);
+            rest = &tail[1..];
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
 }
 
 const METHODS: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
@@ -167,7 +293,8 @@ fn without_values(message: &str) -> String {
 }
 
 /// Parses one input line (already known non-blank).
-pub fn parse_line(line_no: u64, text: &str, format: Format, extra: &HeaderMap) -> Parsed {
+pub fn parse_line(line_no: u64, text: &str, input: &Input) -> Parsed {
+    let extra = &input.headers;
     let invalid =
         |id: Option<String>, url: Option<String>, method: Option<String>, meta, message: String| {
             Parsed::Invalid(Box::new(Invalid {
@@ -179,7 +306,7 @@ pub fn parse_line(line_no: u64, text: &str, format: Format, extra: &HeaderMap) -
                 message: format!("line {line_no}: {message}"),
             }))
         };
-    if format == Format::Urls {
+    if input.format == Format::Urls {
         return match parse_url(text) {
             Ok(url) => Parsed::Job(Box::new(Job {
                 line: line_no,
@@ -213,7 +340,20 @@ pub fn parse_line(line_no: u64, text: &str, format: Format, extra: &HeaderMap) -
             )
         }
     };
-    let id = match &raw.id {
+    let (key, given) = match (&raw.id, &raw.custom_id) {
+        (Some(_), Some(_)) => {
+            return invalid(
+                None,
+                raw.url,
+                raw.method,
+                raw.meta,
+                "give either \"id\" or \"custom_id\", not both".into(),
+            )
+        }
+        (None, Some(c)) => ("custom_id", Some(c)),
+        (id, None) => ("id", id.as_ref()),
+    };
+    let id = match given {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.clone()),
         Some(Value::Number(n)) => Some(n.to_string()),
@@ -223,7 +363,7 @@ pub fn parse_line(line_no: u64, text: &str, format: Format, extra: &HeaderMap) -
                 raw.url,
                 raw.method,
                 raw.meta,
-                format!("\"id\" must be a string or number, not {other}"),
+                format!("\"{key}\" must be a string or number, not {other}"),
             );
         }
     };
@@ -240,9 +380,25 @@ pub fn parse_line(line_no: u64, text: &str, format: Format, extra: &HeaderMap) -
     let Some(url_text) = raw.url.as_deref() else {
         return fail("missing \"url\"".into());
     };
-    let url = match parse_url(url_text) {
-        Ok(u) => u,
-        Err(e) => return fail(e.to_string()),
+    // A relative URL (a Batch-API line's `/v1/chat/completions`) is joined to --base-url.
+    let relative = url_text.trim_start().starts_with('/');
+    let url = match (relative, &input.base_url) {
+        (true, Some(base)) => match base.join(url_text.trim()) {
+            Ok(u) => match parse_url(u.as_str()) {
+                Ok(u) => u,
+                Err(e) => return fail(e.to_string()),
+            },
+            Err(e) => return fail(format!("cannot join {url_text:?} to --base-url: {e}")),
+        },
+        (true, None) => {
+            return fail(format!(
+                "relative url {url_text:?}: give --base-url (e.g. https://api.openai.com)"
+            ))
+        }
+        (false, _) => match parse_url(url_text) {
+            Ok(u) => u,
+            Err(e) => return fail(e.to_string()),
+        },
     };
     let method = match raw.method.as_deref().map(str::to_ascii_uppercase) {
         None => Method::GET,
@@ -266,7 +422,26 @@ pub fn parse_line(line_no: u64, text: &str, format: Format, extra: &HeaderMap) -
         };
         headers.insert(n, v);
     }
-    let body = match (raw.body, raw.json) {
+    let (text_body, body_json) = match raw.body {
+        None | Some(Value::Null) => (None, None),
+        Some(Value::String(b)) => (Some(b), None),
+        Some(j @ (Value::Object(_) | Value::Array(_))) => (None, Some(j)),
+        // The value is not quoted back: it may be a secret.
+        Some(other) => {
+            return fail(format!(
+                "\"body\" must be a string (sent as it is) or a JSON object or array (sent as JSON), not a {}",
+                if other.is_number() { "number" } else { "boolean" }
+            ))
+        }
+    };
+    let json = match (body_json, raw.json) {
+        (Some(_), Some(_)) => {
+            return fail("give either a \"body\" object or \"json\", not both".into())
+        }
+        (Some(j), None) | (None, Some(j)) => Some(j),
+        (None, None) => None,
+    };
+    let body = match (text_body, json) {
         (Some(_), Some(_)) => return fail("give either \"body\" or \"json\", not both".into()),
         (Some(b), None) => Some(Bytes::from(b)),
         (None, Some(j)) => {
@@ -371,8 +546,7 @@ fn strip_comment(text: &str) -> &str {
 /// end the stream with an `Err`.
 pub fn read_jobs<R, F>(
     reader: R,
-    format: Format,
-    extra: HeaderMap,
+    input: Input,
     max_line: usize,
     skip: F,
 ) -> impl Stream<Item = std::io::Result<Parsed>> + Send
@@ -380,19 +554,22 @@ where
     R: AsyncBufRead + Unpin + Send + 'static,
     F: Fn(u64) -> bool + Send + 'static,
 {
-    let state = (reader, 0u64, Vec::new(), extra, skip);
+    // A CSV input's columns, from its first line.
+    let columns: Option<Vec<String>> = None;
+    let state = (reader, 0u64, Vec::new(), input, skip, columns);
     futures::stream::unfold(
         state,
-        move |(mut reader, mut line_no, mut buf, extra, skip)| async move {
+        move |(mut reader, mut line_no, mut buf, input, skip, mut columns)| async move {
             loop {
                 buf.clear();
                 let too_long = match read_line_bounded(&mut reader, &mut buf, max_line).await {
-                    Err(e) => return Some((Err(e), (reader, line_no, buf, extra, skip))),
+                    Err(e) => return Some((Err(e), (reader, line_no, buf, input, skip, columns))),
                     Ok((0, _)) => return None,
                     Ok((_, too_long)) => too_long,
                 };
                 line_no += 1;
-                if skip(line_no) {
+                let header = matches!(input.format, Format::Csv(_)) && columns.is_none();
+                if skip(line_no) && !header {
                     continue;
                 }
                 let parsed = if too_long {
@@ -412,22 +589,70 @@ where
                         ),
                         Ok(text) => {
                             let text = text.trim();
-                            if text.is_empty() || (format == Format::Urls && text.starts_with('#'))
+                            if text.is_empty()
+                                || (input.format == Format::Urls && text.starts_with('#'))
                             {
                                 continue;
                             }
-                            let text = match format {
-                                Format::Urls => strip_comment(text),
-                                Format::Jsonl => text,
-                            };
-                            parse_line(line_no, text, format, &extra)
+                            match &input.format {
+                                Format::Urls => parse_line(line_no, strip_comment(text), &input),
+                                Format::Jsonl => parse_line(line_no, text, &input),
+                                Format::Csv(template) => match &columns {
+                                    None => {
+                                        let names = csv_row(text);
+                                        columns = Some(
+                                            names.iter().map(|c| c.trim().to_string()).collect(),
+                                        );
+                                        continue;
+                                    }
+                                    Some(cols) => csv_job(line_no, text, cols, template, &input),
+                                },
+                            }
                         }
                     }
                 };
-                return Some((Ok(parsed), (reader, line_no, buf, extra, skip)));
+                return Some((Ok(parsed), (reader, line_no, buf, input, skip, columns)));
             }
         },
     )
+}
+
+/// The fields of one CSV line (a record never spans lines here: a line is a job's identity).
+fn csv_row(text: &str) -> Vec<String> {
+    let mut r = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(text.as_bytes());
+    match r.records().next() {
+        Some(Ok(rec)) => rec.iter().map(str::to_string).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The job of a CSV row: its fields filled into the template, then read as a JSONL job.
+fn csv_job(
+    line_no: u64,
+    text: &str,
+    columns: &[String],
+    template: &Template,
+    input: &Input,
+) -> Parsed {
+    let row = csv_row(text);
+    if row.len() != columns.len() {
+        return unreadable(
+            line_no,
+            format!(
+                "{} fields where the header has {} columns",
+                row.len(),
+                columns.len()
+            ),
+        );
+    }
+    let fields: Vec<&str> = row.iter().map(String::as_str).collect();
+    match template.fill(columns, &fields) {
+        Ok(json) => parse_line(line_no, &json, input),
+        Err(e) => unreadable(line_no, e),
+    }
 }
 
 #[cfg(test)]
@@ -435,7 +660,7 @@ mod tests {
     use super::*;
 
     fn job(line: &str) -> Result<Job, String> {
-        match parse_line(7, line, Format::Jsonl, &HeaderMap::new()) {
+        match parse_line(7, line, &Input::default()) {
             Parsed::Job(j) => Ok(*j),
             Parsed::Invalid(i) => Err(i.message),
         }
@@ -501,8 +726,13 @@ mod tests {
                 "invalid type: integer, expected a string",
             ),
             (
-                r#"{"url":"http://x","body":{"k":1},"id":"s3cret"}"#,
-                "invalid type: map, expected a string",
+                r#"{"url":"http://x","body":12345,"id":"s3cret"}"#,
+                "\"body\" must be a string",
+            ),
+            (r#"{"url":"/v1/x","custom_id":"s3cret"}"#, "give --base-url"),
+            (
+                r#"{"url":"http://x","custom_id":"a","id":"b"}"#,
+                "either \"id\" or \"custom_id\"",
             ),
         ] {
             let e = job(line).unwrap_err();
@@ -510,5 +740,26 @@ mod tests {
             assert!(e.starts_with("line 7: "), "{e}");
             assert!(!e.contains("12345") && !e.contains("s3cret"), "{e}");
         }
+    }
+
+    #[test]
+    fn a_batch_api_line_is_a_job_without_a_flag() {
+        let input = Input {
+            base_url: Some(Url::parse("https://api.example.com/").unwrap()),
+            ..Input::default()
+        };
+        let line = r#"{"custom_id": "request-1", "method": "POST", "url": "/v1/chat/completions", "body": {"model": "m", "messages": [{"role": "user", "content": "Hello"}]}}"#;
+        let Parsed::Job(j) = parse_line(3, line, &input) else {
+            panic!("not a job")
+        };
+        assert_eq!(j.id, "request-1");
+        assert_eq!(j.method, Method::POST);
+        assert_eq!(
+            j.url.as_str(),
+            "https://api.example.com/v1/chat/completions"
+        );
+        assert_eq!(j.headers["content-type"], "application/json");
+        let body: Value = serde_json::from_slice(j.body.as_deref().unwrap()).unwrap();
+        assert_eq!(body["messages"][0]["content"], "Hello");
     }
 }

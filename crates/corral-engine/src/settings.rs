@@ -127,6 +127,20 @@ pub struct Settings {
     /// Write each body to its own file in this directory instead of into the result
     /// (`--save-body-dir`); the result says where (`body_file`).
     pub save_body_dir: Option<std::path::PathBuf>,
+    /// How result lines are written (`--format`).
+    pub results_format: ResultsFormat,
+}
+
+/// How result lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ResultsFormat {
+    /// One JSON object per line (what `--resume` and `corral report` read).
+    #[default]
+    Jsonl,
+    /// One CSV row per job, the columns of [`crate::engine::CSV_COLUMNS`] (the JSONL keys
+    /// whose values are scalars, `error` as `error_kind`, `error_message`, `maybe_sent`), after
+    /// a header row the caller writes.
+    Csv,
 }
 
 /// How TLS servers are trusted, and the client certificate if one is needed. The platform's
@@ -606,6 +620,7 @@ impl Default for Settings {
             max_redirects: 5,
             compressed: false,
             save_body_dir: None,
+            results_format: ResultsFormat::Jsonl,
         }
     }
 }
@@ -661,6 +676,7 @@ pub(crate) fn test_settings(concurrency: usize) -> Settings {
         max_redirects: 5,
         compressed: false,
         save_body_dir: None,
+        results_format: ResultsFormat::Jsonl,
     }
 }
 

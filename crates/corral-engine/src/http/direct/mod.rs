@@ -255,7 +255,7 @@ async fn write_request(conn: &mut Conn, buf: &[u8]) -> std::io::Result<Sent> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::job::{parse_line, Format, Job, Parsed};
+    use crate::job::{parse_line, Input, Job, Parsed};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// The parts of `job` to send.
@@ -355,7 +355,7 @@ mod tests {
     }
 
     fn job(line: &str) -> Job {
-        match parse_line(1, line, Format::Jsonl, &HeaderMap::new()) {
+        match parse_line(1, line, &Input::default()) {
             Parsed::Job(j) => *j,
             Parsed::Invalid(i) => panic!("{}", i.message),
         }
