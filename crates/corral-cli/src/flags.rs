@@ -267,6 +267,12 @@ pub(crate) struct Options {
     /// joined to
     #[arg(long, value_name = "URL")]
     pub(crate) base_url: Option<String>,
+    /// Speak HTTP/2 at once (h2c) to http:// servers, without an upgrade; over https HTTP/2
+    /// is negotiated anyway (ALPN). A host's requests share few connections, still at most
+    /// --per-host-concurrency at once
+    #[arg(long)]
+    #[serde(default)]
+    pub(crate) http2_prior_knowledge: bool,
     /// Redirects followed per job, each hop through the gates of the host it goes to; 0: a
     /// 3xx is the job's response (curl's default), more fail the job (kind redirect)
     #[arg(long)]
@@ -401,6 +407,7 @@ macro_rules! merge {
             cacert: [$cfg.cacert.clone(), $cli.cacert.clone()].concat(),
             insecure: $cli.insecure || $cfg.insecure,
             compressed: $cli.compressed || $cfg.compressed,
+            http2_prior_knowledge: $cli.http2_prior_knowledge || $cfg.http2_prior_knowledge,
             hosts: $cfg.hosts.clone(),
         }
     };
@@ -637,6 +644,7 @@ pub(crate) fn plan(o: &Options) -> Result<Plan, String> {
         tls: tls_settings(o)?,
         max_redirects: o.max_redirects.unwrap_or(d.max_redirects),
         compressed: o.compressed,
+        http2_prior_knowledge: o.http2_prior_knowledge,
         results_format: d.results_format, // `--format` is the run's, set by `run`
         save_body_dir: match &o.save_body_dir {
             None => None,

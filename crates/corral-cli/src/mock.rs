@@ -144,6 +144,8 @@ const RECENT: usize = 32;
 pub struct Seen {
     /// The request target as sent: a path, or an absolute URL when sent to a proxy.
     pub target: String,
+    /// The HTTP version (`HTTP/1.1`, `HTTP/2.0`).
+    pub version: String,
     pub headers: std::collections::BTreeMap<String, String>,
 }
 
@@ -260,8 +262,10 @@ async fn accept_loop(listener: TcpListener, host: Arc<Host>, stop: CancellationT
         let stop = stop.clone();
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| handle(host.clone(), req));
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
+            // HTTP/1.1, or HTTP/2 with prior knowledge (h2c), as the client speaks.
+            let builder =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
             tokio::select! {
                 _ = conn => {}
                 _ = stop.cancelled() => {}
@@ -322,6 +326,7 @@ async fn handle(
         }
         c.recent.push_back(Seen {
             target: req.uri().to_string(),
+            version: format!("{:?}", req.version()),
             headers: req
                 .headers()
                 .iter()

@@ -162,3 +162,39 @@ fn csv_results_have_a_header_and_one_row_per_job() {
     let o = run_quiet(&jobs, &out, &["--format", "csv", "--resume"]);
     assert_exit(&o, 2);
 }
+
+/// `--http2-prior-knowledge`: h2c to an `http://` host, a host's requests multiplexed over
+/// few connections, never more than the per-host concurrency at once.
+#[test]
+fn http2_prior_knowledge_multiplexes_within_the_per_host_concurrency() {
+    let mock = Mock::start("slow");
+    let dir = tempfile::tempdir().unwrap();
+    let jobs = mock.write_gets(dir.path(), "slow", 60, "");
+    let out = dir.path().join("out.jsonl");
+    let o = run_quiet(
+        &jobs,
+        &out,
+        &[
+            "--http2-prior-knowledge",
+            "--threads",
+            "1",
+            "-c",
+            "60",
+            "--per-host-concurrency",
+            "8",
+        ],
+    );
+    assert_exit(&o, 0);
+    assert_exactly_once(&results(&out), 60);
+    let stats = mock.stats("slow");
+    // One, or two when requests start while the first is being set up (hyper's pool).
+    let connections = stats["connections"].as_u64().unwrap();
+    assert!(
+        connections <= 2,
+        "{connections} connections for 60 requests"
+    );
+    let max = stats["max_in_flight"].as_u64().unwrap();
+    assert!((2..=8).contains(&max), "multiplexed, within 8: {max}");
+    let recent = stats["recent"].as_array().unwrap();
+    assert!(recent.iter().all(|s| s["version"] == "HTTP/2.0"), "{stats}");
+}

@@ -485,6 +485,7 @@ fn client_options(s: &Settings) -> ClientOptions {
             .collect(),
         tls: s.tls.clone(),
         proxy: s.proxy.clone(),
+        http2_prior_knowledge: s.http2_prior_knowledge,
     }
 }
 

@@ -129,6 +129,9 @@ pub struct Settings {
     pub save_body_dir: Option<std::path::PathBuf>,
     /// How result lines are written (`--format`).
     pub results_format: ResultsFormat,
+    /// Speak HTTP/2 without asking first (`--http2-prior-knowledge`): h2c to `http://`
+    /// servers. Over TLS, HTTP/2 is negotiated (ALPN) without it.
+    pub http2_prior_knowledge: bool,
 }
 
 /// How result lines are written.
@@ -621,6 +624,7 @@ impl Default for Settings {
             compressed: false,
             save_body_dir: None,
             results_format: ResultsFormat::Jsonl,
+            http2_prior_knowledge: false,
         }
     }
 }
@@ -677,6 +681,7 @@ pub(crate) fn test_settings(concurrency: usize) -> Settings {
         compressed: false,
         save_body_dir: None,
         results_format: ResultsFormat::Jsonl,
+        http2_prior_knowledge: false,
     }
 }
 

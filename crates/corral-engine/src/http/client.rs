@@ -33,6 +33,9 @@ pub struct ClientOptions {
     pub tls: TlsSettings,
     /// `--proxy`, `--no-proxy`.
     pub proxy: ProxySettings,
+    /// `--http2-prior-knowledge`: reqwest speaks h2 at once, also to `http://` (the lean
+    /// client, HTTP/1.1 only, is not used).
+    pub http2_prior_knowledge: bool,
 }
 
 /// reqwest's TLS and proxy settings from `options`, each failure naming its option.
@@ -186,6 +189,11 @@ impl Clients {
                 // corral follows redirects itself (`redirect`): secrets stay with their origin.
                 .redirect(reqwest::redirect::Policy::none())
                 .referer(false);
+            let b = if options.http2_prior_knowledge {
+                b.http2_prior_knowledge()
+            } else {
+                b
+            };
             secure(b, options)?
                 .build()
                 .map(|c| (connect, c))
@@ -203,7 +211,7 @@ impl Clients {
             .collect::<Result<Vec<_>, _>>()?;
         // A proxy carries `http://` too: reqwest then sends everything.
         let proxied = options.proxy.url.is_some() || super::direct::proxy_configured();
-        let direct = (!proxied).then(|| {
+        let direct = (!proxied && !options.http2_prior_knowledge).then(|| {
             Direct::new(
                 options.idle_per_host,
                 options.idle_total,
