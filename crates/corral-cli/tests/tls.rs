@@ -125,7 +125,10 @@ fn run_https(
         .collect();
     let jobs = write_jobs(dir, &lines);
     let out = dir.join("out.jsonl");
-    let mut args = vec!["--retries", "0", "--overwrite"];
+    let mut args = vec!["--overwrite"];
+    if !extra.contains(&"--retries") {
+        args.extend(["--retries", "0"]);
+    }
     args.extend_from_slice(extra);
     let o = run_quiet(&jobs, &out, &args);
     let rs = if out.exists() {
@@ -144,9 +147,19 @@ fn a_private_ca_is_refused_without_cacert_and_trusted_with_it() {
     let ca = dir.path().join("ca.pem");
     std::fs::write(&ca, pki.ca.pem()).unwrap();
 
-    let (o, rs) = run_https(dir.path(), &server, 3, &[]);
+    // Refused: kind tls, not retried, and not held by the breaker (30 jobs are more than its
+    // minimum of 20 calls; counted, they would open it and the rest would wait).
+    let (o, rs) = run_https(
+        dir.path(),
+        &server,
+        30,
+        &["--retries", "3", "--breaker-max-hold-s", "1"],
+    );
     assert_exit(&o, 1);
-    assert!(rs.iter().all(|r| r["ok"] == false), "{rs:?}");
+    for r in &rs {
+        assert_eq!(r["error"]["kind"], "tls", "{r}");
+        assert_eq!(r["attempts"], 1, "{r}");
+    }
     let message = rs[0]["error"]["message"].as_str().unwrap();
     assert!(message.contains("certificate"), "{message}");
     assert_eq!(server.answered.load(Ordering::Relaxed), 0);

@@ -927,7 +927,7 @@ impl Engine {
                     let d = match e {
                         AttemptError::BreakerOpen(_) | AttemptError::NotStarted => Decision::Stop,
                         AttemptError::Transport {
-                            kind: ErrorKind::Request | ErrorKind::Redirect,
+                            kind: ErrorKind::Request | ErrorKind::Redirect | ErrorKind::Tls,
                             ..
                         } => Decision::Stop,
                         // A name that does not exist will not exist on the next try; a
@@ -1121,7 +1121,20 @@ impl Engine {
             Err(AttemptError::Status(r, _)) => r.status < 500,
             Err(_) => false,
         };
-        trace.breaker_outcome(permit, healthy, first && view.retries() > 0);
+        // A certificate refused says nothing of the host's health: a setting to fix, and
+        // counting it would open the breaker and hold every job for --breaker-max-hold-s.
+        let tls = matches!(
+            &out,
+            Err(AttemptError::Transport {
+                kind: ErrorKind::Tls,
+                ..
+            })
+        );
+        if tls {
+            drop(permit);
+        } else {
+            trace.breaker_outcome(permit, healthy, first && view.retries() > 0);
+        }
         if self.gates.adaptive {
             let (signal, headers) = match &out {
                 Ok(r) => (Signal::Ok, Some(&r.headers)),

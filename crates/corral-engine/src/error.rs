@@ -34,11 +34,16 @@ pub enum ErrorKind {
     InvalidInput,
     /// The request could not be built.
     Request,
+    /// The TLS handshake failed on a certificate: the server's is not trusted (`--cacert`,
+    /// `--insecure`) or expired or for another name, or the server refused the client's
+    /// (`--cert`). Not retried, and not counted by the host's breaker: it is a setting to
+    /// fix, and every job says so at once rather than waiting for an outage to end.
+    Tls,
 }
 
 impl ErrorKind {
     /// Every kind.
-    pub const ALL: [ErrorKind; 12] = [
+    pub const ALL: [ErrorKind; 13] = [
         ErrorKind::Timeout,
         ErrorKind::Connect,
         ErrorKind::Dns,
@@ -51,6 +56,7 @@ impl ErrorKind {
         ErrorKind::Redirect,
         ErrorKind::InvalidInput,
         ErrorKind::Request,
+        ErrorKind::Tls,
     ];
 
     /// The kind written to results as `name`.
@@ -79,6 +85,7 @@ impl ErrorKind {
             ErrorKind::Redirect => "redirect",
             ErrorKind::InvalidInput => "invalid_input",
             ErrorKind::Request => "request",
+            ErrorKind::Tls => "tls",
         }
     }
 }

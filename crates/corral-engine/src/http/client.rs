@@ -303,8 +303,8 @@ impl Clients {
     }
 }
 
-/// The kind of a reqwest failure. Only `request` (a request that could not even be built) is
-/// permanent; the others are retried.
+/// The kind of a reqwest failure. `request` (a request that could not even be built) and
+/// `tls` (a certificate refused, either way) are permanent; the others are retried.
 fn reqwest_kind(e: &reqwest::Error) -> ErrorKind {
     if e.is_builder() {
         ErrorKind::Request
@@ -312,6 +312,8 @@ fn reqwest_kind(e: &reqwest::Error) -> ErrorKind {
         ErrorKind::Timeout
     } else if e.is_connect() && chain(e).contains("dns error") {
         ErrorKind::Dns
+    } else if chain(e).to_ascii_lowercase().contains("certificate") {
+        ErrorKind::Tls
     } else if e.is_connect() {
         ErrorKind::Connect
     } else if e.is_body() || e.is_decode() {
