@@ -11,7 +11,6 @@ use std::sync::Arc;
 use common::*;
 use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A private CA, a server certificate for 127.0.0.1 and localhost, and a client certificate,
 /// all signed by it.
@@ -44,15 +43,21 @@ fn pki() -> Pki {
     }
 }
 
-/// An HTTPS server on a free loopback port answering every request `200 ok`, counting the
-/// requests that got through the handshake. Runs until the test ends.
+/// An HTTPS server on a free loopback port (hyper: HTTP/1.1, and HTTP/2 when `h2` offers it
+/// by ALPN) answering every request `200 ok` once it has read its body, counting the
+/// requests that got through the handshake and their HTTP versions. Runs until the test ends.
 struct Server {
     addr: SocketAddr,
     answered: Arc<AtomicU64>,
+    versions: Arc<std::sync::Mutex<Vec<String>>>,
     _rt: tokio::runtime::Runtime,
 }
 
 fn serve(pki: &Pki, client_auth: bool) -> Server {
+    serve_with(pki, client_auth, false)
+}
+
+fn serve_with(pki: &Pki, client_auth: bool, h2: bool) -> Server {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -60,7 +65,7 @@ fn serve(pki: &Pki, client_auth: bool) -> Server {
         .unwrap();
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pki.server.1.clone()));
     let builder = rustls::ServerConfig::builder();
-    let config = if client_auth {
+    let mut config = if client_auth {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(pki.ca.der().clone()).unwrap();
         let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
@@ -72,42 +77,49 @@ fn serve(pki: &Pki, client_auth: bool) -> Server {
     }
     .with_single_cert(vec![pki.server.0.clone()], key)
     .unwrap();
+    if h2 {
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    }
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = rt
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .unwrap();
     let addr = listener.local_addr().unwrap();
     let answered = Arc::new(AtomicU64::new(0));
-    let count = answered.clone();
+    let versions = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (count, seen) = (answered.clone(), versions.clone());
     rt.spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
-            let (acceptor, count) = (acceptor.clone(), count.clone());
+            let (acceptor, count, seen) = (acceptor.clone(), count.clone(), seen.clone());
             tokio::spawn(async move {
-                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                let Ok(tls) = acceptor.accept(tcp).await else {
                     return;
                 };
-                // One request per connection: read its head, answer, close.
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match tls.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                count.fetch_add(1, Ordering::Relaxed);
-                let _ = tls
-                    .write_all(
-                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
-                    )
-                    .await;
-                let _ = tls.shutdown().await;
+                let svc = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let (count, seen) = (count.clone(), seen.clone());
+                        async move {
+                            seen.lock().unwrap().push(format!("{:?}", req.version()));
+                            let _ = http_body_util::BodyExt::collect(req.into_body()).await;
+                            count.fetch_add(1, Ordering::Relaxed);
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                                http_body_util::Full::new(bytes::Bytes::from_static(b"ok")),
+                            ))
+                        }
+                    },
+                );
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                .await;
             });
         }
     });
     Server {
         addr,
         answered,
+        versions,
         _rt: rt,
     }
 }
@@ -240,4 +252,44 @@ fn bad_tls_files_are_named_and_nothing_is_written() {
     // --cert without --key is a usage error.
     let o = run_quiet(&jobs, &out, &["--cert", path_str(&junk)]);
     assert_exit(&o, 2);
+}
+
+/// A server that offers HTTP/2 gets it (reqwest carries its requests after the lean client's
+/// handshake heard `h2`), and a large body goes through reqwest with the same trust.
+#[test]
+fn http2_by_alpn_and_large_bodies_go_through_reqwest_with_the_same_trust() {
+    let pki = pki();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, pki.ca.pem()).unwrap();
+
+    let h2 = serve_with(&pki, false, true);
+    let (o, rs) = run_https(dir.path(), &h2, 20, &["--cacert", path_str(&ca)]);
+    assert_exit(&o, 0);
+    assert!(rs.iter().all(|r| r["status"] == 200), "{rs:?}");
+    let versions = h2.versions.lock().unwrap().clone();
+    assert_eq!(versions.len(), 20);
+    assert!(versions.iter().all(|v| v == "HTTP/2.0"), "{versions:?}");
+
+    // HTTP/1.1 only: small requests on the lean client, a 100 KiB POST through reqwest; both
+    // trust the private CA only with --cacert.
+    let h1 = serve(&pki, false);
+    let big = "x".repeat(100 << 10);
+    let lines = vec![
+        format!(r#"{{"url":"https://{}/small"}}"#, h1.addr),
+        format!(
+            r#"{{"method":"POST","url":"https://{}/big","body":"{big}"}}"#,
+            h1.addr
+        ),
+    ];
+    let jobs = write_jobs(dir.path(), &lines);
+    let out = dir.path().join("big.jsonl");
+    let o = run_quiet(&jobs, &out, &["--retries", "0"]);
+    assert_exit(&o, 1);
+    let rs = results(&out);
+    assert!(rs.iter().all(|r| r["error"]["kind"] == "tls"), "{rs:?}");
+    let o = run_quiet(&jobs, &out, &["--cacert", path_str(&ca), "--overwrite"]);
+    assert_exit(&o, 0);
+    assert_eq!(h1.answered.load(Ordering::Relaxed), 2);
+    assert_eq!(*h1.versions.lock().unwrap(), ["HTTP/1.1", "HTTP/1.1"]);
 }

@@ -1,6 +1,7 @@
 //! Which client carries a request, decided here and nowhere else: corral's lean HTTP/1.1
-//! client ([`super::direct`]) for `http://` when no proxy is configured, reqwest (rustls,
-//! HTTP/2, proxies) for everything else. Neither follows redirects: a 3xx comes back to the
+//! client ([`super::direct`]) for `http://`, and for `https://` hosts that do not choose
+//! HTTP/2, when no proxy is configured; reqwest (rustls, HTTP/2, proxies, h2c) for everything
+//! else. Neither follows redirects: a 3xx comes back to the
 //! engine, which follows it by [`super::redirect`]'s rule through the gates of the next host. Both answer the same way: a status, headers and a [`Body`], or an
 //! [`HttpError`] that says its kind and whether the request may have gone out.
 
@@ -211,14 +212,17 @@ impl Clients {
             .collect::<Result<Vec<_>, _>>()?;
         // A proxy carries `http://` too: reqwest then sends everything.
         let proxied = options.proxy.url.is_some() || super::direct::proxy_configured();
-        let direct = (!proxied && !options.http2_prior_knowledge).then(|| {
-            Direct::new(
+        let direct = if proxied || options.http2_prior_knowledge {
+            None
+        } else {
+            Some(Direct::new(
                 options.idle_per_host,
                 options.idle_total,
                 options.connect_timeout,
                 &options.user_agent,
-            )
-        });
+                super::direct::tls::connector(&options.tls)?,
+            ))
+        };
         Ok(Self { reqwest, direct })
     }
 
@@ -233,44 +237,58 @@ impl Clients {
         sending: &AtomicBool,
         fresh: bool,
     ) -> Result<Exchange<'_>, HttpError> {
-        match (&self.direct, req.url.scheme()) {
-            (Some(direct), "http") => {
-                let (head, lease) = direct
-                    .send(req, key, want_headers, sending, fresh)
-                    .await
-                    .map_err(|e| {
-                        let resend = matches!(e, DirectError::Unanswered(_));
-                        let (kind, sent, message) = match e {
-                            DirectError::FdLimit(m) => (ErrorKind::FdLimit, false, m),
-                            DirectError::Dns(m) => (ErrorKind::Dns, false, m),
-                            DirectError::Connect(m) => (ErrorKind::Connect, false, m),
-                            DirectError::Connection(m) | DirectError::Unanswered(m) => {
-                                (ErrorKind::Connection, true, m)
-                            }
-                        };
-                        HttpError {
-                            kind,
-                            message,
-                            sent,
-                            resend,
-                        }
-                    })?;
-                Ok(Exchange {
-                    status: head.status,
-                    headers: head.headers,
-                    body: Body::Direct(lease),
-                })
+        // The lean client: plain HTTP, and HTTPS to hosts that do not speak HTTP/2 with
+        // requests small enough to go in one write (a larger body is sent by reqwest, which
+        // listens for an early answer while it sends).
+        let lean = match (&self.direct, req.url.scheme()) {
+            (Some(d), "http") => Some(d),
+            (Some(d), "https")
+                if req.body.map_or(0, |b| b.len()) <= super::direct::WATCH_ABOVE
+                    && !d.speaks_h2(key) =>
+            {
+                Some(d)
             }
-            _ => {
-                sending.store(true, Ordering::Relaxed);
-                let resp = self.send_reqwest(req).await?;
-                Ok(Exchange {
-                    status: resp.status().as_u16(),
-                    headers: resp.headers().clone(),
-                    body: Body::Reqwest(resp),
-                })
+            _ => None,
+        };
+        if let Some(direct) = lean {
+            match direct.send(req, key, want_headers, sending, fresh).await {
+                Ok((head, lease)) => {
+                    return Ok(Exchange {
+                        status: head.status,
+                        headers: head.headers,
+                        body: Body::Direct(lease),
+                    })
+                }
+                // The server chose HTTP/2: nothing was sent; reqwest carries it.
+                Err(DirectError::H2) => {}
+                Err(e) => {
+                    let resend = matches!(e, DirectError::Unanswered(_));
+                    let (kind, sent, message) = match e {
+                        DirectError::FdLimit(m) => (ErrorKind::FdLimit, false, m),
+                        DirectError::Dns(m) => (ErrorKind::Dns, false, m),
+                        DirectError::Connect(m) => (ErrorKind::Connect, false, m),
+                        DirectError::Tls(m) => (ErrorKind::Tls, false, m),
+                        DirectError::H2 => (ErrorKind::Connect, false, String::new()),
+                        DirectError::Connection(m) | DirectError::Unanswered(m) => {
+                            (ErrorKind::Connection, true, m)
+                        }
+                    };
+                    return Err(HttpError {
+                        kind,
+                        message,
+                        sent,
+                        resend,
+                    });
+                }
             }
         }
+        sending.store(true, Ordering::Relaxed);
+        let resp = self.send_reqwest(req).await?;
+        Ok(Exchange {
+            status: resp.status().as_u16(),
+            headers: resp.headers().clone(),
+            body: Body::Reqwest(resp),
+        })
     }
 
     /// Sends `req` through reqwest (a redirect comes back as a 3xx: the engine follows it).

@@ -1,11 +1,16 @@
-//! One connection to a host and its buffers, and how it is opened.
+//! One connection to a host and its buffers, and how it is opened (TCP, and TLS for
+//! `https://`).
 
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
 
 use super::DirectError;
 
@@ -20,9 +25,55 @@ pub fn is_fd_limit(e: &std::io::Error) -> bool {
     matches!(e.raw_os_error(), Some(ENFILE | EMFILE))
 }
 
+/// A connection's byte stream: plain TCP, or TLS over it.
+pub(super) enum Stream {
+    Tcp(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
 /// One connection and its buffers (kept with it, so a request allocates none).
 pub(super) struct Conn {
-    pub(super) stream: TcpStream,
+    pub(super) stream: Stream,
     /// Bytes read and not yet consumed.
     pub(super) read: BytesMut,
     /// The request being written.
@@ -37,7 +88,18 @@ impl Conn {
             return false;
         }
         let mut probe = [0u8; 1];
-        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        match &self.stream {
+            Stream::Tcp(s) => {
+                matches!(s.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+            }
+            // Under TLS a byte read would be lost to the session: peek at the socket instead.
+            // Anything there (a close_notify, an end of stream) makes the connection unusable.
+            Stream::Tls(s) => {
+                let mut buf = ReadBuf::new(&mut probe);
+                let mut cx = Context::from_waker(std::task::Waker::noop());
+                s.get_ref().0.poll_peek(&mut cx, &mut buf).is_pending()
+            }
+        }
     }
 
     /// Reads more bytes; `Ok(0)` at the end of the connection.
@@ -49,8 +111,14 @@ impl Conn {
     }
 }
 
-/// Opens a connection to `host:port` within `timeout`.
-pub(super) async fn open(host: &str, port: u16, timeout: Duration) -> Result<Conn, DirectError> {
+/// Opens a connection to `host:port` within `timeout`, with TLS when `tls` is given.
+pub(super) async fn open(
+    host: &str,
+    port: u16,
+    timeout: Duration,
+    tls: Option<&TlsConnector>,
+) -> Result<Conn, DirectError> {
+    let deadline = tokio::time::Instant::now() + timeout;
     let connect = async {
         // An IP literal needs no resolver round trip.
         let host = host.trim_start_matches('[').trim_end_matches(']');
@@ -73,7 +141,7 @@ pub(super) async fn open(host: &str, port: u16, timeout: Duration) -> Result<Con
         }))
     };
     // Ok(Err(_)): the name did not resolve; Err(_): no connection.
-    let stream = match tokio::time::timeout(timeout, connect).await {
+    let stream = match tokio::time::timeout_at(deadline, connect).await {
         Ok(Ok(Ok(s))) => s,
         Ok(Ok(Err(e))) => {
             return Err(DirectError::Dns(format!("cannot resolve {host}: {e}")));
@@ -92,6 +160,38 @@ pub(super) async fn open(host: &str, port: u16, timeout: Duration) -> Result<Con
         }
     };
     let _ = stream.set_nodelay(true);
+    let stream = match tls {
+        None => Stream::Tcp(stream),
+        Some(connector) => {
+            let name = rustls::pki_types::ServerName::try_from(
+                host.trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_string(),
+            )
+            .map_err(|e| DirectError::Connect(format!("not a TLS server name {host:?}: {e}")))?;
+            let tls = match tokio::time::timeout_at(deadline, connector.connect(name, stream)).await
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    let m = format!("TLS handshake failed: {}", crate::http::client::chain(&e));
+                    return Err(if m.to_ascii_lowercase().contains("certificate") {
+                        DirectError::Tls(m)
+                    } else {
+                        DirectError::Connect(m)
+                    });
+                }
+                Err(_) => {
+                    return Err(DirectError::Connect(format!(
+                        "cannot connect: no TLS session within {timeout:?}"
+                    )))
+                }
+            };
+            if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+                return Err(DirectError::H2);
+            }
+            Stream::Tls(Box::new(tls))
+        }
+    };
     Ok(Conn {
         stream,
         read: BytesMut::with_capacity(READ_SIZE),

@@ -33,6 +33,7 @@ mod body;
 mod conn;
 mod encode;
 mod head;
+pub mod tls;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -50,6 +51,7 @@ pub use conn::is_fd_limit;
 use conn::{Conn, READ_SIZE};
 pub use head::Head;
 use head::{read_head, ReadError};
+use tokio_rustls::TlsConnector;
 
 /// What to send: a request's parts, borrowed from wherever they live (the engine's job).
 #[derive(Debug, Clone, Copy)]
@@ -83,6 +85,11 @@ pub enum DirectError {
     /// A reused connection was closed by the server as an idempotent request went out, with no
     /// byte of answer: it may go once more at once, on a new connection (`fresh`).
     Unanswered(String),
+    /// The TLS handshake failed on a certificate (kind `tls`).
+    Tls(String),
+    /// The server chose HTTP/2 (ALPN): the request was not sent; reqwest, which multiplexes,
+    /// carries this host from now on (see [`Direct::speaks_h2`]).
+    H2,
 }
 
 /// True when the environment configures a proxy for plain HTTP: then reqwest (which honours
@@ -98,6 +105,10 @@ pub struct Direct {
     idle: Mutex<Pool<Conn>>,
     connect_timeout: Duration,
     user_agent: HeaderValue,
+    /// For `https://` hosts.
+    tls: TlsConnector,
+    /// `host:port`s whose TLS servers chose HTTP/2: reqwest carries them.
+    h2: Mutex<std::collections::HashSet<Arc<str>>>,
 }
 
 impl Direct {
@@ -108,13 +119,24 @@ impl Direct {
         max_idle: usize,
         connect_timeout: Duration,
         user_agent: &str,
+        tls: TlsConnector,
     ) -> Self {
         Self {
             idle: Mutex::new(Pool::new(max_idle_per_host, max_idle)),
             connect_timeout,
             user_agent: HeaderValue::from_str(user_agent)
                 .unwrap_or_else(|_| HeaderValue::from_static("corral")),
+            tls,
+            h2: Mutex::new(std::collections::HashSet::new()),
         }
+    }
+
+    /// True when `key`'s TLS server chose HTTP/2 before: its requests go to reqwest.
+    pub fn speaks_h2(&self, key: &str) -> bool {
+        self.h2
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(key)
     }
 
     fn take_idle(&self, key: &str) -> Option<Conn> {
@@ -134,10 +156,11 @@ impl Direct {
         let host = req.url.host_str().unwrap_or_default();
         let port = req.url.port_or_known_default().unwrap_or(80);
         let limit = req.connect_timeout.unwrap_or(self.connect_timeout);
-        match conn::open(host, port, limit).await {
+        let tls = (req.url.scheme() == "https").then_some(&self.tls);
+        match conn::open(host, port, limit, tls).await {
             Err(DirectError::FdLimit(_)) => {
                 self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
-                conn::open(host, port, limit).await
+                conn::open(host, port, limit, tls).await
             }
             r => r,
         }
@@ -160,7 +183,16 @@ impl Direct {
         {
             let (mut conn, reused) = match (!fresh).then(|| self.take_idle(key)).flatten() {
                 Some(c) => (c, true),
-                None => (self.connect(&req).await?, false),
+                None => match self.connect(&req).await {
+                    Err(DirectError::H2) => {
+                        self.h2
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(key.clone());
+                        return Err(DirectError::H2);
+                    }
+                    r => (r?, false),
+                },
             };
             let mut write = std::mem::take(&mut conn.write);
             let close = encode::encode(&req, &self.user_agent, &mut write);
@@ -208,7 +240,7 @@ impl Direct {
 
 /// Requests larger than this are written while watching for an early answer; smaller ones fit
 /// the socket's buffer and go out in one write.
-const WATCH_ABOVE: usize = 64 * 1024;
+pub(crate) const WATCH_ABOVE: usize = 64 * 1024;
 
 /// How a request went out.
 enum Sent {
@@ -222,26 +254,31 @@ enum Sent {
 /// server that answers before it has read the body (`413 Content Too Large`, `401`) is heard
 /// at once instead of the write failing with a reset after megabytes.
 async fn write_request(conn: &mut Conn, buf: &[u8]) -> std::io::Result<Sent> {
-    if buf.len() <= WATCH_ABOVE {
+    // (Larger requests over TLS go through reqwest: see `client`.)
+    if buf.len() <= WATCH_ABOVE || matches!(conn.stream, conn::Stream::Tls(_)) {
         conn.stream.write_all(buf).await?;
+        conn.stream.flush().await?;
         return Ok(Sent::Whole);
     }
+    let conn::Stream::Tcp(tcp) = &conn.stream else {
+        return Ok(Sent::Whole);
+    };
     let mut off = 0;
     while off < buf.len() {
         tokio::select! {
             biased;
-            r = conn.stream.readable() => {
+            r = tcp.readable() => {
                 r?;
                 conn.read.reserve(READ_SIZE);
-                match conn.stream.try_read_buf(&mut conn.read) {
+                match tcp.try_read_buf(&mut conn.read) {
                     Ok(_) => return Ok(Sent::Cut),
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                     Err(e) => return Err(e),
                 }
             }
-            w = conn.stream.writable() => {
+            w = tcp.writable() => {
                 w?;
-                match conn.stream.try_write(&buf[off..]) {
+                match tcp.try_write(&buf[off..]) {
                     Ok(n) => off += n,
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                     Err(e) => return Err(e),
