@@ -403,7 +403,13 @@ mod tests {
     }
 
     fn client() -> Direct {
-        Direct::new(8, 64, Duration::from_secs(5), "corral-test")
+        Direct::new(
+            8,
+            64,
+            Duration::from_secs(5),
+            "corral-test",
+            tls::connector(&crate::settings::TlsSettings::default()).unwrap(),
+        )
     }
 
     /// Sends `job` and reads the whole body; gives the connection back when it was complete.
