@@ -39,40 +39,11 @@ pub struct ClientOptions {
     pub http2_prior_knowledge: bool,
 }
 
-/// reqwest's TLS and proxy settings from `options`, each failure naming its option.
-fn secure(
+/// reqwest's proxy settings from `options`, each failure naming its option.
+fn proxied(
     mut b: reqwest::ClientBuilder,
     options: &ClientOptions,
 ) -> Result<reqwest::ClientBuilder, ConfigError> {
-    let tls = &options.tls;
-    for pem in &tls.ca_pem {
-        let certs = reqwest::Certificate::from_pem_bundle(pem)
-            .map_err(|e| ConfigError::new("--cacert", chain(&e)))?;
-        if certs.is_empty() {
-            return Err(ConfigError::new(
-                "--cacert",
-                "the file holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
-            ));
-        }
-        for c in certs {
-            b = b.add_root_certificate(c);
-        }
-    }
-    if tls.insecure {
-        b = b.danger_accept_invalid_certs(true);
-    }
-    if let Some(pem) = &tls.identity_pem {
-        let id = reqwest::Identity::from_pem(pem).map_err(|e| {
-            ConfigError::new(
-                "--cert/--key",
-                format!(
-                    "{}: expected a PEM certificate and its PEM private key",
-                    chain(&e)
-                ),
-            )
-        })?;
-        b = b.identity(id);
-    }
     let no_proxy = options
         .proxy
         .no_proxy
@@ -181,6 +152,8 @@ impl Body<'_> {
 impl Clients {
     /// Both clients, as `options` say.
     pub fn new(options: &ClientOptions) -> Result<Self, StartError> {
+        // One TLS configuration for both clients (see `direct::tls`).
+        let tls = super::direct::tls::client_config(&options.tls)?;
         let build = |connect: Duration| {
             let b = reqwest::Client::builder()
                 .user_agent(options.user_agent.clone())
@@ -195,7 +168,7 @@ impl Clients {
             } else {
                 b
             };
-            secure(b, options)?
+            proxied(b.use_preconfigured_tls(tls.clone()), options)?
                 .build()
                 .map(|c| (connect, c))
                 .map_err(|e| StartError::Client(chain(&e)))
@@ -220,7 +193,7 @@ impl Clients {
                 options.idle_total,
                 options.connect_timeout,
                 &options.user_agent,
-                super::direct::tls::connector(&options.tls)?,
+                super::direct::tls::connector(Arc::new(tls.clone())),
             ))
         };
         Ok(Self { reqwest, direct })

@@ -408,7 +408,9 @@ mod tests {
             64,
             Duration::from_secs(5),
             "corral-test",
-            tls::connector(&crate::settings::TlsSettings::default()).unwrap(),
+            tls::connector(Arc::new(
+                tls::client_config(&crate::settings::TlsSettings::default()).unwrap(),
+            )),
         )
     }
 

@@ -1,12 +1,16 @@
-//! TLS under the lean HTTP/1.1 client, for `https://` hosts that do not speak HTTP/2.
+//! The run's TLS: one rustls configuration for both clients — the lean HTTP/1.1 client (for
+//! `https://` hosts that do not speak HTTP/2) and reqwest (given it preconfigured).
 //!
-//! Why: over HTTPS, reqwest's per-request path ran at 0.66x oha on HTTP/1.1 (`bench/https.sh`),
-//! the gap the lean client closed for plain HTTP. The same rustls (ring) and the same trust as
-//! reqwest's: the bundled Mozilla roots, the platform's store, `--cacert`, `--insecure`, and
-//! the client certificate of `--cert`/`--key`. ALPN offers `h2` and `http/1.1`: a server that
-//! picks `h2` is left to reqwest, which multiplexes (see [`super::DirectError::H2`]).
+//! Why a TLS layer under the lean client: over HTTPS, reqwest's per-request path ran at 0.66x
+//! oha on HTTP/1.1 (`bench/https.sh`), the gap the lean client closed for plain HTTP. Why one
+//! configuration: both clients trust the same servers (the bundled Mozilla roots, the
+//! platform's store, `--cacert`; anything with `--insecure`) and show the same client
+//! certificate (`--cert`/`--key`), and the platform's store is read and parsed once per
+//! process, not per client (it made a debug build's start-up 0.3 s). ALPN offers `h2` and
+//! `http/1.1`: reqwest multiplexes a server that picks `h2`; the lean client leaves such a host
+//! to it (see [`super::DirectError::H2`]).
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
@@ -18,8 +22,24 @@ use tokio_rustls::TlsConnector;
 use crate::error::ConfigError;
 use crate::settings::TlsSettings;
 
-/// The connector for `tls`'s settings; a bad certificate or key is named by its option.
-pub fn connector(tls: &TlsSettings) -> Result<TlsConnector, ConfigError> {
+/// The bundled roots and the platform's store (as far as it can be read), once per process.
+static BASE_ROOTS: LazyLock<RootCertStore> = LazyLock::new(|| {
+    let mut roots = RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    roots
+});
+
+/// The lean client's connector for a configuration from [`client_config`].
+pub fn connector(config: Arc<rustls::ClientConfig>) -> TlsConnector {
+    TlsConnector::from(config)
+}
+
+/// The run's TLS configuration from `tls`'s settings; a bad certificate or key is named by its
+/// option.
+pub fn client_config(tls: &TlsSettings) -> Result<rustls::ClientConfig, ConfigError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -29,18 +49,21 @@ pub fn connector(tls: &TlsSettings) -> Result<TlsConnector, ConfigError> {
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
     } else {
-        let mut roots = RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        // The platform's store, as far as it can be read (unreadable ones are skipped).
-        for cert in rustls_native_certs::load_native_certs().certs {
-            let _ = roots.add(cert);
-        }
+        let mut roots = BASE_ROOTS.clone();
         for pem in &tls.ca_pem {
+            let mut found = false;
             for cert in CertificateDer::pem_slice_iter(pem) {
+                found = true;
                 let cert = cert.map_err(|e| ConfigError::new("--cacert", e.to_string()))?;
                 roots
                     .add(cert)
                     .map_err(|e| ConfigError::new("--cacert", e.to_string()))?;
+            }
+            if !found {
+                return Err(ConfigError::new(
+                    "--cacert",
+                    "the file holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+                ));
             }
         }
         builder.with_root_certificates(roots)
@@ -59,7 +82,7 @@ pub fn connector(tls: &TlsSettings) -> Result<TlsConnector, ConfigError> {
         None => builder.with_no_client_auth(),
     };
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(TlsConnector::from(Arc::new(config)))
+    Ok(config)
 }
 
 /// `--insecure`: any certificate is accepted (signatures are still checked, so the session is
