@@ -23,8 +23,11 @@ fn no_secret_reaches_results_errors_or_the_summary() {
     let fast = mock.url("fast");
     let dir = tempfile::tempdir().unwrap();
     let lines = vec![
-        // reqwest's error message names the raw URL.
-        format!(r#"{{"url":"https://127.0.0.1:1/x?api_key={SECRET}"}}"#),
+        // reqwest's error message names the raw URL (a body over 64 KiB goes through reqwest).
+        format!(
+            r#"{{"method":"PUT","url":"https://127.0.0.1:1/x?api_key={SECRET}","body":"{}"}}"#,
+            "x".repeat(70_000)
+        ),
         // An unparseable URL, with a password and a key.
         format!(r#"{{"url":"http://bob:{SECRET}@[::1/x?api_key={SECRET}"}}"#),
         format!(r#"{{"url":"http://bob:{SECRET}@127.0.0.1:1/x"}}"#),
