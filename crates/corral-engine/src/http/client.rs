@@ -303,7 +303,7 @@ fn reqwest_kind(e: &reqwest::Error) -> ErrorKind {
         ErrorKind::Timeout
     } else if e.is_connect() && chain(e).contains("dns error") {
         ErrorKind::Dns
-    } else if chain(e).to_ascii_lowercase().contains("certificate") {
+    } else if refuses_certificate(&chain(e)) {
         ErrorKind::Tls
     } else if e.is_connect() {
         ErrorKind::Connect
@@ -313,6 +313,12 @@ fn reqwest_kind(e: &reqwest::Error) -> ErrorKind {
         // Reset or closed connections, protocol errors: reqwest reports these as request errors.
         ErrorKind::Connection
     }
+}
+
+/// True when a TLS failure's message says a certificate was refused (the server's, or the
+/// client's by the server): kind `tls`, for both clients alike.
+pub(crate) fn refuses_certificate(message: &str) -> bool {
+    message.to_ascii_lowercase().contains("certificate")
 }
 
 /// The full chain of an error's messages ("error sending request: connection closed ...").

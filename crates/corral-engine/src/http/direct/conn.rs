@@ -174,7 +174,7 @@ pub(super) async fn open(
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     let m = format!("TLS handshake failed: {}", crate::http::client::chain(&e));
-                    return Err(if m.to_ascii_lowercase().contains("certificate") {
+                    return Err(if crate::http::client::refuses_certificate(&m) {
                         DirectError::Tls(m)
                     } else {
                         DirectError::Connect(m)
