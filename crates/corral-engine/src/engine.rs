@@ -849,6 +849,10 @@ impl Engine {
                 },
                 Err(Ended::NotStarted) => return r,
             };
+            // Most responses are not redirects: their headers are not looked at.
+            if !(300..400).contains(&resp.status) {
+                return r;
+            }
             let location = resp.headers.get(http::header::LOCATION);
             let failed = |message| {
                 Err(Ended::Failed(Box::new(Failure {
