@@ -31,136 +31,132 @@ struct Proxy {
     addresses: Arc<Mutex<Vec<String>>>,
 }
 
+impl Proxy {
+    /// A proxy on a free loopback port: `handle` serves each client connection on a thread of
+    /// its own, calling `record` with the address the client asked for.
+    fn serve(handle: fn(TcpStream, &dyn Fn(String))) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let requests = Arc::new(AtomicU64::new(0));
+        let addresses: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (count, seen) = (requests.clone(), addresses.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let (count, seen) = (count.clone(), seen.clone());
+                std::thread::spawn(move || {
+                    handle(client, &|address| {
+                        count.fetch_add(1, Ordering::Relaxed);
+                        seen.lock().unwrap().push(address);
+                    })
+                });
+            }
+        });
+        Proxy {
+            port,
+            requests,
+            addresses,
+        }
+    }
+}
+
 /// An HTTP proxy: absolute-form requests (`GET http://host/path`) are forwarded, one per
 /// connection (`Connection: close`), and `CONNECT` is tunnelled.
 fn http_proxy() -> Proxy {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let (requests, addresses): (_, Arc<Mutex<Vec<String>>>) =
-        (Arc::new(AtomicU64::new(0)), Arc::default());
-    let (count, seen) = (requests.clone(), Arc::clone(&addresses));
-    std::thread::spawn(move || {
-        for client in listener.incoming().flatten() {
-            let (count, seen): (_, Arc<Mutex<Vec<String>>>) = (count.clone(), seen.clone());
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(client.try_clone().unwrap());
-                let mut line = String::new();
-                if reader.read_line(&mut line).is_err() {
-                    return;
-                }
-                let mut parts = line.split_whitespace();
-                let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-                let mut headers = Vec::new();
-                loop {
-                    let mut h = String::new();
-                    if reader.read_line(&mut h).is_err() || h == "\r\n" || h.is_empty() {
-                        break;
-                    }
-                    let lower = h.to_ascii_lowercase();
-                    if !lower.starts_with("proxy-") && !lower.starts_with("connection:") {
-                        headers.push(h);
-                    }
-                }
-                count.fetch_add(1, Ordering::Relaxed);
-                let mut client = client;
-                if method == "CONNECT" {
-                    seen.lock().unwrap().push(target.to_string());
-                    let Ok(upstream) = TcpStream::connect(target) else {
-                        return;
-                    };
-                    let _ = client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n");
-                    pipe(client, upstream);
-                    return;
-                }
-                let rest = target.strip_prefix("http://").unwrap_or(target);
-                let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-                seen.lock().unwrap().push(authority.to_string());
-                let Ok(mut upstream) = TcpStream::connect(authority) else {
-                    return;
-                };
-                let mut head = format!(
-                    "{method} {} HTTP/1.1\r\n",
-                    if path.is_empty() { "/" } else { path }
-                );
-                for h in headers {
-                    head.push_str(&h);
-                }
-                head.push_str("connection: close\r\n\r\n");
-                let _ = upstream.write_all(head.as_bytes());
-                // A GET has no body: the answer goes back until the server closes.
-                let mut answer = Vec::new();
-                let _ = upstream.read_to_end(&mut answer);
-                let _ = client.write_all(&answer);
-            });
+    Proxy::serve(|client, record| {
+        let mut reader = BufReader::new(client.try_clone().unwrap());
+        let mut line = String::new();
+        if reader.read_line(&mut line).is_err() {
+            return;
         }
-    });
-    Proxy {
-        port,
-        requests,
-        addresses,
-    }
+        let mut parts = line.split_whitespace();
+        let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        let mut headers = Vec::new();
+        loop {
+            let mut h = String::new();
+            if reader.read_line(&mut h).is_err() || h == "\r\n" || h.is_empty() {
+                break;
+            }
+            let lower = h.to_ascii_lowercase();
+            if !lower.starts_with("proxy-") && !lower.starts_with("connection:") {
+                headers.push(h);
+            }
+        }
+        let mut client = client;
+        if method == "CONNECT" {
+            record(target.to_string());
+            let Ok(upstream) = TcpStream::connect(target) else {
+                return;
+            };
+            let _ = client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n");
+            pipe(client, upstream);
+            return;
+        }
+        let rest = target.strip_prefix("http://").unwrap_or(target);
+        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        record(authority.to_string());
+        let Ok(mut upstream) = TcpStream::connect(authority) else {
+            return;
+        };
+        let mut head = format!(
+            "{method} {} HTTP/1.1\r\n",
+            if path.is_empty() { "/" } else { path }
+        );
+        for h in headers {
+            head.push_str(&h);
+        }
+        head.push_str("connection: close\r\n\r\n");
+        let _ = upstream.write_all(head.as_bytes());
+        // A GET has no body: the answer goes back until the server closes.
+        let mut answer = Vec::new();
+        let _ = upstream.read_to_end(&mut answer);
+        let _ = client.write_all(&answer);
+    })
 }
 
 /// A SOCKS5 proxy without authentication: one CONNECT per connection, then a tunnel.
 fn socks5_proxy() -> Proxy {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let (requests, addresses): (_, Arc<Mutex<Vec<String>>>) =
-        (Arc::new(AtomicU64::new(0)), Arc::default());
-    let (count, seen) = (requests.clone(), Arc::clone(&addresses));
-    std::thread::spawn(move || {
-        for mut client in listener.incoming().flatten() {
-            let (count, seen): (_, Arc<Mutex<Vec<String>>>) = (count.clone(), seen.clone());
-            std::thread::spawn(move || {
-                let mut greeting = [0u8; 2];
-                if client.read_exact(&mut greeting).is_err() || greeting[0] != 5 {
-                    return;
-                }
-                let mut methods = vec![0u8; greeting[1] as usize];
-                let _ = client.read_exact(&mut methods);
-                let _ = client.write_all(&[5, 0]);
-                let mut req = [0u8; 4];
-                if client.read_exact(&mut req).is_err() || req[1] != 1 {
-                    return;
-                }
-                let host = match req[3] {
-                    1 => {
-                        let mut ip = [0u8; 4];
-                        let _ = client.read_exact(&mut ip);
-                        std::net::Ipv4Addr::from(ip).to_string()
-                    }
-                    3 => {
-                        let mut len = [0u8; 1];
-                        let _ = client.read_exact(&mut len);
-                        let mut name = vec![0u8; len[0] as usize];
-                        let _ = client.read_exact(&mut name);
-                        format!("name:{}", String::from_utf8_lossy(&name))
-                    }
-                    _ => return,
-                };
-                let mut port = [0u8; 2];
-                let _ = client.read_exact(&mut port);
-                let port = u16::from_be_bytes(port);
-                count.fetch_add(1, Ordering::Relaxed);
-                seen.lock().unwrap().push(format!("{host}:{port}"));
-                let target = match host.strip_prefix("name:") {
-                    Some(name) => format!("{name}:{port}"),
-                    None => format!("{host}:{port}"),
-                };
-                let Ok(upstream) = TcpStream::connect(target) else {
-                    let _ = client.write_all(&[5, 5, 0, 1, 0, 0, 0, 0, 0, 0]);
-                    return;
-                };
-                let _ = client.write_all(&[5, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
-                pipe(client, upstream);
-            });
+    Proxy::serve(|mut client, record| {
+        let mut greeting = [0u8; 2];
+        if client.read_exact(&mut greeting).is_err() || greeting[0] != 5 {
+            return;
         }
-    });
-    Proxy {
-        port,
-        requests,
-        addresses,
-    }
+        let mut methods = vec![0u8; greeting[1] as usize];
+        let _ = client.read_exact(&mut methods);
+        let _ = client.write_all(&[5, 0]);
+        let mut req = [0u8; 4];
+        if client.read_exact(&mut req).is_err() || req[1] != 1 {
+            return;
+        }
+        let host = match req[3] {
+            1 => {
+                let mut ip = [0u8; 4];
+                let _ = client.read_exact(&mut ip);
+                std::net::Ipv4Addr::from(ip).to_string()
+            }
+            3 => {
+                let mut len = [0u8; 1];
+                let _ = client.read_exact(&mut len);
+                let mut name = vec![0u8; len[0] as usize];
+                let _ = client.read_exact(&mut name);
+                format!("name:{}", String::from_utf8_lossy(&name))
+            }
+            _ => return,
+        };
+        let mut port = [0u8; 2];
+        let _ = client.read_exact(&mut port);
+        let port = u16::from_be_bytes(port);
+        record(format!("{host}:{port}"));
+        let target = match host.strip_prefix("name:") {
+            Some(name) => format!("{name}:{port}"),
+            None => format!("{host}:{port}"),
+        };
+        let Ok(upstream) = TcpStream::connect(target) else {
+            let _ = client.write_all(&[5, 5, 0, 1, 0, 0, 0, 0, 0, 0]);
+            return;
+        };
+        let _ = client.write_all(&[5, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
+        pipe(client, upstream);
+    })
 }
 
 #[test]
