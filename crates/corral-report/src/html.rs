@@ -268,6 +268,15 @@ fn chart_error<E: std::fmt::Display>(chart: &'static str) -> impl Fn(E) -> Repor
     }
 }
 
+/// Every chart's margins and label areas.
+fn frame<'a, 'b, DB: DrawingBackend>(
+    root: &'a DrawingArea<DB, plotters::coord::Shift>,
+) -> ChartBuilder<'a, 'b, DB> {
+    let mut b = ChartBuilder::on(root);
+    b.margin(12).x_label_area_size(40).y_label_area_size(64);
+    b
+}
+
 /// A chart of lines over time, as SVG.
 fn line_chart(
     id: &'static str,
@@ -283,10 +292,7 @@ fn line_chart(
     {
         let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
         root.fill(&WHITE).map_err(&err)?;
-        let mut chart = ChartBuilder::on(&root)
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(64)
+        let mut chart = frame(&root)
             .build_cartesian_2d(0f64..x_max * 1.02, 0f64..y_max)
             .map_err(&err)?;
         chart
@@ -350,10 +356,7 @@ fn histogram(tally: &Tally) -> Result<String, ReportError> {
     {
         let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
         root.fill(&WHITE).map_err(&err)?;
-        let mut chart = ChartBuilder::on(&root)
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(64)
+        let mut chart = frame(&root)
             .build_cartesian_2d((lo..hi * 1.0001).log_scale(), 0u64..top + top / 10 + 1)
             .map_err(&err)?;
         chart
