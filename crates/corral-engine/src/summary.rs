@@ -24,8 +24,9 @@ pub struct Stats {
     pub retries: u64,
     /// Jobs by the status of their last response.
     pub by_status: BTreeMap<u16, u64>,
-    /// Failed jobs by kind.
-    pub by_error: BTreeMap<ErrorKind, u64>,
+    /// Failed jobs by kind (`error.kind`: the names of [`ErrorKind`], or any other a results
+    /// file holds).
+    pub by_error: BTreeMap<String, u64>,
     /// Jobs skipped as done by an earlier run (`--resume`).
     pub skipped: u64,
 }
@@ -50,23 +51,53 @@ impl Stats {
 
     /// Counts one result line written.
     pub fn record(&mut self, o: &Outcome) {
+        self.count(
+            o.ok,
+            o.status,
+            o.error_kind.map(ErrorKind::as_str),
+            o.attempts,
+            o.latency,
+        );
+    }
+
+    /// Counts one result: ok or not, the status of its last response, how it failed, its
+    /// attempts, the latency of its last response (a run's [`Outcome`], or a line read back
+    /// from a results file by a report).
+    pub fn count(
+        &mut self,
+        ok: bool,
+        status: Option<u16>,
+        kind: Option<&str>,
+        attempts: u32,
+        latency: Option<Duration>,
+    ) {
         self.done += 1;
-        if o.ok {
+        if ok {
             self.ok += 1;
         } else {
             self.failed += 1;
         }
-        self.retries += u64::from(o.attempts.saturating_sub(1));
-        if let Some(s) = o.status {
+        self.retries += u64::from(attempts.saturating_sub(1));
+        if let Some(s) = status {
             *self.by_status.entry(s).or_insert(0) += 1;
         }
-        if let Some(k) = o.error_kind {
-            *self.by_error.entry(k).or_insert(0) += 1;
+        if let Some(k) = kind {
+            match self.by_error.get_mut(k) {
+                Some(n) => *n += 1,
+                None => {
+                    self.by_error.insert(k.to_string(), 1);
+                }
+            }
         }
-        if let Some(l) = o.latency {
+        if let Some(l) = latency {
             let us = u64::try_from(l.as_micros()).unwrap_or(u64::MAX).max(1);
             let _ = self.latency_us.record(us.min(self.latency_us.high()));
         }
+    }
+
+    /// The latency of every result with a response, in microseconds.
+    pub fn latency_us(&self) -> &Histogram<u64> {
+        &self.latency_us
     }
 
     /// Time since the counters started.
@@ -259,11 +290,7 @@ impl Summary {
             elapsed_s: stats.elapsed().as_secs_f64(),
             jobs_per_s: stats.rate(),
             by_status: stats.by_status.clone(),
-            by_error: stats
-                .by_error
-                .iter()
-                .map(|(k, n)| (k.as_str().to_string(), *n))
-                .collect(),
+            by_error: stats.by_error.clone(),
             latency_ms: Latency::of(&stats.latency_us),
             hosts,
             // A note may quote an error (a panic's message): nothing secret leaves in it.

@@ -12,7 +12,7 @@ use std::io::BufRead;
 use std::time::Duration;
 
 use corral_engine::sink::Done;
-use corral_engine::summary::{HostJobs, HostSummary, Latency, Summary};
+use corral_engine::summary::{HostJobs, HostSummary, Latency, Stats, Summary};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
@@ -213,14 +213,9 @@ fn count(map: &mut BTreeMap<String, u64>, key: &str) {
 /// ```
 pub struct Tally {
     lines: u64,
-    done: u64,
-    ok: u64,
-    failed: u64,
-    retries: u64,
+    /// What `corral run` counts over the results it writes, counted the same way here.
+    totals: Stats,
     breaker_openings: u64,
-    by_status: BTreeMap<u16, u64>,
-    by_error: BTreeMap<String, u64>,
-    latency_us: Histogram<u64>,
     hosts: HashMap<String, HostTally>,
     other_hosts: Option<HostTally>,
     timeline: Timeline,
@@ -240,15 +235,8 @@ impl Tally {
     pub fn new() -> Result<Self, ReportError> {
         Ok(Self {
             lines: 0,
-            done: 0,
-            ok: 0,
-            failed: 0,
-            retries: 0,
+            totals: Stats::new(0).map_err(|e| ReportError::Histogram(e.to_string()))?,
             breaker_openings: 0,
-            by_status: BTreeMap::new(),
-            by_error: BTreeMap::new(),
-            // 1 µs .. 1 hour, 3 significant figures, as `corral run`'s summary.
-            latency_us: Histogram::new_with_bounds(1, 3_600_000_000, 3)?,
             hosts: HashMap::new(),
             other_hosts: None,
             timeline: Timeline::default(),
@@ -311,28 +299,13 @@ impl Tally {
 
     /// Counts one result.
     pub fn add(&mut self, r: &Record<'_>) -> Result<(), ReportError> {
-        self.done += 1;
-        if r.ok {
-            self.ok += 1;
-        } else {
-            self.failed += 1;
-        }
-        self.retries += u64::from(r.attempts.saturating_sub(1));
-        self.breaker_openings += u64::from(r.opened_breaker);
-        if let Some(s) = r.status {
-            *self.by_status.entry(s).or_insert(0) += 1;
-        }
-        if let Some(k) = r.kind() {
-            count(&mut self.by_error, k);
-        }
         let latency = r
             .latency_ms
             .filter(|l| l.is_finite() && *l >= 0.0)
             .map(|l| Duration::from_secs_f64((l / 1000.0).min(1e9)));
-        if let Some(l) = latency {
-            let us = u64::try_from(l.as_micros()).unwrap_or(u64::MAX);
-            self.latency_us.saturating_record(us.max(1));
-        }
+        self.totals
+            .count(r.ok, r.status, r.kind(), r.attempts, latency);
+        self.breaker_openings += u64::from(r.opened_breaker);
         if let Some(line) = r.line {
             if !self.seen.insert(line) {
                 self.repeated += 1;
@@ -390,7 +363,7 @@ impl Tally {
                 .is_some_and(|Reverse(least)| t > least.0);
         if beats {
             self.slowest
-                .push(Reverse(Slow(t, self.done, JobRow::of(r))));
+                .push(Reverse(Slow(t, self.totals.done, JobRow::of(r))));
             if self.slowest.len() > LISTED {
                 self.slowest.pop();
             }
@@ -412,21 +385,21 @@ impl Tally {
         Summary {
             outcome: "report",
             exit_code: 0,
-            jobs_done: self.done,
-            ok: self.ok,
-            failed: self.failed,
+            jobs_done: self.totals.done,
+            ok: self.totals.ok,
+            failed: self.totals.failed,
             skipped_already_done: 0,
-            retries: self.retries,
+            retries: self.totals.retries,
             breaker_openings: self.breaker_openings,
             elapsed_s,
             jobs_per_s: if elapsed_s > 0.0 {
-                self.done as f64 / elapsed_s
+                self.totals.done as f64 / elapsed_s
             } else {
                 0.0
             },
-            by_status: self.by_status.clone(),
-            by_error: self.by_error.clone(),
-            latency_ms: Latency::of(&self.latency_us),
+            by_status: self.totals.by_status.clone(),
+            by_error: self.totals.by_error.clone(),
+            latency_ms: Latency::of(self.totals.latency_us()),
             hosts,
             notes: self.notes(),
         }
@@ -450,7 +423,7 @@ impl Tally {
 
     /// The latency of every job with a response, in microseconds.
     pub fn latency_us(&self) -> &Histogram<u64> {
-        &self.latency_us
+        self.totals.latency_us()
     }
 
     /// Hosts, the busiest (most requests) first, with [`OTHER_HOSTS`] last if there is one.
@@ -476,7 +449,7 @@ impl Tally {
 
     /// Results read.
     pub fn results(&self) -> u64 {
-        self.done
+        self.totals.done
     }
 
     /// True when some result has a `started_at`: charts over time can be drawn.
@@ -502,8 +475,8 @@ impl Tally {
             notes.push(format!(
                 "{} of {} results have no started_at (written by an older corral): they are left out of the charts over time{}",
                 self.untimed,
-                self.done,
-                if self.untimed == self.done { ", which are not drawn" } else { "" }
+                self.totals.done,
+                if self.untimed == self.totals.done { ", which are not drawn" } else { "" }
             ));
         }
         if self.repeated > 0 {
