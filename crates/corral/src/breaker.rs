@@ -234,7 +234,10 @@ impl CircuitBreakerBuilder {
         self.validate()?;
         Ok(KeyedBreakers {
             template: self,
-            map: Arc::new(Mutex::new(std::collections::HashMap::new())),
+            map: Arc::new(Mutex::new(KeyedMap {
+                breakers: std::collections::HashMap::new(),
+                sweep_at: SWEEP_MIN,
+            })),
             keyed_listener: None,
         })
     }
@@ -529,6 +532,19 @@ impl CircuitBreaker {
     }
 }
 
+impl CircuitBreaker {
+    /// True when forgetting this breaker changes nothing but its count of openings: closed,
+    /// no outcome left in the window, and held by nobody else.
+    fn is_idle(&self, now: Instant) -> bool {
+        if Arc::strong_count(&self.inner) > 1 {
+            return false;
+        }
+        let slice = self.slice_index(now);
+        let inner = self.lock();
+        inner.state == State::Closed && window_counts(&inner.buckets, slice) == (0, 0)
+    }
+}
+
 fn window_counts(buckets: &[Bucket; BUCKETS], current: u64) -> (u32, u32) {
     buckets
         .iter()
@@ -538,10 +554,26 @@ fn window_counts(buckets: &[Bucket; BUCKETS], current: u64) -> (u32, u32) {
 
 type KeyedListener<K> = Arc<dyn Fn(&K, StateChange) + Send + Sync>;
 
+/// The least number of keys at which [`KeyedBreakers`] sweeps idle ones.
+const SWEEP_MIN: usize = 1024;
+
+struct KeyedMap<K> {
+    breakers: std::collections::HashMap<K, CircuitBreaker>,
+    /// Sweep idle breakers when the map reaches this many (twice the live count after a sweep).
+    sweep_at: usize,
+}
+
 /// One [`CircuitBreaker`] per key, created on first use from one configuration.
+///
+/// Memory follows the keys in use, not every key ever seen: a breaker that is closed, has no
+/// outcome left in its window and is not held elsewhere (no [`Permit`] out, no clone from
+/// [`get`](Self::get) alive) is indistinguishable from a fresh one, and is forgotten at the next
+/// sweep. Sweeps run when the map reaches twice its size after the previous one (at least
+/// 1024 keys), or on [`retain_recent`](Self::retain_recent). Only its count of openings is lost,
+/// so [`stats`](Self::stats) covers the keys still held.
 pub struct KeyedBreakers<K> {
     template: CircuitBreakerBuilder,
-    map: Arc<Mutex<std::collections::HashMap<K, CircuitBreaker>>>,
+    map: Arc<Mutex<KeyedMap<K>>>,
     keyed_listener: Option<KeyedListener<K>>,
 }
 
@@ -574,11 +606,20 @@ where
         self
     }
 
+    fn lock(&self) -> MutexGuard<'_, KeyedMap<K>> {
+        self.map.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// The breaker for `key`.
     pub fn get(&self, key: &K) -> CircuitBreaker {
-        let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(b) = map.get(key) {
+        let mut map = self.lock();
+        if let Some(b) = map.breakers.get(key) {
             return b.clone();
+        }
+        if map.breakers.len() >= map.sweep_at {
+            let now = Instant::now();
+            map.breakers.retain(|_, b| !b.is_idle(now));
+            map.sweep_at = (map.breakers.len() * 2).max(SWEEP_MIN);
         }
         let listener: Option<Listener> = match &self.keyed_listener {
             Some(l) => {
@@ -588,14 +629,33 @@ where
             None => self.template.listener.clone(),
         };
         let b = CircuitBreaker::from_valid(&self.template, listener);
-        map.insert(key.clone(), b.clone());
+        map.breakers.insert(key.clone(), b.clone());
         b
     }
 
-    /// Every key with its breaker's stats.
+    /// Every key held with its breaker's stats.
     pub fn stats(&self) -> Vec<(K, BreakerStats)> {
-        let map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
-        map.iter().map(|(k, b)| (k.clone(), b.stats())).collect()
+        let map = self.lock();
+        map.breakers
+            .iter()
+            .map(|(k, b)| (k.clone(), b.stats()))
+            .collect()
+    }
+
+    /// Forgets every idle breaker now (see the type's docs for what idle means).
+    pub fn retain_recent(&self) {
+        let now = Instant::now();
+        self.lock().breakers.retain(|_, b| !b.is_idle(now));
+    }
+
+    /// Keys currently held.
+    pub fn len(&self) -> usize {
+        self.lock().breakers.len()
+    }
+
+    /// True if no key is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 

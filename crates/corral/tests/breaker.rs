@@ -201,3 +201,44 @@ async fn failure_says_whether_it_opened_the_breaker() {
     assert!(probe.failure());
     assert_eq!(b.stats().openings, 2);
 }
+
+/// A breaker that is closed with an empty window, and not held, is forgotten; one with recent
+/// failures, one open, or one held by a caller is kept with its state.
+#[tokio::test(start_paused = true)]
+async fn keyed_breakers_forget_idle_hosts() {
+    let keyed = CircuitBreaker::builder()
+        .min_calls(2)
+        .window(Duration::from_secs(10))
+        .cool_down(Duration::from_secs(5))
+        .build_keyed::<String>()
+        .unwrap();
+    for i in 0..5000 {
+        outcome(&keyed.get(&format!("host-{i}")), true).await;
+    }
+    // Their outcomes are still in the window: nothing is idle yet.
+    assert_eq!(keyed.len(), 5000);
+    for _ in 0..2 {
+        outcome(&keyed.get(&"down".into()), false).await;
+    }
+    outcome(&keyed.get(&"failing".into()), false).await;
+    let held = keyed.get(&"held".into());
+    tokio::time::sleep(Duration::from_secs(11)).await; // the window has passed
+    outcome(&keyed.get(&"failing".into()), false).await;
+    keyed.retain_recent();
+    let mut kept: Vec<String> = keyed.stats().into_iter().map(|(k, _)| k).collect();
+    kept.sort();
+    assert_eq!(kept, ["down", "failing", "held"]);
+    assert_eq!(keyed.get(&"down".into()).stats().openings, 1);
+    assert_eq!(keyed.get(&"failing".into()).stats().window_failed, 1);
+    drop(held);
+
+    // Without retain_recent, new keys trigger sweeps: memory follows the keys in use.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    for round in 0..10 {
+        for i in 0..2000 {
+            outcome(&keyed.get(&format!("r{round}-{i}")), true).await;
+        }
+        tokio::time::sleep(Duration::from_secs(11)).await;
+    }
+    assert!(keyed.len() <= 4096, "idle breakers kept: {}", keyed.len());
+}
