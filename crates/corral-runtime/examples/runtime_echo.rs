@@ -1,5 +1,5 @@
-//! Pattern: raw TCP echo server on corral's own runtime (*Async Rust* ch. 10) — sockets from
-//! `async-io`, no tokio anywhere. 200 loopback clients each send 64 KiB and check every byte
+//! Pattern: raw TCP echo server on corral's own runtime — sockets from `async-io`, no tokio
+//! anywhere. 200 loopback clients each send 64 KiB and check every byte
 //! comes back; then the runtime shuts down and joins its threads.
 //!
 //! Run: `cargo run -p corral-runtime --example runtime_echo`

@@ -240,8 +240,66 @@ impl<T> Clone for BatchSender<T> {
 impl<T> BatchSender<T> {
     /// Queues an item, waiting while the queue is full. Fails, handing the item back, once the
     /// batcher is closed.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe for the item: if the future is dropped while it waits for room (it lost
+    /// a `select!`, a timeout fired), the item was not queued and is dropped with it. To wait
+    /// for room in a `select!` without risking the item, wait on [`reserve`](Self::reserve)
+    /// there and push through the permit it returns.
     pub async fn push(&self, item: T) -> Result<(), Closed<T>> {
         self.tx.send(item).await.map_err(|e| Closed(e.0))
+    }
+
+    /// Waits for room in the queue and holds it: the returned [`BatchPermit`] queues one item
+    /// without waiting.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropped while waiting, it leaves the queue as it was, and no item is at
+    /// stake yet. Waiters are served in order (tokio's channel is fair), so dropping it does
+    /// give up its place in line.
+    ///
+    /// ```
+    /// use corral::batch::Batcher;
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let batcher = Batcher::builder()
+    ///     .max_size(2)
+    ///     .build(|_batch: corral::batch::Batch<u32>| async move { Ok::<_, std::convert::Infallible>(()) })
+    ///     .expect("valid configuration");
+    /// let sender = batcher.sender();
+    /// let item = 7;
+    /// tokio::select! {
+    ///     permit = sender.reserve() => permit.expect("open").push(item),
+    ///     _ = tokio::time::sleep(Duration::from_secs(1)) => println!("still have {item}"),
+    /// }
+    /// let report = batcher.close().await.expect("flusher ran");
+    /// assert_eq!(report.items, 1);
+    /// # }
+    /// ```
+    pub async fn reserve(&self) -> Result<BatchPermit<'_, T>, Closed<()>> {
+        self.tx
+            .reserve()
+            .await
+            .map(|permit| BatchPermit { permit })
+            .map_err(|_| Closed(()))
+    }
+}
+
+/// Room for one item in a batcher's queue, from [`BatchSender::reserve`]. Dropping it unused
+/// gives the room back.
+#[derive(Debug)]
+pub struct BatchPermit<'a, T> {
+    permit: mpsc::Permit<'a, T>,
+}
+
+impl<T> BatchPermit<'_, T> {
+    /// Queues `item` in the room held; never waits, never fails.
+    pub fn push(self, item: T) {
+        self.permit.send(item)
     }
 }
 

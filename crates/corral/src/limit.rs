@@ -16,7 +16,7 @@
 //!
 //! # Why not `governor`?
 //!
-//! governor is an excellent GCRA implementation, and the benchmark `benches/limit.rs` compares
+//! governor is an excellent GCRA implementation, and the benchmark `benches/resilience.rs` compares
 //! our check against it directly (see `BENCHMARKS.md`). We keep our own for three reasons a
 //! tokio program feels: governor's async waits use `futures-timer` (a separate timer thread)
 //! and its own clock, so they ignore tokio's paused test clock and cannot be tested
@@ -433,8 +433,12 @@ impl RateLimiter {
 
     /// Waits (on tokio's timer, never spinning) until a cell is available and takes it.
     ///
-    /// Cancel safety: the cell is reserved before the wait; dropped while waiting, the future
-    /// wastes it (the rate can only come out lower, never higher).
+    /// # Cancel safety
+    ///
+    /// Safe to drop at any point, in a `select!` or under a timeout, with one cost: the cell is
+    /// reserved before the wait, so a future dropped while waiting wastes its cell. The rate
+    /// can only come out lower than configured, never higher, and no other waiter is held up
+    /// by it. Waiters are served in the order they first polled.
     pub async fn until_ready(&self) {
         wait_until_ready(&self.gcra, 1).await
     }
@@ -583,6 +587,11 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
     }
 
     /// Waits until a cell for `key` is available and takes it.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`RateLimiter::until_ready`]: safe to drop; a future dropped while waiting wastes
+    /// its reserved cell, which lowers that key's rate a little and never raises it.
     pub async fn until_ready(&self, key: &K) {
         let g = self.state(key);
         wait_until_ready(&g, 1).await
@@ -709,6 +718,12 @@ impl<K: Hash + Eq + Clone> KeyedConcurrency<K> {
     }
 
     /// Waits for a slot for `key`.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it waits on a tokio `Semaphore`, so a future dropped while waiting holds
+    /// no slot and gives up only its place in the queue (waiters are served in order). A key
+    /// with nobody holding or waiting is forgotten when its last [`KeyPermit`] drops.
     pub async fn acquire(&self, key: impl Into<K>) -> KeyPermit<K> {
         let key = key.into();
         // Our semaphores are never closed, so this is always `Ok`.

@@ -191,3 +191,41 @@ async fn bad_configuration_is_refused() {
         .unwrap_err();
     assert!(e.to_string().contains("max_delay"), "{e}");
 }
+
+/// Waiting for room with `reserve` in a `select!` that times out keeps the item; the permit,
+/// once room is there, queues it without waiting.
+#[tokio::test(start_paused = true)]
+async fn reserve_keeps_the_item_when_the_wait_is_cancelled() {
+    let (release, gate) = tokio::sync::watch::channel(false);
+    let flushed = Arc::new(Mutex::new(Vec::new()));
+    let f = flushed.clone();
+    let b = Batcher::builder()
+        .max_size(1)
+        .queue_capacity(1)
+        .build(move |batch: Batch<u32>| {
+            let mut gate = gate.clone();
+            let f = f.clone();
+            async move {
+                let _ = gate.wait_for(|open| *open).await;
+                f.lock().unwrap().extend(batch.into_items());
+                Ok::<_, String>(())
+            }
+        })
+        .unwrap();
+    b.push(1).await.unwrap(); // taken by the flusher, which blocks
+    tokio::task::yield_now().await;
+    b.push(2).await.unwrap(); // fills the queue
+    let sender = b.sender();
+    let item = 3u32;
+    let waited = tokio::select! {
+        permit = sender.reserve() => { permit.unwrap().push(item); false }
+        _ = tokio::time::sleep(Duration::from_secs(1)) => true,
+    };
+    assert!(waited, "the queue was full: reserve had to wait");
+    release.send(true).unwrap();
+    sender.reserve().await.unwrap().push(item);
+    drop(sender);
+    let report = b.close().await.unwrap();
+    assert_eq!(report.items, 3);
+    assert_eq!(*flushed.lock().unwrap(), vec![1, 2, 3]);
+}
