@@ -250,3 +250,63 @@ async fn a_rate_changed_while_running_spaces_the_next_calls_anew() {
         .set_rate(Rate::new(0, Duration::from_secs(1)))
         .is_err());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_keyed_rate_changed_while_running_reaches_old_and_new_keys() {
+    let limiter = RateLimiter::builder()
+        .rate(Rate::per_second(10))
+        .build_keyed::<&str>()
+        .unwrap();
+    limiter.until_ready(&"old").await;
+    limiter.set_rate(Rate::per_second(100)).unwrap();
+    assert!((limiter.per_second() - 100.0).abs() < 1e-6);
+    // "old"'s next cell keeps its place (100 ms); after it, cells are 10 ms apart. "new" is
+    // spaced at the new rate from the start.
+    for key in ["old", "new"] {
+        limiter.until_ready(&key).await;
+        let start = Instant::now();
+        for _ in 0..100 {
+            limiter.until_ready(&key).await;
+        }
+        assert_eq!(start.elapsed(), Duration::from_millis(1000), "{key}");
+    }
+    assert!(limiter
+        .set_rate(Rate::new(0, Duration::from_secs(1)))
+        .is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiting_within_a_budget_takes_a_cell_or_refuses_at_once_taking_nothing() {
+    let limiter = RateLimiter::builder()
+        .rate(Rate::per_second(10))
+        .burst(2)
+        .build()
+        .unwrap();
+    let start = Instant::now();
+    let budget = Duration::from_millis(150);
+    assert!(limiter.until_ready_within(budget).await.is_ok());
+    assert!(limiter.until_ready_within(budget).await.is_ok());
+    assert_eq!(start.elapsed(), Duration::ZERO, "the burst passes at once");
+    // Next cell in 100 ms: within the budget, so it waits for it.
+    assert!(limiter.until_ready_within(budget).await.is_ok());
+    assert_eq!(start.elapsed(), Duration::from_millis(100));
+    // The one after is 100 ms away too; with a 50 ms budget it is refused without waiting,
+    // and nothing is taken: the cell is still there 100 ms later.
+    let refused = limiter
+        .until_ready_within(Duration::from_millis(50))
+        .await
+        .unwrap_err();
+    assert_eq!(start.elapsed(), Duration::from_millis(100));
+    assert_eq!(refused.0, start + Duration::from_millis(200));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(limiter.check().is_ok());
+    // A pause longer than the budget refuses; one within it is waited out.
+    limiter.pause_until(Instant::now() + Duration::from_secs(2));
+    let refused = limiter.until_ready_within(budget).await.unwrap_err();
+    assert_eq!(refused.0, start + Duration::from_millis(2200));
+    assert!(limiter
+        .until_ready_within(Duration::from_secs(3))
+        .await
+        .is_ok());
+    assert_eq!(start.elapsed(), Duration::from_millis(2200));
+}

@@ -1,0 +1,57 @@
+//! Rate limiting (GCRA) and per-key concurrency limiting.
+//!
+//! - [`RateLimiter`]: one limiter, `rate` cells per period with a `burst`, exact GCRA semantics
+//!   (the Generic Cell Rate Algorithm, equivalent to a leaky bucket), lock-free: one atomic
+//!   compare-and-swap per decision.
+//! - [`KeyedRateLimiter`]: one independent GCRA state per key (per host, per API key), with idle
+//!   keys evicted so memory stays bounded by the number of *active* keys.
+//! - [`pause_until`](KeyedRateLimiter::pause_until): hold back one key until an instant — what
+//!   to do when a server answers 429 or 503 with `Retry-After`. Other keys are untouched.
+//! - [`KeyedConcurrency`]: at most N operations in flight per key.
+//!
+//! [`until_ready`](RateLimiter::until_ready) sleeps on tokio's timer until the next cell is due;
+//! it never spins. A waiter reserves its cell before sleeping, so waiters are served in order
+//! and timer lateness never costs throughput: the sustained rate is exact even when the
+//! interval is near the timer's resolution.
+//!
+//! # Why not `governor`?
+//!
+//! governor is an excellent GCRA implementation, and the benchmark `benches/resilience.rs` compares
+//! our check against it directly (see `BENCHMARKS.md`). We keep our own for three reasons a
+//! tokio program feels: governor's async waits use `futures-timer` (a separate timer thread)
+//! and its own clock, so they ignore tokio's paused test clock and cannot be tested
+//! deterministically; it has no way to pause a key for a `Retry-After`; and its keyed state
+//! needs an explicit `retain_recent` call to bound memory, where ours sweeps idle keys itself.
+//!
+//! # Semantics
+//!
+//! With `rate = r per period p` and `burst = b`, cells are spaced by `T = p / r`, and up to `b`
+//! cells may be taken at once after an idle spell. Over any interval of length `t`, at most
+//! `b + floor(t / T)` cells pass. The first `b` calls on a fresh limiter pass immediately.
+//!
+//! ```
+//! use corral::limit::{Rate, RateLimiter};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), corral::ConfigError> {
+//! let limiter = RateLimiter::builder().rate("10/s".parse()?).burst(2).build()?;
+//! assert!(limiter.check().is_ok());
+//! assert!(limiter.check().is_ok());
+//! assert!(limiter.check().is_err()); // burst spent: next cell in 100 ms
+//! limiter.until_ready().await; // sleeps 100 ms (of paused time here)
+//! # Ok(())
+//! # }
+//! ```
+
+mod concurrency;
+mod direct;
+mod gcra;
+mod keyed;
+mod layer;
+mod rate;
+
+pub use concurrency::{KeyPermit, KeyedConcurrency};
+pub use direct::{RateLimiter, RateLimiterBuilder};
+pub use keyed::KeyedRateLimiter;
+pub use layer::{RateLimit, RateLimitLayer};
+pub use rate::{NotUntil, Rate};
