@@ -13,7 +13,8 @@
 //! | [`shutdown`] | Ctrl-C / SIGTERM → cancel a token tree → wait for tracked tasks up to a deadline → report stragglers |
 //! | [`limit`] | GCRA rate limiting (global and keyed per host), `pause_until` for Retry-After, per-key concurrency limits |
 //! | [`retry`] | exponential backoff with full jitter, attempt and time caps, a retry budget, a classifier |
-//! | [`breaker`] | circuit breaker on failure *rate* over a rolling window, keyed per host, with state-change events |
+//! | [`breaker`] | circuit breaker on failure *rate* over a rolling window (slow calls may count as failures), keyed per host, with state-change events |
+//! | [`classify`] | judging an HTTP result for the retry and breaker layers: retry 429/5xx and connection errors after `Retry-After`, count 5xx as failures |
 //! | [`timeout`] | per-attempt and whole-operation timeouts |
 //! | [`actor`] | actors: typed messages, bounded mailboxes, tell/ask, a registry, one-for-one supervision with heartbeat, restart limits and backoff |
 //! | [`journal`] | durable state: a snapshot plus a checksummed append-only log, torn-tail repair, an fsync policy |
@@ -51,6 +52,7 @@ pub mod actor;
 pub mod batch;
 pub mod breaker;
 pub mod bus;
+pub mod classify;
 pub mod exec;
 pub mod journal;
 pub mod limit;

@@ -242,3 +242,45 @@ async fn keyed_breakers_forget_idle_hosts() {
     }
     assert!(keyed.len() <= 4096, "idle breakers kept: {}", keyed.len());
 }
+
+/// With a slow-call threshold, successes that take too long count as failures and open the
+/// breaker; quick ones do not.
+#[tokio::test(start_paused = true)]
+async fn slow_successes_count_as_failures() {
+    let b = CircuitBreaker::builder()
+        .min_calls(4)
+        .failure_rate(0.5)
+        .slow_call(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let call = |secs: u64| {
+        let b = b.clone();
+        async move {
+            b.call(async move {
+                tokio::time::sleep(Duration::from_secs(secs)).await;
+                Ok::<_, &str>(())
+            })
+            .await
+        }
+    };
+    for _ in 0..4 {
+        call(1).await.unwrap();
+    }
+    assert_eq!(b.state(), State::Closed);
+    assert_eq!(b.stats().window_failed, 0);
+    // Two slow ones: 2 of 6 calls. Two more: 4 of 8, the failure rate is reached.
+    for _ in 0..3 {
+        call(2).await.unwrap();
+    }
+    assert_eq!(b.state(), State::Closed);
+    let permit = b.try_acquire().unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(permit.success(), "the 4th slow success opened it");
+    assert_eq!(b.state(), State::Open);
+    assert!(CircuitBreaker::builder()
+        .slow_call(Duration::ZERO)
+        .build()
+        .unwrap_err()
+        .to_string()
+        .contains("slow_call"));
+}

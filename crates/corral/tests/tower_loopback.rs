@@ -69,8 +69,12 @@ impl std::error::Error for ServerError {}
 /// A tower service: one HTTP/1 GET over a fresh loopback connection; 5xx becomes an error.
 fn client(
     addr: std::net::SocketAddr,
-) -> impl Service<&'static str, Response = String, Error = BoxError, Future = impl Send>
-       + Clone
+) -> impl Service<
+    &'static str,
+    Response = String,
+    Error = BoxError,
+    Future = impl std::future::Future<Output = Result<String, BoxError>> + Send,
+> + Clone
        + Send
        + 'static {
     tower::service_fn(move |path: &'static str| async move {

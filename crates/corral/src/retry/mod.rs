@@ -37,16 +37,17 @@
 
 use std::fmt;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use crate::error::ConfigError;
-use crate::BoxError;
+
+mod layer;
+
+pub use layer::{classify_transient, Classify, OnErrors, ResponseFuture, Retry, RetryLayer};
 
 /// What to do after a failed attempt; returned by the classifier.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -301,153 +302,62 @@ impl RetryPolicy {
         C: Fn(&E) -> Decision,
     {
         let started = Instant::now();
-        if let Some(b) = &self.budget {
-            b.deposit();
-        }
+        self.deposit();
         let mut attempt = 1;
         loop {
             let error = match op(attempt).await {
                 Ok(v) => return Ok(v),
                 Err(e) => e,
             };
-            let wait = match classify(&error) {
-                Decision::Stop => None,
-                Decision::Retry => Some(self.delay(attempt)),
-                Decision::RetryAfter(d) => Some(d),
-            };
-            let reason = match wait {
-                None => GiveUp::Permanent,
-                Some(_) if attempt >= self.max_attempts => GiveUp::MaxAttempts,
-                Some(w)
-                    if self
-                        .max_elapsed
-                        .is_some_and(|max| started.elapsed() + w > max) =>
-                {
-                    GiveUp::MaxElapsed
-                }
-                Some(_) if self.budget.as_ref().is_some_and(|b| !b.withdraw()) => GiveUp::Budget,
-                Some(w) => {
+            match self.next_wait(classify(&error), attempt, started) {
+                Ok(w) => {
                     tokio::time::sleep(w).await;
                     attempt += 1;
                     continue;
                 }
-            };
-            return Err(RetryError {
-                error,
-                attempts: attempt,
-                reason,
-            });
+                Err(reason) => {
+                    return Err(RetryError {
+                        error,
+                        attempts: attempt,
+                        reason,
+                    })
+                }
+            }
         }
     }
-}
 
-/// A classifier for tower stacks: retries timeouts ([`crate::timeout::Elapsed`]) and I/O
-/// errors, never an open circuit breaker, and stops on anything else.
-pub fn classify_transient(e: &BoxError) -> Decision {
-    if e.is::<crate::breaker::BreakerOpen>() {
-        Decision::Stop
-    } else if e.is::<crate::timeout::Elapsed>() || e.is::<std::io::Error>() {
-        Decision::Retry
-    } else {
-        Decision::Stop
-    }
-}
-
-type Classifier = Arc<dyn Fn(&BoxError) -> Decision + Send + Sync>;
-
-/// A `tower::Layer` retrying calls with a [`RetryPolicy`]. The request must be `Clone` (it is
-/// re-sent) and so must the service. The final error is the last attempt's.
-#[derive(Clone)]
-pub struct RetryLayer {
-    policy: RetryPolicy,
-    classify: Classifier,
-}
-
-impl fmt::Debug for RetryLayer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RetryLayer")
-            .field("policy", &self.policy)
-            .finish_non_exhaustive()
-    }
-}
-
-impl RetryLayer {
-    /// Retries errors the classifier allows (see [`classify_transient`] for a default).
-    pub fn new(
-        policy: RetryPolicy,
-        classify: impl Fn(&BoxError) -> Decision + Send + Sync + 'static,
-    ) -> Self {
-        Self {
-            policy,
-            classify: Arc::new(classify),
+    /// After attempt number `attempt` (1-based) of an operation that began at `started` was
+    /// judged `decision`: how long to wait before the next, or why there is none. A retry
+    /// allowed here has been taken from the budget.
+    pub(crate) fn next_wait(
+        &self,
+        decision: Decision,
+        attempt: u32,
+        started: Instant,
+    ) -> Result<Duration, GiveUp> {
+        let wait = match decision {
+            Decision::Stop => return Err(GiveUp::Permanent),
+            Decision::Retry => self.delay(attempt),
+            Decision::RetryAfter(d) => d,
+        };
+        if attempt >= self.max_attempts {
+            Err(GiveUp::MaxAttempts)
+        } else if self
+            .max_elapsed
+            .is_some_and(|max| started.elapsed() + wait > max)
+        {
+            Err(GiveUp::MaxElapsed)
+        } else if self.budget.as_ref().is_some_and(|b| !b.withdraw()) {
+            Err(GiveUp::Budget)
+        } else {
+            Ok(wait)
         }
     }
-}
 
-impl<S> tower::Layer<S> for RetryLayer {
-    type Service = Retry<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        Retry {
-            inner,
-            policy: self.policy.clone(),
-            classify: self.classify.clone(),
+    /// Records a first attempt with the budget, if there is one.
+    pub(crate) fn deposit(&self) {
+        if let Some(b) = &self.budget {
+            b.deposit();
         }
-    }
-}
-
-/// The service made by [`RetryLayer`].
-#[derive(Clone)]
-pub struct Retry<S> {
-    inner: S,
-    policy: RetryPolicy,
-    classify: Classifier,
-}
-
-impl<S> fmt::Debug for Retry<S> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Retry")
-            .field("policy", &self.policy)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<S, Req> tower::Service<Req> for Retry<S>
-where
-    S: tower::Service<Req> + Clone + Send + 'static,
-    S::Error: Into<BoxError>,
-    S::Future: Send,
-    S::Response: Send,
-    Req: Clone + Send + 'static,
-{
-    type Response = S::Response;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<S::Response, BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, req: Req) -> Self::Future {
-        let svc = self.inner.clone();
-        let policy = self.policy.clone();
-        let classify = self.classify.clone();
-        Box::pin(async move {
-            policy
-                .retry(
-                    move |_| {
-                        // A clone is not necessarily ready: wait for readiness on every attempt.
-                        let mut svc = svc.clone();
-                        let req = req.clone();
-                        async move {
-                            use tower::ServiceExt;
-                            let svc = svc.ready().await.map_err(Into::into)?;
-                            svc.call(req).await.map_err(Into::into)
-                        }
-                    },
-                    |e: &BoxError| classify(e),
-                )
-                .await
-                .map_err(|e| e.error)
-        })
     }
 }

@@ -43,15 +43,18 @@
 use std::fmt;
 use std::future::Future;
 use std::hash::Hash;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use crate::error::ConfigError;
-use crate::BoxError;
+
+mod keyed;
+mod layer;
+
+pub use keyed::KeyedBreakers;
+pub use layer::{Breaker, BreakerLayer, Classify, ErrorsFail, ResponseFuture};
 
 const BUCKETS: usize = 10;
 
@@ -143,6 +146,7 @@ pub struct CircuitBreakerBuilder {
     window: Duration,
     cool_down: Duration,
     probes: u32,
+    slow_call: Option<Duration>,
     listener: Option<Listener>,
 }
 
@@ -154,6 +158,7 @@ impl fmt::Debug for CircuitBreakerBuilder {
             .field("window", &self.window)
             .field("cool_down", &self.cool_down)
             .field("probes", &self.probes)
+            .field("slow_call", &self.slow_call)
             .finish_non_exhaustive()
     }
 }
@@ -184,6 +189,17 @@ impl CircuitBreakerBuilder {
         self.probes = n;
         self
     }
+    /// Counts a call that succeeds but takes `threshold` or longer as a failure (default: off).
+    ///
+    /// A service that answers in 20 s where it used to take 200 ms is failing its callers even
+    /// when every answer is a 200: their timeouts, threads and connections pile up behind it.
+    /// With a threshold, such calls open the breaker like errors do (Resilience4j's slow-call
+    /// rate, folded into the one failure rate). The time is measured from
+    /// [`try_acquire`](CircuitBreaker::try_acquire) to the report.
+    pub fn slow_call(mut self, threshold: Duration) -> Self {
+        self.slow_call = Some(threshold);
+        self
+    }
     /// Called on every state change (keep it quick: it runs inside the breaker's lock).
     pub fn on_state_change(mut self, f: impl Fn(StateChange) + Send + Sync + 'static) -> Self {
         self.listener = Some(Arc::new(f));
@@ -209,6 +225,11 @@ impl CircuitBreakerBuilder {
         if self.window.is_zero() || self.cool_down.is_zero() {
             return err("window and cool_down must be longer than zero".into());
         }
+        if self.slow_call.is_some_and(|t| t.is_zero()) {
+            return err(
+                "slow_call must be longer than zero, or every call would count as a failure".into(),
+            );
+        }
         if self.window < self.cool_down {
             return err(format!(
                 "window ({:?}) is shorter than cool_down ({:?}): the failures that opened the breaker \
@@ -232,14 +253,7 @@ impl CircuitBreakerBuilder {
         K: Hash + Eq + Clone + Send + Sync + 'static,
     {
         self.validate()?;
-        Ok(KeyedBreakers {
-            template: self,
-            map: Arc::new(Mutex::new(KeyedMap {
-                breakers: std::collections::HashMap::new(),
-                sweep_at: SWEEP_MIN,
-            })),
-            keyed_listener: None,
-        })
+        Ok(KeyedBreakers::new(self))
     }
 }
 
@@ -270,6 +284,7 @@ pub struct CircuitBreaker {
     slice: Duration,
     cool_down: Duration,
     probes: u32,
+    slow_call: Option<Duration>,
     base: Instant,
     listener: Option<Listener>,
     inner: Arc<Mutex<Inner>>,
@@ -291,6 +306,7 @@ pub struct Permit {
     breaker: CircuitBreaker,
     generation: u64,
     probe: bool,
+    started: Instant,
     done: bool,
 }
 
@@ -302,10 +318,16 @@ impl Permit {
         self.probe
     }
 
-    /// The call succeeded.
-    pub fn success(mut self) {
+    /// The call succeeded. It still counts as a failure when it was slow (see
+    /// [`slow_call`](CircuitBreakerBuilder::slow_call)); returns true when that opened the
+    /// breaker.
+    pub fn success(mut self) -> bool {
         self.done = true;
-        self.breaker.record(self.generation, self.probe, true);
+        let slow = self
+            .breaker
+            .slow_call
+            .is_some_and(|t| self.started.elapsed() >= t);
+        self.breaker.record(self.generation, self.probe, !slow)
     }
     /// The call failed. Returns true when this failure opened the breaker (from closed, or
     /// a failed half-open probe), so a caller can say which call tripped it.
@@ -348,6 +370,7 @@ impl CircuitBreaker {
             window: Duration::from_secs(30),
             cool_down: Duration::from_secs(10),
             probes: 1,
+            slow_call: None,
             listener: None,
         }
     }
@@ -360,6 +383,7 @@ impl CircuitBreaker {
             slice: b.window / BUCKETS as u32,
             cool_down: b.cool_down,
             probes: b.probes,
+            slow_call: b.slow_call,
             base: now,
             listener,
             inner: Arc::new(Mutex::new(Inner {
@@ -426,6 +450,7 @@ impl CircuitBreaker {
             breaker: self.clone(),
             generation: inner.generation,
             probe,
+            started: now,
             done: false,
         })
     }
@@ -535,7 +560,7 @@ impl CircuitBreaker {
 impl CircuitBreaker {
     /// True when forgetting this breaker changes nothing but its count of openings: closed,
     /// no outcome left in the window, and held by nobody else.
-    fn is_idle(&self, now: Instant) -> bool {
+    pub(super) fn is_idle(&self, now: Instant) -> bool {
         if Arc::strong_count(&self.inner) > 1 {
             return false;
         }
@@ -550,175 +575,4 @@ fn window_counts(buckets: &[Bucket; BUCKETS], current: u64) -> (u32, u32) {
         .iter()
         .filter(|b| b.slice + (BUCKETS as u64) > current && b.slice <= current)
         .fold((0, 0), |(ok, failed), b| (ok + b.ok, failed + b.failed))
-}
-
-type KeyedListener<K> = Arc<dyn Fn(&K, StateChange) + Send + Sync>;
-
-/// The least number of keys at which [`KeyedBreakers`] sweeps idle ones.
-const SWEEP_MIN: usize = 1024;
-
-struct KeyedMap<K> {
-    breakers: std::collections::HashMap<K, CircuitBreaker>,
-    /// Sweep idle breakers when the map reaches this many (twice the live count after a sweep).
-    sweep_at: usize,
-}
-
-/// One [`CircuitBreaker`] per key, created on first use from one configuration.
-///
-/// Memory follows the keys in use, not every key ever seen: a breaker that is closed, has no
-/// outcome left in its window and is not held elsewhere (no [`Permit`] out, no clone from
-/// [`get`](Self::get) alive) is indistinguishable from a fresh one, and is forgotten at the next
-/// sweep. Sweeps run when the map reaches twice its size after the previous one (at least
-/// 1024 keys), or on [`retain_recent`](Self::retain_recent). Only its count of openings is lost,
-/// so [`stats`](Self::stats) covers the keys still held.
-pub struct KeyedBreakers<K> {
-    template: CircuitBreakerBuilder,
-    map: Arc<Mutex<KeyedMap<K>>>,
-    keyed_listener: Option<KeyedListener<K>>,
-}
-
-impl<K> Clone for KeyedBreakers<K> {
-    fn clone(&self) -> Self {
-        Self {
-            template: self.template.clone(),
-            map: self.map.clone(),
-            keyed_listener: self.keyed_listener.clone(),
-        }
-    }
-}
-
-impl<K> fmt::Debug for KeyedBreakers<K> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeyedBreakers")
-            .field("template", &self.template)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<K> KeyedBreakers<K>
-where
-    K: Hash + Eq + Clone + Send + Sync + 'static,
-{
-    /// Called with the key on every state change of any breaker (replaces the builder's
-    /// key-less callback for breakers created from now on).
-    pub fn on_state_change(mut self, f: impl Fn(&K, StateChange) + Send + Sync + 'static) -> Self {
-        self.keyed_listener = Some(Arc::new(f));
-        self
-    }
-
-    fn lock(&self) -> MutexGuard<'_, KeyedMap<K>> {
-        self.map.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// The breaker for `key`.
-    pub fn get(&self, key: &K) -> CircuitBreaker {
-        let mut map = self.lock();
-        if let Some(b) = map.breakers.get(key) {
-            return b.clone();
-        }
-        if map.breakers.len() >= map.sweep_at {
-            let now = Instant::now();
-            map.breakers.retain(|_, b| !b.is_idle(now));
-            map.sweep_at = (map.breakers.len() * 2).max(SWEEP_MIN);
-        }
-        let listener: Option<Listener> = match &self.keyed_listener {
-            Some(l) => {
-                let (l, k) = (l.clone(), key.clone());
-                Some(Arc::new(move |c| l(&k, c)))
-            }
-            None => self.template.listener.clone(),
-        };
-        let b = CircuitBreaker::from_valid(&self.template, listener);
-        map.breakers.insert(key.clone(), b.clone());
-        b
-    }
-
-    /// Every key held with its breaker's stats.
-    pub fn stats(&self) -> Vec<(K, BreakerStats)> {
-        let map = self.lock();
-        map.breakers
-            .iter()
-            .map(|(k, b)| (k.clone(), b.stats()))
-            .collect()
-    }
-
-    /// Forgets every idle breaker now (see the type's docs for what idle means).
-    pub fn retain_recent(&self) {
-        let now = Instant::now();
-        self.lock().breakers.retain(|_, b| !b.is_idle(now));
-    }
-
-    /// Keys currently held.
-    pub fn len(&self) -> usize {
-        self.lock().breakers.len()
-    }
-
-    /// True if no key is held.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-/// A `tower::Layer` putting a [`CircuitBreaker`] in front of a service: rejected calls fail at
-/// once with [`BreakerOpen`] (as a `BoxError`); any service error counts as a failure.
-#[derive(Debug, Clone)]
-pub struct BreakerLayer {
-    breaker: CircuitBreaker,
-}
-
-impl BreakerLayer {
-    /// Wrap services with this breaker (clones share it).
-    pub fn new(breaker: CircuitBreaker) -> Self {
-        Self { breaker }
-    }
-}
-
-impl<S> tower::Layer<S> for BreakerLayer {
-    type Service = Breaker<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        Breaker {
-            inner,
-            breaker: self.breaker.clone(),
-        }
-    }
-}
-
-/// The service made by [`BreakerLayer`].
-#[derive(Debug, Clone)]
-pub struct Breaker<S> {
-    inner: S,
-    breaker: CircuitBreaker,
-}
-
-impl<S, Req> tower::Service<Req> for Breaker<S>
-where
-    S: tower::Service<Req>,
-    S::Error: Into<BoxError>,
-    S::Future: Send + 'static,
-    S::Response: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<S::Response, BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, req: Req) -> Self::Future {
-        let permit = match self.breaker.try_acquire() {
-            Ok(p) => p,
-            Err(open) => return Box::pin(std::future::ready(Err(open.into()))),
-        };
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            let out = fut.await;
-            if out.is_ok() {
-                permit.success();
-            } else {
-                permit.failure();
-            }
-            out.map_err(Into::into)
-        })
-    }
 }

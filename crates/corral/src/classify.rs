@@ -1,0 +1,134 @@
+//! Judging an HTTP call's result for the retry and breaker layers.
+//!
+//! A server that is overloaded or down usually says so with a *response* — 503, 429, 502 — not
+//! an error, so layers that only see `Err` can neither retry it nor count it. A classifier
+//! sees the whole `Result<Response, BoxError>`. [`HttpClassifier`] is the ready one, with the
+//! rules most HTTP clients want:
+//!
+//! | result | retry ([`RetryLayer`](crate::retry::RetryLayer)) | breaker failure ([`BreakerLayer`](crate::breaker::BreakerLayer)) |
+//! |---|---|---|
+//! | 2xx, 3xx, 4xx other than 429 | no | no |
+//! | 429 Too Many Requests | yes, after its `Retry-After` if it has one | no: the service is up, it is pacing us |
+//! | 500, 502, 503, 504 and other 5xx | yes (503 after its `Retry-After`) | yes |
+//! | 501 Not Implemented, 505 HTTP Version Not Supported | no: they do not heal | yes |
+//! | timeout ([`Elapsed`]), connection error (an `io::Error` anywhere in the error's source chain: refused, reset, broken pipe) | yes | yes |
+//! | [`BreakerOpen`] | no | no (the breaker's own refusal) |
+//! | rate limit refusal ([`NotUntil`]) | yes, when the limit allows | no |
+//! | any other error | no | yes |
+//!
+//! Retrying sends the request again: put the retry layer only around requests that are safe to
+//! repeat (idempotent methods, or APIs with idempotency keys).
+//!
+//! ```
+//! use corral::classify::HttpClassifier;
+//! use corral::retry::{Classify as _, Decision};
+//! use std::time::Duration;
+//!
+//! let c = HttpClassifier::new();
+//! let busy = http::Response::builder().status(429).header("retry-after", "7").body(()).unwrap();
+//! assert_eq!(c.classify(&Ok(busy)), Decision::RetryAfter(Duration::from_secs(7)));
+//! let not_found = http::Response::builder().status(404).body(()).unwrap();
+//! assert_eq!(c.classify(&Ok(not_found)), Decision::Stop);
+//! ```
+
+use std::time::{Duration, SystemTime};
+
+use http::{HeaderMap, Response, StatusCode};
+
+use crate::breaker::BreakerOpen;
+use crate::limit::NotUntil;
+use crate::retry::Decision;
+use crate::timeout::Elapsed;
+use crate::BoxError;
+
+/// The ready classifier for HTTP services; see the [module docs](self) for its rules. It
+/// judges `http::Response<B>` for any body `B`, for both [`crate::retry::Classify`] and
+/// [`crate::breaker::Classify`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HttpClassifier {
+    _private: (),
+}
+
+impl HttpClassifier {
+    /// The classifier with the rules in the [module docs](self).
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+/// True for statuses a retry may cure.
+fn retryable_status(status: StatusCode) -> bool {
+    status == StatusCode::TOO_MANY_REQUESTS
+        || (status.is_server_error()
+            && status != StatusCode::NOT_IMPLEMENTED
+            && status != StatusCode::HTTP_VERSION_NOT_SUPPORTED)
+}
+
+/// True when `e`, or an error it wraps, is a timeout or an I/O error (a connection that could
+/// not be made or broke).
+fn is_transient(e: &BoxError) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e.as_ref());
+    while let Some(err) = cur {
+        if err.is::<Elapsed>() || err.is::<std::io::Error>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+impl<B> crate::retry::Classify<Response<B>> for HttpClassifier {
+    fn classify(&self, result: &Result<Response<B>, BoxError>) -> Decision {
+        match result {
+            Ok(resp) if retryable_status(resp.status()) => match retry_after(resp.headers()) {
+                Some(wait) => Decision::RetryAfter(wait),
+                None => Decision::Retry,
+            },
+            Ok(_) => Decision::Stop,
+            Err(e) => {
+                if e.is::<BreakerOpen>() {
+                    Decision::Stop
+                } else if let Some(refused) = e.downcast_ref::<NotUntil>() {
+                    Decision::RetryAfter(refused.wait_from(tokio::time::Instant::now()))
+                } else if is_transient(e) {
+                    Decision::Retry
+                } else {
+                    Decision::Stop
+                }
+            }
+        }
+    }
+}
+
+impl<B> crate::breaker::Classify<Response<B>> for HttpClassifier {
+    fn is_failure(&self, result: &Result<Response<B>, BoxError>) -> bool {
+        match result {
+            Ok(resp) => resp.status().is_server_error(),
+            Err(e) => !(e.is::<BreakerOpen>() || e.is::<NotUntil>()),
+        }
+    }
+}
+
+/// The wait a `Retry-After` header asks for: delay-seconds (`120`) or an HTTP date (a date in
+/// the past is no wait). `None` when the header is missing or unreadable.
+///
+/// ```
+/// let mut headers = http::HeaderMap::new();
+/// headers.insert("retry-after", "120".parse().unwrap());
+/// assert_eq!(corral::classify::retry_after(&headers), Some(std::time::Duration::from_secs(120)));
+/// ```
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let v = headers
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = httpdate::parse_http_date(v).ok()?;
+    Some(
+        when.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
