@@ -712,22 +712,6 @@ fn dns_may_recover(message: &str) -> bool {
     message.contains("Temporary failure") || message.contains("try again")
 }
 
-fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let v = headers
-        .get(http::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let when = httpdate::parse_http_date(v).ok()?;
-    Some(
-        when.duration_since(std::time::SystemTime::now())
-            .unwrap_or(Duration::ZERO),
-    )
-}
-
 impl Engine {
     /// An engine for one worker thread, in one step: the run's shared `gates`, the thread's
     /// share of `--concurrency` (`active`), and `stop`, cancelled when the run stops taking
@@ -1467,7 +1451,7 @@ impl Engine {
         if accepted {
             Ok(response)
         } else {
-            let ra = parse_retry_after(&response.headers);
+            let ra = corral::classify::retry_after(&response.headers);
             Err(AttemptError::Status(response, ra))
         }
     }
