@@ -14,6 +14,7 @@
 //! | timeout ([`Elapsed`]), connection error (an `io::Error` anywhere in the error's source chain: refused, reset, broken pipe) | yes | yes |
 //! | [`BreakerOpen`] | no | no (the breaker's own refusal) |
 //! | rate limit refusal ([`NotUntil`]) | yes, when the limit allows | no |
+//! | concurrency limit refusal ([`AtCapacity`]) | yes, after the backoff | no |
 //! | any other error | no | yes |
 //!
 //! Retrying sends the request again: put the retry layer only around requests that are safe to
@@ -36,7 +37,7 @@ use std::time::{Duration, SystemTime};
 use http::{HeaderMap, Response, StatusCode};
 
 use crate::breaker::BreakerOpen;
-use crate::limit::NotUntil;
+use crate::limit::{AtCapacity, NotUntil};
 use crate::retry::Decision;
 use crate::timeout::Elapsed;
 use crate::BoxError;
@@ -90,7 +91,7 @@ impl<B> crate::retry::Classify<Response<B>> for HttpClassifier {
                     Decision::Stop
                 } else if let Some(refused) = e.downcast_ref::<NotUntil>() {
                     Decision::RetryAfter(refused.wait_from(tokio::time::Instant::now()))
-                } else if is_transient(e) {
+                } else if is_transient(e) || e.is::<AtCapacity>() {
                     Decision::Retry
                 } else {
                     Decision::Stop
@@ -104,7 +105,7 @@ impl<B> crate::breaker::Classify<Response<B>> for HttpClassifier {
     fn is_failure(&self, result: &Result<Response<B>, BoxError>) -> bool {
         match result {
             Ok(resp) => resp.status().is_server_error(),
-            Err(e) => !(e.is::<BreakerOpen>() || e.is::<NotUntil>()),
+            Err(e) => !(e.is::<BreakerOpen>() || e.is::<NotUntil>() || e.is::<AtCapacity>()),
         }
     }
 }

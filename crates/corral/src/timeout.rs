@@ -30,8 +30,10 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
+
+use pin_project_lite::pin_project;
 
 use crate::BoxError;
 
@@ -97,24 +99,48 @@ impl<S, Req> tower::Service<Req> for Timeout<S>
 where
     S: tower::Service<Req>,
     S::Error: Into<BoxError>,
-    S::Future: Send + 'static,
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<S::Response, BoxError>> + Send>>;
+    type Future = ResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        let fut = self.inner.call(req);
-        let limit = self.limit;
-        Box::pin(async move {
-            match timeout(limit, fut).await {
-                Ok(r) => r.map_err(Into::into),
-                Err(e) => Err(e.into()),
-            }
-        })
+        ResponseFuture {
+            inner: tokio::time::timeout(self.limit, self.inner.call(req)),
+            limit: self.limit,
+        }
+    }
+}
+
+pin_project! {
+    /// The future of a [`Timeout`] call: the call, or [`Elapsed`] once the limit passes.
+    ///
+    /// Cancel safety: dropping it drops the call.
+    #[must_use = "futures do nothing unless polled"]
+    #[derive(Debug)]
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: tokio::time::Timeout<F>,
+        limit: Duration,
+    }
+}
+
+impl<F, T, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<T, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        match ready!(this.inner.poll(cx)) {
+            Ok(r) => Poll::Ready(r.map_err(Into::into)),
+            Err(_) => Poll::Ready(Err(Elapsed { after: *this.limit }.into())),
+        }
     }
 }

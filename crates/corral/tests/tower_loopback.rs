@@ -118,7 +118,7 @@ async fn retry_rate_limit_and_timeout_layers_around_hyper() {
     let limiter = RateLimiter::builder()
         .rate("1000/s".parse().unwrap())
         .burst(10)
-        .build_keyed::<()>()
+        .build()
         .unwrap();
     let mut svc = ServiceBuilder::new()
         .layer(TimeoutLayer::new(Duration::from_secs(20))) // whole operation

@@ -120,6 +120,11 @@ impl<K: Hash + Eq + Clone> KeyedConcurrency<K> {
         Some(self.permit(key, Some(permit)))
     }
 
+    /// The most operations in flight per key.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
     /// Operations in flight for `key` right now.
     pub fn in_flight(&self, key: &K) -> usize {
         self.map

@@ -44,6 +44,7 @@
 //! ```
 
 mod concurrency;
+mod concurrency_layer;
 mod direct;
 mod gcra;
 mod keyed;
@@ -51,7 +52,9 @@ mod layer;
 mod rate;
 
 pub use concurrency::{KeyPermit, KeyedConcurrency};
+pub use concurrency_layer::{AtCapacity, ConcurrencyLimit, ConcurrencyLimitLayer};
 pub use direct::{RateLimiter, RateLimiterBuilder};
+pub use gcra::Acquire;
 pub use keyed::KeyedRateLimiter;
-pub use layer::{RateLimit, RateLimitLayer};
+pub use layer::{OnLimit, RateLimit, RateLimitLayer};
 pub use rate::{NotUntil, Rate};
