@@ -1,13 +1,25 @@
-//! Rate limiting (GCRA) and per-key concurrency limiting.
+//! Rate limiting (GCRA), concurrency limiting (fixed, per key, adaptive), and all of them as
+//! tower layers that wait or shed.
 //!
 //! - [`RateLimiter`]: one limiter, `rate` cells per period with a `burst`, exact GCRA semantics
 //!   (the Generic Cell Rate Algorithm, equivalent to a leaky bucket), lock-free: one atomic
-//!   compare-and-swap per decision.
+//!   compare-and-swap per decision. [`set_rate`](RateLimiter::set_rate) changes it while it
+//!   runs.
 //! - [`KeyedRateLimiter`]: one independent GCRA state per key (per host, per API key), with idle
 //!   keys evicted so memory stays bounded by the number of *active* keys.
 //! - [`pause_until`](KeyedRateLimiter::pause_until): hold back one key until an instant — what
 //!   to do when a server answers 429 or 503 with `Retry-After`. Other keys are untouched.
 //! - [`KeyedConcurrency`]: at most N operations in flight per key.
+//! - [`AdaptiveConcurrency`]: a concurrency limit that finds itself from the calls' outcomes
+//!   ([`Aimd`], or the latency [`Gradient`]).
+//! - Layers: [`RateLimitLayer`], [`ConcurrencyLimitLayer`] (global or keyed) and
+//!   [`AdaptiveConcurrencyLayer`]. The first two take an [`OnLimit`] mode: wait, wait at most a
+//!   given time, or reject at once with a typed error ([`NotUntil`], [`AtCapacity`]).
+//!
+//! Which to choose: a rate limit when the other side states one (an API's 50 requests a
+//! second); a fixed concurrency limit to bound your own resources (sockets, memory); an
+//! adaptive one when the other side's capacity is unknown or moves; shedding rather than
+//! waiting when a late answer is worth nothing to your caller.
 //!
 //! [`until_ready`](RateLimiter::until_ready) sleeps on tokio's timer until the next cell is due;
 //! it never spins. A waiter reserves its cell before sleeping, so waiters are served in order
@@ -43,6 +55,7 @@
 //! # }
 //! ```
 
+mod adaptive;
 mod concurrency;
 mod concurrency_layer;
 mod direct;
@@ -51,6 +64,10 @@ mod keyed;
 mod layer;
 mod rate;
 
+pub use adaptive::{
+    AdaptiveConcurrency, AdaptiveConcurrencyBuilder, AdaptiveConcurrencyLayer, AdaptiveLimit,
+    AdaptivePermit, Aimd, Algorithm, Gradient, Sample,
+};
 pub use concurrency::{KeyPermit, KeyedConcurrency};
 pub use concurrency_layer::{AtCapacity, ConcurrencyLimit, ConcurrencyLimitLayer};
 pub use direct::{RateLimiter, RateLimiterBuilder};
@@ -58,3 +75,11 @@ pub use gcra::Acquire;
 pub use keyed::KeyedRateLimiter;
 pub use layer::{OnLimit, RateLimit, RateLimitLayer};
 pub use rate::{NotUntil, Rate};
+
+/// The futures of the limit layers' services (named, so they can be stored and boxed by
+/// choice, not by force).
+pub mod future {
+    pub use super::adaptive::ResponseFuture as AdaptiveLimitFuture;
+    pub use super::concurrency_layer::ResponseFuture as ConcurrencyLimitFuture;
+    pub use super::layer::ResponseFuture as RateLimitFuture;
+}
