@@ -149,6 +149,9 @@ impl RateLimiter {
 
     /// Changes the rate from now on (the burst stays): cells already taken keep their place;
     /// the next ones are spaced by the new interval. For limits that adapt while they run.
+    ///
+    /// Waiters already sleeping on a reservation keep its time: raising the rate while `n`
+    /// waiters are queued at the old one takes full effect after `n` old intervals.
     pub fn set_rate(&self, rate: Rate) -> Result<(), ConfigError> {
         let t = interval_for("limit", rate, self.gcra.burst())?;
         self.gcra.set_interval(t);

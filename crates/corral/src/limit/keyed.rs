@@ -142,6 +142,8 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
 
     /// Changes every key's rate from now on, keys seen later included (the burst stays):
     /// cells already taken keep their place; the next ones are spaced by the new interval.
+    /// Waiters already sleeping on a reservation keep its time, as with
+    /// [`RateLimiter::set_rate`](super::RateLimiter::set_rate).
     ///
     /// ```
     /// use corral::limit::{Rate, RateLimiter};
