@@ -15,6 +15,7 @@
 //! | [`retry`] | exponential backoff with full jitter, attempt and time caps, a retry budget, a classifier |
 //! | [`breaker`] | circuit breaker on failure *rate* over a rolling window (slow calls may count as failures), keyed per host, with state-change events |
 //! | [`classify`] | judging an HTTP result for the retry and breaker layers: retry 429/5xx and connection errors after `Retry-After`, count 5xx as failures |
+//! | [`hedge`] | hedged requests: after a latency percentile, a second call; the first success wins, the other is cancelled, within a budget |
 //! | [`timeout`] | per-attempt and whole-operation timeouts |
 //! | [`actor`] | actors: typed messages, bounded mailboxes, tell/ask, a registry, one-for-one supervision with heartbeat, restart limits and backoff |
 //! | [`journal`] | durable state: a snapshot plus a checksummed append-only log, torn-tail repair, an fsync policy |
@@ -54,6 +55,7 @@ pub mod breaker;
 pub mod bus;
 pub mod classify;
 pub mod exec;
+pub mod hedge;
 pub mod journal;
 pub mod limit;
 pub mod pipeline;
