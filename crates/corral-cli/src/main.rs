@@ -13,6 +13,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod demo;
 mod exit;
 mod flags;
+mod log;
 mod mock;
 mod progress;
 mod report;
@@ -63,6 +64,7 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     raise_fd_limit();
+    log::init();
     // `run` and `demo` do their requests on worker threads of their own (see `workers`): the
     // main thread only reads jobs and writes results. The mock server alone wants every core.
     let mut builder = match cli.cmd {

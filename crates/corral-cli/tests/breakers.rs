@@ -117,3 +117,43 @@ fn a_job_held_past_the_max_hold_fails_circuit_open() {
         .all(|r| r["attempts"] == 1 && r["elapsed_ms"].as_f64().unwrap() >= 1000.0));
     assert_eq!(mock.stats("fast")["requests"], 5, "held jobs sent nothing");
 }
+
+/// `RUST_LOG` shows the library's events on stderr (here: the outage host's breaker opening);
+/// without it, nothing is logged.
+#[test]
+fn rust_log_shows_breaker_transitions_on_stderr() {
+    let mock = Mock::start("outage:0-600");
+    let dir = tempfile::tempdir().unwrap();
+    let jobs = mock.write_gets(dir.path(), "outage", 40, "");
+    let out = dir.path().join("out.jsonl");
+    let run = |log: Option<&str>| {
+        let mut cmd = std::process::Command::new(BIN);
+        cmd.args([
+            "run",
+            jobs.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--quiet",
+            "--retries",
+            "0",
+            "--breaker-fail-fast",
+        ]);
+        cmd.env_remove("RUST_LOG");
+        if let Some(filter) = log {
+            cmd.env("RUST_LOG", filter);
+        }
+        let _ = std::fs::remove_file(&out);
+        cmd.output().unwrap()
+    };
+    let logged = run(Some("corral::breaker=info"));
+    let stderr = String::from_utf8_lossy(&logged.stderr);
+    assert!(
+        stderr.contains("circuit breaker state changed from=Closed to=Open"),
+        "{stderr}"
+    );
+    let quiet = run(None);
+    let stderr = String::from_utf8_lossy(&quiet.stderr);
+    assert!(!stderr.contains("circuit breaker"), "{stderr}");
+    let bad = run(Some("corral=nonsense=x"));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("ignoring RUST_LOG"));
+}

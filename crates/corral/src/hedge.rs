@@ -46,6 +46,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::error::ConfigError;
 use crate::retry::RetryBudget;
+use crate::trace::event;
 use crate::BoxError;
 
 /// Builder for [`HedgeLayer`].
@@ -327,6 +328,7 @@ where
                     Poll::Ready(Ok(())) => {
                         this.delay.set(None);
                         if this.first.is_some() && this.shared.budget.withdraw() {
+                            event!(debug, after = ?this.first_started.elapsed(), "hedging a slow call");
                             if let Some((mut svc, req)) = this.spare.take() {
                                 this.second.set(Some(svc.call(req)));
                                 *this.second_started = Instant::now();

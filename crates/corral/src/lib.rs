@@ -47,6 +47,7 @@
 #![deny(clippy::unwrap_used)]
 
 mod error;
+mod trace;
 pub use error::ConfigError;
 
 pub mod actor;

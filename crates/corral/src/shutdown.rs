@@ -39,6 +39,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::trace::event;
+
 /// Which signal asked for shutdown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Signal {
@@ -180,6 +182,12 @@ impl Shutdown {
     /// reports them by name.
     pub async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
         let started = Instant::now();
+        event!(
+            info,
+            ?deadline,
+            tasks = self.tracker.len(),
+            "shutdown: cancelling and draining"
+        );
         self.trigger();
         self.tracker.close();
         let drained = tokio::time::timeout(deadline, self.tracker.wait())
@@ -194,6 +202,7 @@ impl Shutdown {
                 let mut remaining: Vec<_> = live.tasks.iter().collect();
                 remaining.sort_by_key(|(id, _)| **id);
                 for (_, (name, abort)) in remaining {
+                    event!(warn, task = %name, ?deadline, "shutdown: task did not finish in time; aborted");
                     stragglers.push(name.clone());
                     if let Some(abort) = abort {
                         abort.abort();

@@ -49,6 +49,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::error::ConfigError;
+use crate::trace::event;
 
 mod keyed;
 mod layer;
@@ -422,6 +423,7 @@ impl CircuitBreaker {
             State::Closed => inner.buckets = [Bucket::default(); BUCKETS],
             State::HalfOpen => {}
         }
+        event!(info, ?from, ?to, "circuit breaker state changed");
         if let Some(l) = &self.listener {
             l(StateChange { from, to, at: now });
         }

@@ -20,6 +20,7 @@ use tokio_util::sync::PollSemaphore;
 
 use super::{KeyPermit, KeyedConcurrency, OnLimit};
 use crate::error::ConfigError;
+use crate::trace::event;
 use crate::BoxError;
 
 /// A call was refused because its concurrency limit was reached (and, with
@@ -246,6 +247,7 @@ where
     type Error = BoxError;
     type Future = ResponseFuture<S, Req, K>;
 
+    #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         if let (Some(sem), None) = (&mut self.ready, &self.held) {
             // Our semaphores are never closed, so this is always `Some`.
@@ -254,19 +256,39 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
+    #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
         let slot = match self.held.take() {
             Some(permit) => Some(Slot::Global(permit)),
             None => self.gate.try_take(&req),
         };
-        if let Some(slot) = slot {
-            return ResponseFuture::calling(self.inner.call(req), slot);
+        match slot {
+            Some(slot) => ResponseFuture::calling(self.inner.call(req), slot),
+            None => self.at_limit(req),
         }
+    }
+}
+
+impl<S, Req, K> ConcurrencyLimit<S, Req, K>
+where
+    S: tower::Service<Req> + Clone,
+    K: Hash + Eq + Clone + Send + 'static,
+{
+    /// The slow path, kept out of line so the fast one stays small enough to inline: no slot
+    /// was free.
+    #[cold]
+    #[inline(never)]
+    fn at_limit(&mut self, req: Req) -> ResponseFuture<S, Req, K> {
         let max_wait = match self.mode {
             OnLimit::Reject => {
+                event!(
+                    debug,
+                    limit = self.gate.limit(),
+                    "concurrency limit reached: call shed"
+                );
                 return ResponseFuture::refused(AtCapacity {
                     limit: self.gate.limit(),
-                })
+                });
             }
             OnLimit::WaitAtMost(d) => Some(d),
             OnLimit::Wait => None,
@@ -317,6 +339,7 @@ pin_project! {
 }
 
 impl<S: tower::Service<Req>, Req, K: Hash + Eq> ResponseFuture<S, Req, K> {
+    #[inline]
     fn calling(fut: S::Future, slot: Slot<K>) -> Self {
         Self {
             state: State::Calling { fut, slot },
@@ -346,6 +369,7 @@ where
 {
     type Output = Result<S::Response, BoxError>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {

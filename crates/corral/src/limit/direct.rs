@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::gcra::{interval_for, params, Acquire, Gcra};
+use super::gcra::{interval_for, params, Acquire, Gcra, Snapshot};
 use super::keyed::KeyedRateLimiter;
 use super::rate::{NotUntil, Rate};
 use crate::error::ConfigError;
@@ -161,6 +161,22 @@ impl RateLimiter {
     /// The rate in force, as cells per second.
     pub fn per_second(&self) -> f64 {
         1e9 / self.gcra.interval().0 as f64
+    }
+
+    /// The limiter's state now: rate, burst, cells available at once, pause.
+    ///
+    /// ```
+    /// use corral::limit::{Rate, RateLimiter};
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), corral::ConfigError> {
+    /// let limiter = RateLimiter::builder().rate(Rate::per_second(10)).burst(5).build()?;
+    /// limiter.check_n(2).expect("within the burst");
+    /// assert_eq!(limiter.snapshot().available, 3);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn snapshot(&self) -> Snapshot {
+        self.gcra.snapshot(Instant::now())
     }
 
     /// Refuses every call until `until` (e.g. after a 429 with Retry-After).

@@ -12,6 +12,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::rate::{NotUntil, Rate};
 use crate::error::ConfigError;
+use crate::trace::event;
 
 /// The GCRA state: a theoretical arrival time and a pause, in nanoseconds since `base`.
 #[derive(Debug)]
@@ -130,6 +131,24 @@ impl Gcra {
             });
     }
 
+    /// What the state allows at `now`, for metrics and status pages.
+    pub(super) fn snapshot(&self, now: Instant) -> Snapshot {
+        let now_ns = self.nanos(now);
+        let (t, tau) = self.interval();
+        let paused_until = self.paused_at(now_ns);
+        let ahead = self.tat.load(Ordering::Acquire).saturating_sub(now_ns);
+        let available = match (paused_until, tau.checked_sub(ahead)) {
+            (None, Some(slack)) => (slack / t + 1).min(self.burst),
+            _ => 0,
+        };
+        Snapshot {
+            per_second: 1e9 / t as f64,
+            burst: self.burst,
+            available,
+            paused_until,
+        }
+    }
+
     pub(super) fn pause_until(&self, until: Instant) {
         self.paused_until
             .fetch_max(self.nanos(until), Ordering::AcqRel);
@@ -141,6 +160,21 @@ impl Gcra {
         self.tat.load(Ordering::Acquire) <= now_ns
             && self.paused_until.load(Ordering::Acquire) <= now_ns
     }
+}
+
+/// A limiter's state at one moment (governor's `StateSnapshot`): for metrics, status pages and
+/// logs. From [`RateLimiter::snapshot`](super::RateLimiter::snapshot) and
+/// [`KeyedRateLimiter::snapshot`](super::KeyedRateLimiter::snapshot).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Snapshot {
+    /// The rate in force, cells per second.
+    pub per_second: f64,
+    /// The burst.
+    pub burst: u64,
+    /// Cells that would pass right now, one after the other, without waiting (0 while paused).
+    pub available: u64,
+    /// The end of a pause in force (a `Retry-After`), if any.
+    pub paused_until: Option<Instant>,
 }
 
 /// Waits for cells: the future of [`RateLimiter::until_ready`](super::RateLimiter::until_ready),
@@ -201,6 +235,7 @@ impl Future for Acquire {
             let wake = match this.gcra.reserve_by(now, this.n, this.deadline) {
                 Ok(None) => return Poll::Ready(Ok(())),
                 Ok(Some(at)) => {
+                    event!(trace, wait = ?(at - now), cells = this.n, "rate limit: waiting for a cell");
                     this.reserved = true;
                     at
                 }
@@ -210,9 +245,13 @@ impl Future for Acquire {
                     if this.gcra.paused_at(this.gcra.nanos(now)).is_some()
                         && this.deadline.is_none_or(|d| until <= d) =>
                 {
+                    event!(debug, wait = ?(until - now), "rate limit: paused (Retry-After)");
                     until
                 }
-                Err(refused) => return Poll::Ready(Err(refused)),
+                Err(refused) => {
+                    event!(debug, wait = ?refused.wait_from(now), "rate limit: refused, past the deadline");
+                    return Poll::Ready(Err(refused));
+                }
             };
             this.sleep = Some(Box::pin(tokio::time::sleep_until(wake)));
         }

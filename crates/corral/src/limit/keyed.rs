@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::gcra::{interval_for, Acquire, Gcra, Params};
+use super::gcra::{interval_for, Acquire, Gcra, Params, Snapshot};
 use super::rate::{NotUntil, Rate};
 use crate::error::ConfigError;
 
@@ -185,6 +185,27 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
     /// Refuses calls for `key` (only) until `until`. Pauses only ever extend.
     pub fn pause_until(&self, key: &K, until: Instant) {
         self.state(key).pause_until(until)
+    }
+
+    /// `key`'s state now (a key not held reads as fresh: the full burst available).
+    pub fn snapshot(&self, key: &K) -> Snapshot {
+        let now = Instant::now();
+        let held = self
+            .inner
+            .map
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+            .cloned();
+        match held {
+            Some(g) => g.snapshot(now),
+            None => Gcra::new(
+                self.inner.base,
+                self.inner.t.load(Ordering::Acquire),
+                self.inner.burst,
+            )
+            .snapshot(now),
+        }
     }
 
     /// Number of keys currently held.

@@ -25,6 +25,7 @@ use tokio::time::Instant;
 
 use super::gcra::Acquire;
 use super::{KeyedRateLimiter, NotUntil, RateLimiter};
+use crate::trace::event;
 use crate::BoxError;
 
 /// What a limit layer does with a call that finds the limit reached.
@@ -207,9 +208,15 @@ where
     type Error = BoxError;
     type Future = ResponseFuture<S, Req>;
 
+    #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         if self.waits_when_ready() && !self.cell_held {
             if let Gate::Direct(limiter) = &self.gate {
+                // The fast path: a cell free now, with no waiter to set up.
+                if self.waiting.is_none() && limiter.check().is_ok() {
+                    self.cell_held = true;
+                    return self.inner.poll_ready(cx).map_err(Into::into);
+                }
                 let wait = self.waiting.get_or_insert_with(|| limiter.acquire(1, None));
                 // Without a deadline the wait is never refused.
                 let _ = ready!(Pin::new(wait).poll(cx));
@@ -220,21 +227,37 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
+    #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
+        // A cell held from `poll_ready`, or the fast path: a cell free now (this is also all
+        // that Reject mode does).
         if std::mem::take(&mut self.cell_held) {
             return ResponseFuture::calling(self.inner.call(req));
         }
-        // The fast path: a cell free now (this is also all that Reject mode does).
         match self.gate.check(&req) {
-            Ok(()) => return ResponseFuture::calling(self.inner.call(req)),
-            Err(refused) if self.mode == OnLimit::Reject => {
-                return ResponseFuture::refused(refused)
-            }
-            Err(_) => {}
+            Ok(()) => ResponseFuture::calling(self.inner.call(req)),
+            Err(refused) => self.at_limit(req, refused),
         }
+    }
+}
+
+impl<S, Req, K> RateLimit<S, Req, K>
+where
+    S: tower::Service<Req> + Clone,
+    K: Hash + Eq + Clone,
+{
+    /// The slow path, kept out of line so the fast one stays small enough to inline: no cell
+    /// was free.
+    #[cold]
+    #[inline(never)]
+    fn at_limit(&mut self, req: Req, refused: NotUntil) -> ResponseFuture<S, Req> {
         let deadline = match self.mode {
+            OnLimit::Reject => {
+                event!(debug, wait = ?refused.wait_from(Instant::now()), "rate limit reached: call shed");
+                return ResponseFuture::refused(refused);
+            }
             OnLimit::WaitAtMost(d) => Some(Instant::now() + d),
-            _ => None,
+            OnLimit::Wait => None,
         };
         let acquire = self.gate.acquire(&req, deadline);
         // The ready service makes the call once the cell is due; a clone is left behind.
@@ -277,6 +300,7 @@ pin_project! {
 }
 
 impl<S: tower::Service<Req>, Req> ResponseFuture<S, Req> {
+    #[inline]
     fn calling(fut: S::Future) -> Self {
         Self {
             state: State::Calling { fut },
@@ -305,6 +329,7 @@ where
 {
     type Output = Result<S::Response, BoxError>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {

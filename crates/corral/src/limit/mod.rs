@@ -71,7 +71,7 @@ pub use adaptive::{
 pub use concurrency::{KeyPermit, KeyedConcurrency};
 pub use concurrency_layer::{AtCapacity, ConcurrencyLimit, ConcurrencyLimitLayer};
 pub use direct::{RateLimiter, RateLimiterBuilder};
-pub use gcra::Acquire;
+pub use gcra::{Acquire, Snapshot};
 pub use keyed::KeyedRateLimiter;
 pub use layer::{OnLimit, RateLimit, RateLimitLayer};
 pub use rate::{NotUntil, Rate};

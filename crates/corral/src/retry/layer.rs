@@ -175,6 +175,7 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
+    #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
         // The ready service makes the first call; a clone is left behind (the tower idiom).
         let clone = self.inner.clone();
@@ -188,7 +189,7 @@ where
             policy: self.policy.clone(),
             classify: self.classify.clone(),
             attempt: 1,
-            started: Instant::now(),
+            started: self.policy.start(),
         }
     }
 }
@@ -210,7 +211,7 @@ pin_project! {
         policy: RetryPolicy,
         classify: C,
         attempt: u32,
-        started: Instant,
+        started: Option<Instant>,
     }
 }
 
@@ -218,7 +219,9 @@ pin_project! {
     #[project = StateProj]
     enum State<F> {
         Calling { #[pin] fut: F },
-        Sleeping { #[pin] sleep: Sleep },
+        // Boxed: only a call that retries pays for a timer, and the future every call carries
+        // stays small.
+        Sleeping { sleep: Pin<Box<Sleep>> },
         Readying,
     }
 }
@@ -243,13 +246,14 @@ where
 {
     type Output = Result<S::Response, BoxError>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {
             let result = match this.state.as_mut().project() {
                 StateProj::Calling { fut } => ready!(fut.poll(cx)).map_err(Into::into),
                 StateProj::Sleeping { sleep } => {
-                    ready!(sleep.poll(cx));
+                    ready!(sleep.as_mut().poll(cx));
                     this.state.set(State::Readying);
                     continue;
                 }
@@ -271,7 +275,7 @@ where
                 Ok(wait) => {
                     *this.attempt += 1;
                     this.state.set(State::Sleeping {
-                        sleep: tokio::time::sleep(wait),
+                        sleep: Box::pin(tokio::time::sleep(wait)),
                     });
                 }
                 Err(_) => return Poll::Ready(result),

@@ -44,6 +44,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::error::ConfigError;
+use crate::trace::event;
 
 mod layer;
 
@@ -213,6 +214,30 @@ impl RetryPolicyBuilder {
         self.policy.budget = Some(budget);
         self
     }
+    /// Called before every wait for a retry (backon's `notify`): for metrics and logs. Keep
+    /// it quick; it runs on the retrying task.
+    ///
+    /// ```
+    /// use corral::retry::{Decision, RetryPolicy};
+    /// use std::sync::atomic::{AtomicU32, Ordering};
+    /// use std::sync::Arc;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), corral::ConfigError> {
+    /// let retries = Arc::new(AtomicU32::new(0));
+    /// let counted = retries.clone();
+    /// let policy = RetryPolicy::builder()
+    ///     .on_retry(move |e| { counted.fetch_add(1, Ordering::Relaxed); println!("retry {} in {:?}", e.attempt, e.delay); })
+    ///     .build()?;
+    /// let _ = policy.retry(|_| async { Err::<(), _>("down") }, |_| Decision::Retry).await;
+    /// assert_eq!(retries.load(Ordering::Relaxed), 2); // 3 attempts, 2 waits
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn on_retry(mut self, hook: impl Fn(RetryEvent) + Send + Sync + 'static) -> Self {
+        self.policy.on_retry = Some(OnRetry(Arc::new(hook)));
+        self
+    }
     /// Turn jitter off (waits are then exactly the cap); for tests and demos, not production.
     pub fn jitter(mut self, on: bool) -> Self {
         self.policy.jitter = on;
@@ -254,6 +279,27 @@ pub struct RetryPolicy {
     max_elapsed: Option<Duration>,
     budget: Option<RetryBudget>,
     jitter: bool,
+    on_retry: Option<OnRetry>,
+}
+
+/// A retry about to happen, as given to [`on_retry`](RetryPolicyBuilder::on_retry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryEvent {
+    /// The attempt that failed (1-based); the next is `attempt + 1`.
+    pub attempt: u32,
+    /// The wait before the next attempt.
+    pub delay: Duration,
+    /// True when the wait is the server's (`Retry-After`), not the backoff's.
+    pub server_asked: bool,
+}
+
+#[derive(Clone)]
+struct OnRetry(Arc<dyn Fn(RetryEvent) + Send + Sync>);
+
+impl fmt::Debug for OnRetry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("OnRetry")
+    }
 }
 
 impl RetryPolicy {
@@ -267,6 +313,7 @@ impl RetryPolicy {
                 max_elapsed: None,
                 budget: None,
                 jitter: true,
+                on_retry: None,
             },
         }
     }
@@ -301,7 +348,7 @@ impl RetryPolicy {
         Fut: Future<Output = Result<T, E>>,
         C: Fn(&E) -> Decision,
     {
-        let started = Instant::now();
+        let started = self.start();
         self.deposit();
         let mut attempt = 1;
         loop {
@@ -326,32 +373,56 @@ impl RetryPolicy {
         }
     }
 
-    /// After attempt number `attempt` (1-based) of an operation that began at `started` was
-    /// judged `decision`: how long to wait before the next, or why there is none. A retry
-    /// allowed here has been taken from the budget.
+    /// The start of an operation, when the policy needs it (only `max_elapsed` does: reading
+    /// the clock is the most expensive thing a call that never retries would do).
+    pub(crate) fn start(&self) -> Option<Instant> {
+        self.max_elapsed.map(|_| Instant::now())
+    }
+
+    /// After attempt number `attempt` (1-based) of an operation that began at `started` (from
+    /// [`start`](Self::start)) was judged `decision`: how long to wait before the next, or why
+    /// there is none. A retry allowed here has been taken from the budget.
     pub(crate) fn next_wait(
         &self,
         decision: Decision,
         attempt: u32,
-        started: Instant,
+        started: Option<Instant>,
     ) -> Result<Duration, GiveUp> {
         let wait = match decision {
             Decision::Stop => return Err(GiveUp::Permanent),
             Decision::Retry => self.delay(attempt),
             Decision::RetryAfter(d) => d,
         };
-        if attempt >= self.max_attempts {
+        let out = if attempt >= self.max_attempts {
             Err(GiveUp::MaxAttempts)
         } else if self
             .max_elapsed
-            .is_some_and(|max| started.elapsed() + wait > max)
+            .zip(started)
+            .is_some_and(|(max, started)| started.elapsed() + wait > max)
         {
             Err(GiveUp::MaxElapsed)
         } else if self.budget.as_ref().is_some_and(|b| !b.withdraw()) {
             Err(GiveUp::Budget)
         } else {
             Ok(wait)
+        };
+        match out {
+            Ok(delay) => {
+                event!(debug, attempt, ?delay, "retrying after a failed attempt");
+                if let Some(hook) = &self.on_retry {
+                    (hook.0)(RetryEvent {
+                        attempt,
+                        delay,
+                        server_asked: matches!(decision, Decision::RetryAfter(_)),
+                    });
+                }
+            }
+            Err(reason) => {
+                event!(debug, attempts = attempt, %reason, "giving up retrying");
+                let _ = reason;
+            }
         }
+        out
     }
 
     /// Records a first attempt with the budget, if there is one.

@@ -35,6 +35,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use crate::error::ConfigError;
+use crate::trace::event;
 
 mod algorithm;
 mod layer;
@@ -242,6 +243,14 @@ impl AdaptiveConcurrency {
             let shrink = s.limit - limit;
             let forgotten = self.inner.sem.forget_permits(shrink);
             s.debt += shrink - forgotten;
+        }
+        if limit != s.limit {
+            event!(
+                debug,
+                from = s.limit,
+                to = limit,
+                "adaptive concurrency limit moved"
+            );
         }
         s.limit = limit;
     }
