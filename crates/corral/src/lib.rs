@@ -7,6 +7,7 @@
 //!
 //! | module | what it gives you |
 //! |---|---|
+//! | [`cpu`] | CPU-heavy closures beside async I/O: a bounded `spawn_blocking` gate and a rayon pool that returns futures, so the event loop never stalls |
 //! | [`exec`] | run async jobs over a stream of inputs with at most N in flight: scatter/gather, worker pool, semaphore-gated spawning, buffered stream — one API, ordered or unordered output, real backpressure, contained panics |
 //! | [`pipeline`] | typed multi-stage pipelines, each stage with its own concurrency, errors routed to the output instead of killing the pipeline |
 //! | [`batch`] | group items into batches flushed on size, on a deadline, or on close — never dropping one |
@@ -55,6 +56,7 @@ pub mod batch;
 pub mod breaker;
 pub mod bus;
 pub mod classify;
+pub mod cpu;
 pub mod exec;
 pub mod hedge;
 pub mod journal;
