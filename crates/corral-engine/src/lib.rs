@@ -11,6 +11,7 @@
 //! | [`error`] | how a job can fail: [`error::ErrorKind`] |
 //! | [`settings`] | everything that shapes a run, with the defaults of `corral run` |
 //! | [`run`] | a whole run as one call: jobs in, results into a sink, a [`run::Report`] out |
+//! | [`blocking`] | the same for programs that are not async: [`blocking::Runner::run`] blocks until every job has its result |
 //! | [`hosts`] | per-host state behind a seam ([`hosts::HostTable`]); in this process by default: one entry per host, idle hosts evicted |
 //! | [`workers`] | the threads that run jobs, each with its own runtime and clients |
 //! | [`http`] | the lean HTTP/1.1 client, its connection pool, the redirect rule |
@@ -23,6 +24,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod blocking;
 pub mod engine;
 pub mod error;
 pub mod hosts;

@@ -89,7 +89,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     rt.block_on(async {
         let gate = BlockingGate::new(2)?;
         let pool = CpuPool::new(2)?;
-        println!("{:<8} {:>12} {:>12} {:>10}", "parse", "worst lag", "mean lag", "wall");
+        println!(
+            "{:<8} {:>12} {:>12} {:>10}",
+            "parse", "worst lag", "mean lag", "wall"
+        );
         let mut worst = Vec::new();
         for mode in [Mode::Inline, Mode::Gate, Mode::Rayon] {
             let (w, m, wall) = run(mode, &gate, &pool).await;

@@ -1,0 +1,99 @@
+//! The blocking runner from plain synchronous code, against a small HTTP/1.1 server on a
+//! loopback port (std threads, no async anywhere in the test).
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use corral_engine::blocking::{BlockingError, Runner};
+use corral_engine::settings::Settings;
+
+/// Answers 200 `ok`, or 500 for paths under `/fail`; keeps connections alive. Counts requests.
+fn server() -> (String, Arc<AtomicU64>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let hits = Arc::new(AtomicU64::new(0));
+    let h = hits.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let h = h.clone();
+            std::thread::spawn(move || {
+                let mut out = stream.try_clone().unwrap();
+                let mut reader = BufReader::new(stream);
+                loop {
+                    let mut request = String::new();
+                    if reader.read_line(&mut request).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let mut line = String::new();
+                    while reader.read_line(&mut line).unwrap_or(0) > 2 {
+                        line.clear();
+                    }
+                    h.fetch_add(1, Ordering::SeqCst);
+                    let status = if request.contains(" /fail") {
+                        "500 Internal Server Error"
+                    } else {
+                        "200 OK"
+                    };
+                    let _ = write!(out, "HTTP/1.1 {status}\r\nContent-Length: 2\r\n\r\nok");
+                }
+            });
+        }
+    });
+    (base, hits)
+}
+
+#[test]
+fn a_synchronous_program_runs_jobs_and_gets_every_result() {
+    let (base, hits) = server();
+    let mut settings = Settings::default();
+    settings.retries = 0;
+    let runner = Runner::new(settings).unwrap();
+    let mut jobs: Vec<String> = (0..50)
+        .map(|n| format!(r#"{{"url":"{base}/items/{n}"}}"#))
+        .collect();
+    jobs.push("not a job".into());
+    jobs.extend((0..5).map(|n| format!(r#"{{"url":"{base}/fail/{n}"}}"#)));
+    let done = runner.run(&jobs).unwrap();
+    assert_eq!(done.lines.len(), 56, "one result line per input line");
+    let mut seen = BTreeSet::new();
+    let mut ok = 0;
+    for line in &done.lines {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(seen.insert(v["line"].as_u64().unwrap()), "{line}");
+        if v["ok"] == true {
+            ok += 1;
+        }
+    }
+    assert_eq!(seen, (1..=56).collect());
+    assert_eq!(ok, 50);
+    assert_eq!(done.report.stats.ok, 50);
+    assert_eq!(done.report.stats.failed, 6);
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        55,
+        "the invalid line sent nothing"
+    );
+    // The runner is reusable.
+    let again = runner
+        .run([format!(r#"{{"url":"{base}/items/x"}}"#)])
+        .unwrap();
+    assert_eq!(again.lines.len(), 1);
+}
+
+#[test]
+fn it_refuses_to_block_inside_a_runtime_and_bad_settings_fail_first() {
+    let runner = Runner::new(Settings::default()).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let inside = rt.block_on(async { runner.run(["{}"]) });
+    assert!(matches!(inside, Err(BlockingError::InsideRuntime)));
+    let mut bad = Settings::default();
+    bad.concurrency = 0;
+    let err = Runner::new(bad).unwrap_err();
+    assert!(err.to_string().contains("--concurrency"), "{err}");
+}
