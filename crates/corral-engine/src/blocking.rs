@@ -14,9 +14,7 @@
 //! use corral_engine::settings::Settings;
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let mut settings = Settings::default();
-//! settings.retries = 3;
-//! let runner = Runner::new(settings)?;
+//! let runner = Runner::new(Settings { retries: 3, ..Settings::default() })?;
 //! let jobs = (1..=100).map(|n| format!(r#"{{"url":"http://127.0.0.1:8080/items/{n}"}}"#));
 //! let done = runner.run(jobs)?;
 //! println!("{} ok, {} failed", done.report.stats.ok, done.report.stats.failed);

@@ -49,9 +49,11 @@ fn server() -> (String, Arc<AtomicU64>) {
 #[test]
 fn a_synchronous_program_runs_jobs_and_gets_every_result() {
     let (base, hits) = server();
-    let mut settings = Settings::default();
-    settings.retries = 0;
-    let runner = Runner::new(settings).unwrap();
+    let runner = Runner::new(Settings {
+        retries: 0,
+        ..Settings::default()
+    })
+    .unwrap();
     let mut jobs: Vec<String> = (0..50)
         .map(|n| format!(r#"{{"url":"{base}/items/{n}"}}"#))
         .collect();
@@ -92,8 +94,10 @@ fn it_refuses_to_block_inside_a_runtime_and_bad_settings_fail_first() {
         .unwrap();
     let inside = rt.block_on(async { runner.run(["{}"]) });
     assert!(matches!(inside, Err(BlockingError::InsideRuntime)));
-    let mut bad = Settings::default();
-    bad.concurrency = 0;
-    let err = Runner::new(bad).unwrap_err();
+    let err = Runner::new(Settings {
+        concurrency: 0,
+        ..Settings::default()
+    })
+    .unwrap_err();
     assert!(err.to_string().contains("--concurrency"), "{err}");
 }
