@@ -7,6 +7,11 @@
 //!   (Mutex = lock and add, 10 000 times). corral's mailbox is bounded (1024), ractor's is
 //!   unbounded, so corral's `tell` includes real backpressure.
 //!
+//! - `contended`: 16 tasks at once each make 500 increments that must be seen (corral `ask`
+//!   with an add-and-return message; Mutex = lock, add, read), 8 000 in all — the book's
+//!   setting, where many tasks share one piece of state. With a lock, waiters queue on the
+//!   lock; with an actor, messages queue in the mailbox and one task owns the state.
+//!
 //! All on a multi-thread tokio runtime with 2 workers; the caller is a task on that runtime.
 //!
 //! Run: `cargo bench -p corral --bench actor`
@@ -26,6 +31,7 @@ struct Counter(u64);
 enum Msg {
     Add(u64),
     Get(Reply<u64>),
+    AddGet(u64, Reply<u64>),
 }
 
 impl Actor for Counter {
@@ -34,6 +40,10 @@ impl Actor for Counter {
         match msg {
             Msg::Add(n) => self.0 += n,
             Msg::Get(reply) => reply.send(self.0),
+            Msg::AddGet(n, reply) => {
+                self.0 += n;
+                reply.send(self.0)
+            }
         }
     }
 }
@@ -193,5 +203,71 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+const TASKS: u64 = 16;
+const EACH: u64 = 500;
+
+fn contended(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut g = c.benchmark_group("actor_contended");
+    g.throughput(Throughput::Elements(TASKS * EACH));
+    g.bench_function(BenchmarkId::new("corral", TASKS * EACH), |b| {
+        b.to_async(&rt).iter(|| {
+            on_runtime(async {
+                let a = corral_counter();
+                let tasks: Vec<_> = (0..TASKS)
+                    .map(|_| {
+                        let a = a.clone();
+                        tokio::spawn(async move {
+                            let mut last = 0;
+                            for _ in 0..EACH {
+                                last = a.ask(|r| Msg::AddGet(1, r), TIMEOUT).await.expect("ask");
+                            }
+                            last
+                        })
+                    })
+                    .collect();
+                let mut top = 0;
+                for t in tasks {
+                    top = top.max(t.await.expect("task"));
+                }
+                assert_eq!(top, TASKS * EACH);
+                top
+            })
+        })
+    });
+    g.bench_function(BenchmarkId::new("tokio_mutex", TASKS * EACH), |b| {
+        b.to_async(&rt).iter(|| {
+            on_runtime(async {
+                let m = Arc::new(tokio::sync::Mutex::new(0u64));
+                let tasks: Vec<_> = (0..TASKS)
+                    .map(|_| {
+                        let m = m.clone();
+                        tokio::spawn(async move {
+                            let mut last = 0;
+                            for _ in 0..EACH {
+                                let mut g = m.lock().await;
+                                *g += 1;
+                                last = *g;
+                            }
+                            last
+                        })
+                    })
+                    .collect();
+                let mut top = 0;
+                for t in tasks {
+                    top = top.max(t.await.expect("task"));
+                }
+                assert_eq!(top, TASKS * EACH);
+                top
+            })
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench, contended);
 criterion_main!(benches);
