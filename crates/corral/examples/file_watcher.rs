@@ -55,10 +55,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let mut entries = tokio::fs::read_dir(&d).await?;
             while let Some(e) = entries.next_entry().await? {
                 let path = e.path();
-                if path.extension().is_some_and(|x| x == "txt") && seen.insert(path.clone()) {
-                    if tx.send(path).await.is_err() {
-                        return Ok(());
-                    }
+                if path.extension().is_some_and(|x| x == "txt")
+                    && seen.insert(path.clone())
+                    && tx.send(path).await.is_err()
+                {
+                    return Ok(());
                 }
             }
         }

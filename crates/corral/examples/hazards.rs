@@ -51,6 +51,9 @@ fn report(name: &str, wrong: bool, fixed: bool) -> Result<(), String> {
     }
 }
 
+// clippy's `await_holding_lock` lint flags exactly this hazard; it is allowed here only to
+// show it.
+#[allow(clippy::await_holding_lock)]
 fn std_mutex_across_await() -> Result<(), String> {
     // `tokio::spawn` would refuse this at compile time (a std guard is not `Send`), which is
     // one good reason to spawn; the hazard bites where futures share a task: `join!`,
