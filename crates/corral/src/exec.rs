@@ -80,7 +80,7 @@ use std::task::{Context, Poll};
 use futures::future::{Either, FutureExt};
 use futures::stream::{BoxStream, Stream, StreamExt};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
-use tokio::task::JoinSet;
+use tokio::task::{AbortHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
@@ -296,15 +296,11 @@ impl Exec {
                     buffer(futs, self.limit, self.ordered)
                 }
             },
-            Strategy::Spawn | Strategy::Scatter => {
-                let limit = if self.strategy == Strategy::Scatter {
-                    usize::MAX
-                } else {
-                    self.limit
-                };
+            Strategy::Spawn => {
                 let futs = jobs.map(move |(i, fut)| spawned(i, fut, abort.clone()));
-                buffer(futs, limit, self.ordered)
+                buffer(futs, self.limit, self.ordered)
             }
+            Strategy::Scatter => Scatter::new(jobs, self.ordered, abort).boxed(),
             Strategy::WorkerPool => {
                 WorkerPool::new(jobs.boxed(), self.limit, self.ordered, abort).boxed()
             }
@@ -341,6 +337,70 @@ impl Exec {
             .await;
         all.sort_unstable_by_key(|(i, _)| *i);
         all.into_iter().map(|(_, r)| r).collect()
+    }
+
+    /// Runs `job` on every item with a pool of `limit` workers that each own a state, made
+    /// once per worker by `init(worker_index)`: a connection, a parser, a buffer — what a job
+    /// needs and should not rebuild per item. The worker-pool strategy, whatever the builder
+    /// says; ordering, the bound, panics and cancellation behave as for [`Exec::run`]. A job
+    /// that panics leaves its worker's state as it was at the panic, and the worker goes on.
+    ///
+    /// The job borrows the state for the length of its future, so it returns a boxed future
+    /// (`Box::pin(async move { ... })`): the one allocation per item this costs is what lets
+    /// the future hold `&mut` state across its awaits.
+    ///
+    /// ```
+    /// use corral::exec::Exec;
+    /// use futures::StreamExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), corral::ConfigError> {
+    /// let exec = Exec::builder().limit(3).build()?;
+    /// // Each worker counts the items it handled (its "connection" is a counter here).
+    /// let seen: Vec<(usize, u64)> = exec
+    ///     .run_with_state(
+    ///         futures::stream::iter(0..30u64),
+    ///         |worker| async move { (worker, 0u64) },
+    ///         |state: &mut (usize, u64), _item| Box::pin(async move {
+    ///             state.1 += 1;
+    ///             (state.0, state.1)
+    ///         }),
+    ///     )
+    ///     .map(|r| r.expect("no panic"))
+    ///     .collect()
+    ///     .await;
+    /// assert_eq!(seen.len(), 30);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn run_with_state<S, St, I, IFut, F, T>(&self, input: S, init: I, job: F) -> Results<T>
+    where
+        S: Stream + Send + 'static,
+        S::Item: Send + 'static,
+        St: Send + 'static,
+        I: Fn(usize) -> IFut + Send + Sync + 'static,
+        IFut: Future<Output = St> + Send + 'static,
+        F: for<'a> Fn(&'a mut St, S::Item) -> futures::future::BoxFuture<'a, T>
+            + Send
+            + Sync
+            + 'static,
+        T: Send + 'static,
+    {
+        let input = self.intake(input);
+        let abort = match self.on_cancel {
+            OnCancel::Abort => self.cancel.clone(),
+            OnCancel::Finish => None,
+        };
+        WorkerPool::stateful(
+            input.boxed(),
+            self.limit.max(1),
+            self.ordered,
+            abort,
+            init,
+            job,
+        )
+        .boxed()
+        .pipe_results()
     }
 
     fn intake<S>(&self, input: S) -> impl Stream<Item = S::Item> + Send + 'static
@@ -493,6 +553,17 @@ fn cancelled(index: u64) -> JobError {
     }))
 }
 
+/// Wraps an indexed stream as [`Results`].
+trait PipeResults<T> {
+    fn pipe_results(self) -> Results<T>;
+}
+
+impl<T> PipeResults<T> for BoxStream<'static, Indexed<T>> {
+    fn pipe_results(self) -> Results<T> {
+        Results { inner: self }
+    }
+}
+
 /// The results of [`Exec::run`]: one `Result` per input item taken.
 ///
 /// Dropping it aborts every job and task it started.
@@ -600,6 +671,79 @@ impl<T: Send + 'static> WorkerPool<T> {
     }
 }
 
+impl<T: Send + 'static> WorkerPool<T> {
+    /// The pool of [`Exec::run_with_state`]: the feeder hands raw items to the workers, and
+    /// each worker runs the job against the state it made at its start.
+    fn stateful<Item, St, I, IFut, F>(
+        items: BoxStream<'static, Item>,
+        workers: usize,
+        ordered: bool,
+        abort: Option<CancellationToken>,
+        init: I,
+        job: F,
+    ) -> Self
+    where
+        Item: Send + 'static,
+        St: Send + 'static,
+        I: Fn(usize) -> IFut + Send + Sync + 'static,
+        IFut: Future<Output = St> + Send + 'static,
+        F: for<'a> Fn(&'a mut St, Item) -> futures::future::BoxFuture<'a, T>
+            + Send
+            + Sync
+            + 'static,
+    {
+        let start = move || {
+            let permits = Arc::new(Semaphore::new(workers));
+            let (job_tx, job_rx) =
+                async_channel::bounded::<(u64, Item, OwnedSemaphorePermit)>(workers);
+            let (res_tx, res_rx) = mpsc::channel::<PoolMsg<T>>(workers);
+            let mut tasks = JoinSet::new();
+            tasks.spawn(async move {
+                let mut items = items;
+                let mut next = 0u64;
+                loop {
+                    let Ok(permit) = permits.clone().acquire_owned().await else {
+                        break;
+                    };
+                    let Some(item) = items.next().await else {
+                        break;
+                    };
+                    if job_tx.send((next, item, permit)).await.is_err() {
+                        break;
+                    }
+                    next += 1;
+                }
+            });
+            let (init, job) = (Arc::new(init), Arc::new(job));
+            for w in 0..workers {
+                let (job_rx, res_tx, abort) = (job_rx.clone(), res_tx.clone(), abort.clone());
+                let (init, job) = (init.clone(), job.clone());
+                tasks.spawn(async move {
+                    let mut state = init(w).await;
+                    while let Ok((i, item, permit)) = job_rx.recv().await {
+                        let made =
+                            std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut state, item)))
+                                .map_err(|p| panicked(i, panic_message(p.as_ref())));
+                        let (_, r) = guarded(i, made, abort.clone()).await;
+                        if res_tx.send((i, r, permit)).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+            (tasks, res_rx)
+        };
+        Self {
+            start: Some(Box::new(start)),
+            tasks: JoinSet::new(),
+            rx: None,
+            ordered,
+            next: 0,
+            waiting: BTreeMap::new(),
+        }
+    }
+}
+
 impl<T: Send + 'static> Stream for WorkerPool<T> {
     type Item = Indexed<T>;
 
@@ -631,6 +775,124 @@ impl<T: Send + 'static> Stream for WorkerPool<T> {
                     }
                     this.waiting.insert(i, (r, permit));
                 }
+            }
+        }
+    }
+}
+
+/// The scatter strategy: every job spawned as soon as its item arrives, each task sending its
+/// result into one unbounded channel; the stream hands results on as they come (or in input
+/// order). Cheaper per item than a `FuturesUnordered` of join handles, which is what this
+/// strategy used to be (1.74–1.86× spawn-and-join; see BENCHMARKS.md): a task's result takes
+/// one channel send instead of a join-handle wake through a ready queue. Dropping the stream
+/// aborts the tasks still running.
+struct Scatter<T> {
+    /// Spawns one item's job (or sends its error at once) per item pulled.
+    spawner: Option<BoxStream<'static, Option<AbortHandle>>>,
+    rx: mpsc::UnboundedReceiver<Indexed<T>>,
+    /// By item index: the task, until its result arrives (holding a task's handle keeps its
+    /// memory, so each is let go as soon as the task has reported).
+    running: Vec<Option<AbortHandle>>,
+    /// Items pulled, and results received.
+    pulled: u64,
+    received: u64,
+    ordered: bool,
+    next: u64,
+    waiting: BTreeMap<u64, Result<T, JobError>>,
+}
+
+impl<T: Send + 'static> Scatter<T> {
+    fn new<S, Fut>(jobs: S, ordered: bool, abort: Option<CancellationToken>) -> Self
+    where
+        S: Stream<Item = (u64, Made<Fut>)> + Send + 'static,
+        Fut: Future<Output = T> + Send + 'static,
+    {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let spawner = jobs
+            .map(move |(i, made)| match made {
+                Err(e) => {
+                    let _ = tx.send((i, Err(e)));
+                    None
+                }
+                Ok(fut) => {
+                    let (tx, abort) = (tx.clone(), abort.clone());
+                    let task = tokio::spawn(async move {
+                        let out = guarded(i, Ok(fut), abort).await;
+                        let _ = tx.send(out);
+                    });
+                    Some(task.abort_handle())
+                }
+            })
+            .boxed();
+        Self {
+            spawner: Some(spawner),
+            rx,
+            running: Vec::new(),
+            pulled: 0,
+            received: 0,
+            ordered,
+            next: 0,
+            waiting: BTreeMap::new(),
+        }
+    }
+}
+
+impl<T> Drop for Scatter<T> {
+    fn drop(&mut self) {
+        for task in self.running.iter().flatten() {
+            task.abort();
+        }
+    }
+}
+
+impl<T: Send + 'static> Stream for Scatter<T> {
+    type Item = Indexed<T>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        // Start everything the input has ready.
+        while let Some(spawner) = this.spawner.as_mut() {
+            match spawner.poll_next_unpin(cx) {
+                Poll::Ready(Some(task)) => {
+                    this.pulled += 1;
+                    this.running.push(task);
+                }
+                Poll::Ready(None) => this.spawner = None,
+                Poll::Pending => break,
+            }
+        }
+        loop {
+            if this.ordered {
+                if let Some(r) = this.waiting.remove(&this.next) {
+                    let i = this.next;
+                    this.next += 1;
+                    return Poll::Ready(Some((i, r)));
+                }
+            }
+            if this.spawner.is_none() && this.received == this.pulled {
+                this.running.clear();
+                return Poll::Ready(None);
+            }
+            match this.rx.poll_recv(cx) {
+                Poll::Ready(Some((i, r))) => {
+                    this.received += 1;
+                    if let Some(slot) = usize::try_from(i)
+                        .ok()
+                        .and_then(|i| this.running.get_mut(i))
+                    {
+                        *slot = None;
+                    }
+                    if !this.ordered {
+                        return Poll::Ready(Some((i, r)));
+                    }
+                    this.waiting.insert(i, r);
+                }
+                // Every task holds a sender, and so does the spawner until the input ends.
+                Poll::Ready(None) => {
+                    this.running.clear();
+                    return Poll::Ready(None);
+                }
+                Poll::Pending => return Poll::Pending,
             }
         }
     }

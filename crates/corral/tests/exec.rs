@@ -379,3 +379,57 @@ proptest! {
         }
     }
 }
+
+/// Each worker makes its state once and keeps it across items and across a panicking job;
+/// results still come one per item, in order when asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_pool_state_is_made_once_per_worker_and_kept() {
+    let inits = Arc::new(AtomicUsize::new(0));
+    let i2 = inits.clone();
+    let exec = Exec::builder().limit(4).ordered(true).build().unwrap();
+    let out: Vec<_> = exec
+        .run_with_state(
+            futures::stream::iter(0..200u64),
+            move |worker| {
+                i2.fetch_add(1, Ordering::SeqCst);
+                async move { (worker, Vec::<u64>::new()) }
+            },
+            |state: &mut (usize, Vec<u64>), item: u64| {
+                Box::pin(async move {
+                    if item == 50 {
+                        panic!("item 50 is bad");
+                    }
+                    tokio::task::yield_now().await; // the borrow lives across an await
+                    state.1.push(item);
+                    (item, state.0, state.1.len())
+                })
+            },
+        )
+        .collect()
+        .await;
+    assert_eq!(inits.load(Ordering::SeqCst), 4, "one state per worker");
+    assert_eq!(out.len(), 200);
+    let mut per_worker: std::collections::HashMap<usize, Vec<usize>> = Default::default();
+    for (i, r) in out.iter().enumerate() {
+        match r {
+            Ok((item, worker, seen)) => {
+                assert_eq!(*item, i as u64, "in input order");
+                per_worker.entry(*worker).or_default().push(*seen);
+            }
+            Err(e) => {
+                assert_eq!(i, 50);
+                assert!(e.is_panic(), "{e}");
+            }
+        }
+    }
+    // A worker's count grows by one per item it handled: its state was kept, never rebuilt,
+    // even by the worker whose job panicked.
+    let mut total = 0;
+    for counts in per_worker.values() {
+        let mut sorted = counts.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (1..=counts.len()).collect::<Vec<_>>());
+        total += counts.len();
+    }
+    assert_eq!(total, 199);
+}
