@@ -10,6 +10,13 @@
 /// Installs the stderr subscriber if `RUST_LOG` asks for one. A filter that cannot be read is
 /// reported and ignored (the run goes on unlogged rather than refusing to start).
 pub fn init() {
+    // A build for tokio-console: its subscriber takes every event (and serves 127.0.0.1:6669).
+    #[cfg(feature = "console")]
+    {
+        console_subscriber::init();
+        return;
+    }
+    #[allow(unreachable_code)]
     let Some(filter) = std::env::var_os("RUST_LOG").filter(|v| !v.is_empty()) else {
         return;
     };
