@@ -313,19 +313,18 @@ impl Journal {
             f.write_all(&state)?;
             f.sync_all()?;
             fs::rename(&tmp, g.dir.join("snapshot"))?;
+            // Committed: from here on the old log is ignored by `open`, so appends go to the
+            // new one at once, before anything else can fail. (Only this handle writes the
+            // file, so writing from its start is appending.)
+            let old = g.dir.join(log_name(g.generation));
+            g.log = next_log;
+            g.generation = next;
+            g.unsynced = 0;
             sync_dir(&g.dir)?;
-            // Committed: from here on, the old log is ignored by `open`.
             #[cfg(test)]
             if CRASH_AFTER_RENAME.swap(false, std::sync::atomic::Ordering::SeqCst) {
                 return Err(io::Error::other("simulated crash after the rename"));
             }
-            let old = g.dir.join(log_name(g.generation));
-            drop(next_log);
-            g.log = OpenOptions::new()
-                .append(true)
-                .open(g.dir.join(log_name(next)))?;
-            g.generation = next;
-            g.unsynced = 0;
             fs::remove_file(old)?;
             sync_dir(&g.dir)
         })
@@ -360,6 +359,9 @@ mod tests {
         }
         CRASH_AFTER_RENAME.store(true, std::sync::atomic::Ordering::SeqCst);
         assert!(j.snapshot(counter.to_le_bytes().to_vec()).await.is_err());
+        // The snapshot is committed even though its cleanup failed: what is appended now
+        // belongs after it, in the new log.
+        j.append(b"+1".to_vec()).await.unwrap();
         drop(j);
         assert!(d.join("log").exists(), "the crash left the old log behind");
 
@@ -367,18 +369,21 @@ mod tests {
         let mut state = [0u8; 8];
         state.copy_from_slice(r.snapshot.as_deref().unwrap());
         let replayed = u64::from_le_bytes(state) + r.entries.len() as u64;
-        assert_eq!(replayed, 3, "entries already in the snapshot were replayed");
+        assert_eq!(
+            replayed, 4,
+            "entries already in the snapshot were replayed, or one was lost"
+        );
         assert!(!d.join("log").exists(), "open removes the stale log");
 
         // The journal goes on from there: a new entry, another snapshot, another reopen.
         j.append(b"+1".to_vec()).await.unwrap();
         drop(j);
         let (j, r) = Journal::open(&d, Fsync::Always).unwrap();
-        assert_eq!(r.entries, vec![b"+1".to_vec()]);
-        j.snapshot(4u64.to_le_bytes().to_vec()).await.unwrap();
+        assert_eq!(r.entries, vec![b"+1".to_vec(), b"+1".to_vec()]);
+        j.snapshot(5u64.to_le_bytes().to_vec()).await.unwrap();
         drop(j);
         let (_, r) = Journal::open(&d, Fsync::Always).unwrap();
-        assert_eq!(r.snapshot.as_deref(), Some(&4u64.to_le_bytes()[..]));
+        assert_eq!(r.snapshot.as_deref(), Some(&5u64.to_le_bytes()[..]));
         assert!(r.entries.is_empty());
         let logs = fs::read_dir(&d)
             .unwrap()
