@@ -7,22 +7,23 @@
 //!
 //! | module | what it gives you |
 //! |---|---|
-//! | [`cpu`] | CPU-heavy closures beside async I/O: a bounded `spawn_blocking` gate and a rayon pool that returns futures, so the event loop never stalls |
 //! | [`exec`] | run async jobs over a stream of inputs with at most N in flight: scatter/gather, worker pool, semaphore-gated spawning, buffered stream — one API, ordered or unordered output, real backpressure, contained panics |
 //! | [`pipeline`] | typed multi-stage pipelines, each stage with its own concurrency, errors routed to the output instead of killing the pipeline |
 //! | [`batch`] | group items into batches flushed on size, on a deadline, or on close — never dropping one |
 //! | [`shutdown`] | Ctrl-C / SIGTERM → cancel a token tree → wait for tracked tasks up to a deadline → report stragglers |
-//! | [`limit`] | GCRA rate limiting (global and keyed per host), `pause_until` for Retry-After, per-key concurrency limits |
-//! | [`retry`] | exponential backoff with full jitter, attempt and time caps, a retry budget, a classifier |
+//! | [`limit`] | GCRA rate limiting (global and keyed per host, changeable while running), `pause_until` for Retry-After, per-key and adaptive concurrency limits; layers that wait, wait at most, or shed |
+//! | [`retry`] | exponential backoff with full jitter, attempt and time caps, a retry budget, a classifier over whole results, an `on_retry` hook |
 //! | [`breaker`] | circuit breaker on failure *rate* over a rolling window (slow calls may count as failures), keyed per host, with state-change events |
 //! | [`classify`] | judging an HTTP result for the retry and breaker layers: retry 429/5xx and connection errors after `Retry-After`, count 5xx as failures |
 //! | [`hedge`] | hedged requests: after a latency percentile, a second call; the first success wins, the other is cancelled, within a budget |
 //! | [`timeout`] | per-attempt and whole-operation timeouts |
+//! | [`cpu`] | CPU-heavy closures beside async I/O: a bounded `spawn_blocking` gate and a rayon pool that returns futures, so the event loop never stalls |
 //! | [`actor`] | actors: typed messages, bounded mailboxes, tell/ask, a registry, one-for-one supervision with heartbeat, restart limits and backoff |
-//! | [`journal`] | durable state: a snapshot plus a checksummed append-only log, torn-tail repair, an fsync policy |
+//! | [`journal`] | durable state: a snapshot plus a checksummed append-only log, torn-tail repair, crash-safe snapshots, an fsync policy and `sync()` |
 //! | [`bus`] | a typed topic event bus: bounded per-subscriber buffers, drop-oldest with reported lag or backpressure |
 //!
-//! Every resilience piece is also a [`tower::Layer`], so it can wrap any `tower::Service`.
+//! Every resilience piece is also a [`tower::Layer`], so it can wrap any `tower::Service`. With
+//! the `tracing` feature, every component reports what it does as `tracing` events.
 //!
 //! corral's own priority executor, which runs without tokio, is the separate crate
 //! `corral-runtime`.

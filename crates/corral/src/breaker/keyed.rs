@@ -22,7 +22,7 @@ struct KeyedMap<K> {
 /// One [`CircuitBreaker`] per key, created on first use from one configuration.
 ///
 /// Memory follows the keys in use, not every key ever seen: a breaker that is closed, has no
-/// outcome left in its window and is not held elsewhere (no [`Permit`] out, no clone from
+/// outcome left in its window and is not held elsewhere (no [`Permit`](super::Permit) out, no clone from
 /// [`get`](Self::get) alive) is indistinguishable from a fresh one, and is forgotten at the next
 /// sweep. Sweeps run when the map reaches twice its size after the previous one (at least
 /// 1024 keys), or on [`retain_recent`](Self::retain_recent). Only its count of openings is lost,

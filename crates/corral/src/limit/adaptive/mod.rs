@@ -132,7 +132,8 @@ struct Inner {
     state: Mutex<State>,
 }
 
-/// A concurrency limit that adapts; see the [module docs](self). Cheap to clone; clones share
+/// A concurrency limit that adapts: the limit moves by its [`Algorithm`] after each call
+/// reported on an [`AdaptivePermit`]. Cheap to clone; clones share
 /// the limit.
 #[derive(Clone)]
 pub struct AdaptiveConcurrency {
