@@ -3,7 +3,7 @@
 //! built in: the cap would then apply after it, out of our hands).
 //!
 //! Why in small steps: a few kilobytes of gzip can expand to gigabytes. Compressed input is
-//! fed [`STEP`] bytes at a time and the decoded output handed on after each step, so the
+//! fed `STEP` bytes at a time and the decoded output handed on after each step, so the
 //! caller's cap on the decoded size (`--max-body`) stops the body within a step's worth
 //! (gzip expands at most ~1032:1: 256 KiB), never after holding the bomb.
 
