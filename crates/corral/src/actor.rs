@@ -58,6 +58,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::error::{panic_message, ConfigError};
+use crate::trace::{event, in_span};
 
 /// An actor: state plus a handler for its messages.
 pub trait Actor: Send + 'static {
@@ -276,6 +277,7 @@ impl Supervision {
     }
 
     fn emit(&self, e: SupervisorEvent) {
+        event!(info, event = ?e, "actor supervisor");
         if let Some(f) = &self.on_event {
             f(e);
         }
@@ -291,7 +293,11 @@ where
 {
     supervision.validate()?;
     let (tx, rx) = mpsc::channel(supervision.mailbox);
-    tokio::spawn(supervise(factory, rx, supervision));
+    tokio::spawn(in_span!(
+        supervise(factory, rx, supervision),
+        "actor",
+        actor = std::any::type_name::<A>()
+    ));
     Ok(ActorRef { tx })
 }
 

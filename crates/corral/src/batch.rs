@@ -52,6 +52,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{panic_message, ConfigError};
+use crate::trace::in_span;
 
 /// Why a batch was flushed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -208,12 +209,9 @@ impl BatcherBuilder {
         };
         let (tx, rx) = mpsc::channel(capacity);
         let close = self.cancel.map(|t| t.child_token()).unwrap_or_default();
-        let task = tokio::spawn(run_batcher(
-            rx,
-            close.clone(),
-            self.max_size,
-            self.max_delay,
-            flush,
+        let task = tokio::spawn(in_span!(
+            run_batcher(rx, close.clone(), self.max_size, self.max_delay, flush,),
+            "batcher"
         ));
         Ok(Batcher {
             sender: BatchSender { tx },

@@ -49,6 +49,8 @@ use futures::stream::{BoxStream, Stream, StreamExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
+use crate::trace::in_span;
+
 use crate::error::{panic_message, ConfigError};
 use crate::exec::Exec;
 use crate::BoxError;
@@ -246,16 +248,20 @@ impl<T: Send + 'static> Pipeline<T> {
                     (index, r)
                 }
             });
-            tasks.spawn(async move {
-                while let Some(r) = results.next().await {
-                    // Panics are caught inside the job above, so `r` is never an exec error
-                    // (no cancellation is configured); skip defensively rather than panic.
-                    let Ok(item) = r else { continue };
-                    if tx.send(item).await.is_err() {
-                        break;
+            tasks.spawn(in_span!(
+                async move {
+                    while let Some(r) = results.next().await {
+                        // Panics are caught inside the job above, so `r` is never an exec error
+                        // (no cancellation is configured); skip defensively rather than panic.
+                        let Ok(item) = r else { continue };
+                        if tx.send(item).await.is_err() {
+                            break;
+                        }
                     }
-                }
-            });
+                },
+                "pipeline_stage",
+                stage = name
+            ));
         });
         self.starters.push(starter);
         Pipeline {

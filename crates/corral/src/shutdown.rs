@@ -39,7 +39,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::trace::event;
+use crate::trace::{event, in_span};
 
 /// Which signal asked for shutdown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,15 +146,22 @@ impl Shutdown {
         F::Output: Send + 'static,
     {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.lock().tasks.insert(id, (name.into(), None));
+        let name: String = name.into();
+        #[cfg(feature = "tracing")]
+        let span_name = name.clone();
+        self.lock().tasks.insert(id, (name, None));
         let guard = Guard {
             id,
             live: self.live.clone(),
         };
-        let handle = self.tracker.spawn(async move {
-            let _guard = guard;
-            fut.await
-        });
+        let handle = self.tracker.spawn(in_span!(
+            async move {
+                let _guard = guard;
+                fut.await
+            },
+            "task",
+            name = %span_name
+        ));
         if let Some(entry) = self.lock().tasks.get_mut(&id) {
             entry.1 = Some(handle.abort_handle());
         }

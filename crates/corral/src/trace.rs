@@ -15,3 +15,22 @@ macro_rules! event {
 }
 
 pub(crate) use event;
+
+/// `in_span!(future, "name", fields...)`: the future inside an `info_span!` when the feature is
+/// on (so every event it emits carries the span's fields); the future itself otherwise (the
+/// span's arguments are then not even evaluated).
+#[cfg(feature = "tracing")]
+macro_rules! in_span {
+    ($fut:expr, $($span:tt)+) => {
+        tracing::Instrument::instrument($fut, tracing::info_span!($($span)+))
+    };
+}
+
+#[cfg(not(feature = "tracing"))]
+macro_rules! in_span {
+    ($fut:expr, $($span:tt)+) => {
+        $fut
+    };
+}
+
+pub(crate) use in_span;

@@ -56,6 +56,16 @@ async fn components_report_retries_waits_transitions_and_stragglers() {
     let _ = breaker.call(async { Err::<(), _>("x") }).await;
 
     let shutdown = Shutdown::new();
+    // A tracked task runs in a span named after it: its events say where they came from.
+    let p = policy.clone();
+    shutdown
+        .spawn("fetcher", async move {
+            let _ = p
+                .retry(|_| async { Err::<(), _>("down") }, |_| Decision::Retry)
+                .await;
+        })
+        .await
+        .unwrap();
     shutdown.spawn("stubborn", tokio::time::sleep(Duration::from_secs(3600)));
     shutdown.shutdown(Duration::from_secs(1)).await;
 
@@ -66,6 +76,7 @@ async fn components_report_retries_waits_transitions_and_stragglers() {
         "corral::limit::gcra: rate limit: waiting for a cell wait=100ms",
         "corral::breaker: circuit breaker state changed from=Closed to=Open",
         "shutdown: task did not finish in time; aborted task=stubborn",
+        "task{name=fetcher}: corral::retry: retrying after a failed attempt",
     ] {
         assert!(log.contains(expected), "missing {expected:?} in:\n{log}");
     }
