@@ -1,0 +1,175 @@
+//! Publishing a run's jobs: `corral submit`'s work, as a library.
+//!
+//! Each input line becomes one message on the run's jobs subject, in a work-queue stream (a
+//! message is removed once a worker acks it), with `Nats-Msg-Id` = run + line. The server
+//! drops a message whose id it has seen within the stream's duplicate window, so submitting
+//! the same file twice, or again after a crash half-way, never queues a line twice.
+//!
+//! Publishes are pipelined: up to [`Submitter::IN_FLIGHT`] wait for the server's
+//! acknowledgement at once, and [`Submitter::submit`] returns only when every one has been
+//! acknowledged — a line counts as submitted once the server has stored it.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, stream};
+use bytes::Bytes;
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
+
+use crate::url::QueueUrl;
+
+/// Why a submit failed. Lines acknowledged before the failure stay queued; submitting again
+/// queues only the others.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// The server could not be reached.
+    #[error("cannot connect to {server}: {source}")]
+    Connect {
+        /// `HOST:PORT`.
+        server: String,
+        /// Why.
+        source: async_nats::ConnectError,
+    },
+    /// The run's stream could not be created or read (JetStream off, a stream of that name
+    /// with another configuration, ...).
+    #[error("cannot set up the run's stream {stream}: {message}")]
+    Stream {
+        /// The stream's name.
+        stream: String,
+        /// The server's or the client's reason.
+        message: String,
+    },
+    /// A line could not be published, or its acknowledgement did not come.
+    #[error("line {line}: not stored by the server: {message}")]
+    Publish {
+        /// The input line.
+        line: u64,
+        /// Why.
+        message: String,
+    },
+}
+
+/// What a submit did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SubmitReport {
+    /// Lines stored as new messages.
+    pub queued: u64,
+    /// Lines the server already had (submitted before within the duplicate window).
+    pub duplicates: u64,
+}
+
+/// Publishes jobs into one run's stream.
+#[derive(Debug)]
+pub struct Submitter {
+    queue: QueueUrl,
+    js: jetstream::Context,
+}
+
+impl Submitter {
+    /// Acknowledgements awaited at once.
+    pub const IN_FLIGHT: usize = 256;
+
+    /// How long the server remembers a line's id to drop a repeat: a resubmit within this
+    /// time queues nothing twice.
+    pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(24 * 3600);
+
+    /// Connects to the queue's server and makes sure the run's jobs stream exists (a
+    /// work-queue stream on the run's subject, stored on disk).
+    pub async fn connect(queue: &QueueUrl) -> Result<Self, SubmitError> {
+        let client = async_nats::connect(queue.server())
+            .await
+            .map_err(|source| SubmitError::Connect {
+                server: queue.server().to_string(),
+                source,
+            })?;
+        let js = jetstream::new(client);
+        let name = queue.jobs_stream();
+        js.get_or_create_stream(stream::Config {
+            name: name.clone(),
+            subjects: vec![queue.jobs_subject()],
+            retention: stream::RetentionPolicy::WorkQueue,
+            storage: stream::StorageType::File,
+            duplicate_window: Self::DUPLICATE_WINDOW,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| SubmitError::Stream {
+            stream: name,
+            message: e.to_string(),
+        })?;
+        Ok(Self {
+            queue: queue.clone(),
+            js,
+        })
+    }
+
+    /// Publishes `(line, text)` pairs and returns once the server has acknowledged every one.
+    pub async fn submit<I>(&self, lines: I) -> Result<SubmitReport, SubmitError>
+    where
+        I: IntoIterator<Item = (u64, String)>,
+    {
+        let mut report = SubmitReport::default();
+        let mut acks = FuturesUnordered::new();
+        let subject = self.queue.jobs_subject();
+        for (line, text) in lines {
+            if acks.len() >= Self::IN_FLIGHT {
+                if let Some(done) = acks.next().await {
+                    count(&mut report, done)?;
+                }
+            }
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Msg-Id", self.queue.job_id(line).as_str());
+            let ack = self
+                .js
+                .publish_with_headers(subject.clone(), headers, Bytes::from(text))
+                .await
+                .map_err(|e| SubmitError::Publish {
+                    line,
+                    message: e.to_string(),
+                })?;
+            acks.push(async move { (line, ack.await) });
+        }
+        while let Some(done) = acks.next().await {
+            count(&mut report, done)?;
+        }
+        Ok(report)
+    }
+
+    /// Messages waiting in the run's stream (submitted and not yet acked by a worker).
+    pub async fn pending(&self) -> Result<u64, SubmitError> {
+        let name = self.queue.jobs_stream();
+        let stream = self
+            .js
+            .get_stream(&name)
+            .await
+            .map_err(|e| SubmitError::Stream {
+                stream: name.clone(),
+                message: e.to_string(),
+            })?;
+        let info = stream.get_info().await.map_err(|e| SubmitError::Stream {
+            stream: name,
+            message: e.to_string(),
+        })?;
+        Ok(info.state.messages)
+    }
+}
+
+fn count(
+    report: &mut SubmitReport,
+    (line, ack): (
+        u64,
+        Result<jetstream::publish::PublishAck, jetstream::context::PublishError>,
+    ),
+) -> Result<(), SubmitError> {
+    match ack {
+        Ok(a) if a.duplicate => report.duplicates += 1,
+        Ok(_) => report.queued += 1,
+        Err(e) => {
+            return Err(SubmitError::Publish {
+                line,
+                message: e.to_string(),
+            })
+        }
+    }
+    Ok(())
+}
