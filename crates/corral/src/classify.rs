@@ -133,3 +133,89 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
             .unwrap_or(Duration::ZERO),
     )
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::breaker::Classify as _;
+    use crate::retry::Classify as _;
+
+    fn resp(status: u16, retry_after: Option<&str>) -> Result<Response<()>, BoxError> {
+        let mut b = Response::builder().status(status);
+        if let Some(v) = retry_after {
+            b = b.header("retry-after", v);
+        }
+        Ok(b.body(()).unwrap())
+    }
+
+    #[test]
+    fn statuses_are_judged_as_the_table_says() {
+        let c = HttpClassifier::new();
+        for (status, retry, failure) in [
+            (200, Decision::Stop, false),
+            (302, Decision::Stop, false),
+            (404, Decision::Stop, false),
+            (429, Decision::Retry, false),
+            (500, Decision::Retry, true),
+            (501, Decision::Stop, true),
+            (503, Decision::Retry, true),
+            (505, Decision::Stop, true),
+        ] {
+            let r = resp(status, None);
+            assert_eq!(c.classify(&r), retry, "{status}");
+            assert_eq!(c.is_failure(&r), failure, "{status}");
+        }
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates_and_ignores_nonsense() {
+        let c = HttpClassifier::new();
+        assert_eq!(
+            c.classify(&resp(503, Some("3"))),
+            Decision::RetryAfter(Duration::from_secs(3))
+        );
+        let later = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(120));
+        match c.classify(&resp(429, Some(&later))) {
+            Decision::RetryAfter(d) => assert!(
+                d > Duration::from_secs(110) && d <= Duration::from_secs(120),
+                "{d:?}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        let past = httpdate::fmt_http_date(SystemTime::now() - Duration::from_secs(60));
+        assert_eq!(
+            c.classify(&resp(429, Some(&past))),
+            Decision::RetryAfter(Duration::ZERO)
+        );
+        assert_eq!(c.classify(&resp(503, Some("soon"))), Decision::Retry);
+    }
+
+    #[test]
+    fn errors_are_judged_by_what_they_wrap() {
+        #[derive(Debug)]
+        struct Wrapper(std::io::Error);
+        impl std::fmt::Display for Wrapper {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("request failed")
+            }
+        }
+        impl std::error::Error for Wrapper {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let c = HttpClassifier::new();
+        let err = |e: BoxError| -> Result<Response<()>, BoxError> { Err(e) };
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert_eq!(c.classify(&err(Box::new(Wrapper(reset)))), Decision::Retry);
+        assert_eq!(c.classify(&err("a bad header".into())), Decision::Stop);
+        assert!(c.is_failure(&err("a bad header".into())));
+        let open = BreakerOpen { retry_at: None };
+        assert_eq!(c.classify(&err(Box::new(open))), Decision::Stop);
+        assert!(!c.is_failure(&err(Box::new(open))));
+        let full = AtCapacity::new_for_tests(4);
+        assert_eq!(c.classify(&err(Box::new(full))), Decision::Retry);
+        assert!(!c.is_failure(&err(Box::new(full))));
+    }
+}

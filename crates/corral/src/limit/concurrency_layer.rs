@@ -31,6 +31,11 @@ pub struct AtCapacity {
 }
 
 impl AtCapacity {
+    #[cfg(test)]
+    pub(crate) fn new_for_tests(limit: usize) -> Self {
+        Self { limit }
+    }
+
     /// The limit that was reached.
     pub fn limit(&self) -> usize {
         self.limit
