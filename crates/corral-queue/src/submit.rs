@@ -118,7 +118,10 @@ impl Submitter {
                 }
             }
             let mut headers = async_nats::HeaderMap::new();
-            headers.insert("Nats-Msg-Id", self.queue.job_id(line).as_str());
+            headers.insert(
+                async_nats::header::NATS_MESSAGE_ID,
+                self.queue.job_id(line).as_str(),
+            );
             let ack = self
                 .js
                 .publish_with_headers(subject.clone(), headers, Bytes::from(text))

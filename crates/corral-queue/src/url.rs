@@ -107,6 +107,24 @@ impl QueueUrl {
         format!("corral.{}.jobs", self.run)
     }
 
+    /// The stream holding the run's result lines, one message per job.
+    pub fn results_stream(&self) -> String {
+        format!("CORRAL_{}_RESULTS", self.run)
+    }
+
+    /// The subject result lines are published on.
+    pub fn results_subject(&self) -> String {
+        format!("corral.{}.results", self.run)
+    }
+
+    /// The input line a `Nats-Msg-Id` names, if it is one of this run's.
+    pub fn line_of(&self, id: &str) -> Option<u64> {
+        id.strip_prefix(self.run.as_str())?
+            .strip_prefix(':')?
+            .parse()
+            .ok()
+    }
+
     /// The `Nats-Msg-Id` of input line `line`: the run and the line, so the server drops a
     /// line published twice.
     pub fn job_id(&self, line: u64) -> String {

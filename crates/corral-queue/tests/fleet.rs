@@ -1,0 +1,148 @@
+//! Jobs submitted once, run by two workers, collected into one results file: every input line
+//! exactly once — on a real nats-server and a loopback HTTP server.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::NatsServer;
+use corral_engine::job::Input;
+use corral_engine::run::Run;
+use corral_queue::collect::collect;
+use corral_queue::submit::Submitter;
+use corral_queue::url::QueueUrl;
+use corral_queue::worker::Worker;
+use tokio_util::sync::CancellationToken;
+
+/// A keep-alive HTTP/1.1 server answering 200 `ok`; counts requests.
+fn http_server() -> (String, Arc<AtomicU64>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let hits = Arc::new(AtomicU64::new(0));
+    let h = hits.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let h = h.clone();
+            std::thread::spawn(move || {
+                let mut out = stream.try_clone().unwrap();
+                let mut reader = BufReader::new(stream);
+                loop {
+                    let mut request = String::new();
+                    if reader.read_line(&mut request).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let mut line = String::new();
+                    while reader.read_line(&mut line).unwrap_or(0) > 2 {
+                        line.clear();
+                    }
+                    h.fetch_add(1, Ordering::SeqCst);
+                    let _ = write!(out, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+                }
+            });
+        }
+    });
+    (base, hits)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_and_a_collector_give_every_line_exactly_once() {
+    let nats = NatsServer::start();
+    let (base, hits) = http_server();
+    let queue = QueueUrl::parse(&nats.queue("fleet")).unwrap();
+    let n = 300u64;
+    let jobs: Vec<(u64, String)> = (1..=n)
+        .map(|i| (i, format!(r#"{{"url":"{base}/items/{i}"}}"#)))
+        .collect();
+    let submitted = Submitter::connect(&queue)
+        .await
+        .unwrap()
+        .submit(jobs)
+        .await
+        .unwrap();
+    assert_eq!(submitted.queued, n);
+
+    let stop = CancellationToken::new();
+    let mut workers = Vec::new();
+    for _ in 0..2 {
+        let worker = Worker::connect(&queue, Duration::from_secs(30))
+            .await
+            .unwrap();
+        let run = Run::builder().concurrency(8).build().unwrap();
+        let stop = stop.clone();
+        workers.push(tokio::spawn(async move {
+            worker.run(run, Input::default(), stop).await
+        }));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("results.jsonl");
+    let collected = tokio::time::timeout(Duration::from_secs(60), collect(&queue, &out, n))
+        .await
+        .expect("collected within a minute")
+        .unwrap();
+    stop.cancel();
+    let mut ran = 0;
+    for w in workers {
+        let report = w.await.unwrap().unwrap();
+        ran += report.stats.ok;
+    }
+    assert_eq!(collected.written, n);
+    let text = std::fs::read_to_string(&out).unwrap();
+    let mut lines = BTreeSet::new();
+    for l in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        assert_eq!(v["ok"], true, "{l}");
+        assert!(lines.insert(v["line"].as_u64().unwrap()), "line twice: {l}");
+    }
+    assert_eq!(lines, (1..=n).collect());
+    assert_eq!(ran, n, "each job ran once between the two workers");
+    assert_eq!(hits.load(Ordering::SeqCst), n);
+    // Every job was acked after its result was stored: nothing is left to deliver.
+    assert_eq!(
+        Submitter::connect(&queue)
+            .await
+            .unwrap()
+            .pending()
+            .await
+            .unwrap(),
+        0
+    );
+    // A collector that crashed after writing but before acking gets every result again:
+    // forget the collector's acks (delete its consumer) and collect again. The file is read
+    // back first, so nothing is written twice.
+    let js = async_nats::jetstream::new(async_nats::connect(queue.server()).await.unwrap());
+    let forget_acks = || async {
+        js.get_stream(queue.results_stream())
+            .await
+            .unwrap()
+            .delete_consumer(corral_queue::collect::CONSUMER)
+            .await
+            .unwrap();
+    };
+    forget_acks().await;
+    let again = collect(&queue, &out, n).await.unwrap();
+    assert_eq!(again.written, 0, "the file already had every line");
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap().lines().count() as u64,
+        n
+    );
+    // With a line missing from the file, only that line is written back, from the stream.
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.contains("\"line\":7,"))
+        .collect();
+    assert_eq!(kept.len() as u64, n - 1);
+    std::fs::write(&out, kept.join("\n") + "\n").unwrap();
+    forget_acks().await;
+    let refill = collect(&queue, &out, n).await.unwrap();
+    assert_eq!(refill.written, 1);
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap().lines().count() as u64,
+        n
+    );
+}
