@@ -1,0 +1,143 @@
+//! A worker killed with SIGKILL in the middle of a run loses nothing: the jobs it had pulled
+//! and not acked are delivered again (after the ack wait) to another worker, and the results
+//! file still has every line exactly once. The killed worker is this test binary run again as
+//! a child process (`FLEET_CHILD` set), so the kill is a real one.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::NatsServer;
+use corral_engine::job::Input;
+use corral_engine::run::Run;
+use corral_queue::collect::collect;
+use corral_queue::submit::Submitter;
+use corral_queue::url::QueueUrl;
+use corral_queue::worker::Worker;
+use tokio_util::sync::CancellationToken;
+
+const ACK_WAIT: Duration = Duration::from_secs(1);
+
+/// An HTTP/1.1 server taking 50 ms per request (the child cannot finish before it is killed);
+/// counts requests.
+fn http_server() -> (String, Arc<AtomicU64>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let hits = Arc::new(AtomicU64::new(0));
+    let h = hits.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let h = h.clone();
+            std::thread::spawn(move || {
+                let mut out = stream.try_clone().unwrap();
+                let mut reader = BufReader::new(stream);
+                loop {
+                    let mut request = String::new();
+                    if reader.read_line(&mut request).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let mut line = String::new();
+                    while reader.read_line(&mut line).unwrap_or(0) > 2 {
+                        line.clear();
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                    h.fetch_add(1, Ordering::SeqCst);
+                    let _ = write!(out, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+                }
+            });
+        }
+    });
+    (base, hits)
+}
+
+async fn results_stored(queue: &QueueUrl) -> u64 {
+    let js = async_nats::jetstream::new(async_nats::connect(queue.server()).await.unwrap());
+    match js.get_stream(queue.results_stream()).await {
+        Ok(s) => s.get_info().await.map(|i| i.state.messages).unwrap_or(0),
+        Err(_) => 0,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_run_loses_no_job() {
+    if let Ok(queue) = std::env::var("FLEET_CHILD") {
+        // The child: a worker that runs until it is killed.
+        let queue = QueueUrl::parse(&queue).unwrap();
+        let worker = Worker::connect(&queue, ACK_WAIT).await.unwrap();
+        let run = Run::builder().concurrency(8).build().unwrap();
+        let _ = worker
+            .run(run, Input::default(), CancellationToken::new())
+            .await;
+        return;
+    }
+    let nats = NatsServer::start();
+    let (base, _hits) = http_server();
+    let queue = QueueUrl::parse(&nats.queue("kill")).unwrap();
+    let n = 300u64;
+    let jobs: Vec<(u64, String)> = (1..=n)
+        .map(|i| (i, format!(r#"{{"url":"{base}/items/{i}"}}"#)))
+        .collect();
+    Submitter::connect(&queue)
+        .await
+        .unwrap()
+        .submit(jobs)
+        .await
+        .unwrap();
+
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_worker_killed_mid_run_loses_no_job",
+            "--nocapture",
+        ])
+        .env("FLEET_CHILD", queue.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Let it store some results and hold more jobs in flight, then kill it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while results_stored(&queue).await < 40 {
+        assert!(
+            Instant::now() < deadline,
+            "the child worker stored no results"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let stored_by_child = results_stored(&queue).await;
+    assert!(
+        stored_by_child < n,
+        "the child finished before it was killed"
+    );
+
+    let stop = CancellationToken::new();
+    let worker = Worker::connect(&queue, ACK_WAIT).await.unwrap();
+    let run = Run::builder().concurrency(16).build().unwrap();
+    let s = stop.clone();
+    let survivor = tokio::spawn(async move { worker.run(run, Input::default(), s).await });
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("results.jsonl");
+    let collected = tokio::time::timeout(Duration::from_secs(60), collect(&queue, &out, n))
+        .await
+        .expect("every job's result within a minute: a job was lost")
+        .unwrap();
+    stop.cancel();
+    survivor.await.unwrap().unwrap();
+    assert_eq!(collected.written, n);
+    let mut lines = BTreeSet::new();
+    for l in std::fs::read_to_string(&out).unwrap().lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        assert_eq!(v["ok"], true, "{l}");
+        assert!(lines.insert(v["line"].as_u64().unwrap()), "line twice: {l}");
+    }
+    assert_eq!(lines, (1..=n).collect());
+}
