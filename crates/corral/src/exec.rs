@@ -615,7 +615,12 @@ struct WorkerPool<T> {
     waiting: BTreeMap<u64, (Result<T, JobError>, OwnedSemaphorePermit)>,
 }
 
+/// What a pool's worker is handed: an item's index and job input, and the permit that travels
+/// with it to the result.
+type PoolJob<Item> = (u64, Item, OwnedSemaphorePermit);
+
 impl<T: Send + 'static> WorkerPool<T> {
+    /// The strategy's pool: each worker runs the job an item was made into.
     fn new<Fut>(
         jobs: BoxStream<'static, (u64, Made<Fut>)>,
         workers: usize,
@@ -625,55 +630,21 @@ impl<T: Send + 'static> WorkerPool<T> {
     where
         Fut: Future<Output = T> + Send + 'static,
     {
-        let start = move || {
-            let permits = Arc::new(Semaphore::new(workers));
-            let (job_tx, job_rx) =
-                async_channel::bounded::<(u64, Made<Fut>, OwnedSemaphorePermit)>(workers);
-            let (res_tx, res_rx) = mpsc::channel::<PoolMsg<T>>(workers);
-            let mut tasks = JoinSet::new();
-            tasks.spawn(async move {
-                let mut jobs = jobs;
-                loop {
-                    let Ok(permit) = permits.clone().acquire_owned().await else {
-                        break;
-                    };
-                    let Some((i, made)) = jobs.next().await else {
-                        break;
-                    };
-                    if job_tx.send((i, made, permit)).await.is_err() {
+        Self::with_workers(jobs, workers, ordered, move |_, job_rx, res_tx| {
+            let abort = abort.clone();
+            async move {
+                while let Ok((i, made, permit)) = job_rx.recv().await {
+                    let (_, r) = guarded(i, made, abort.clone()).await;
+                    if res_tx.send((i, r, permit)).await.is_err() {
                         break;
                     }
                 }
-            });
-            for _ in 0..workers {
-                let job_rx = job_rx.clone();
-                let res_tx = res_tx.clone();
-                let abort = abort.clone();
-                tasks.spawn(async move {
-                    while let Ok((i, made, permit)) = job_rx.recv().await {
-                        let (_, r) = guarded(i, made, abort.clone()).await;
-                        if res_tx.send((i, r, permit)).await.is_err() {
-                            break;
-                        }
-                    }
-                });
             }
-            (tasks, res_rx)
-        };
-        Self {
-            start: Some(Box::new(start)),
-            tasks: JoinSet::new(),
-            rx: None,
-            ordered,
-            next: 0,
-            waiting: BTreeMap::new(),
-        }
+        })
     }
-}
 
-impl<T: Send + 'static> WorkerPool<T> {
-    /// The pool of [`Exec::run_with_state`]: the feeder hands raw items to the workers, and
-    /// each worker runs the job against the state it made at its start.
+    /// The pool of [`Exec::run_with_state`]: each worker makes its state at its start and runs
+    /// the job against it for every item it is handed.
     fn stateful<Item, St, I, IFut, F>(
         items: BoxStream<'static, Item>,
         workers: usize,
@@ -692,44 +663,67 @@ impl<T: Send + 'static> WorkerPool<T> {
             + Sync
             + 'static,
     {
+        let mut next = 0u64;
+        let indexed = items
+            .map(move |item| {
+                let i = next;
+                next += 1;
+                (i, item)
+            })
+            .boxed();
+        let (init, job) = (Arc::new(init), Arc::new(job));
+        Self::with_workers(indexed, workers, ordered, move |w, job_rx, res_tx| {
+            let (init, job, abort) = (init.clone(), job.clone(), abort.clone());
+            async move {
+                let mut state = init(w).await;
+                while let Ok((i, item, permit)) = job_rx.recv().await {
+                    let made = std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut state, item)))
+                        .map_err(|p| panicked(i, panic_message(p.as_ref())));
+                    let (_, r) = guarded(i, made, abort.clone()).await;
+                    if res_tx.send((i, r, permit)).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        })
+    }
+
+    /// The pool itself, started on first poll: a feeder task takes a permit, pulls one item and
+    /// hands it to `workers` tasks made by `worker(index, jobs, results)`.
+    fn with_workers<Item, W, WFut>(
+        items: BoxStream<'static, (u64, Item)>,
+        workers: usize,
+        ordered: bool,
+        worker: W,
+    ) -> Self
+    where
+        Item: Send + 'static,
+        W: Fn(usize, async_channel::Receiver<PoolJob<Item>>, mpsc::Sender<PoolMsg<T>>) -> WFut
+            + Send
+            + 'static,
+        WFut: Future<Output = ()> + Send + 'static,
+    {
         let start = move || {
             let permits = Arc::new(Semaphore::new(workers));
-            let (job_tx, job_rx) =
-                async_channel::bounded::<(u64, Item, OwnedSemaphorePermit)>(workers);
+            let (job_tx, job_rx) = async_channel::bounded::<PoolJob<Item>>(workers);
             let (res_tx, res_rx) = mpsc::channel::<PoolMsg<T>>(workers);
             let mut tasks = JoinSet::new();
             tasks.spawn(async move {
                 let mut items = items;
-                let mut next = 0u64;
                 loop {
                     let Ok(permit) = permits.clone().acquire_owned().await else {
                         break;
                     };
-                    let Some(item) = items.next().await else {
+                    let Some((i, item)) = items.next().await else {
                         break;
                     };
-                    if job_tx.send((next, item, permit)).await.is_err() {
+                    if job_tx.send((i, item, permit)).await.is_err() {
                         break;
                     }
-                    next += 1;
                 }
             });
-            let (init, job) = (Arc::new(init), Arc::new(job));
             for w in 0..workers {
-                let (job_rx, res_tx, abort) = (job_rx.clone(), res_tx.clone(), abort.clone());
-                let (init, job) = (init.clone(), job.clone());
-                tasks.spawn(async move {
-                    let mut state = init(w).await;
-                    while let Ok((i, item, permit)) = job_rx.recv().await {
-                        let made =
-                            std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut state, item)))
-                                .map_err(|p| panicked(i, panic_message(p.as_ref())));
-                        let (_, r) = guarded(i, made, abort.clone()).await;
-                        if res_tx.send((i, r, permit)).await.is_err() {
-                            break;
-                        }
-                    }
-                });
+                tasks.spawn(worker(w, job_rx.clone(), res_tx.clone()));
             }
             (tasks, res_rx)
         };
