@@ -80,6 +80,16 @@ struct Inner {
     last_sync: Instant,
 }
 
+impl Inner {
+    /// Syncs the log's data and starts the policy's count again.
+    fn sync(&mut self) -> io::Result<()> {
+        self.log.sync_data()?;
+        self.unsynced = 0;
+        self.last_sync = Instant::now();
+        Ok(())
+    }
+}
+
 /// A snapshot plus append-only log in one directory. Cheap to clone; clones share the files.
 #[derive(Clone)]
 pub struct Journal {
@@ -265,9 +275,7 @@ impl Journal {
                 Fsync::Never => false,
             };
             if due {
-                g.log.sync_data()?;
-                g.unsynced = 0;
-                g.last_sync = Instant::now();
+                g.sync()?;
             }
             Ok(())
         })
@@ -281,11 +289,7 @@ impl Journal {
     pub async fn sync(&self) -> io::Result<()> {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
-            let mut g = inner.lock().unwrap_or_else(PoisonError::into_inner);
-            g.log.sync_data()?;
-            g.unsynced = 0;
-            g.last_sync = Instant::now();
-            Ok(())
+            inner.lock().unwrap_or_else(PoisonError::into_inner).sync()
         })
         .await
         .map_err(|e| io::Error::other(e.to_string()))?
