@@ -74,15 +74,28 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
         }
     }
 
-    fn state(&self, key: &K) -> Arc<Gcra> {
-        if let Some(g) = self
-            .inner
+    /// `key`'s state, if held.
+    fn held(&self, key: &K) -> Option<Arc<Gcra>> {
+        self.inner
             .map
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .get(key)
-        {
-            return g.clone();
+            .cloned()
+    }
+
+    /// A state as a new key gets it, at the rate in force.
+    fn fresh(&self) -> Gcra {
+        Gcra::new(
+            self.inner.base,
+            self.inner.t.load(Ordering::Acquire),
+            self.inner.burst,
+        )
+    }
+
+    fn state(&self, key: &K) -> Arc<Gcra> {
+        if let Some(g) = self.held(key) {
+            return g;
         }
         let mut map = self
             .inner
@@ -104,11 +117,7 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
         }
         // Read under the map's write lock: a concurrent `set_rate` either sees this key in
         // the map or stored its interval before this read.
-        let g = Arc::new(Gcra::new(
-            self.inner.base,
-            self.inner.t.load(Ordering::Acquire),
-            self.inner.burst,
-        ));
+        let g = Arc::new(self.fresh());
         map.insert(key.clone(), g.clone());
         g
     }
@@ -190,21 +199,9 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
     /// `key`'s state now (a key not held reads as fresh: the full burst available).
     pub fn snapshot(&self, key: &K) -> Snapshot {
         let now = Instant::now();
-        let held = self
-            .inner
-            .map
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(key)
-            .cloned();
-        match held {
+        match self.held(key) {
             Some(g) => g.snapshot(now),
-            None => Gcra::new(
-                self.inner.base,
-                self.inner.t.load(Ordering::Acquire),
-                self.inner.burst,
-            )
-            .snapshot(now),
+            None => self.fresh().snapshot(now),
         }
     }
 
