@@ -12,10 +12,10 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer};
 use futures::StreamExt;
 
 use crate::error::QueueError;
+use crate::nats;
 use crate::url::QueueUrl;
 use crate::worker::results_stream;
 
@@ -38,32 +38,16 @@ pub async fn collect(
     out: &Path,
     expected: u64,
 ) -> Result<CollectReport, QueueError> {
-    let client = async_nats::connect(queue.server())
-        .await
-        .map_err(|e| QueueError::new(format!("connect to {}", queue.server()), e))?;
-    let js = jetstream::new(client);
+    let js = nats::connect(queue).await?;
     let stream = results_stream(&js, queue).await?;
-    let consumer: consumer::PullConsumer = stream
-        .get_or_create_consumer(
-            CONSUMER,
-            consumer::pull::Config {
-                durable_name: Some(CONSUMER.to_string()),
-                ack_policy: consumer::AckPolicy::Explicit,
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(|e| QueueError::new(format!("open consumer {CONSUMER}"), e))?;
+    let consumer = nats::durable(&stream, CONSUMER, None).await?;
 
     let file_err = |e: std::io::Error| QueueError::new(format!("write {}", out.display()), e);
     let mut done = HashSet::new();
     if let Ok(f) = std::fs::File::open(out) {
         for l in BufReader::new(f).lines() {
             let l = l.map_err(file_err)?;
-            if let Some(n) = serde_json::from_str::<serde_json::Value>(&l)
-                .ok()
-                .and_then(|v| v["line"].as_u64())
-            {
+            if let Some(n) = nats::line_of_result(&l) {
                 done.insert(n);
             }
         }
@@ -85,11 +69,7 @@ pub async fn collect(
         let mut taken = Vec::new();
         while let Some(m) = batch.next().await {
             let m = m.map_err(|e| QueueError::new("fetch results", e))?;
-            let line = m
-                .headers
-                .as_ref()
-                .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
-                .and_then(|id| queue.line_of(id.as_str()));
+            let line = nats::line_of(queue, &m);
             match line {
                 Some(n) if done.insert(n) => {
                     file.write_all(&m.payload).map_err(file_err)?;

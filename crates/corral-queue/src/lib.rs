@@ -23,6 +23,7 @@
 
 pub mod collect;
 pub mod error;
+mod nats;
 pub mod submit;
 pub mod url;
 pub mod worker;

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer, stream};
+use async_nats::jetstream::{self, stream};
 use bytes::Bytes;
 use corral_engine::job::{parse_line, Input};
 use corral_engine::run::{Report, Run};
@@ -21,6 +21,7 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::QueueError;
+use crate::nats;
 use crate::url::QueueUrl;
 
 /// The durable consumer every worker of a run pulls from.
@@ -41,10 +42,7 @@ impl Worker {
     /// Connects, and makes sure the run's results stream exists. `ack_wait` is how long a job
     /// may stay unacknowledged before the server gives it to another worker.
     pub async fn connect(queue: &QueueUrl, ack_wait: Duration) -> Result<Self, QueueError> {
-        let client = async_nats::connect(queue.server())
-            .await
-            .map_err(|e| QueueError::new(format!("connect to {}", queue.server()), e))?;
-        let js = jetstream::new(client);
+        let js = nats::connect(queue).await?;
         results_stream(&js, queue).await?;
         Ok(Self {
             queue: queue.clone(),
@@ -67,18 +65,7 @@ impl Worker {
             .get_stream(&name)
             .await
             .map_err(|e| QueueError::new(format!("open stream {name}"), e))?;
-        let consumer: consumer::PullConsumer = jobs
-            .get_or_create_consumer(
-                CONSUMER,
-                consumer::pull::Config {
-                    durable_name: Some(CONSUMER.to_string()),
-                    ack_policy: consumer::AckPolicy::Explicit,
-                    ack_wait: self.ack_wait,
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(|e| QueueError::new(format!("open consumer {CONSUMER} of {name}"), e))?;
+        let consumer = nats::durable(&jobs, CONSUMER, Some(self.ack_wait)).await?;
         let messages = consumer
             .stream()
             .max_messages_per_batch(64)
@@ -93,11 +80,7 @@ impl Worker {
             .take_until(stop.clone().cancelled_owned())
             .filter_map(move |m| {
                 let job = m.ok().and_then(|m| {
-                    let line = m
-                        .headers
-                        .as_ref()
-                        .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
-                        .and_then(|id| queue.line_of(id.as_str()))?;
+                    let line = nats::line_of(&queue, &m)?;
                     let text = String::from_utf8_lossy(&m.payload).into_owned();
                     held.lock()
                         .unwrap_or_else(PoisonError::into_inner)
@@ -150,12 +133,9 @@ impl LineSink for Publisher {
     fn write_lines(&mut self, lines: &mut dyn Iterator<Item = &str>) -> std::io::Result<()> {
         let batch: Vec<(u64, Bytes)> = lines
             .map(|l| {
-                let line = serde_json::from_str::<serde_json::Value>(l)
-                    .ok()
-                    .and_then(|v| v["line"].as_u64())
-                    .ok_or_else(|| {
-                        std::io::Error::other(format!("a result without its line: {l}"))
-                    })?;
+                let line = nats::line_of_result(l).ok_or_else(|| {
+                    std::io::Error::other(format!("a result without its line: {l}"))
+                })?;
                 Ok((line, Bytes::copy_from_slice(l.as_bytes())))
             })
             .collect::<std::io::Result<_>>()?;
