@@ -4,10 +4,7 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::NatsServer;
@@ -19,41 +16,10 @@ use corral_queue::url::QueueUrl;
 use corral_queue::worker::Worker;
 use tokio_util::sync::CancellationToken;
 
-/// A keep-alive HTTP/1.1 server answering 200 `ok`; counts requests.
-fn http_server() -> (String, Arc<AtomicU64>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let hits = Arc::new(AtomicU64::new(0));
-    let h = hits.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(stream) = stream else { return };
-            let h = h.clone();
-            std::thread::spawn(move || {
-                let mut out = stream.try_clone().unwrap();
-                let mut reader = BufReader::new(stream);
-                loop {
-                    let mut request = String::new();
-                    if reader.read_line(&mut request).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    let mut line = String::new();
-                    while reader.read_line(&mut line).unwrap_or(0) > 2 {
-                        line.clear();
-                    }
-                    h.fetch_add(1, Ordering::SeqCst);
-                    let _ = write!(out, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
-                }
-            });
-        }
-    });
-    (base, hits)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_workers_and_a_collector_give_every_line_exactly_once() {
     let nats = NatsServer::start();
-    let (base, hits) = http_server();
+    let (base, hits) = common::http_server(Duration::ZERO);
     let queue = QueueUrl::parse(&nats.queue("fleet")).unwrap();
     let n = 300u64;
     let jobs: Vec<(u64, String)> = (1..=n)

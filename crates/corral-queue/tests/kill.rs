@@ -6,11 +6,7 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::NatsServer;
@@ -23,39 +19,6 @@ use corral_queue::worker::Worker;
 use tokio_util::sync::CancellationToken;
 
 const ACK_WAIT: Duration = Duration::from_secs(1);
-
-/// An HTTP/1.1 server taking 50 ms per request (the child cannot finish before it is killed);
-/// counts requests.
-fn http_server() -> (String, Arc<AtomicU64>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let hits = Arc::new(AtomicU64::new(0));
-    let h = hits.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(stream) = stream else { return };
-            let h = h.clone();
-            std::thread::spawn(move || {
-                let mut out = stream.try_clone().unwrap();
-                let mut reader = BufReader::new(stream);
-                loop {
-                    let mut request = String::new();
-                    if reader.read_line(&mut request).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    let mut line = String::new();
-                    while reader.read_line(&mut line).unwrap_or(0) > 2 {
-                        line.clear();
-                    }
-                    std::thread::sleep(Duration::from_millis(50));
-                    h.fetch_add(1, Ordering::SeqCst);
-                    let _ = write!(out, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
-                }
-            });
-        }
-    });
-    (base, hits)
-}
 
 async fn results_stored(queue: &QueueUrl) -> u64 {
     let js = async_nats::jetstream::new(async_nats::connect(queue.server()).await.unwrap());
@@ -78,7 +41,8 @@ async fn a_worker_killed_mid_run_loses_no_job() {
         return;
     }
     let nats = NatsServer::start();
-    let (base, _hits) = http_server();
+    // 50 ms a request: the child cannot finish before it is killed.
+    let (base, _hits) = common::http_server(Duration::from_millis(50));
     let queue = QueueUrl::parse(&nats.queue("kill")).unwrap();
     let n = 300u64;
     let jobs: Vec<(u64, String)> = (1..=n)
