@@ -6,11 +6,11 @@
 //! more CPU per request (`bench/http.sh`, `corral run` user+sys time for 100 000 GETs: 2.1-2.4 s
 //! on the multi-threaded runtime, 1.7 s on one current-thread runtime). One current-thread
 //! runtime per core keeps each request, and each connection, on one thread for its whole life,
-//! the way `oha` runs. The jobs held at once (`--queue`) are split between the threads (they add
+//! the way `oha` runs. The jobs held at once (`--queue-size`) are split between the threads (they add
 //! up exactly); every limit (global and per-host concurrency, rates, breakers, retry budget) is
 //! shared, so it holds across threads.
 //!
-//! Inside a thread, each job place (the thread's share of `--queue`) is a task of its own that
+//! Inside a thread, each job place (the thread's share of `--queue-size`) is a task of its own that
 //! runs one job after another, rather than one task driving every job of the thread through a
 //! `FuturesUnordered`. Why: a single task spends tokio's cooperative budget on many requests at
 //! once, and every time it runs out it wakes itself through the runtime's driver (an eventfd
@@ -23,7 +23,7 @@
 //! own, so the slot would go back to the semaphore and be taken again for every job, waking a
 //! waiting task each time; measured, that cost what the task-per-place change gained
 //! (BENCHMARKS.md, `corral run` throughput). The places keep `Exec`'s promises that matter
-//! here: a bound on jobs held (`--queue`), a panic costs only its own job (reported, not
+//! here: a bound on jobs held (`--queue-size`), a panic costs only its own job (reported, not
 //! written, so `--resume` runs it), and intake stops on Ctrl-C while jobs under way finish.
 
 use std::collections::VecDeque;
@@ -215,18 +215,24 @@ impl Inbox {
             .pop_front()
     }
 
-    /// The next job, or `None` once the input has ended and every job is taken.
-    async fn next(&self) -> Option<Parsed> {
+    /// Waits until a job is at hand (`true`; another task may take it first) or the input has
+    /// ended with every job taken (`false`), asking the fetcher for a chunk meanwhile.
+    async fn wait(&self) -> bool {
         loop {
             let arrived = self.arrived.notified();
             let mut arrived = std::pin::pin!(arrived);
             // Registered before looking, so an arrival between the look and the wait is seen.
             arrived.as_mut().enable();
-            if let Some(job) = self.pop() {
-                return Some(job);
+            if !self
+                .jobs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_empty()
+            {
+                return true;
             }
             if self.ended.load(Ordering::Acquire) {
-                return None;
+                return false;
             }
             self.wanted.notify_one();
             self.waiting.fetch_add(1, Ordering::Relaxed);
@@ -294,10 +300,10 @@ impl Outbox {
 }
 
 /// A thread's job places: spawned as they are needed, not all at start, so that a large
-/// `--concurrency` or `--queue` costs nothing until jobs fill it (`-c 100000` on 10 jobs used to
+/// `--concurrency` or `--queue-size` costs nothing until jobs fill it (`-c 100000` on 10 jobs used to
 /// allocate 400 000 tasks, 2.6 GB, before the first request).
 struct Places {
-    /// Places that may exist at once (the thread's share of `--queue`).
+    /// Places that may exist at once (the thread's share of `--queue-size`).
     max: usize,
     /// Places spawned so far.
     spawned: AtomicUsize,
@@ -405,14 +411,24 @@ impl Thread {
             // A job is taken only with an active slot: while every job is under way nothing
             // more is taken. A job that waits for its host gives its slot back (and the place
             // takes one again for its next job); otherwise the place keeps it.
-            if slot.is_none() {
-                match self.active.clone().acquire_owned().await {
-                    Ok(s) => slot = Some(s),
-                    Err(_) => return, // never closed
+            let parsed = loop {
+                if slot.is_none() {
+                    match self.active.clone().acquire_owned().await {
+                        Ok(s) => slot = Some(s),
+                        Err(_) => return, // never closed
+                    }
                 }
-            }
-            let Some(parsed) = self.inbox.next().await else {
-                return;
+                if let Some(job) = self.inbox.pop() {
+                    break job;
+                }
+                // Nothing at hand (the input is slow: a pipe, a queue): wait for a job without
+                // the slot, which a job waiting to go on after its host's wait needs
+                // meanwhile. Kept while waiting, every slot could end up idle in places like
+                // this one while those jobs wait for one forever.
+                drop(slot.take());
+                if !self.inbox.wait().await {
+                    return;
+                }
             };
             drop(ready);
             if self.places.idle.load(Ordering::Relaxed) == 0 {
