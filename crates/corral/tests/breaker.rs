@@ -284,3 +284,27 @@ async fn slow_successes_count_as_failures() {
         .to_string()
         .contains("slow_call"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn opened_and_closed_from_outside_as_a_shared_breaker_is() {
+    let log = Arc::default();
+    let b = breaker(&log);
+    let until = tokio::time::Instant::now() + Duration::from_secs(3);
+    b.open_until(until);
+    assert!(outcome(&b, true).await, "open: refused");
+    // Opening again until earlier changes nothing; until later moves the deadline.
+    b.open_until(until - Duration::from_secs(1));
+    tokio::time::sleep_until(until).await;
+    assert_eq!(b.state(), State::HalfOpen);
+    b.open_until(until + Duration::from_secs(2));
+    assert!(outcome(&b, true).await, "reopened until later: refused");
+    b.close();
+    assert_eq!(b.state(), State::Closed);
+    assert!(!outcome(&b, true).await, "closed: passes");
+    b.close();
+    assert_eq!(
+        *log.lock().unwrap(),
+        // Moving an open breaker's deadline is no change of state.
+        [(State::Closed, State::Open), (State::Open, State::Closed)]
+    );
+}

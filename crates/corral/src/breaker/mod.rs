@@ -534,6 +534,32 @@ impl CircuitBreaker {
         out.map_err(BreakerError::Inner)
     }
 
+    /// Opens the breaker until `until`, as if it had tripped: for breakers that share a host's
+    /// state across processes, where another process saw the failures. Already open until
+    /// later, it stays as it is; otherwise the state changes (and the listener hears it) and
+    /// the next call after `until` is a half-open probe.
+    pub fn open_until(&self, until: Instant) {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        if inner.state == State::Open && inner.opened_until >= until {
+            return;
+        }
+        if inner.state != State::Open {
+            self.transition(&mut inner, State::Open, now);
+        }
+        inner.opened_until = until;
+    }
+
+    /// Closes the breaker with an empty window, as a successful probe would: for breakers
+    /// that share a host's state, where another process's probe succeeded. Already closed,
+    /// nothing changes.
+    pub fn close(&self) {
+        let mut inner = self.lock();
+        if inner.state != State::Closed {
+            self.transition(&mut inner, State::Closed, Instant::now());
+        }
+    }
+
     /// The current state (an open breaker whose cool-down is over reads `HalfOpen`).
     pub fn state(&self) -> State {
         let inner = self.lock();
