@@ -10,7 +10,7 @@
 //! input; when its host's gates are closed (slots busy, rate spent, paused by `Retry-After`) it
 //! gives the slot back while it waits and takes one again once they open. So a slow or paused
 //! host holds no global slot, and the other hosts' jobs run meanwhile; how many jobs may wait
-//! like that is bounded by `--queue`, which keeps memory flat.
+//! like that is bounded by `--queue-size`, which keeps memory flat.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -58,6 +58,9 @@ pub struct HostStat {
     pub cost: u64,
     /// The rate found for the host (requests per second), when it is `auto`.
     pub rate_found: Option<f64>,
+    /// Its breaker is open now (for metrics; a summary at the end does not show it).
+    #[serde(skip)]
+    pub breaker_open: bool,
 }
 
 /// What the summary needs from one finished job.

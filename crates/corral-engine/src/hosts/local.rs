@@ -10,11 +10,11 @@
 //! is as good as a new one and is dropped; only its counters are kept, for the summary.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use corral::breaker::{CircuitBreaker, CircuitBreakerBuilder, State};
+use corral::breaker::{CircuitBreaker, CircuitBreakerBuilder, State, StateChange};
 use corral::limit::{Rate, RateLimiter};
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -48,6 +48,9 @@ pub struct HostState {
     openings: Arc<AtomicU64>,
     /// When an attempt last took this entry.
     touched: Mutex<Clock>,
+    /// Set while a change from elsewhere is applied to the breaker, which the breaker
+    /// listener then does not report.
+    remote: Arc<AtomicBool>,
 }
 
 impl HostEntry for HostState {
@@ -153,9 +156,38 @@ impl HostEntry for HostState {
 }
 
 impl HostState {
+    /// Sends the host no request before `until`, as [`HostEntry::pause_until`] does, without
+    /// counting a pause: for a pause another process got (a fleet's shared state).
+    pub fn hold_until(&self, until: Clock) {
+        self.rate.pause_until(until);
+    }
+
+    /// Opens the host's breaker until `until` (if it has one): its failures were seen
+    /// elsewhere. The [`Hosts::on_breaker_change`] listener does not hear it.
+    pub fn open_breaker_until(&self, until: Clock) {
+        if let Some(b) = &self.breaker {
+            self.remote.store(true, Ordering::Release);
+            b.open_until(until);
+            self.remote.store(false, Ordering::Release);
+        }
+    }
+
+    /// Closes the host's breaker (a probe elsewhere succeeded), unheard by the listener.
+    pub fn close_breaker(&self) {
+        if let Some(b) = &self.breaker {
+            self.remote.store(true, Ordering::Release);
+            b.close();
+            self.remote.store(false, Ordering::Release);
+        }
+    }
+
     fn snapshot(&self) -> HostStat {
         let mut s = self.stat.lock().unwrap_or_else(|p| p.into_inner()).clone();
         s.breaker_openings = self.openings.load(Ordering::Relaxed);
+        s.breaker_open = self
+            .breaker
+            .as_ref()
+            .is_some_and(|b| b.state() == State::Open);
         s.rate_found = self
             .adaptive
             .as_ref()
@@ -177,7 +209,12 @@ pub struct Hosts {
     idle_after: Duration,
     /// Entries at which a sweep for idle ones runs (doubles when a sweep frees too few).
     sweep_at: Mutex<usize>,
+    /// Told of each breaker's own state changes.
+    breaker_listener: Option<BreakerListener>,
 }
+
+/// A listener of breaker state changes, with the host.
+type BreakerListener = Arc<dyn Fn(&Host, StateChange) + Send + Sync>;
 
 /// A host's rate cell: its rate, or (so that Retry-After can pause one host even with no rate
 /// set) one that never holds anything back.
@@ -252,7 +289,19 @@ impl Hosts {
             openings: Arc::new(AtomicU64::new(0)),
             idle_after: idle_after.saturating_add(Duration::from_secs(1)),
             sweep_at: Mutex::new(FIRST_SWEEP),
+            breaker_listener: None,
         })
+    }
+
+    /// Calls `f` whenever a host's breaker changes state by its own outcomes (not by
+    /// [`HostState::open_breaker_until`] or [`HostState::close_breaker`]): how a fleet
+    /// publishes its workers' openings.
+    pub fn on_breaker_change(
+        mut self,
+        f: impl Fn(&Host, StateChange) + Send + Sync + 'static,
+    ) -> Self {
+        self.breaker_listener = Some(Arc::new(f));
+        self
     }
 
     /// The entry of `host`, made on first use: one lookup per attempt. `Err` only if the
@@ -279,18 +328,26 @@ impl Hosts {
         let view = self.settings.for_host(host);
         let openings = Arc::new(AtomicU64::new(0));
         let breaker_changed = Arc::new(Notify::new());
+        let remote = Arc::new(AtomicBool::new(false));
         let settings = view.breaker();
         let breaker = match settings {
             None => None,
             Some(b) => {
                 let (mine, all) = (openings.clone(), self.openings.clone());
                 let changed = breaker_changed.clone();
+                let (listener, from_elsewhere, host) =
+                    (self.breaker_listener.clone(), remote.clone(), host.clone());
                 let b = breaker_builder(&b).on_state_change(move |change| {
                     if change.to == State::Open {
                         mine.fetch_add(1, Ordering::Relaxed);
                         all.fetch_add(1, Ordering::Relaxed);
                     }
                     changed.notify_waiters();
+                    if let Some(l) = listener.as_ref() {
+                        if !from_elsewhere.load(Ordering::Acquire) {
+                            l(&host, change);
+                        }
+                    }
                 });
                 Some(b.build().map_err(refused)?)
             }
@@ -322,6 +379,7 @@ impl Hosts {
             stat: Mutex::new(HostStat::default()),
             openings,
             touched: Mutex::new(Clock::now()),
+            remote,
         })
     }
 

@@ -26,7 +26,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 pub use corral::breaker::{BreakerOpen, Permit};
 pub(crate) use local::cost_cell;
-pub use local::Hosts;
+pub use local::{HostState, Hosts};
 
 use crate::engine::HostStat;
 use crate::error::ConfigError;
