@@ -5,15 +5,24 @@
 //! stream's deduplication), syncs the file, and only then acks the batch. Killed at any point,
 //! it loses nothing: what it had not acked is delivered again, and what it had already written
 //! is recognised on restart (the file is read back first) and not written twice.
+//!
+//! A job delivered [`max_deliveries`](crate::submit::Submitter::configure) times without a
+//! result (each worker that took it died, or it outlasted every ack wait) is delivered no
+//! more; the collector finds such jobs once the workers' consumer has nothing left to give,
+//! publishes a result of kind `max_deliveries` for each, and removes the job. It ends when
+//! every submitted job has its result.
 
-use std::collections::HashSet;
 use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::time::Duration;
 
+use async_nats::jetstream;
+use bytes::Bytes;
+use corral_engine::sink::Done;
 use futures::StreamExt;
 
+use crate::board::Board;
 use crate::error::QueueError;
 use crate::nats;
 use crate::url::QueueUrl;
@@ -29,26 +38,42 @@ pub struct CollectReport {
     pub written: u64,
     /// Results dropped because their line was already in the file.
     pub duplicates: u64,
+    /// Jobs given a `max_deliveries` result by this collection.
+    pub undeliverable: u64,
 }
 
-/// Collects the run's results into `out` until `expected` input lines have theirs (counting
-/// those already in the file).
+/// Progress of a collection, for a progress bar: lines in the file, and jobs submitted.
+pub trait CollectProgress: Send {
+    /// Called after each synced batch.
+    fn collected(&mut self, done: u64, submitted: u64);
+}
+
+impl CollectProgress for () {
+    fn collected(&mut self, _: u64, _: u64) {}
+}
+
+/// Collects the run's results into `out` until every submitted job (the board's count, read
+/// again while it runs) has its result in the file, counting those already there.
 pub async fn collect(
     queue: &QueueUrl,
     out: &Path,
-    expected: u64,
+    progress: &mut dyn CollectProgress,
 ) -> Result<CollectReport, QueueError> {
     let js = nats::connect(queue).await?;
     let stream = results_stream(&js, queue).await?;
+    let board = Board::open(&js, queue).await?;
     let consumer = nats::durable(&stream, CONSUMER, None).await?;
 
     let file_err = |e: std::io::Error| QueueError::new(format!("write {}", out.display()), e);
-    let mut done = HashSet::new();
+    let mut done = Done::default();
+    let mut failed = 0u64;
     if let Ok(f) = std::fs::File::open(out) {
         for l in BufReader::new(f).lines() {
             let l = l.map_err(file_err)?;
             if let Some(n) = nats::line_of_result(&l) {
-                done.insert(n);
+                if done.insert(n) && !ok(l.as_bytes()) {
+                    failed += 1;
+                }
             }
         }
     }
@@ -58,7 +83,9 @@ pub async fn collect(
         .open(out)
         .map_err(file_err)?;
     let mut report = CollectReport::default();
-    while (done.len() as u64) < expected {
+    let mut submitted = board.submitted().await?;
+    progress.collected(done.len(), submitted);
+    while submitted == 0 || done.len() < submitted {
         let mut batch = consumer
             .fetch()
             .max_messages(256)
@@ -72,6 +99,7 @@ pub async fn collect(
             let line = nats::line_of(queue, &m);
             match line {
                 Some(n) if done.insert(n) => {
+                    failed += u64::from(!ok(&m.payload));
                     file.write_all(&m.payload).map_err(file_err)?;
                     file.write_all(b"\n").map_err(file_err)?;
                     report.written += 1;
@@ -79,6 +107,12 @@ pub async fn collect(
                 _ => report.duplicates += 1,
             }
             taken.push(m);
+        }
+        if taken.is_empty() {
+            // Nothing came: the count may have grown, or jobs may be out of deliveries.
+            submitted = board.submitted().await?;
+            report.undeliverable += give_up_undeliverable(&js, queue).await?;
+            continue;
         }
         // Durable first, then acked: a crash in between re-delivers lines the file already
         // has, which the read-back above recognises.
@@ -88,6 +122,159 @@ pub async fn collect(
                 .await
                 .map_err(|e| QueueError::new("ack a result", e))?;
         }
+        progress.collected(done.len(), submitted);
+        counts(&board, done.len(), failed).await;
     }
+    counts(&board, done.len(), failed).await;
+    progress.collected(done.len(), submitted);
     Ok(report)
+}
+
+/// Whether a result line says `"ok": true`.
+fn ok(result: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(result)
+        .ok()
+        .and_then(|v| v.get("ok")?.as_bool())
+        .unwrap_or(false)
+}
+
+/// The collector's counts on the board, for `corral status` (best effort: the file is the
+/// truth).
+async fn counts(board: &Board, done: u64, failed: u64) {
+    let kv = board.store();
+    let _ = kv
+        .put("collected.done", Bytes::from(done.to_string()))
+        .await;
+    let _ = kv
+        .put("collected.failed", Bytes::from(failed.to_string()))
+        .await;
+}
+
+/// Publishes a `max_deliveries` result for each job the workers' consumer will deliver no
+/// more, and removes the job; returns how many. Only when the consumer has nothing pending
+/// and nothing out: then any job still in the work-queue stream is such a job.
+async fn give_up_undeliverable(
+    js: &jetstream::Context,
+    queue: &QueueUrl,
+) -> Result<u64, QueueError> {
+    let name = queue.jobs_stream();
+    let Ok(jobs) = js.get_stream(&name).await else {
+        return Ok(0);
+    };
+    let info = jobs
+        .get_info()
+        .await
+        .map_err(|e| QueueError::new(format!("read stream {name}"), e))?;
+    if info.state.messages == 0 {
+        return Ok(0);
+    }
+    let Ok(consumer) = jobs.consumer_info(crate::worker::CONSUMER).await else {
+        return Ok(0);
+    };
+    if consumer.num_pending > 0 || consumer.num_ack_pending > 0 {
+        return Ok(0);
+    }
+    let limit = consumer.config.max_deliver;
+    let mut given_up = 0;
+    let mut seq = info.state.first_sequence;
+    let subject = queue.jobs_subject();
+    while let Ok(m) = jobs
+        .raw_message_builder()
+        .sequence(seq)
+        .next_by_subject(subject.clone())
+        .send()
+        .await
+    {
+        seq = m.sequence + 1;
+        let Some(line) = m
+            .headers
+            .get(async_nats::header::NATS_MESSAGE_ID)
+            .and_then(|id| queue.line_of(id.as_str()))
+        else {
+            continue;
+        };
+        let result = undeliverable_result(line, &m.payload, limit);
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(
+            async_nats::header::NATS_MESSAGE_ID,
+            queue.job_id(line).as_str(),
+        );
+        js.publish_with_headers(queue.results_subject(), headers, result)
+            .await
+            .map_err(|e| QueueError::new("publish a max_deliveries result", e))?
+            .await
+            .map_err(|e| QueueError::new("publish a max_deliveries result", e))?;
+        jobs.delete_message(m.sequence)
+            .await
+            .map_err(|e| QueueError::new("remove an undeliverable job", e))?;
+        given_up += 1;
+    }
+    Ok(given_up)
+}
+
+/// The result line of a job that ran out of deliveries: the job's id, method and URL when its
+/// line says them, `ok: false`, and an error of kind `max_deliveries`.
+fn undeliverable_result(line: u64, job: &[u8], limit: i64) -> Bytes {
+    use serde_json::Value;
+    let text = String::from_utf8_lossy(job);
+    let (id, method, url) = match serde_json::from_str::<Value>(&text) {
+        Ok(j) if j.is_object() => (
+            j.get("id").or_else(|| j.get("custom_id")).cloned(),
+            j.get("method").cloned().unwrap_or_else(|| "GET".into()),
+            j.get("url").cloned(),
+        ),
+        // A `--urls` line.
+        _ => (None, "GET".into(), Some(Value::from(text.trim()))),
+    };
+    let result = serde_json::json!({
+        "line": line,
+        "id": id,
+        "method": method,
+        "url": url,
+        "ok": false,
+        "status": null,
+        "attempts": 0,
+        "error": {
+            "kind": "max_deliveries",
+            "message": format!("delivered to workers {limit} times without a result (each took it and stopped answering); not tried again"),
+        },
+    });
+    Bytes::from(result.to_string())
+}
+
+/// The input lines the run's results stream holds a result for (for `submit --resume`).
+pub async fn lines_with_results(queue: &QueueUrl) -> Result<Done, QueueError> {
+    let js = nats::connect(queue).await?;
+    let stream = results_stream(&js, queue).await?;
+    let mut done = Done::default();
+    let info = stream
+        .get_info()
+        .await
+        .map_err(|e| QueueError::new("read the results stream", e))?;
+    if info.state.messages == 0 {
+        return Ok(done);
+    }
+    let consumer = stream
+        .create_consumer(jetstream::consumer::pull::OrderedConfig {
+            headers_only: true,
+            deliver_policy: jetstream::consumer::DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| QueueError::new("read the results stream", e))?;
+    let mut messages = consumer
+        .messages()
+        .await
+        .map_err(|e| QueueError::new("read the results stream", e))?;
+    while let Some(m) = messages.next().await {
+        let m = m.map_err(|e| QueueError::new("read the results stream", e))?;
+        if let Some(n) = nats::line_of(queue, &m) {
+            done.insert(n);
+        }
+        let left = m.info().map(|i| i.pending).unwrap_or(0);
+        if left == 0 {
+            break;
+        }
+    }
+    Ok(done)
 }

@@ -21,9 +21,12 @@
 #![warn(missing_docs)]
 #![deny(clippy::unwrap_used)]
 
+pub mod board;
 pub mod collect;
 pub mod error;
+pub mod hosts;
 mod nats;
+pub mod status;
 pub mod submit;
 pub mod url;
 pub mod worker;

@@ -16,7 +16,16 @@ use bytes::Bytes;
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 
+use crate::board::Board;
 use crate::url::QueueUrl;
+
+/// How long a job may stay unacknowledged before another worker gets it, unless
+/// `--ack-wait-s` says otherwise.
+pub const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(30);
+
+/// Deliveries of a job at most (workers that took it and died), unless `--max-deliveries`
+/// says otherwise; then the collector gives it a `max_deliveries` result.
+pub const DEFAULT_MAX_DELIVERIES: i64 = 5;
 
 /// Why a submit failed. Lines acknowledged before the failure stay queued; submitting again
 /// queues only the others.
@@ -63,6 +72,7 @@ pub struct SubmitReport {
 pub struct Submitter {
     queue: QueueUrl,
     js: jetstream::Context,
+    board: Board,
 }
 
 impl Submitter {
@@ -97,14 +107,71 @@ impl Submitter {
             stream: name,
             message: e.to_string(),
         })?;
+        let board = Board::open(&js, queue)
+            .await
+            .map_err(|e| SubmitError::Stream {
+                stream: queue.bucket(),
+                message: e.to_string(),
+            })?;
         Ok(Self {
             queue: queue.clone(),
             js,
+            board,
         })
+    }
+
+    /// The run's board (options, counts, shared host state).
+    pub fn board(&self) -> &Board {
+        &self.board
+    }
+
+    /// Sets how long a job may stay unacknowledged before another worker gets it
+    /// (`--ack-wait-s`), and how many times a job is delivered at most before the collector
+    /// gives it a `max_deliveries` result: the workers' shared consumer is created with
+    /// these, or changed to them.
+    pub async fn configure(
+        &self,
+        ack_wait: Duration,
+        max_deliveries: i64,
+    ) -> Result<(), SubmitError> {
+        let name = self.queue.jobs_stream();
+        let err = |e: &dyn std::fmt::Display| SubmitError::Stream {
+            stream: name.clone(),
+            message: e.to_string(),
+        };
+        let stream = self.js.get_stream(&name).await.map_err(|e| err(&e))?;
+        stream
+            .create_consumer(jetstream::consumer::pull::Config {
+                durable_name: Some(crate::worker::CONSUMER.to_string()),
+                ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                ack_wait,
+                max_deliver: max_deliveries,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| err(&e))?;
+        Ok(())
     }
 
     /// Publishes `(line, text)` pairs and returns once the server has acknowledged every one.
     pub async fn submit<I>(&self, lines: I) -> Result<SubmitReport, SubmitError>
+    where
+        I: IntoIterator<Item = (u64, String)>,
+    {
+        self.publish(lines, None).await
+    }
+
+    /// Publishes `(line, text)` pairs again under ids of resume number `resume` (so the
+    /// server does not drop them as repeats of the first submit): for lines that have no
+    /// result (`submit --resume`).
+    pub async fn resubmit<I>(&self, lines: I, resume: u64) -> Result<SubmitReport, SubmitError>
+    where
+        I: IntoIterator<Item = (u64, String)>,
+    {
+        self.publish(lines, Some(resume)).await
+    }
+
+    async fn publish<I>(&self, lines: I, resume: Option<u64>) -> Result<SubmitReport, SubmitError>
     where
         I: IntoIterator<Item = (u64, String)>,
     {
@@ -118,10 +185,11 @@ impl Submitter {
                 }
             }
             let mut headers = async_nats::HeaderMap::new();
-            headers.insert(
-                async_nats::header::NATS_MESSAGE_ID,
-                self.queue.job_id(line).as_str(),
-            );
+            let id = match resume {
+                None => self.queue.job_id(line),
+                Some(r) => format!("{}:r{r}", self.queue.job_id(line)),
+            };
+            headers.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
             let ack = self
                 .js
                 .publish_with_headers(subject.clone(), headers, Bytes::from(text))

@@ -117,12 +117,17 @@ impl QueueUrl {
         format!("corral.{}.results", self.run)
     }
 
-    /// The input line a `Nats-Msg-Id` names, if it is one of this run's.
+    /// The KV bucket holding what the run's workers share: its options, each host's rate
+    /// schedule, pauses and breakers (see [`crate::board`]).
+    pub fn bucket(&self) -> String {
+        format!("CORRAL_{}", self.run)
+    }
+
+    /// The input line a `Nats-Msg-Id` names, if it is one of this run's (`RUN:LINE`, or
+    /// `RUN:LINE:rN` for a line published again by `submit --resume`).
     pub fn line_of(&self, id: &str) -> Option<u64> {
-        id.strip_prefix(self.run.as_str())?
-            .strip_prefix(':')?
-            .parse()
-            .ok()
+        let rest = id.strip_prefix(self.run.as_str())?.strip_prefix(':')?;
+        rest.split(':').next()?.parse().ok()
     }
 
     /// The `Nats-Msg-Id` of input line `line`: the run and the line, so the server drops a
@@ -149,6 +154,10 @@ mod tests {
         assert_eq!((q.server(), q.run()), ("localhost:4222", "run_1"));
         assert_eq!(q.to_string(), "nats://localhost:4222/run_1");
         assert_eq!(q.job_id(17), "run_1:17");
+        assert_eq!(q.line_of("run_1:17"), Some(17));
+        assert_eq!(q.line_of("run_1:17:r2"), Some(17));
+        assert_eq!(q.line_of("run_2:17"), None);
+        assert_eq!(q.line_of("run_1:x"), None);
         for (bad, what) in [
             ("http://h/r", "nats://HOST:PORT/RUN"),
             ("nats://h:0/r", "port"),

@@ -7,21 +7,31 @@
 //! result was stored twice (run again after such a redelivery) is dropped by the results
 //! stream's deduplication (`Nats-Msg-Id` = run + line). Jobs are pulled through one durable
 //! consumer shared by every worker, so each message goes to one of them at a time.
+//!
+//! While a job waits (its host paused by a `Retry-After`, rate-limited, or its breaker open),
+//! the worker tells the server it is still on it (an in-progress ack every third of the ack
+//! wait), so a held job is not handed to another worker; a worker that dies stops doing so,
+//! and its jobs go elsewhere after the ack wait. Every few seconds the worker also writes a
+//! heartbeat to the run's [board](crate::board) (`worker.ID`), which `corral status` counts.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
 use bytes::Bytes;
+use corral_engine::hosts::HostTable;
 use corral_engine::job::{parse_line, Input};
-use corral_engine::run::{Report, Run};
+use corral_engine::run::{Observer, Quiet, Report, Run};
 use corral_engine::sink::{LineSink, Sink};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
+use crate::board::{host_token, unix_ns, Board};
 use crate::error::QueueError;
 use crate::nats;
+use crate::status::Heartbeat;
 use crate::url::QueueUrl;
 
 /// The durable consumer every worker of a run pulls from.
@@ -30,25 +40,85 @@ pub const CONSUMER: &str = "workers";
 /// Jobs pulled and not yet acked, by input line.
 type Pending = Arc<Mutex<HashMap<u64, jetstream::Message>>>;
 
+/// How often a worker writes its heartbeat.
+pub const HEARTBEAT: Duration = Duration::from_secs(2);
+
 /// A worker of one run; see the [module docs](self).
-#[derive(Debug)]
 pub struct Worker {
     queue: QueueUrl,
     js: jetstream::Context,
-    ack_wait: Duration,
+    board: Board,
+    id: String,
+    counters: Arc<Counters>,
+    hosts: Option<Arc<dyn HostTable>>,
+}
+
+/// What a worker has done so far, for its heartbeat and its metrics.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Jobs whose result the server stored and whose message was acked.
+    pub done: AtomicU64,
+    /// Jobs pulled and not yet acked.
+    pub held: AtomicU64,
 }
 
 impl Worker {
-    /// Connects, and makes sure the run's results stream exists. `ack_wait` is how long a job
-    /// may stay unacknowledged before the server gives it to another worker.
-    pub async fn connect(queue: &QueueUrl, ack_wait: Duration) -> Result<Self, QueueError> {
+    /// Connects, and makes sure the run's results stream and board exist.
+    pub async fn connect(queue: &QueueUrl) -> Result<Self, QueueError> {
         let js = nats::connect(queue).await?;
         results_stream(&js, queue).await?;
+        let board = Board::open(&js, queue).await?;
+        let host = std::fs::read_to_string("/etc/hostname")
+            .ok()
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "worker".into());
         Ok(Self {
             queue: queue.clone(),
             js,
-            ack_wait,
+            board,
+            id: format!("{host}-{}", std::process::id()),
+            counters: Arc::default(),
+            hosts: None,
         })
+    }
+
+    /// The host table the worker's engine uses (the run's [`FleetHosts`](crate::hosts::FleetHosts)),
+    /// whose counters its heartbeat reports as per-host rates.
+    pub fn report_hosts(&mut self, hosts: Arc<dyn HostTable>) {
+        self.hosts = Some(hosts);
+    }
+
+    /// The run's board (its options, shared host state).
+    pub fn board(&self) -> &Board {
+        &self.board
+    }
+
+    /// This worker's name on the board: host name and process id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// What the worker has done so far.
+    pub fn counters(&self) -> Arc<Counters> {
+        self.counters.clone()
+    }
+
+    /// Waits until the run exists (a `corral submit` created its jobs stream and stored its
+    /// options) and returns the options. Calls `waiting` once if it has to wait.
+    pub async fn run_options(&self, waiting: impl FnOnce()) -> Result<Bytes, QueueError> {
+        let mut waiting = Some(waiting);
+        loop {
+            if let Some(options) = self.board.options().await? {
+                if self.js.get_stream(self.queue.jobs_stream()).await.is_ok() {
+                    return Ok(options);
+                }
+            }
+            if let Some(w) = waiting.take() {
+                w();
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
     }
 
     /// Runs jobs through `run` until `stop` is cancelled (jobs under way then finish, their
@@ -59,13 +129,25 @@ impl Worker {
         input: Input,
         stop: CancellationToken,
     ) -> Result<Report, QueueError> {
+        self.run_observed(run, input, stop, &mut Quiet).await
+    }
+
+    /// [`Worker::run`], telling `observer` how it goes (for progress and metrics).
+    pub async fn run_observed(
+        &self,
+        run: Run,
+        input: Input,
+        stop: CancellationToken,
+        observer: &mut dyn Observer,
+    ) -> Result<Report, QueueError> {
         let name = self.queue.jobs_stream();
         let jobs = self
             .js
             .get_stream(&name)
             .await
             .map_err(|e| QueueError::new(format!("open stream {name}"), e))?;
-        let consumer = nats::durable(&jobs, CONSUMER, Some(self.ack_wait)).await?;
+        let consumer = nats::durable(&jobs, CONSUMER, None).await?;
+        let ack_wait = consumer.cached_info().config.ack_wait;
         let messages = consumer
             .stream()
             .max_messages_per_batch(64)
@@ -75,12 +157,27 @@ impl Worker {
             .map_err(|e| QueueError::new(format!("pull from {name}"), e))?;
 
         let pending: Pending = Arc::default();
+        let beats = tokio::spawn(heartbeat(
+            self.board.clone(),
+            self.id.clone(),
+            self.counters.clone(),
+            pending.clone(),
+            ack_wait,
+            self.hosts.clone(),
+        ));
+        let _beats = AbortOnDrop(beats);
         let (queue, held) = (self.queue.clone(), pending.clone());
         let parsed = messages
             .take_until(stop.clone().cancelled_owned())
             .filter_map(move |m| {
                 let job = m.ok().and_then(|m| {
-                    let line = nats::line_of(&queue, &m)?;
+                    let Some(line) = nats::line_of(&queue, &m) else {
+                        // Not a job of this run's (published by hand?): never deliver it again.
+                        tokio::spawn(async move {
+                            let _ = m.ack_with(jetstream::AckKind::Term).await;
+                        });
+                        return None;
+                    };
                     let text = String::from_utf8_lossy(&m.payload).into_owned();
                     held.lock()
                         .unwrap_or_else(PoisonError::into_inner)
@@ -94,11 +191,84 @@ impl Worker {
             js: self.js.clone(),
             queue: self.queue.clone(),
             pending,
+            counters: self.counters.clone(),
         }));
-        run.stop_on(stop, CancellationToken::new())
-            .run(parsed, sink)
+        let report = run
+            .stop_on(stop, CancellationToken::new())
+            .run_observed(parsed, sink, observer)
             .await
-            .map_err(|e| QueueError::new("start the engine", e))
+            .map_err(|e| QueueError::new("start the engine", e));
+        let _ = self
+            .board
+            .store()
+            .delete(format!("worker.{}", host_token(&self.id)))
+            .await;
+        report
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A worker's heartbeat on the board, every [`HEARTBEAT`]; and, every third of the ack wait,
+/// an in-progress ack for each job it holds.
+async fn heartbeat(
+    board: Board,
+    id: String,
+    counters: Arc<Counters>,
+    pending: Pending,
+    ack_wait: Duration,
+    hosts: Option<Arc<dyn HostTable>>,
+) {
+    let key = format!("worker.{}", host_token(&id));
+    let progress_every = (ack_wait / 3).max(Duration::from_millis(100));
+    let mut beat = tokio::time::interval(HEARTBEAT.min(progress_every));
+    let mut last_progress = tokio::time::Instant::now();
+    let (mut last_beat, mut attempts) = (last_progress, HashMap::new());
+    loop {
+        beat.tick().await;
+        let held: Vec<_> = pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .filter_map(|m| Some((m.context.client(), m.message.reply.clone()?)))
+            .collect();
+        counters.held.store(held.len() as u64, Ordering::Relaxed);
+        if last_progress.elapsed() >= progress_every {
+            last_progress = tokio::time::Instant::now();
+            for (client, reply) in held {
+                let _ = client.publish(reply, Bytes::from_static(b"+WPI")).await;
+            }
+        }
+        let now = tokio::time::Instant::now();
+        let mut rates = BTreeMap::new();
+        if let Some(table) = &hosts {
+            let secs = now.duration_since(last_beat).as_secs_f64().max(1e-3);
+            for (host, stat) in table.stats() {
+                let before = attempts.insert(host.clone(), stat.attempts).unwrap_or(0);
+                let sent = stat.attempts.saturating_sub(before);
+                if sent > 0 {
+                    rates.insert(host, sent as f64 / secs);
+                }
+            }
+        }
+        last_beat = now;
+        let beat = Heartbeat {
+            at_ms: unix_ns() / 1_000_000,
+            id: id.clone(),
+            done: counters.done.load(Ordering::Relaxed),
+            held: counters.held.load(Ordering::Relaxed),
+            hosts: rates,
+        };
+        if let Ok(value) = serde_json::to_vec(&beat) {
+            let _ = board.store().put(&key, Bytes::from(value)).await;
+        }
     }
 }
 
@@ -127,6 +297,7 @@ struct Publisher {
     js: jetstream::Context,
     queue: QueueUrl,
     pending: Pending,
+    counters: Arc<Counters>,
 }
 
 impl LineSink for Publisher {
@@ -140,6 +311,7 @@ impl LineSink for Publisher {
             })
             .collect::<std::io::Result<_>>()?;
         let (js, queue, pending) = (self.js.clone(), self.queue.clone(), self.pending.clone());
+        let counters = self.counters.clone();
         // Called on a blocking thread: waiting here holds no runtime worker.
         self.rt.block_on(async move {
             let subject = queue.results_subject();
@@ -165,6 +337,7 @@ impl LineSink for Publisher {
                     .remove(&line);
                 if let Some(job) = job {
                     job.ack().await.map_err(std::io::Error::other)?;
+                    counters.done.fetch_add(1, Ordering::Relaxed);
                 }
             }
             Ok(())

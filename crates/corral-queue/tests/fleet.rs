@@ -25,20 +25,15 @@ async fn two_workers_and_a_collector_give_every_line_exactly_once() {
     let jobs: Vec<(u64, String)> = (1..=n)
         .map(|i| (i, format!(r#"{{"url":"{base}/items/{i}"}}"#)))
         .collect();
-    let submitted = Submitter::connect(&queue)
-        .await
-        .unwrap()
-        .submit(jobs)
-        .await
-        .unwrap();
+    let submitter = Submitter::connect(&queue).await.unwrap();
+    submitter.board().raise_submitted(n).await.unwrap();
+    let submitted = submitter.submit(jobs).await.unwrap();
     assert_eq!(submitted.queued, n);
 
     let stop = CancellationToken::new();
     let mut workers = Vec::new();
     for _ in 0..2 {
-        let worker = Worker::connect(&queue, Duration::from_secs(30))
-            .await
-            .unwrap();
+        let worker = Worker::connect(&queue).await.unwrap();
         let run = Run::builder().concurrency(8).build().unwrap();
         let stop = stop.clone();
         workers.push(tokio::spawn(async move {
@@ -47,7 +42,7 @@ async fn two_workers_and_a_collector_give_every_line_exactly_once() {
     }
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("results.jsonl");
-    let collected = tokio::time::timeout(Duration::from_secs(60), collect(&queue, &out, n))
+    let collected = tokio::time::timeout(Duration::from_secs(60), collect(&queue, &out, &mut ()))
         .await
         .expect("collected within a minute")
         .unwrap();
@@ -91,7 +86,7 @@ async fn two_workers_and_a_collector_give_every_line_exactly_once() {
             .unwrap();
     };
     forget_acks().await;
-    let again = collect(&queue, &out, n).await.unwrap();
+    let again = collect(&queue, &out, &mut ()).await.unwrap();
     assert_eq!(again.written, 0, "the file already had every line");
     assert_eq!(
         std::fs::read_to_string(&out).unwrap().lines().count() as u64,
@@ -105,7 +100,7 @@ async fn two_workers_and_a_collector_give_every_line_exactly_once() {
     assert_eq!(kept.len() as u64, n - 1);
     std::fs::write(&out, kept.join("\n") + "\n").unwrap();
     forget_acks().await;
-    let refill = collect(&queue, &out, n).await.unwrap();
+    let refill = collect(&queue, &out, &mut ()).await.unwrap();
     assert_eq!(refill.written, 1);
     assert_eq!(
         std::fs::read_to_string(&out).unwrap().lines().count() as u64,

@@ -33,7 +33,7 @@ async fn a_worker_killed_mid_run_loses_no_job() {
     if let Ok(queue) = std::env::var("FLEET_CHILD") {
         // The child: a worker that runs until it is killed.
         let queue = QueueUrl::parse(&queue).unwrap();
-        let worker = Worker::connect(&queue, ACK_WAIT).await.unwrap();
+        let worker = Worker::connect(&queue).await.unwrap();
         let run = Run::builder().concurrency(8).build().unwrap();
         let _ = worker
             .run(run, Input::default(), CancellationToken::new())
@@ -48,12 +48,10 @@ async fn a_worker_killed_mid_run_loses_no_job() {
     let jobs: Vec<(u64, String)> = (1..=n)
         .map(|i| (i, format!(r#"{{"url":"{base}/items/{i}"}}"#)))
         .collect();
-    Submitter::connect(&queue)
-        .await
-        .unwrap()
-        .submit(jobs)
-        .await
-        .unwrap();
+    let submitter = Submitter::connect(&queue).await.unwrap();
+    submitter.configure(ACK_WAIT, 5).await.unwrap();
+    submitter.board().raise_submitted(n).await.unwrap();
+    submitter.submit(jobs).await.unwrap();
 
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
@@ -84,13 +82,13 @@ async fn a_worker_killed_mid_run_loses_no_job() {
     );
 
     let stop = CancellationToken::new();
-    let worker = Worker::connect(&queue, ACK_WAIT).await.unwrap();
+    let worker = Worker::connect(&queue).await.unwrap();
     let run = Run::builder().concurrency(16).build().unwrap();
     let s = stop.clone();
     let survivor = tokio::spawn(async move { worker.run(run, Input::default(), s).await });
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("results.jsonl");
-    let collected = tokio::time::timeout(Duration::from_secs(60), collect(&queue, &out, n))
+    let collected = tokio::time::timeout(Duration::from_secs(60), collect(&queue, &out, &mut ()))
         .await
         .expect("every job's result within a minute: a job was lost")
         .unwrap();

@@ -1,0 +1,139 @@
+//! A run's state at a glance (`corral status`): read from the server's own counts (the
+//! streams and the workers' consumer) and from the [board](crate::board) (heartbeats, pauses,
+//! breakers, the collector's counts). Reading it changes nothing.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use crate::board::{token_host, unix_ns, Board};
+use crate::error::QueueError;
+use crate::nats;
+use crate::url::QueueUrl;
+use crate::worker::{CONSUMER, HEARTBEAT};
+
+/// A worker counts as alive while its last heartbeat is younger than this.
+pub const ALIVE: Duration = Duration::from_secs(3 * HEARTBEAT.as_secs());
+
+/// A run's state; `corral status --json` prints it as it is.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Status {
+    /// The run (`nats://HOST:PORT/RUN`).
+    pub queue: String,
+    /// Jobs submitted.
+    pub submitted: u64,
+    /// Jobs waiting for a worker.
+    pub pending: u64,
+    /// Jobs a worker holds (pulled, not yet acked).
+    pub in_flight: u64,
+    /// Jobs delivered more than once (a worker died or outlasted the ack wait), now held.
+    pub redelivered: u64,
+    /// Jobs whose result the server has stored.
+    pub done: u64,
+    /// Of those written to the results file, how many failed (`ok: false`).
+    pub failed: u64,
+    /// Results written to the results file by the collector.
+    pub collected: u64,
+    /// Workers whose heartbeat is recent, by name.
+    pub workers: Vec<String>,
+    /// Requests per second to each host over the workers' last heartbeat, all workers summed.
+    pub host_rates: BTreeMap<String, f64>,
+    /// Hosts whose breaker is open, and for how many more milliseconds.
+    pub open_breakers: BTreeMap<String, u64>,
+    /// Hosts paused by a `Retry-After`, and for how many more milliseconds.
+    pub pauses: BTreeMap<String, u64>,
+}
+
+/// A worker's heartbeat on the board (`worker.ID`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct Heartbeat {
+    /// When (unix ms).
+    pub(crate) at_ms: u64,
+    /// The worker's name.
+    pub(crate) id: String,
+    /// Jobs done.
+    pub(crate) done: u64,
+    /// Jobs held.
+    pub(crate) held: u64,
+    /// Requests per second to each host since the previous heartbeat.
+    #[serde(default)]
+    pub(crate) hosts: BTreeMap<String, f64>,
+}
+
+/// Reads the run's state.
+pub async fn status(queue: &QueueUrl) -> Result<Status, QueueError> {
+    let js = nats::connect(queue).await?;
+    let board = Board::open(&js, queue).await?;
+    let mut s = Status {
+        queue: queue.to_string(),
+        submitted: board.submitted().await?,
+        failed: board.number("collected.failed").await?,
+        collected: board.number("collected.done").await?,
+        ..Status::default()
+    };
+    if let Ok(jobs) = js.get_stream(queue.jobs_stream()).await {
+        if let Ok(c) = jobs.consumer_info(CONSUMER).await {
+            s.pending = c.num_pending;
+            s.in_flight = c.num_ack_pending as u64;
+            s.redelivered = c.num_redelivered as u64;
+        }
+    }
+    if let Ok(results) = js.get_stream(queue.results_stream()).await {
+        if let Ok(info) = results.get_info().await {
+            s.done = info.state.messages;
+        }
+    }
+    let now_ms = unix_ns() / 1_000_000;
+    let mut keys = board
+        .store()
+        .keys()
+        .await
+        .map_err(|e| QueueError::new("list the board", e))?;
+    while let Some(key) = keys.next().await {
+        let Ok(key) = key else { continue };
+        let Some((kind, token)) = key.split_once('.') else {
+            continue;
+        };
+        let Ok(Some(value)) = board.store().get(&key).await else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&value);
+        let until = |text: &str| {
+            text.split_whitespace()
+                .next()?
+                .parse::<u64>()
+                .ok()
+                .filter(|&t| t > now_ms)
+                .map(|t| t - now_ms)
+        };
+        let host = || token_host(token).unwrap_or_else(|| token.to_string());
+        match kind {
+            "worker" => {
+                let Ok(beat) = serde_json::from_str::<Heartbeat>(&text) else {
+                    continue;
+                };
+                if now_ms.saturating_sub(beat.at_ms) <= ALIVE.as_millis() as u64 {
+                    s.workers.push(beat.id);
+                    for (h, r) in beat.hosts {
+                        *s.host_rates.entry(h).or_default() += r;
+                    }
+                }
+            }
+            "breaker" => {
+                if let Some(left) = until(&text) {
+                    s.open_breakers.insert(host(), left);
+                }
+            }
+            "pause" => {
+                if let Some(left) = until(&text) {
+                    s.pauses.insert(host(), left);
+                }
+            }
+            _ => {}
+        }
+    }
+    s.workers.sort();
+    Ok(s)
+}
