@@ -1,6 +1,7 @@
 //! How a command ends: its exit code, and the message for stderr when it cannot go on.
 
 /// A command that cannot go on: the exit code and the message for stderr.
+#[derive(Debug)]
 pub(crate) struct Fail(pub(crate) u8, pub(crate) String);
 
 /// `map_err(fail(code))`: any displayable error becomes a [`Fail`] with that exit code.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::Args;
 use corral::limit::Rate;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use corral_engine::error::{ConfigError, ErrorKind};
 use corral_engine::redact;
@@ -92,6 +92,22 @@ pub(crate) struct RunArgs {
     /// No progress output.
     #[arg(long, short)]
     pub(crate) quiet: bool,
+    /// Run on a NATS JetStream queue instead of here: submit the jobs to it and collect the
+    /// results into -o as `corral worker`s elsewhere run them (default: $CORRAL_QUEUE)
+    #[arg(long, value_name = "nats://HOST:PORT/RUN")]
+    pub(crate) queue: Option<String>,
+    /// With --queue: how long a worker may hold a job unacknowledged before another worker
+    /// gets it, seconds
+    #[arg(long, value_name = "SECONDS", default_value_t = corral_queue::submit::DEFAULT_ACK_WAIT.as_secs())]
+    pub(crate) ack_wait_s: u64,
+    /// With --queue: deliveries of a job at most (its workers died); then its result is a
+    /// failure of kind max_deliveries
+    #[arg(long, value_name = "N", default_value_t = corral_queue::submit::DEFAULT_MAX_DELIVERIES)]
+    pub(crate) max_deliveries: i64,
+    /// With --queue: serve Prometheus text metrics (collected, failed, submitted) at this
+    /// address, e.g. 127.0.0.1:9464
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) metrics_addr: Option<std::net::SocketAddr>,
     #[command(flatten)]
     pub(crate) opts: Options,
 }
@@ -106,7 +122,7 @@ pub(crate) enum ResultsFormatArg {
 }
 
 /// Every tunable, from the command line or the config file.
-#[derive(Args, Deserialize, Default, Clone)]
+#[derive(Args, Deserialize, Serialize, Default, Clone)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Options {
     /// Jobs under way at once (sending, or between retries), all hosts together; jobs waiting
@@ -117,7 +133,7 @@ pub(crate) struct Options {
     /// Retry-After pause): a slow or paused host holds up the others only when its jobs fill all
     /// of these
     #[arg(long)]
-    pub(crate) queue: Option<usize>,
+    pub(crate) queue_size: Option<usize>,
     /// Threads that run requests, each with its share of the jobs
     #[arg(long)]
     pub(crate) threads: Option<usize>,
@@ -308,7 +324,7 @@ pub(crate) struct Options {
 }
 
 /// A `[hosts."PATTERN"]` table: the per-host options without `per-host-`, with `_`.
-#[derive(Deserialize, Default, Clone)]
+#[derive(Deserialize, Serialize, Default, Clone)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct HostOptions {
     pub(crate) rate: Option<String>,
@@ -420,7 +436,7 @@ impl Options {
             cli,
             cfg,
             concurrency,
-            queue,
+            queue_size,
             threads,
             per_host_concurrency,
             rate,
@@ -668,8 +684,8 @@ pub(crate) fn plan(o: &Options) -> Result<Plan, String> {
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
     settings.idle_connections = idle_budget(fd_limit(), settings.concurrency, threads);
-    let queue = match o.queue {
-        Some(0) => return Err("--queue must be at least 1".into()),
+    let queue = match o.queue_size {
+        Some(0) => return Err("--queue-size must be at least 1".into()),
         Some(n) => n, // `Run::queue` holds at least the concurrency
         None => corral_engine::run::default_queue(settings.concurrency),
     };
@@ -748,7 +764,7 @@ pub(crate) fn defaults() -> Vec<(&'static str, String)> {
     let statuses: Vec<String> = d.retry_statuses.iter().map(u16::to_string).collect();
     vec![
         ("concurrency", d.concurrency.to_string()),
-        ("queue", "4 x --concurrency, at least 256".into()),
+        ("queue_size", "4 x --concurrency, at least 256".into()),
         ("threads", "one per CPU".into()),
         ("per_host_concurrency", d.per_host_concurrency.to_string()),
         ("rate", d.rate.map_or("unlimited".into(), |r| r.to_string())),

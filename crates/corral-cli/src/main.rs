@@ -13,7 +13,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod demo;
 mod exit;
 mod flags;
+mod fleet;
 mod log;
+mod metrics;
 mod mock;
 mod progress;
 mod report;
@@ -53,12 +55,25 @@ enum Cmd {
     Report(report::ReportArgs),
     /// Run the mock server alone (for benchmarks and experiments) until Ctrl-C.
     ServeMock(serve_mock::ServeArgs),
+    /// Publish a jobs file and the run's options to a NATS JetStream queue, for `corral worker`s.
+    #[command(after_help = fleet::submit::SUBMIT_EXAMPLES)]
+    Submit(Box<fleet::submit::SubmitArgs>),
+    /// Run a queue's jobs under the run's shared limits, until stopped (many on many machines).
+    #[command(after_help = fleet::worker::WORKER_EXAMPLES)]
+    Worker(fleet::worker::WorkerArgs),
+    /// Write a queue run's results file: each job's result exactly once; ends when all are in.
+    #[command(after_help = EXIT_CODES)]
+    Collect(fleet::collect::CollectArgs),
+    /// Show a queue run's state: jobs submitted, pending, in flight, done; workers; hosts.
+    Status(fleet::status::StatusArgs),
 }
 
 fn main() -> ExitCode {
     // Defaults are shown from where they are written (`flags::defaults`), not from the help
     // text.
-    let command = Cli::command().mut_subcommand("run", flags::with_defaults);
+    let command = Cli::command()
+        .mut_subcommand("run", flags::with_defaults)
+        .mut_subcommand("submit", flags::with_defaults);
     let cli = match Cli::from_arg_matches(&command.get_matches()) {
         Ok(cli) => cli,
         Err(e) => e.exit(),
@@ -85,6 +100,10 @@ fn main() -> ExitCode {
                 Cmd::Demo(args) => demo::demo(args).await,
                 Cmd::Report(args) => report::report_cmd(args).await,
                 Cmd::ServeMock(args) => serve_mock::serve_mock(args).await,
+                Cmd::Submit(args) => fleet::submit::submit_cmd(*args).await,
+                Cmd::Worker(args) => fleet::worker::worker_cmd(args).await,
+                Cmd::Collect(args) => fleet::collect::collect_cmd(args).await,
+                Cmd::Status(args) => fleet::status::status_cmd(args).await,
             }
         })
         .unwrap_or_else(|Fail(code, message)| {

@@ -89,6 +89,18 @@ fn read(results: &Path) -> Result<Tally, Fail> {
     tally.map_err(|e| Fail(exit::BAD_INPUT, format!("{shown}: {e}")))
 }
 
+/// The summary of a results file, as `corral run` ends with, and as JSON (what
+/// `--summary-json` writes): how `collect` ends.
+/// Also returns the failed jobs' count.
+pub(crate) fn summary_of(results: &Path) -> Result<(String, Vec<u8>, u64), Fail> {
+    let summary = read(results)?.summary();
+    Ok((
+        summary.render(),
+        serde_json::to_vec_pretty(&summary).unwrap_or_default(),
+        summary.failed,
+    ))
+}
+
 /// Reads `results` and writes its HTML report to `out`: what `corral run --report` does at
 /// the end of a run.
 pub(crate) fn report_html(results: &Path, out: &Path) -> Result<(), Fail> {

@@ -169,11 +169,22 @@ pub(crate) struct After {
 
 /// The engine for `plan`: its settings, threads, queue and fsync interval, checked.
 pub(crate) fn build(plan: &Plan) -> Result<Run, StartError> {
+    build_with(plan, None)
+}
+
+/// [`build`], keeping per-host state in `hosts` (a fleet's shared table) when given.
+pub(crate) fn build_with(
+    plan: &Plan,
+    hosts: Option<std::sync::Arc<dyn corral_engine::hosts::HostTable>>,
+) -> Result<Run, StartError> {
     let mut run = Run::builder()
         .settings(plan.settings.clone())
         .threads(plan.threads)
         .queue(plan.queue)
         .fsync_interval(plan.fsync_interval);
+    if let Some(h) = hosts {
+        run = run.hosts(h);
+    }
     if let Some(n) = plan.halt_after_failures {
         run = run.halt_after_failures(n);
     }
@@ -220,6 +231,9 @@ fn resume_notes(resumed: &output::Resumed) -> Vec<String> {
 }
 
 pub(crate) async fn run_cmd(args: RunArgs) -> Result<u8, Fail> {
+    if let Some(queue) = crate::fleet::parse(args.queue.as_deref())? {
+        return crate::fleet::collect::run_on_queue(args, queue).await;
+    }
     let opts = match &args.config {
         Some(path) => args
             .opts

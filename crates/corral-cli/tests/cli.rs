@@ -435,10 +435,10 @@ fn bad_options_and_unreadable_input_exit_2_and_write_nothing() {
                 jobs.to_str().unwrap(),
                 "-o",
                 out.to_str().unwrap(),
-                "--queue",
+                "--queue-size",
                 "0",
             ],
-            "--queue must be at least 1",
+            "--queue-size must be at least 1",
         ),
         (
             vec![

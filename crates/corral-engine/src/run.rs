@@ -361,7 +361,7 @@ impl RunBuilder {
         self
     }
 
-    /// Jobs held at once, running or waiting for their host (`--queue`, at least the
+    /// Jobs held at once, running or waiting for their host (`--queue-size`, at least the
     /// concurrency; default: [`default_queue`]).
     pub fn queue(mut self, n: usize) -> Self {
         self.queue = Some(n);

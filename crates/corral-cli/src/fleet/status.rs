@@ -1,0 +1,54 @@
+//! `corral status`: a queue run's state at a glance, or as JSON.
+
+use clap::Args;
+use corral_queue::status::status;
+
+use super::QueueArg;
+use crate::exit::{code as exit, fail, Fail};
+
+#[derive(Args)]
+pub(crate) struct StatusArgs {
+    #[command(flatten)]
+    pub(crate) queue: QueueArg,
+    /// Print the state as one JSON object.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+pub(crate) async fn status_cmd(args: StatusArgs) -> Result<u8, Fail> {
+    let queue = args.queue.url()?;
+    let s = status(&queue).await.map_err(fail(exit::FATAL))?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&s).map_err(fail(exit::FATAL))?
+        );
+        return Ok(exit::OK);
+    }
+    println!("run         {}", s.queue);
+    println!("submitted   {}", s.submitted);
+    println!("pending     {}  (waiting for a worker)", s.pending);
+    println!(
+        "in flight   {}  (held by workers; {} redelivered)",
+        s.in_flight, s.redelivered
+    );
+    println!("done        {}  (results stored)", s.done);
+    println!("collected   {}  ({} failed)", s.collected, s.failed);
+    println!("workers     {}  {}", s.workers.len(), s.workers.join(" "));
+    for (host, rate) in &s.host_rates {
+        println!("rate        {host}  {rate:.1}/s");
+    }
+    for (host, ms) in &s.pauses {
+        println!(
+            "paused      {host}  {:.1} s more (Retry-After)",
+            *ms as f64 / 1000.0
+        );
+    }
+    for (host, ms) in &s.open_breakers {
+        println!(
+            "breaker     {host}  open, {:.1} s more",
+            *ms as f64 / 1000.0
+        );
+    }
+    Ok(exit::OK)
+}
