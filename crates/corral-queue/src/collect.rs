@@ -65,6 +65,7 @@ pub async fn collect(
     let consumer = nats::durable(&stream, CONSUMER, None).await?;
 
     let file_err = |e: std::io::Error| QueueError::new(format!("write {}", out.display()), e);
+    repair_torn_end(out).map_err(file_err)?;
     let mut done = Done::default();
     let mut failed = 0u64;
     if let Ok(f) = std::fs::File::open(out) {
@@ -84,18 +85,31 @@ pub async fn collect(
         .map_err(file_err)?;
     let mut report = CollectReport::default();
     let mut submitted = board.submitted().await?;
+    let mut outage = Outage::default();
     progress.collected(done.len(), submitted);
     while submitted == 0 || done.len() < submitted {
-        let mut batch = consumer
+        let batch = consumer
             .fetch()
             .max_messages(256)
             .expires(Duration::from_millis(500))
             .messages()
-            .await
-            .map_err(|e| QueueError::new("fetch results", e))?;
+            .await;
+        let mut batch = match batch {
+            Ok(b) => b,
+            Err(e) => {
+                outage.failed("fetch results", e).await?;
+                continue;
+            }
+        };
         let mut taken = Vec::new();
         while let Some(m) = batch.next().await {
-            let m = m.map_err(|e| QueueError::new("fetch results", e))?;
+            let m = match m {
+                Ok(m) => m,
+                Err(e) => {
+                    outage.failed("fetch results", e).await?;
+                    break;
+                }
+            };
             let line = nats::line_of(queue, &m);
             match line {
                 Some(n) if done.insert(n) => {
@@ -110,17 +124,23 @@ pub async fn collect(
         }
         if taken.is_empty() {
             // Nothing came: the count may have grown, or jobs may be out of deliveries.
-            submitted = board.submitted().await?;
-            report.undeliverable += give_up_undeliverable(&js, queue).await?;
+            match board.submitted().await {
+                Ok(n) => submitted = n,
+                Err(e) => outage.failed("read the board", e).await?,
+            }
+            match give_up_undeliverable(&js, queue).await {
+                Ok(n) => report.undeliverable += n,
+                Err(e) => outage.failed("look for undeliverable jobs", e).await?,
+            }
             continue;
         }
+        outage.over();
         // Durable first, then acked: a crash in between re-delivers lines the file already
         // has, which the read-back above recognises.
         file.sync_data().map_err(file_err)?;
         for m in taken {
-            m.ack()
-                .await
-                .map_err(|e| QueueError::new("ack a result", e))?;
+            // An ack lost on the way only means the result comes again, and is dropped.
+            let _ = m.ack().await;
         }
         progress.collected(done.len(), submitted);
         counts(&board, done.len(), failed).await;
@@ -128,6 +148,67 @@ pub async fn collect(
     counts(&board, done.len(), failed).await;
     progress.collected(done.len(), submitted);
     Ok(report)
+}
+
+/// Keeps a collector going through a server outage (a restart, a partition): each failure
+/// waits a little longer, up to [`OUTAGE`](crate::worker::OUTAGE) in all.
+#[derive(Default)]
+struct Outage {
+    since: Option<tokio::time::Instant>,
+    wait: Duration,
+}
+
+impl Outage {
+    async fn failed(&mut self, what: &str, e: impl std::fmt::Display) -> Result<(), QueueError> {
+        let since = *self.since.get_or_insert_with(tokio::time::Instant::now);
+        if since.elapsed() >= crate::worker::OUTAGE {
+            return Err(QueueError::new(what, e));
+        }
+        tracing::warn!(error = %e, "{what}: trying again");
+        self.wait = (self.wait * 2).clamp(Duration::from_millis(100), Duration::from_secs(2));
+        tokio::time::sleep(self.wait).await;
+        Ok(())
+    }
+
+    fn over(&mut self) {
+        self.since = None;
+        self.wait = Duration::ZERO;
+    }
+}
+
+/// Cuts a last line without its newline (a collector killed while writing it): its result
+/// was not acked, so it comes again and is written whole.
+fn repair_torn_end(out: &Path) -> std::io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = match OpenOptions::new().read(true).write(true).open(out) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let len = f.metadata()?.len();
+    // Back from the end, a block at a time, to the last newline.
+    let mut end = len;
+    let mut buf = vec![0u8; 64 * 1024];
+    while end > 0 {
+        let start = end.saturating_sub(buf.len() as u64);
+        let chunk = &mut buf[..(end - start) as usize];
+        f.seek(SeekFrom::Start(start))?;
+        f.read_exact(chunk)?;
+        if let Some(i) = chunk.iter().rposition(|&b| b == b'\n') {
+            end = start + i as u64 + 1;
+            break;
+        }
+        end = start;
+    }
+    if end < len {
+        tracing::warn!(
+            bytes = len - end,
+            "cut a torn last line of the results file"
+        );
+        f.set_len(end)?;
+        f.sync_data()?;
+    }
+    Ok(())
 }
 
 /// Whether a result line says `"ok": true`.
@@ -277,4 +358,31 @@ pub async fn lines_with_results(queue: &QueueUrl) -> Result<Done, QueueError> {
         }
     }
     Ok(done)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_torn_last_line_is_cut_and_whole_ones_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("r.jsonl");
+        for (before, after) in [
+            ("", ""),
+            ("{\"line\":1}\n", "{\"line\":1}\n"),
+            ("{\"line\":1}\n{\"li", "{\"line\":1}\n"),
+            ("{\"li", ""),
+        ] {
+            std::fs::write(&p, before).unwrap();
+            repair_torn_end(&p).unwrap();
+            assert_eq!(std::fs::read_to_string(&p).unwrap(), after, "{before:?}");
+        }
+        let long = format!("{{\"line\":1}}\n{}", "x".repeat(200_000));
+        std::fs::write(&p, long).unwrap();
+        repair_torn_end(&p).unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "{\"line\":1}\n");
+        repair_torn_end(&dir.path().join("absent")).unwrap();
+    }
 }

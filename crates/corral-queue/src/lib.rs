@@ -3,20 +3,20 @@
 //! corral on NATS JetStream: many `corral worker`s on many machines share one run — its jobs,
 //! its per-host limits and one exactly-once results file (issue 16).
 //!
-//! This crate is built in steps. What exists:
-//!
 //! | module | what it is |
 //! |---|---|
-//! | [`url`] | the `--queue nats://HOST:4222/RUN` address (and `CORRAL_QUEUE`), and the names of the run's streams and subjects |
-//! | [`submit`] | publishing a run's jobs into its work-queue stream, one message per input line, deduplicated by line (`Nats-Msg-Id`), so a repeated or resumed submit never queues a line twice |
-//! | [`worker`] | pulling jobs through one durable consumer, running them through the engine of `corral run`, publishing each result and only then acking the job |
-//! | [`collect`] | the one writer of the results file: each line's result once, synced, then acked |
+//! | [`url`] | the `--queue nats://HOST:4222/RUN` address (and `CORRAL_QUEUE`), and the names of the run's streams, subjects and bucket |
+//! | [`submit`] | publishing a run's jobs into its work-queue stream, one message per input line, deduplicated by line (`Nats-Msg-Id`), and setting the workers' consumer (ack wait, deliveries) |
+//! | [`board`] | the run's KV bucket: its options, job count, and the per-host state the workers share |
+//! | [`hosts`] | the engine's host table for a worker of a fleet: the per-host rate leased from the board, pauses and breaker openings watched on it, one probe per host fleet-wide |
+//! | [`worker`] | pulling jobs through one durable consumer, running them through the engine of `corral run`, publishing each result and only then acking the job; progress acks and heartbeats |
+//! | [`collect`] | the one writer of the results file: each line's result once, synced, then acked; `max_deliveries` results for jobs out of deliveries |
+//! | [`status`] | a run's state from the server's counts and the board |
 //! | [`error`] | `QueueError`: what was being done, and why it failed |
 //!
-//! Still to come (see the issue): the `corral submit/worker/collect/status` commands and
-//! `run --queue`, progress acks for jobs held by a paused host, `max_deliveries` results,
-//! status, shared per-host limits in a KV bucket, and metrics. Nothing in the `corral` binary
-//! uses this crate yet.
+//! The `corral submit`, `worker`, `collect`, `status` and `run --queue` commands are thin
+//! layers over these (in `corral-cli`'s `fleet` module). The feature `testing` adds
+//! [`testing`](crate::testing): a real `nats-server` for tests.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 #![deny(clippy::unwrap_used)]
@@ -28,5 +28,7 @@ pub mod hosts;
 mod nats;
 pub mod status;
 pub mod submit;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod url;
 pub mod worker;

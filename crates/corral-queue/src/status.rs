@@ -44,6 +44,9 @@ pub struct Status {
     pub open_breakers: BTreeMap<String, u64>,
     /// Hosts paused by a `Retry-After`, and for how many more milliseconds.
     pub pauses: BTreeMap<String, u64>,
+    /// Hosts whose breaker's cool-down is over and is waiting for its probe, with the worker
+    /// sending it (empty while nobody has claimed it).
+    pub half_open: BTreeMap<String, String>,
 }
 
 /// A worker's heartbeat on the board (`worker.ID`).
@@ -121,11 +124,27 @@ pub async fn status(queue: &QueueUrl) -> Result<Status, QueueError> {
                     }
                 }
             }
-            "breaker" => {
-                if let Some(left) = until(&text) {
+            "breaker" => match until(&text) {
+                Some(left) => {
                     s.open_breakers.insert(host(), left);
                 }
-            }
+                None => {
+                    let prober = board
+                        .store()
+                        .get(format!("probe.{token}"))
+                        .await
+                        .ok()
+                        .flatten()
+                        .and_then(|v| {
+                            String::from_utf8_lossy(&v)
+                                .split_whitespace()
+                                .nth(1)
+                                .map(str::to_string)
+                        })
+                        .unwrap_or_default();
+                    s.half_open.insert(host(), prober);
+                }
+            },
             "pause" => {
                 if let Some(left) = until(&text) {
                     s.pauses.insert(host(), left);

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use async_nats::jetstream::{self, stream};
+use async_nats::jetstream::{self, consumer, stream};
 use bytes::Bytes;
 use corral_engine::hosts::HostTable;
 use corral_engine::job::{parse_line, Input};
@@ -39,6 +39,10 @@ pub const CONSUMER: &str = "workers";
 
 /// Jobs pulled and not yet acked, by input line.
 type Pending = Arc<Mutex<HashMap<u64, jetstream::Message>>>;
+
+/// How long a worker keeps trying to store results while the server is out of reach (a
+/// restart, a partition) before it stops; its jobs then go to other workers.
+pub const OUTAGE: Duration = Duration::from_secs(300);
 
 /// How often a worker writes its heartbeat.
 pub const HEARTBEAT: Duration = Duration::from_secs(2);
@@ -148,13 +152,35 @@ impl Worker {
             .map_err(|e| QueueError::new(format!("open stream {name}"), e))?;
         let consumer = nats::durable(&jobs, CONSUMER, None).await?;
         let ack_wait = consumer.cached_info().config.ack_wait;
-        let messages = consumer
-            .stream()
-            .max_messages_per_batch(64)
-            .expires(Duration::from_secs(1))
-            .messages()
-            .await
-            .map_err(|e| QueueError::new(format!("pull from {name}"), e))?;
+        // Pulled again whenever the pull ends (the server restarted): only `stop` ends a
+        // worker's input.
+        let messages = futures::stream::unfold(
+            (consumer, None::<consumer::pull::Stream>),
+            |(consumer, mut pulling)| async move {
+                loop {
+                    let Some(p) = pulling.as_mut() else {
+                        match consumer
+                            .stream()
+                            .max_messages_per_batch(64)
+                            .expires(Duration::from_secs(1))
+                            .messages()
+                            .await
+                        {
+                            Ok(p) => pulling = Some(p),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "cannot pull jobs; trying again");
+                                tokio::time::sleep(Duration::from_millis(500)).await;
+                            }
+                        }
+                        continue;
+                    };
+                    match p.next().await {
+                        Some(item) => return Some((item, (consumer, pulling))),
+                        None => pulling = None,
+                    }
+                }
+            },
+        );
 
         let pending: Pending = Arc::default();
         let beats = tokio::spawn(heartbeat(
@@ -315,32 +341,57 @@ impl LineSink for Publisher {
         // Called on a blocking thread: waiting here holds no runtime worker.
         self.rt.block_on(async move {
             let subject = queue.results_subject();
-            let mut acks = Vec::with_capacity(batch.len());
-            for (line, payload) in batch {
-                let mut headers = async_nats::HeaderMap::new();
-                headers.insert(
-                    async_nats::header::NATS_MESSAGE_ID,
-                    queue.job_id(line).as_str(),
-                );
-                let ack = js
-                    .publish_with_headers(subject.clone(), headers, payload)
-                    .await
-                    .map_err(std::io::Error::other)?;
-                acks.push((line, ack));
-            }
-            for (line, ack) in acks {
-                ack.await.map_err(std::io::Error::other)?;
-                // Stored: now the job may go.
-                let job = pending
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .remove(&line);
-                if let Some(job) = job {
-                    job.ack().await.map_err(std::io::Error::other)?;
-                    counters.done.fetch_add(1, Ordering::Relaxed);
+            let mut left = batch;
+            let mut wait = Duration::from_millis(100);
+            let give_up = tokio::time::Instant::now() + OUTAGE;
+            loop {
+                // Every result of the batch not stored yet; a repeat of one stored before is
+                // dropped by the stream's deduplication.
+                let mut failed = Vec::new();
+                let mut acks = Vec::with_capacity(left.len());
+                for (line, payload) in left {
+                    let mut headers = async_nats::HeaderMap::new();
+                    headers.insert(
+                        async_nats::header::NATS_MESSAGE_ID,
+                        queue.job_id(line).as_str(),
+                    );
+                    match js
+                        .publish_with_headers(subject.clone(), headers, payload.clone())
+                        .await
+                    {
+                        Ok(ack) => acks.push((line, payload, ack)),
+                        Err(e) => failed.push((line, payload, e.to_string())),
+                    }
                 }
+                for (line, payload, ack) in acks {
+                    if let Err(e) = ack.await {
+                        failed.push((line, payload, e.to_string()));
+                        continue;
+                    }
+                    // Stored: now the job may go. An ack lost on the way only means the job
+                    // runs again and its result is dropped as a repeat.
+                    let job = pending
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .remove(&line);
+                    if let Some(job) = job {
+                        let _ = job.ack().await;
+                        counters.done.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                let Some((_, _, why)) = failed.first() else {
+                    return Ok(());
+                };
+                if tokio::time::Instant::now() >= give_up {
+                    return Err(std::io::Error::other(format!(
+                        "results not stored for {OUTAGE:?}: {why}"
+                    )));
+                }
+                tracing::warn!(results = failed.len(), error = %why, "results not stored; trying again");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(2));
+                left = failed.into_iter().map(|(l, p, _)| (l, p)).collect();
             }
-            Ok(())
         })
     }
 }

@@ -39,7 +39,8 @@ use crate::board::{host_token, instant_of, token_host, unix_ns, unix_of, Board};
 use crate::error::QueueError;
 use lease::SharedRate;
 
-/// How long a probe claim holds before another worker may take it over (its prober died).
+/// How long a probe claim holds at most before another worker may take it over (sooner when
+/// its worker's heartbeat stops).
 const PROBE_CLAIM: Duration = Duration::from_secs(30);
 
 /// The hosts of a run shared by its workers; see the [module docs](self).
@@ -175,6 +176,7 @@ async fn watch_board(shared: Arc<Shared>, mut watch: kv::Watch) {
             }
             ("breaker", Some(ms)) if put && ms * 1_000_000 > unix_ns() => {
                 state.open_breaker_until(instant_of(ms * 1_000_000));
+                shared.forget_claim(&host);
             }
             ("breaker", _) if !put => {
                 state.close_breaker();
@@ -252,11 +254,28 @@ impl Shared {
         let Ok(Some(entry)) = kv.entry(&key).await else {
             return false;
         };
-        let claimed_ms = std::str::from_utf8(&entry.value)
-            .ok()
-            .and_then(|s| s.split(' ').next()?.parse::<u64>().ok())
+        // `MS WORKER`: when, and who. A claim goes stale when its worker stopped beating (it
+        // died with the probe) or when it is older than any probe takes.
+        let text = String::from_utf8_lossy(&entry.value).into_owned();
+        let mut words = text.split_whitespace();
+        let claimed_ms = words
+            .next()
+            .and_then(|w| w.parse::<u64>().ok())
             .unwrap_or(0);
-        let stale = unix_ns() / 1_000_000 > claimed_ms + PROBE_CLAIM.as_millis() as u64;
+        let now_ms = unix_ns() / 1_000_000;
+        let alive = match words.next() {
+            Some(who) => kv
+                .get(format!("worker.{}", host_token(who)))
+                .await
+                .ok()
+                .flatten()
+                .and_then(|b| serde_json::from_slice::<crate::status::Heartbeat>(&b).ok())
+                .is_some_and(|b| {
+                    now_ms.saturating_sub(b.at_ms) <= crate::status::ALIVE.as_millis() as u64
+                }),
+            None => false,
+        };
+        let stale = !alive || now_ms > claimed_ms + PROBE_CLAIM.as_millis() as u64;
         if entry.operation != kv::Operation::Put || stale {
             return kv.update(&key, value(), entry.revision).await.is_ok();
         }
