@@ -50,5 +50,11 @@ pub(crate) async fn status_cmd(args: StatusArgs) -> Result<u8, Fail> {
             *ms as f64 / 1000.0
         );
     }
+    for (host, prober) in &s.half_open {
+        match prober.as_str() {
+            "" => println!("breaker     {host}  half-open, waiting for a probe"),
+            w => println!("breaker     {host}  half-open, probed by {w}"),
+        }
+    }
     Ok(exit::OK)
 }
