@@ -533,7 +533,7 @@ fn unreadable(line: u64, message: String) -> Parsed {
 }
 
 /// The URL of a `--urls` line: what precedes a ` #` comment.
-fn strip_comment(text: &str) -> &str {
+pub fn strip_comment(text: &str) -> &str {
     match text.find(" #").or_else(|| text.find("\t#")) {
         Some(i) => text[..i].trim_end(),
         None => text,

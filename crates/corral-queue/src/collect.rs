@@ -59,10 +59,14 @@ pub async fn collect(
     out: &Path,
     progress: &mut dyn CollectProgress,
 ) -> Result<CollectReport, QueueError> {
-    let js = nats::connect(queue).await?;
-    let stream = results_stream(&js, queue).await?;
-    let board = Board::open(&js, queue).await?;
-    let consumer = nats::durable(&stream, CONSUMER, None).await?;
+    let (js, board, consumer) = nats::patiently(|| async {
+        let js = nats::connect(queue).await?;
+        let stream = results_stream(&js, queue).await?;
+        let board = Board::open(&js, queue).await?;
+        let consumer = nats::durable(&stream, CONSUMER, None).await?;
+        Ok((js, board, consumer))
+    })
+    .await?;
 
     let file_err = |e: std::io::Error| QueueError::new(format!("write {}", out.display()), e);
     repair_torn_end(out).map_err(file_err)?;

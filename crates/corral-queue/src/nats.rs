@@ -16,6 +16,29 @@ pub(crate) async fn connect(queue: &QueueUrl) -> Result<jetstream::Context, Queu
     Ok(jetstream::new(client))
 }
 
+/// Does `setup` (connect, open streams) until it works or [`OUTAGE`](crate::worker::OUTAGE)
+/// has passed: a worker or collector started while the server is down or restarting waits for
+/// it instead of exiting.
+pub(crate) async fn patiently<T, F, Fut>(mut setup: F) -> Result<T, QueueError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, QueueError>>,
+{
+    let since = tokio::time::Instant::now();
+    let mut wait = Duration::from_millis(100);
+    loop {
+        match setup().await {
+            Ok(t) => return Ok(t),
+            Err(e) if since.elapsed() >= crate::worker::OUTAGE => return Err(e),
+            Err(e) => {
+                tracing::warn!(error = %e, "the queue's server is out of reach; trying again");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
 /// The durable pull consumer `name` of `stream`, acked message by message; `ack_wait`: how
 /// long a message may stay unacked before it is delivered again (the server's default if
 /// `None`).

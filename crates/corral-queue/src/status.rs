@@ -38,6 +38,8 @@ pub struct Status {
     pub collected: u64,
     /// Workers whose heartbeat is recent, by name.
     pub workers: Vec<String>,
+    /// Each of those workers' jobs done and jobs held now, by name.
+    pub worker_jobs: BTreeMap<String, (u64, u64)>,
     /// Requests per second to each host over the workers' last heartbeat, all workers summed.
     pub host_rates: BTreeMap<String, f64>,
     /// Hosts whose breaker is open, and for how many more milliseconds.
@@ -118,6 +120,8 @@ pub async fn status(queue: &QueueUrl) -> Result<Status, QueueError> {
                     continue;
                 };
                 if now_ms.saturating_sub(beat.at_ms) <= ALIVE.as_millis() as u64 {
+                    s.worker_jobs
+                        .insert(beat.id.clone(), (beat.done, beat.held));
                     s.workers.push(beat.id);
                     for (h, r) in beat.hosts {
                         *s.host_rates.entry(h).or_default() += r;

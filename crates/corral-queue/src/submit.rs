@@ -146,6 +146,9 @@ impl Submitter {
                 ack_policy: jetstream::consumer::AckPolicy::Explicit,
                 ack_wait,
                 max_deliver: max_deliveries,
+                // Each worker bounds what it holds (its --queue-size); a cap here would only
+                // throttle a large fleet (the server's default is 1000 for all workers).
+                max_ack_pending: -1,
                 ..Default::default()
             })
             .await

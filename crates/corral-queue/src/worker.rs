@@ -68,10 +68,15 @@ pub struct Counters {
 
 impl Worker {
     /// Connects, and makes sure the run's results stream and board exist.
+    /// Waits (up to [`OUTAGE`]) for a server that is down or restarting.
     pub async fn connect(queue: &QueueUrl) -> Result<Self, QueueError> {
-        let js = nats::connect(queue).await?;
-        results_stream(&js, queue).await?;
-        let board = Board::open(&js, queue).await?;
+        let (js, board) = nats::patiently(|| async {
+            let js = nats::connect(queue).await?;
+            results_stream(&js, queue).await?;
+            let board = Board::open(&js, queue).await?;
+            Ok((js, board))
+        })
+        .await?;
         let host = std::fs::read_to_string("/etc/hostname")
             .ok()
             .map(|h| h.trim().to_string())

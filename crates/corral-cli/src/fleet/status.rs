@@ -34,7 +34,10 @@ pub(crate) async fn status_cmd(args: StatusArgs) -> Result<u8, Fail> {
     );
     println!("done        {}  (results stored)", s.done);
     println!("collected   {}  ({} failed)", s.collected, s.failed);
-    println!("workers     {}  {}", s.workers.len(), s.workers.join(" "));
+    println!("workers     {}", s.workers.len());
+    for (w, (done, held)) in &s.worker_jobs {
+        println!("worker      {w}  {done} done, {held} held");
+    }
     for (host, rate) in &s.host_rates {
         println!("rate        {host}  {rate:.1}/s");
     }

@@ -195,6 +195,11 @@ fn read_lines(path: &Path, urls: bool) -> Result<Vec<(u64, String)>, Fail> {
         if text.is_empty() || (urls && text.starts_with('#')) {
             continue;
         }
+        let text = if urls {
+            corral_engine::job::strip_comment(text)
+        } else {
+            text
+        };
         out.push((n, text.to_string()));
     }
     Ok(out)
@@ -209,7 +214,7 @@ mod tests {
     fn lines_are_numbered_as_run_numbers_them() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("jobs.txt");
-        std::fs::write(&p, "\u{feff}http://a/1\n\n# note\n  http://a/2  \n").unwrap();
+        std::fs::write(&p, "\u{feff}http://a/1\n\n# note\n  http://a/2 # two \n").unwrap();
         let urls = read_lines(&p, true).unwrap();
         assert_eq!(
             urls,
