@@ -107,3 +107,84 @@ async fn two_workers_and_a_collector_give_every_line_exactly_once() {
         n
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_out_of_deliveries_gets_a_max_deliveries_result() {
+    use futures::StreamExt;
+    let nats = NatsServer::start();
+    let (base, hits) = common::http_server(Duration::ZERO);
+    let queue = QueueUrl::parse(&nats.queue("dead")).unwrap();
+    let n = 6u64;
+    let submitter = Submitter::connect(&queue).await.unwrap();
+    // Each job is handed out once at most; a holder that says nothing for 1 s loses it.
+    submitter
+        .configure(Duration::from_secs(1), 1)
+        .await
+        .unwrap();
+    submitter.board().raise_submitted(n).await.unwrap();
+    let jobs = (1..=n).map(|i| (i, format!(r#"{{"id":"j{i}","url":"{base}/items/{i}"}}"#)));
+    submitter.submit(jobs).await.unwrap();
+
+    // A worker that takes two jobs and dies without a word.
+    let js = async_nats::jetstream::new(async_nats::connect(queue.server()).await.unwrap());
+    let consumer: async_nats::jetstream::consumer::PullConsumer = js
+        .get_stream(queue.jobs_stream())
+        .await
+        .unwrap()
+        .get_consumer(corral_queue::worker::CONSUMER)
+        .await
+        .unwrap();
+    let mut taken = consumer.fetch().max_messages(2).messages().await.unwrap();
+    let mut lost = Vec::new();
+    while let Some(m) = taken.next().await {
+        lost.push(
+            queue
+                .line_of(
+                    m.unwrap()
+                        .headers
+                        .as_ref()
+                        .unwrap()
+                        .get(async_nats::header::NATS_MESSAGE_ID)
+                        .unwrap()
+                        .as_str(),
+                )
+                .unwrap(),
+        );
+    }
+    assert_eq!(lost.len(), 2);
+
+    let stop = CancellationToken::new();
+    let worker = Worker::connect(&queue).await.unwrap();
+    let s = stop.clone();
+    let running = tokio::spawn(async move {
+        let run = Run::builder().concurrency(4).build().unwrap();
+        worker.run(run, Input::default(), s).await
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("results.jsonl");
+    let report = tokio::time::timeout(Duration::from_secs(30), collect(&queue, &out, &mut ()))
+        .await
+        .expect("the collector ends: jobs out of deliveries get their result")
+        .unwrap();
+    stop.cancel();
+    running.await.unwrap().unwrap();
+    assert_eq!((report.written, report.undeliverable), (n, 2));
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        n - 2,
+        "the lost jobs were not run"
+    );
+    let text = std::fs::read_to_string(&out).unwrap();
+    for l in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        let line = v["line"].as_u64().unwrap();
+        if lost.contains(&line) {
+            assert_eq!(v["ok"], false, "{l}");
+            assert_eq!(v["error"]["kind"], "max_deliveries", "{l}");
+            assert_eq!(v["id"], format!("j{line}"), "{l}");
+        } else {
+            assert_eq!(v["ok"], true, "{l}");
+        }
+    }
+    assert_eq!(text.lines().count() as u64, n);
+}
