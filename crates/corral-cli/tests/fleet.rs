@@ -99,24 +99,35 @@ fn collect(queue: &str, out: &Path, limit: Duration) -> i32 {
     }
 }
 
-/// A keep-alive HTTP/1.1 server that notes when each request arrived and answers 200, or,
-/// for the paths `answer` gives one, `429` with that `Retry-After` (noting when it answered).
+/// What the recorder answers a request, given its path and the time since the first request.
+#[derive(Clone, Copy, PartialEq)]
+enum Reply {
+    Ok,
+    /// 429 with this `Retry-After`, in seconds.
+    TooMany(u64),
+    /// 503.
+    Down,
+}
+
+/// A keep-alive HTTP/1.1 server that notes when each request arrived and answers it after
+/// 20 ms as `reply` says (noting when it refused one).
 struct Recorder {
     base: String,
     arrivals: Arc<Mutex<Vec<Instant>>>,
     refused_at: Arc<Mutex<Vec<Instant>>>,
 }
 
-fn recorder(retry_after_for: fn(&str) -> Option<u64>) -> Recorder {
+fn recorder(reply: fn(&str, Duration) -> Reply) -> Recorder {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let arrivals: Arc<Mutex<Vec<Instant>>> = Arc::default();
     let refused_at: Arc<Mutex<Vec<Instant>>> = Arc::default();
     let (a, r) = (arrivals.clone(), refused_at.clone());
+    let first: Arc<Mutex<Option<Instant>>> = Arc::default();
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(stream) = stream else { return };
-            let (a, r) = (a.clone(), r.clone());
+            let (a, r, first) = (a.clone(), r.clone(), first.clone());
             std::thread::spawn(move || {
                 let mut out = stream.try_clone().unwrap();
                 let mut reader = BufReader::new(stream);
@@ -125,22 +136,29 @@ fn recorder(retry_after_for: fn(&str) -> Option<u64>) -> Recorder {
                     if reader.read_line(&mut request).unwrap_or(0) == 0 {
                         return;
                     }
-                    a.lock().unwrap().push(Instant::now());
+                    let now = Instant::now();
+                    a.lock().unwrap().push(now);
+                    let since = now - *first.lock().unwrap().get_or_insert(now);
                     let mut line = String::new();
                     while reader.read_line(&mut line).unwrap_or(0) > 2 {
                         line.clear();
                     }
                     let path = request.split_whitespace().nth(1).unwrap_or("");
                     std::thread::sleep(Duration::from_millis(20));
-                    let _ = match retry_after_for(path) {
-                        Some(s) => {
-                            r.lock().unwrap().push(Instant::now());
-                            write!(
-                                out,
-                                "HTTP/1.1 429 Too Many Requests\r\nRetry-After: {s}\r\nContent-Length: 0\r\n\r\n"
-                            )
-                        }
-                        None => write!(out, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"),
+                    let answer = reply(path, since);
+                    if answer != Reply::Ok {
+                        r.lock().unwrap().push(Instant::now());
+                    }
+                    let _ = match answer {
+                        Reply::TooMany(s) => write!(
+                            out,
+                            "HTTP/1.1 429 Too Many Requests\r\nRetry-After: {s}\r\nContent-Length: 0\r\n\r\n"
+                        ),
+                        Reply::Down => write!(
+                            out,
+                            "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n"
+                        ),
+                        Reply::Ok => write!(out, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"),
                     };
                 }
             });
@@ -192,7 +210,13 @@ fn a_retry_after_stops_every_workers_traffic_to_its_host_until_the_deadline() {
     ] {
         let queue = nats.queue(run);
         // The 60th job's path answers 429 with `Retry-After: 2`, the others 200 after 20 ms.
-        let host = recorder(|path| path.ends_with("/job/60").then_some(2));
+        let host = recorder(|path, _| {
+            if path.ends_with("/job/60") {
+                Reply::TooMany(2)
+            } else {
+                Reply::Ok
+            }
+        });
         let dir = tempfile::tempdir().unwrap();
         let n = 300;
         let lines: Vec<String> = (1..=n)
@@ -230,6 +254,72 @@ fn a_retry_after_stops_every_workers_traffic_to_its_host_until_the_deadline() {
         assert!(after > 0, "{run}: the others went on after it");
         assert_eq!(arrivals.len() as u64, n, "{run}");
     }
+}
+
+#[test]
+fn a_breaker_opens_for_the_whole_fleet_and_one_worker_probes() {
+    let nats = NatsServer::start();
+    let queue = nats.queue("breaker");
+    // Down (503) for the first 4 s after its first request, then up.
+    let host = recorder(|_, since| {
+        if since < Duration::from_secs(4) {
+            Reply::Down
+        } else {
+            Reply::Ok
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let n = 120;
+    let lines: Vec<String> = (1..=n)
+        .map(|i| format!(r#"{{"url":"{}/job/{i}"}}"#, host.base))
+        .collect();
+    let jobs = write_jobs(dir.path(), &lines);
+    submit(
+        &queue,
+        &jobs,
+        &[
+            "--retries",
+            "0",
+            "--breaker-min-calls",
+            "4",
+            "--breaker-failure-rate",
+            "0.5",
+            "--breaker-cool-down-s",
+            "1",
+            "--breaker-max-hold-s",
+            "60",
+            "--per-host-concurrency",
+            "2",
+        ],
+    );
+    let _workers: Vec<Proc> = (0..3).map(|_| worker(&queue, "4")).collect();
+    let out = dir.path().join("out.jsonl");
+    let code = collect(&queue, &out, Duration::from_secs(120));
+    assert!(matches!(code, 0 | 1), "collect: {code}");
+    assert_exactly_once(&results(&out), n);
+
+    let arrivals = host.arrivals.lock().unwrap().clone();
+    let t0 = arrivals[0];
+    // From 1.5 s in until the host is back, the fleet is held by open breakers: one probe a
+    // cool-down for all (three workers probing on their own would send three).
+    let probing: Vec<Duration> = arrivals
+        .iter()
+        .filter(|&&a| a > t0 + Duration::from_millis(1500) && a < t0 + Duration::from_secs(4))
+        .map(|&a| a - t0)
+        .collect();
+    assert!(
+        !probing.is_empty() && probing.len() <= 3,
+        "requests while the breakers were open: {probing:?}"
+    );
+    assert!(
+        probing.windows(2).all(|w| w[1] - w[0] > Duration::from_millis(500)),
+        "probes at once: {probing:?}"
+    );
+    // The host is back: every job held meanwhile ran and succeeded.
+    let ok = results(&out).iter().filter(|r| r["ok"] == true).count();
+    let refused = host.refused_at.lock().unwrap().len();
+    assert_eq!(ok + refused, n as usize, "{ok} ok, {refused} refused");
+    assert!(ok as u64 >= n - 20, "only {ok} ok");
 }
 
 /// Lines of a results file, and how many times each appears.
