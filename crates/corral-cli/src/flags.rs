@@ -430,6 +430,15 @@ macro_rules! merge {
 }
 
 impl Options {
+    /// These options over those of the config file `config`, if one is given (command-line
+    /// options win); `Err` names the file and what is wrong with it.
+    pub(crate) fn with_config(&self, config: Option<&Path>) -> Result<Options, String> {
+        match config {
+            Some(path) => Ok(self.merged_with(&load_config(path)?)),
+            None => Ok(self.clone()),
+        }
+    }
+
     pub(crate) fn merged_with(&self, cfg: &Options) -> Options {
         let cli = self;
         merge!(

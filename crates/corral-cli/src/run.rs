@@ -12,7 +12,7 @@ use corral_engine::sink::{self as output, Existing, InputFacts, OpenMode, Sink};
 use corral_engine::summary::{Stats, Summary};
 
 use crate::exit::{code as exit, fail, Fail};
-use crate::flags::{load_config, plan, retry_failed, Plan, ResultsFormatArg, RunArgs};
+use crate::flags::{plan, retry_failed, Plan, ResultsFormatArg, RunArgs};
 use crate::progress::Progress;
 use corral_engine::settings::ResultsFormat;
 
@@ -234,12 +234,10 @@ pub(crate) async fn run_cmd(args: RunArgs) -> Result<u8, Fail> {
     if let Some(queue) = crate::fleet::parse(args.queue.as_deref())? {
         return crate::fleet::collect::run_on_queue(args, queue).await;
     }
-    let opts = match &args.config {
-        Some(path) => args
-            .opts
-            .merged_with(&load_config(path).map_err(fail(exit::BAD_INPUT))?),
-        None => args.opts.clone(),
-    };
+    let opts = args
+        .opts
+        .with_config(args.config.as_deref())
+        .map_err(fail(exit::BAD_INPUT))?;
     let mut plan = plan(&opts).map_err(fail(exit::BAD_INPUT))?;
     let csv_out = args.format == ResultsFormatArg::Csv;
     if csv_out {

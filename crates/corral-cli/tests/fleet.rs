@@ -9,15 +9,14 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-use corral_queue::testing::NatsServer;
+use corral_queue::testing::{NatsServer, Recorder, Reply};
 
 /// A child process killed (SIGKILL) on drop.
 struct Proc(Child);
@@ -99,78 +98,6 @@ fn collect(queue: &str, out: &Path, limit: Duration) -> i32 {
     }
 }
 
-/// What the recorder answers a request, given its path and the time since the first request.
-#[derive(Clone, Copy, PartialEq)]
-enum Reply {
-    Ok,
-    /// 429 with this `Retry-After`, in seconds.
-    TooMany(u64),
-    /// 503.
-    Down,
-}
-
-/// A keep-alive HTTP/1.1 server that notes when each request arrived and answers it after
-/// 20 ms as `reply` says (noting when it refused one).
-struct Recorder {
-    base: String,
-    arrivals: Arc<Mutex<Vec<Instant>>>,
-    refused_at: Arc<Mutex<Vec<Instant>>>,
-}
-
-fn recorder(reply: fn(&str, Duration) -> Reply) -> Recorder {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let arrivals: Arc<Mutex<Vec<Instant>>> = Arc::default();
-    let refused_at: Arc<Mutex<Vec<Instant>>> = Arc::default();
-    let (a, r) = (arrivals.clone(), refused_at.clone());
-    let first: Arc<Mutex<Option<Instant>>> = Arc::default();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(stream) = stream else { return };
-            let (a, r, first) = (a.clone(), r.clone(), first.clone());
-            std::thread::spawn(move || {
-                let mut out = stream.try_clone().unwrap();
-                let mut reader = BufReader::new(stream);
-                loop {
-                    let mut request = String::new();
-                    if reader.read_line(&mut request).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    let now = Instant::now();
-                    a.lock().unwrap().push(now);
-                    let since = now - *first.lock().unwrap().get_or_insert(now);
-                    let mut line = String::new();
-                    while reader.read_line(&mut line).unwrap_or(0) > 2 {
-                        line.clear();
-                    }
-                    let path = request.split_whitespace().nth(1).unwrap_or("");
-                    std::thread::sleep(Duration::from_millis(20));
-                    let answer = reply(path, since);
-                    if answer != Reply::Ok {
-                        r.lock().unwrap().push(Instant::now());
-                    }
-                    let _ = match answer {
-                        Reply::TooMany(s) => write!(
-                            out,
-                            "HTTP/1.1 429 Too Many Requests\r\nRetry-After: {s}\r\nContent-Length: 0\r\n\r\n"
-                        ),
-                        Reply::Down => write!(
-                            out,
-                            "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n"
-                        ),
-                        Reply::Ok => write!(out, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"),
-                    };
-                }
-            });
-        }
-    });
-    Recorder {
-        base,
-        arrivals,
-        refused_at,
-    }
-}
-
 #[test]
 fn four_workers_keep_one_hosts_rate_across_the_fleet() {
     let nats = NatsServer::start();
@@ -210,7 +137,7 @@ fn a_retry_after_stops_every_workers_traffic_to_its_host_until_the_deadline() {
     ] {
         let queue = nats.queue(run);
         // The 60th job's path answers 429 with `Retry-After: 2`, the others 200 after 20 ms.
-        let host = recorder(|path, _| {
+        let host = Recorder::start(Duration::from_millis(20), |path, _| {
             if path.ends_with("/job/60") {
                 Reply::TooMany(2)
             } else {
@@ -220,7 +147,7 @@ fn a_retry_after_stops_every_workers_traffic_to_its_host_until_the_deadline() {
         let dir = tempfile::tempdir().unwrap();
         let n = 300;
         let lines: Vec<String> = (1..=n)
-            .map(|i| format!(r#"{{"url":"{}/job/{i}"}}"#, host.base))
+            .map(|i| format!(r#"{{"url":"{}/job/{i}"}}"#, host.base()))
             .collect();
         let jobs = write_jobs(dir.path(), &lines);
         let mut options = vec!["--retries", "0"];
@@ -232,10 +159,10 @@ fn a_retry_after_stops_every_workers_traffic_to_its_host_until_the_deadline() {
         assert_eq!(collect(&queue, &out, Duration::from_secs(120)), 1, "{run}");
         assert_exactly_once(&results(&out), n);
 
-        let refused = host.refused_at.lock().unwrap().clone();
+        let refused = host.refused();
         assert_eq!(refused.len(), 1, "{run}: one 429");
         let t = refused[0];
-        let arrivals = host.arrivals.lock().unwrap().clone();
+        let arrivals = host.arrivals();
         // Requests already on the way when the 429 went out may still arrive just after it;
         // from then until its deadline, none, from any worker.
         let during: Vec<Duration> = arrivals
@@ -261,7 +188,7 @@ fn a_breaker_opens_for_the_whole_fleet_and_one_worker_probes() {
     let nats = NatsServer::start();
     let queue = nats.queue("breaker");
     // Down (503) for the first 4 s after its first request, then up.
-    let host = recorder(|_, since| {
+    let host = Recorder::start(Duration::from_millis(20), |_, since| {
         if since < Duration::from_secs(4) {
             Reply::Down
         } else {
@@ -271,7 +198,7 @@ fn a_breaker_opens_for_the_whole_fleet_and_one_worker_probes() {
     let dir = tempfile::tempdir().unwrap();
     let n = 120;
     let lines: Vec<String> = (1..=n)
-        .map(|i| format!(r#"{{"url":"{}/job/{i}"}}"#, host.base))
+        .map(|i| format!(r#"{{"url":"{}/job/{i}"}}"#, host.base()))
         .collect();
     let jobs = write_jobs(dir.path(), &lines);
     submit(
@@ -298,7 +225,7 @@ fn a_breaker_opens_for_the_whole_fleet_and_one_worker_probes() {
     assert!(matches!(code, 0 | 1), "collect: {code}");
     assert_exactly_once(&results(&out), n);
 
-    let arrivals = host.arrivals.lock().unwrap().clone();
+    let arrivals = host.arrivals();
     let t0 = arrivals[0];
     // From 1.5 s in until the host is back, the fleet is held by open breakers: one probe a
     // cool-down for all (three workers probing on their own would send three).
@@ -312,12 +239,14 @@ fn a_breaker_opens_for_the_whole_fleet_and_one_worker_probes() {
         "requests while the breakers were open: {probing:?}"
     );
     assert!(
-        probing.windows(2).all(|w| w[1] - w[0] > Duration::from_millis(500)),
+        probing
+            .windows(2)
+            .all(|w| w[1] - w[0] > Duration::from_millis(500)),
         "probes at once: {probing:?}"
     );
     // The host is back: every job held meanwhile ran and succeeded.
     let ok = results(&out).iter().filter(|r| r["ok"] == true).count();
-    let refused = host.refused_at.lock().unwrap().len();
+    let refused = host.refused().len();
     assert_eq!(ok + refused, n as usize, "{ok} ok, {refused} refused");
     assert!(ok as u64 >= n - 20, "only {ok} ok");
 }

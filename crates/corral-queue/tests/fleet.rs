@@ -4,7 +4,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::NatsServer;
@@ -19,7 +18,8 @@ use tokio_util::sync::CancellationToken;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_workers_and_a_collector_give_every_line_exactly_once() {
     let nats = NatsServer::start();
-    let (base, hits) = common::http_server(Duration::ZERO);
+    let server = common::http_server(Duration::ZERO);
+    let base = server.base().to_string();
     let queue = QueueUrl::parse(&nats.queue("fleet")).unwrap();
     let n = 300u64;
     let jobs: Vec<(u64, String)> = (1..=n)
@@ -62,7 +62,7 @@ async fn two_workers_and_a_collector_give_every_line_exactly_once() {
     }
     assert_eq!(lines, (1..=n).collect());
     assert_eq!(ran, n, "each job ran once between the two workers");
-    assert_eq!(hits.load(Ordering::SeqCst), n);
+    assert_eq!(server.hits(), n);
     // Every job was acked after its result was stored: nothing is left to deliver.
     assert_eq!(
         Submitter::connect(&queue)
@@ -112,7 +112,8 @@ async fn two_workers_and_a_collector_give_every_line_exactly_once() {
 async fn a_job_out_of_deliveries_gets_a_max_deliveries_result() {
     use futures::StreamExt;
     let nats = NatsServer::start();
-    let (base, hits) = common::http_server(Duration::ZERO);
+    let server = common::http_server(Duration::ZERO);
+    let base = server.base().to_string();
     let queue = QueueUrl::parse(&nats.queue("dead")).unwrap();
     let n = 6u64;
     let submitter = Submitter::connect(&queue).await.unwrap();
@@ -169,11 +170,7 @@ async fn a_job_out_of_deliveries_gets_a_max_deliveries_result() {
     stop.cancel();
     running.await.unwrap().unwrap();
     assert_eq!((report.written, report.undeliverable), (n, 2));
-    assert_eq!(
-        hits.load(Ordering::SeqCst),
-        n - 2,
-        "the lost jobs were not run"
-    );
+    assert_eq!(server.hits(), n - 2, "the lost jobs were not run");
     let text = std::fs::read_to_string(&out).unwrap();
     for l in text.lines() {
         let v: serde_json::Value = serde_json::from_str(l).unwrap();

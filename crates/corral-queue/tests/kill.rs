@@ -42,7 +42,8 @@ async fn a_worker_killed_mid_run_loses_no_job() {
     }
     let nats = NatsServer::start();
     // 50 ms a request: the child cannot finish before it is killed.
-    let (base, _hits) = common::http_server(Duration::from_millis(50));
+    let server = common::http_server(Duration::from_millis(50));
+    let base = server.base().to_string();
     let queue = QueueUrl::parse(&nats.queue("kill")).unwrap();
     let n = 300u64;
     let jobs: Vec<(u64, String)> = (1..=n)

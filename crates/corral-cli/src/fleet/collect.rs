@@ -16,7 +16,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use super::submit::{said, submit, Submission};
 use super::QueueArg;
 use crate::exit::{code as exit, fail, Fail};
-use crate::flags::{load_config, ResultsFormatArg, RunArgs};
+use crate::flags::{ResultsFormatArg, RunArgs};
 use crate::metrics::{self, Text};
 
 #[derive(Args)]
@@ -79,12 +79,10 @@ pub(crate) async fn run_on_queue(args: RunArgs, queue: QueueUrl) -> Result<u8, F
     if args.queue.is_none() && !args.quiet {
         eprintln!("corral: running on the queue {queue} ($CORRAL_QUEUE; set it empty to run here)");
     }
-    let opts = match &args.config {
-        Some(path) => args
-            .opts
-            .merged_with(&load_config(path).map_err(fail(exit::BAD_INPUT))?),
-        None => args.opts.clone(),
-    };
+    let opts = args
+        .opts
+        .with_config(args.config.as_deref())
+        .map_err(fail(exit::BAD_INPUT))?;
     if args.overwrite {
         match std::fs::remove_file(&out) {
             Ok(()) => {}

@@ -13,7 +13,7 @@ use corral_queue::url::QueueUrl;
 
 use super::{check_shareable, QueueArg, RunRecord};
 use crate::exit::{code as exit, fail, Fail};
-use crate::flags::{load_config, plan, Options};
+use crate::flags::{plan, Options};
 
 pub(crate) const SUBMIT_EXAMPLES: &str = "\
 Examples:
@@ -59,12 +59,10 @@ pub(crate) struct SubmitArgs {
 
 pub(crate) async fn submit_cmd(args: SubmitArgs) -> Result<u8, Fail> {
     let queue = args.queue.url()?;
-    let opts = match &args.config {
-        Some(path) => args
-            .opts
-            .merged_with(&load_config(path).map_err(fail(exit::BAD_INPUT))?),
-        None => args.opts.clone(),
-    };
+    let opts = args
+        .opts
+        .with_config(args.config.as_deref())
+        .map_err(fail(exit::BAD_INPUT))?;
     let job = Submission {
         jobs: args.jobs,
         urls: args.urls,

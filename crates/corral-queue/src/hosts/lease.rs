@@ -20,11 +20,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use async_nats::jetstream::kv;
-use bytes::Bytes;
 use corral::limit::Rate;
 
-use crate::board::{instant_of, unix_ns};
+use crate::board::{instant_of, unix_ns, Board};
 use crate::error::QueueError;
 
 /// Most send times leased at once.
@@ -36,7 +34,7 @@ const GRACE_NS: u64 = 20_000_000;
 
 /// One host's shared rate, in one worker.
 pub(crate) struct SharedRate {
-    kv: kv::Store,
+    board: Board,
     key: String,
     /// Nanoseconds between sends (`T`).
     spacing: u64,
@@ -71,12 +69,12 @@ impl Leased {
 
 impl SharedRate {
     /// The shared schedule `key` of a host limited to `rate` with `burst`.
-    pub(crate) fn new(kv: kv::Store, key: String, rate: Rate, burst: u64) -> Self {
+    pub(crate) fn new(board: Board, key: String, rate: Rate, burst: u64) -> Self {
         let per = u64::try_from(rate.period().as_nanos()).unwrap_or(u64::MAX);
         let spacing = (per / rate.count().max(1)).max(1);
         let per_tenth = 100_000_000 / spacing;
         Self {
-            kv,
+            board,
             key,
             spacing,
             tolerance: spacing.saturating_mul(burst.max(1) - 1),
@@ -153,35 +151,25 @@ impl SharedRate {
     /// Leases `n` send times from the board and keeps them.
     async fn lease(&self, n: usize, epoch: u64) -> Result<(), QueueError> {
         let n64 = n as u64;
-        loop {
-            let entry = self
-                .kv
-                .entry(&self.key)
-                .await
-                .map_err(|e| QueueError::new(format!("read {}", self.key), e))?;
-            let now = unix_ns();
-            let (next, revision) = match &entry {
-                Some(e) => (parse(&e.value), Some(e.revision)),
-                None => (0, None),
-            };
-            let start = next.max(now.saturating_sub(self.tolerance));
-            let end = start.saturating_add(self.spacing.saturating_mul(n64));
-            let value = Bytes::from(end.to_string());
-            let stored = match revision {
-                Some(r) => self.kv.update(&self.key, value, r).await.is_ok(),
-                None => self.kv.create(&self.key, value).await.is_ok(),
-            };
-            if stored {
-                let leased = unix_ns();
-                let mut times = self.times.lock().unwrap_or_else(PoisonError::into_inner);
-                times.extend((0..n64).map(|i| Leased {
-                    at: start + i * self.spacing,
-                    leased,
-                    epoch,
-                }));
-                return Ok(());
-            }
-        }
+        let span = self.spacing.saturating_mul(n64);
+        // The schedule's next free time moves past the block; the block starts where it was
+        // (or, after idling, up to a burst's worth in the past).
+        let end = self
+            .board
+            .change(&self.key, |next| {
+                next.max(unix_ns().saturating_sub(self.tolerance))
+                    .saturating_add(span)
+            })
+            .await?;
+        let start = end - span;
+        let leased = unix_ns();
+        let mut times = self.times.lock().unwrap_or_else(PoisonError::into_inner);
+        times.extend((0..n64).map(|i| Leased {
+            at: start + i * self.spacing,
+            leased,
+            epoch,
+        }));
+        Ok(())
     }
 
     /// A pause began: the times this worker holds are void (a waiter that took one before
@@ -197,36 +185,11 @@ impl SharedRate {
     /// Moves the board's schedule past a pause's deadline `until` (unix ns), so that no worker
     /// leases a time before it.
     pub(crate) async fn publish_pause(&self, until: u64) -> Result<(), QueueError> {
-        loop {
-            let entry = self
-                .kv
-                .entry(&self.key)
-                .await
-                .map_err(|e| QueueError::new(format!("read {}", self.key), e))?;
-            let (next, revision) = match &entry {
-                Some(e) => (parse(&e.value), Some(e.revision)),
-                None => (0, None),
-            };
-            if next >= until {
-                return Ok(());
-            }
-            let value = Bytes::from(until.to_string());
-            let stored = match revision {
-                Some(r) => self.kv.update(&self.key, value, r).await.is_ok(),
-                None => self.kv.create(&self.key, value).await.is_ok(),
-            };
-            if stored {
-                return Ok(());
-            }
-        }
+        self.board
+            .change(&self.key, |next| next.max(until))
+            .await
+            .map(drop)
     }
-}
-
-fn parse(v: &[u8]) -> u64 {
-    std::str::from_utf8(v)
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0)
 }
 
 struct Decrement<'a>(&'a AtomicUsize);

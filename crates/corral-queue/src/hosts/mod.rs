@@ -197,7 +197,7 @@ impl Shared {
                 let (rate, burst) = self.settings.for_host(host).rate()?;
                 let key = format!("rate.{}", host_token(host));
                 Some(Arc::new(SharedRate::new(
-                    self.board.store().clone(),
+                    self.board.clone(),
                     key,
                     rate,
                     burst,

@@ -2,43 +2,12 @@
 //! loopback HTTP server.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
-pub use corral_queue::testing::NatsServer;
+pub use corral_queue::testing::{NatsServer, Recorder, Reply};
 
-/// A keep-alive HTTP/1.1 server on a loopback port answering 200 `ok` after `latency`; returns
-/// its base URL and a count of the requests it answered.
-pub fn http_server(latency: Duration) -> (String, Arc<AtomicU64>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let hits = Arc::new(AtomicU64::new(0));
-    let h = hits.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(stream) = stream else { return };
-            let h = h.clone();
-            std::thread::spawn(move || {
-                let mut out = stream.try_clone().unwrap();
-                let mut reader = BufReader::new(stream);
-                loop {
-                    let mut request = String::new();
-                    if reader.read_line(&mut request).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    let mut line = String::new();
-                    while reader.read_line(&mut line).unwrap_or(0) > 2 {
-                        line.clear();
-                    }
-                    std::thread::sleep(latency);
-                    h.fetch_add(1, Ordering::SeqCst);
-                    let _ = write!(out, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
-                }
-            });
-        }
-    });
-    (base, hits)
+/// A loopback HTTP server answering 200 after `latency`; returns it (its base URL and a count
+/// of the requests it answered).
+pub fn http_server(latency: Duration) -> Recorder {
+    Recorder::start(latency, |_, _| Reply::Ok)
 }
