@@ -13,7 +13,7 @@ use corral_queue::collect::{collect, CollectProgress, CollectReport};
 use corral_queue::url::QueueUrl;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::submit::{said, submit, Submission};
+use super::submit::{submit, Submission};
 use super::QueueArg;
 use crate::exit::{code as exit, fail, Fail};
 use crate::flags::{ResultsFormatArg, RunArgs};
@@ -99,10 +99,7 @@ pub(crate) async fn run_on_queue(args: RunArgs, queue: QueueUrl) -> Result<u8, F
         max_deliveries: args.max_deliveries,
         resume: args.resume,
     };
-    let (report, total) = submit(&queue, &job, opts).await?;
-    if !args.quiet {
-        eprintln!("{}", said(&queue, &report, total, job.resume));
-    }
+    submit(&queue, &job, opts, args.quiet).await?;
     let end = Ending {
         quiet: args.quiet,
         summary_json: args.summary_json.clone(),

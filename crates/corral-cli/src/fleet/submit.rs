@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use clap::Args;
 use corral_queue::collect::lines_with_results;
-use corral_queue::submit::{SubmitReport, Submitter, DEFAULT_ACK_WAIT, DEFAULT_MAX_DELIVERIES};
+use corral_queue::submit::{Submitter, DEFAULT_ACK_WAIT, DEFAULT_MAX_DELIVERIES};
 use corral_queue::url::QueueUrl;
 
 use super::{check_shareable, QueueArg, RunRecord};
@@ -70,10 +70,7 @@ pub(crate) async fn submit_cmd(args: SubmitArgs) -> Result<u8, Fail> {
         max_deliveries: args.max_deliveries,
         resume: args.resume,
     };
-    let (report, total) = submit(&queue, &job, opts).await?;
-    if !args.quiet {
-        eprintln!("{}", said(&queue, &report, total, job.resume));
-    }
+    submit(&queue, &job, opts, args.quiet).await?;
     Ok(exit::OK)
 }
 
@@ -86,22 +83,14 @@ pub(crate) struct Submission {
     pub(crate) resume: bool,
 }
 
-/// What a submit says when done.
-pub(crate) fn said(queue: &QueueUrl, r: &SubmitReport, total: u64, resume: bool) -> String {
-    let what = if resume { "published again" } else { "queued" };
-    format!(
-        "corral: {total} jobs in {queue}: {} {what}, {} already there",
-        r.queued, r.duplicates
-    )
-}
-
-/// Checks the options, stores them on the board, and publishes the jobs. Returns the report
-/// and the input's job count.
+/// Checks the options, stores them on the board, publishes the jobs, and (unless `quiet`) says
+/// what it did.
 pub(crate) async fn submit(
     queue: &QueueUrl,
     job: &Submission,
     opts: Options,
-) -> Result<(SubmitReport, u64), Fail> {
+    quiet: bool,
+) -> Result<(), Fail> {
     if job.ack_wait.is_zero() {
         return Err(Fail(
             exit::BAD_INPUT,
@@ -150,7 +139,18 @@ pub(crate) async fn submit(
     } else {
         submitter.submit(lines).await.map_err(unreachable)?
     };
-    Ok((report, total))
+    if !quiet {
+        let what = if job.resume {
+            "published again"
+        } else {
+            "queued"
+        };
+        eprintln!(
+            "corral: {total} jobs in {queue}: {} {what}, {} already there",
+            report.queued, report.duplicates
+        );
+    }
+    Ok(())
 }
 
 /// The jobs of a file (or of standard input, `-`): each non-blank line with its number (URL
