@@ -49,16 +49,17 @@ median() { python3 -c "import statistics,sys; print(f'{statistics.median(float(x
 RUN=0
 
 # One run through the queue: submit, N workers, collect (timed from submit to the last result).
-queue_run() { # queue_run JOBS N_JOBS WORKERS C
-  RUN=$((RUN + 1))
-  local q="nats://127.0.0.1:$PORT/b$RUN" out="$WORK/out$RUN.jsonl"
+# Called in $(...), so the caller counts the runs: each has its own name.
+queue_run() { # queue_run RUN JOBS N_JOBS WORKERS C
+  local q="nats://127.0.0.1:$PORT/b$1" out="$WORK/out$1.jsonl"
+  shift
   local t0; t0=$(now)
   "$BIN" submit "$1" --queue "$q" -q --per-host-concurrency "$4" --no-breaker
   for _ in $(seq "$3"); do "$BIN" worker --queue "$q" -c "$4" --threads 1 -q & WORKERS+=($!); done
   "$BIN" collect --queue "$q" -o "$out" -q || true
   local t1; t1=$(now)
   stop_workers
-  [ "$(wc -l < "$out")" -eq "$2" ] || { echo "queue run $RUN: wrong number of results"; exit 1; }
+  [ "$(wc -l < "$out")" -eq "$2" ] || { echo "queue run $q: wrong number of results" >&2; exit 1; }
   per_s "$2" "$t0" "$t1"
 }
 
@@ -67,7 +68,7 @@ declare -A S
 for r in $(seq "$ROUNDS"); do
   if [ $((r % 2)) -eq 1 ]; then order="1 2 4"; else order="4 2 1"; fi
   for n in $order; do
-    v=$(queue_run "$WORK/slow.jsonl" "$N_SCALE" "$n" 32)
+    RUN=$((RUN + 1)); v=$(queue_run "$RUN" "$WORK/slow.jsonl" "$N_SCALE" "$n" 32) || exit 1
     S[$n]="${S[$n]:-} $v"
     echo "round $r: $n worker(s): $v jobs/s"
   done
@@ -83,7 +84,7 @@ Q=(); P=(); R=()
 for r in $(seq "$ROUNDS"); do
   t0=$(now); "$BIN" run "$WORK/fast.jsonl" -o "$WORK/plain.jsonl" --overwrite -q -c 256 --per-host-concurrency 256 --threads 1 --no-breaker; t1=$(now)
   p=$(per_s "$N_CEIL" "$t0" "$t1")
-  q=$(queue_run "$WORK/fast.jsonl" "$N_CEIL" 1 256)
+  RUN=$((RUN + 1)); q=$(queue_run "$RUN" "$WORK/fast.jsonl" "$N_CEIL" 1 256) || exit 1
   P+=("$p"); Q+=("$q"); R+=("$(python3 -c "print(f'{$q / $p:.2f}')")")
   echo "round $r: plain $p jobs/s, via NATS $q jobs/s, ratio ${R[-1]}"
 done
