@@ -136,6 +136,7 @@ pub(crate) async fn demo(args: DemoArgs) -> Result<u8, Fail> {
             quiet: args.quiet,
             summary_json: Some(summary_path.clone()),
             report: Some(report_path.clone()),
+            metrics: None,
         },
     )
     .await?;

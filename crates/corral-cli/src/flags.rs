@@ -104,8 +104,9 @@ pub(crate) struct RunArgs {
     /// failure of kind max_deliveries
     #[arg(long, value_name = "N", default_value_t = corral_queue::submit::DEFAULT_MAX_DELIVERIES)]
     pub(crate) max_deliveries: i64,
-    /// With --queue: serve Prometheus text metrics (collected, failed, submitted) at this
-    /// address, e.g. 127.0.0.1:9464
+    /// Serve Prometheus text metrics at this address, e.g. 127.0.0.1:9464: jobs done, ok,
+    /// failed, in flight, retries, per host requests, pauses and breakers (with --queue: jobs
+    /// submitted and collected)
     #[arg(long, value_name = "ADDR")]
     pub(crate) metrics_addr: Option<std::net::SocketAddr>,
     #[command(flatten)]

@@ -6,7 +6,11 @@
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use corral_engine::hosts::HostTable;
+use corral_engine::run::Observer;
+use corral_engine::summary::Stats;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -47,6 +51,114 @@ pub(crate) async fn serve(
             });
         }
     }))
+}
+
+/// The engine's latest counters, kept for scrapes: an [`Observer`] of the run (clones share
+/// them).
+#[derive(Clone, Default)]
+pub(crate) struct Latest(Arc<Mutex<(Option<Stats>, u64, u64)>>);
+
+impl Observer for Latest {
+    fn tick(&mut self, stats: &Stats, running: u64, waiting: u64) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) =
+            (Some(stats.clone()), running, waiting);
+    }
+}
+
+/// A run's or a worker's metrics: jobs, in flight, waiting, and per host requests, pauses and
+/// breakers; with `held`, the jobs a worker holds from its queue.
+pub(crate) fn engine(
+    latest: Latest,
+    hosts: Arc<dyn HostTable>,
+    held: Option<Arc<dyn Fn() -> u64 + Send + Sync>>,
+) -> Render {
+    Arc::new(move || {
+        let (stats, running, waiting) = latest
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let (done, ok, failed, retries) =
+            stats.map_or((0, 0, 0, 0), |s| (s.done, s.ok, s.failed, s.retries));
+        let host_stats = hosts.stats();
+        let mut per: Vec<_> = host_stats.iter().collect();
+        per.sort_by(|a, b| a.0.cmp(b.0));
+        let per = |f: fn(&corral_engine::engine::HostStat) -> f64| {
+            per.iter()
+                .map(move |(h, s)| (h.as_str(), f(s)))
+                .collect::<Vec<_>>()
+        };
+        let mut t = Text::default();
+        t.one(
+            "corral_jobs_done_total",
+            "counter",
+            "Jobs finished (results written or stored).",
+            done as f64,
+        )
+        .one(
+            "corral_jobs_ok_total",
+            "counter",
+            "Jobs that succeeded.",
+            ok as f64,
+        )
+        .one(
+            "corral_jobs_failed_total",
+            "counter",
+            "Jobs that failed.",
+            failed as f64,
+        )
+        .one(
+            "corral_retries_total",
+            "counter",
+            "Retries sent.",
+            retries as f64,
+        )
+        .one(
+            "corral_jobs_in_flight",
+            "gauge",
+            "Jobs under way (sending, or between retries).",
+            running as f64,
+        )
+        .one(
+            "corral_jobs_waiting",
+            "gauge",
+            "Jobs waiting for their host (slots, rate, pause, breaker).",
+            waiting as f64,
+        );
+        if let Some(held) = &held {
+            t.one(
+                "corral_jobs_held",
+                "gauge",
+                "Jobs pulled from the queue and not yet acked.",
+                held() as f64,
+            );
+        }
+        t.per_host(
+            "corral_host_requests_total",
+            "counter",
+            "Requests sent to each host; its rate is the per-host rate.",
+            per(|s| s.attempts as f64),
+        )
+        .per_host(
+            "corral_host_retry_after_pauses_total",
+            "counter",
+            "Retry-After pauses of each host.",
+            per(|s| s.paused_by_retry_after as f64),
+        )
+        .per_host(
+            "corral_host_breaker_openings_total",
+            "counter",
+            "Times each host's breaker opened.",
+            per(|s| s.breaker_openings as f64),
+        )
+        .per_host(
+            "corral_host_breaker_open",
+            "gauge",
+            "1 while the host's breaker is open.",
+            per(|s| f64::from(u8::from(s.breaker_open))),
+        );
+        t.done()
+    })
 }
 
 /// Builds metrics text: each metric's `# HELP` and `# TYPE` once, then its samples.

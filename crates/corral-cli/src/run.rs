@@ -13,6 +13,7 @@ use corral_engine::summary::{Stats, Summary};
 
 use crate::exit::{code as exit, fail, Fail};
 use crate::flags::{plan, retry_failed, Plan, ResultsFormatArg, RunArgs};
+use crate::metrics;
 use crate::progress::Progress;
 use corral_engine::settings::ResultsFormat;
 
@@ -79,12 +80,16 @@ pub(crate) async fn execute(
         quiet,
         summary_json,
         report: report_html,
+        metrics,
     } = after;
     let results_path = match &sink {
         Sink::File { path, .. } => Some(path.clone()),
         _ => None,
     };
-    let mut progress = Progress::new(quiet, plan.progress_every);
+    let mut watched = Watched {
+        progress: Progress::new(quiet, plan.progress_every),
+        metrics,
+    };
     let mut run = run
         .skipped(resumed.done.len())
         .stop_on(shutdown.token(), shutdown.force_token());
@@ -96,10 +101,10 @@ pub(crate) async fn execute(
         done.contains(line)
     });
     let report = run
-        .run_observed(jobs, sink, &mut progress)
+        .run_observed(jobs, sink, &mut watched)
         .await
         .map_err(fail(exit::FATAL))?;
-    progress.finish();
+    watched.progress.finish();
     notes.extend(report.notes.iter().cloned());
     let (outcome, code) = match &report.ending {
         Ending::Fatal(e) => {
@@ -165,6 +170,26 @@ pub(crate) struct After {
     pub(crate) summary_json: Option<PathBuf>,
     /// Write an HTML report of the results file here (`--report`).
     pub(crate) report: Option<PathBuf>,
+    /// Keep the counters here too, for `--metrics-addr`.
+    pub(crate) metrics: Option<metrics::Latest>,
+}
+
+/// The run's observers: progress, and the metrics' counters.
+struct Watched {
+    progress: Progress,
+    metrics: Option<metrics::Latest>,
+}
+
+impl Observer for Watched {
+    fn total(&mut self, jobs: u64) {
+        self.progress.total(jobs);
+    }
+    fn tick(&mut self, stats: &Stats, running: u64, waiting: u64) {
+        self.progress.tick(stats, running, waiting);
+        if let Some(m) = &mut self.metrics {
+            m.tick(stats, running, waiting);
+        }
+    }
 }
 
 /// The engine for `plan`: its settings, threads, queue and fsync interval, checked.
@@ -269,7 +294,21 @@ pub(crate) async fn run_cmd(args: RunArgs) -> Result<u8, Fail> {
         base_url: plan.base_url.clone(),
     };
     // Every check first: nothing is written before the options and the input are known good.
-    let run = build(&plan).map_err(fail(exit::BAD_INPUT))?;
+    // With --metrics-addr, the run's host table is made here, for the scrapes to read.
+    let (run, metrics) = match args.metrics_addr {
+        None => (build(&plan).map_err(fail(exit::BAD_INPUT))?, None),
+        Some(addr) => {
+            let hosts: std::sync::Arc<dyn corral_engine::hosts::HostTable> = std::sync::Arc::new(
+                corral_engine::hosts::Hosts::new(&plan.settings).map_err(fail(exit::BAD_INPUT))?,
+            );
+            let run = build_with(&plan, Some(hosts.clone())).map_err(fail(exit::BAD_INPUT))?;
+            let latest = metrics::Latest::default();
+            let server = metrics::serve(addr, metrics::engine(latest.clone(), hosts, None))
+                .await
+                .map_err(|e| Fail(exit::BAD_INPUT, format!("--metrics-addr {addr}: {e}")))?;
+            (run, Some((latest, server)))
+        }
+    };
     let (reader, facts, total): (
         Box<dyn tokio::io::AsyncBufRead + Unpin + Send>,
         InputFacts,
@@ -394,6 +433,7 @@ pub(crate) async fn run_cmd(args: RunArgs) -> Result<u8, Fail> {
             quiet: args.quiet,
             summary_json: args.summary_json,
             report: args.report,
+            metrics: metrics.map(|(latest, _server)| latest),
         },
     )
     .await

@@ -765,3 +765,66 @@ fn a_short_input_still_uses_every_threads_slots() {
     assert_exactly_once(&results(&out), 8);
     assert_eq!(mock.stats("slow")["max_in_flight"], 2);
 }
+
+#[test]
+fn run_serves_prometheus_metrics_while_it_goes() {
+    let mock = Mock::start("fast");
+    let dir = tempfile::tempdir().unwrap();
+    // 30 jobs of 100 ms one at a time: three seconds to scrape in.
+    let jobs = mock.write_gets(dir.path(), "fast", 30, "?latency_ms=100");
+    let out = dir.path().join("out.jsonl");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = Command::new(BIN)
+        .args([
+            "run",
+            path_str(&jobs),
+            "-o",
+            path_str(&out),
+            "-q",
+            "-c",
+            "1",
+            "--metrics-addr",
+            &addr,
+        ])
+        .spawn()
+        .unwrap();
+    let scrape = || -> Option<String> {
+        let mut c = std::net::TcpStream::connect(&addr).ok()?;
+        write!(c, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut c, &mut text).ok()?;
+        Some(text)
+    };
+    // Bounded: until a scrape shows requests to the host under way.
+    let key = mock.key("fast");
+    let mut seen = None;
+    for _ in 0..100 {
+        if let Some(t) = scrape().filter(|t| t.contains(&format!("host=\"{key}\"}}"))) {
+            seen = Some(t);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = child.wait().unwrap();
+    assert!(status.success());
+    let text = seen.expect("a scrape during the run showed the host");
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    for name in [
+        "corral_jobs_done_total",
+        "corral_jobs_in_flight",
+        "corral_retries_total",
+        "corral_host_requests_total",
+        "corral_host_breaker_open",
+    ] {
+        assert!(text.contains(&format!("# TYPE {name} ")), "{name}: {text}");
+    }
+    assert!(
+        !text.contains("corral_jobs_held"),
+        "a plain run holds no queue's jobs"
+    );
+}

@@ -427,15 +427,25 @@ fn run_on_a_queue_submits_and_collects_and_status_and_metrics_tell_the_run() {
     assert_eq!(s["failed"], 0, "{s}");
     assert_eq!(s["workers"].as_array().unwrap().len(), 1, "{s}");
 
-    // The worker's metrics: jobs done, and the host's requests.
-    let mut c = std::net::TcpStream::connect(&metrics).unwrap();
-    write!(c, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    let mut text = String::new();
-    std::io::Read::read_to_string(&mut c, &mut text).unwrap();
-    assert!(
-        text.contains(&format!("\ncorral_jobs_done_total {n}\n")),
-        "{text}"
-    );
+    // The worker's metrics: jobs done (counted at the engine's next tick), and the host's
+    // requests. Bounded: a few scrapes.
+    let scrape = || {
+        let mut c = std::net::TcpStream::connect(&metrics).unwrap();
+        write!(c, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut c, &mut text).unwrap();
+        text
+    };
+    let done = format!("\ncorral_jobs_done_total {n}\n");
+    let mut text = scrape();
+    for _ in 0..50 {
+        if text.contains(&done) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        text = scrape();
+    }
+    assert!(text.contains(&done), "{text}");
     assert!(
         text.contains(&format!(
             "corral_host_requests_total{{host=\"{}\"}} {n}\n",

@@ -2,21 +2,20 @@
 //! run's options and the limits the fleet shares, until stopped.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use clap::Args;
 use corral::shutdown::Shutdown;
 use corral_engine::hosts::HostTable;
 use corral_engine::job::{Format, Input};
-use corral_engine::run::{Ending, Observer};
-use corral_engine::summary::Stats;
+use corral_engine::run::Ending;
 use corral_queue::hosts::FleetHosts;
-use corral_queue::worker::{Counters, Worker};
+use corral_queue::worker::Worker;
 
 use super::{check_shareable, QueueArg, RunRecord};
 use crate::exit::{code as exit, fail, Fail};
 use crate::flags::plan;
-use crate::metrics::{self, Render, Text};
+use crate::metrics::{self, Latest};
 
 pub(crate) const WORKER_EXAMPLES: &str = "\
 Examples:
@@ -51,24 +50,6 @@ pub(crate) struct WorkerArgs {
     /// Print nothing but errors.
     #[arg(long, short)]
     pub(crate) quiet: bool,
-}
-
-/// The latest counters of the engine, for metrics.
-#[derive(Default)]
-struct Latest {
-    stats: Option<Stats>,
-    running: u64,
-    waiting: u64,
-}
-
-struct Shared(Arc<Mutex<Latest>>);
-
-impl Observer for Shared {
-    fn tick(&mut self, stats: &Stats, running: u64, waiting: u64) {
-        let mut l = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        l.stats = Some(stats.clone());
-        (l.running, l.waiting) = (running, waiting);
-    }
 }
 
 pub(crate) async fn worker_cmd(args: WorkerArgs) -> Result<u8, Fail> {
@@ -116,12 +97,17 @@ pub(crate) async fn worker_cmd(args: WorkerArgs) -> Result<u8, Fail> {
         base_url: plan.base_url.clone(),
     };
 
-    let latest = Arc::new(Mutex::new(Latest::default()));
+    let latest = Latest::default();
+    let counters = worker.counters();
+    let held = move || counters.held.load(std::sync::atomic::Ordering::Relaxed);
     let _metrics = match args.metrics_addr {
         Some(addr) => Some(
-            metrics::serve(addr, render(latest.clone(), table, worker.counters()))
-                .await
-                .map_err(|e| Fail(exit::BAD_INPUT, format!("--metrics-addr {addr}: {e}")))?,
+            metrics::serve(
+                addr,
+                metrics::engine(latest.clone(), table, Some(Arc::new(held))),
+            )
+            .await
+            .map_err(|e| Fail(exit::BAD_INPUT, format!("--metrics-addr {addr}: {e}")))?,
         ),
         None => None,
     };
@@ -133,7 +119,7 @@ pub(crate) async fn worker_cmd(args: WorkerArgs) -> Result<u8, Fail> {
         eprintln!("corral worker {}: running jobs of {queue}", worker.id());
     }
     let report = worker
-        .run_observed(run, input, shutdown.token(), &mut Shared(latest))
+        .run_observed(run, input, shutdown.token(), &mut latest.clone())
         .await
         .map_err(fail(exit::FATAL))?;
     if !quiet {
@@ -153,92 +139,5 @@ pub(crate) async fn worker_cmd(args: WorkerArgs) -> Result<u8, Fail> {
             exit::FATAL
         }
         _ => exit::INTERRUPTED,
-    })
-}
-
-/// The worker's metrics: jobs, in flight, and per host requests, pauses and breakers.
-fn render(latest: Arc<Mutex<Latest>>, hosts: Arc<FleetHosts>, counters: Arc<Counters>) -> Render {
-    Arc::new(move || {
-        let (stats, running, waiting) = {
-            let l = latest.lock().unwrap_or_else(PoisonError::into_inner);
-            (l.stats.clone(), l.running, l.waiting)
-        };
-        let (done, ok, failed, retries) =
-            stats.map_or((0, 0, 0, 0), |s| (s.done, s.ok, s.failed, s.retries));
-        let host_stats = hosts.stats();
-        let mut per: Vec<_> = host_stats.iter().collect();
-        per.sort_by(|a, b| a.0.cmp(b.0));
-        let held = counters.held.load(std::sync::atomic::Ordering::Relaxed);
-        let mut t = Text::default();
-        t.one(
-            "corral_jobs_done_total",
-            "counter",
-            "Jobs finished by this worker (results stored).",
-            done as f64,
-        )
-        .one(
-            "corral_jobs_ok_total",
-            "counter",
-            "Jobs that succeeded.",
-            ok as f64,
-        )
-        .one(
-            "corral_jobs_failed_total",
-            "counter",
-            "Jobs that failed.",
-            failed as f64,
-        )
-        .one(
-            "corral_retries_total",
-            "counter",
-            "Retries sent.",
-            retries as f64,
-        )
-        .one(
-            "corral_jobs_in_flight",
-            "gauge",
-            "Jobs under way (sending, or between retries).",
-            running as f64,
-        )
-        .one(
-            "corral_jobs_waiting",
-            "gauge",
-            "Jobs waiting for their host (slots, rate, pause, breaker).",
-            waiting as f64,
-        )
-        .one(
-            "corral_jobs_held",
-            "gauge",
-            "Jobs pulled from the queue and not yet acked.",
-            held as f64,
-        )
-        .per_host(
-            "corral_host_requests_total",
-            "counter",
-            "Requests sent to each host; its rate is the per-host rate.",
-            per.iter().map(|(h, s)| (h.as_str(), s.attempts as f64)),
-        )
-        .per_host(
-            "corral_host_retry_after_pauses_total",
-            "counter",
-            "Retry-After pauses of each host seen by this worker.",
-            per.iter()
-                .map(|(h, s)| (h.as_str(), s.paused_by_retry_after as f64)),
-        )
-        .per_host(
-            "corral_host_breaker_openings_total",
-            "counter",
-            "Times each host's breaker opened in this worker.",
-            per.iter()
-                .map(|(h, s)| (h.as_str(), s.breaker_openings as f64)),
-        )
-        .per_host(
-            "corral_host_breaker_open",
-            "gauge",
-            "1 while the host's breaker is open.",
-            per.iter()
-                .map(|(h, s)| (h.as_str(), f64::from(u8::from(s.breaker_open)))),
-        );
-        t.done()
     })
 }
