@@ -379,6 +379,12 @@ fn killing_workers_the_collector_and_the_server_loses_no_line_and_writes_none_tw
     let missing: Vec<u64> = (1..=n).filter(|l| !counts.contains_key(l)).collect();
     assert!(missing.is_empty(), "lines missing: {missing:?}");
     assert_eq!(counts.len() as u64, n);
+    // No job was given up on: with 20 deliveries allowed, each came back until it ran.
+    let given_up = results(&out)
+        .iter()
+        .filter(|r| r["error"]["kind"] == "max_deliveries")
+        .count();
+    assert_eq!(given_up, 0);
 }
 
 #[test]
