@@ -94,9 +94,7 @@ impl FleetHosts {
             probes: Mutex::default(),
             me: me.to_string(),
         });
-        let watch = board
-            .store()
-            .watch_many(["pause.>", "breaker.>"])
+        let watch = watch(&board)
             .await
             .map_err(|e| QueueError::new("watch the board", e))?;
         let watcher = tokio::spawn(watch_board(shared.clone(), watch));
@@ -145,8 +143,31 @@ fn publish_breaker(
     }
 }
 
-/// Applies what other workers write: pauses and breaker openings and closings.
-async fn watch_board(shared: Arc<Shared>, mut watch: kv::Watch) {
+/// A watch of the board's pauses and breakers (each key's current value first).
+async fn watch(board: &Board) -> Result<kv::Watch, kv::WatchError> {
+    board.store().watch_many(["pause.>", "breaker.>"]).await
+}
+
+/// Applies what other workers write, watching again whenever the watch ends (the server
+/// restarted): a new watch starts with every key's current value, so nothing is missed.
+async fn watch_board(shared: Arc<Shared>, mut watching: kv::Watch) {
+    loop {
+        apply_board(&shared, &mut watching).await;
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            match watch(&shared.board).await {
+                Ok(w) => {
+                    watching = w;
+                    break;
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot watch the board; trying again"),
+            }
+        }
+    }
+}
+
+/// Applies pauses and breaker openings and closings until the watch ends.
+async fn apply_board(shared: &Shared, watch: &mut kv::Watch) {
     while let Some(entry) = watch.next().await {
         let Ok(entry) = entry else { continue };
         let Some((kind, token)) = entry.key.split_once('.') else {
