@@ -164,6 +164,13 @@ async fn collect_into(queue: &QueueUrl, out: &Path, resume: bool, end: Ending) -
     if let Err(e) = shutdown.listen_for_signals() {
         eprintln!("corral: cannot install signal handlers: {e}");
     }
+    if !end.quiet
+        && corral_queue::status::status(queue)
+            .await
+            .is_ok_and(|s| s.submitted == 0)
+    {
+        eprintln!("corral: nothing submitted to {queue} yet: waiting for `corral submit`");
+    }
     let mut progress = Shown::new(end.quiet, counts.clone());
     let stop = shutdown.token();
     let collected = tokio::select! {
