@@ -13,10 +13,19 @@ use std::io::Write;
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use common::*;
 use corral_queue::testing::{NatsServer, Recorder, Reply};
+
+/// One fleet at a time: each test runs several processes that measure time (rates, pauses,
+/// probes), and two fleets sharing the machine's cores would blur each other's timing.
+static ONE_FLEET: Mutex<()> = Mutex::new(());
+
+fn one_fleet() -> MutexGuard<'static, ()> {
+    ONE_FLEET.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// A child process killed (SIGKILL) on drop.
 struct Proc(Child);
@@ -100,6 +109,7 @@ fn collect(queue: &str, out: &Path, limit: Duration) -> i32 {
 
 #[test]
 fn four_workers_keep_one_hosts_rate_across_the_fleet() {
+    let _one = one_fleet();
     let nats = NatsServer::start();
     let queue = nats.queue("rate");
     let mock = Mock::start("fast");
@@ -129,6 +139,7 @@ fn four_workers_keep_one_hosts_rate_across_the_fleet() {
 
 #[test]
 fn a_retry_after_stops_every_workers_traffic_to_its_host_until_the_deadline() {
+    let _one = one_fleet();
     let nats = NatsServer::start();
     // With a shared rate (whose schedule the pause moves) and without one (the watch alone).
     for (run, limits) in [
@@ -185,6 +196,7 @@ fn a_retry_after_stops_every_workers_traffic_to_its_host_until_the_deadline() {
 
 #[test]
 fn a_breaker_opens_for_the_whole_fleet_and_one_worker_probes() {
+    let _one = one_fleet();
     let nats = NatsServer::start();
     let queue = nats.queue("breaker");
     // Down (503) for the first 4 s after its first request, then up.
@@ -264,6 +276,7 @@ fn line_counts(out: &Path) -> BTreeMap<u64, u32> {
 
 #[test]
 fn killing_workers_the_collector_and_the_server_loses_no_line_and_writes_none_twice() {
+    let _one = one_fleet();
     let mut nats = NatsServer::start();
     let queue = nats.queue("chaos");
     let mock = Mock::start("fast,flaky,limited:300,reset:10");
@@ -389,6 +402,7 @@ fn killing_workers_the_collector_and_the_server_loses_no_line_and_writes_none_tw
 
 #[test]
 fn run_on_a_queue_submits_and_collects_and_status_and_metrics_tell_the_run() {
+    let _one = one_fleet();
     let nats = NatsServer::start();
     let queue = nats.queue("one");
     let mock = Mock::start("fast");
