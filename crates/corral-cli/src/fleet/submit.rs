@@ -1,7 +1,7 @@
 //! `corral submit`: publish a jobs file and the run's options to a queue, for `corral worker`s
 //! to run.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -106,8 +106,7 @@ pub(crate) async fn submit(
     check_shareable(&opts).map_err(fail(exit::BAD_INPUT))?;
     // The same checks as `corral run`, before anything is published.
     plan(&opts).map_err(fail(exit::BAD_INPUT))?;
-    let lines = read_lines(&job.jobs, job.urls)?;
-    let total = lines.len() as u64;
+    let (jobs, total) = Jobs::open(&job.jobs, job.urls)?;
 
     let unreachable = |e: corral_queue::submit::SubmitError| Fail(exit::FATAL, e.to_string());
     let submitter = Submitter::connect(queue).await.map_err(unreachable)?;
@@ -131,14 +130,33 @@ pub(crate) async fn submit(
         .raise_submitted(total)
         .await
         .map_err(fail(exit::FATAL))?;
+    // A read error ends the lines; what was published before it stays, and is said.
+    let failed = std::cell::RefCell::new(None);
+    let lines = jobs.lines()?.map_while(|l| match l {
+        Ok(l) => Some(l),
+        Err(e) => {
+            *failed.borrow_mut() = Some(e);
+            None
+        }
+    });
     let report = if job.resume {
         let done = lines_with_results(queue).await.map_err(fail(exit::FATAL))?;
         let n = board.next_resume().await.map_err(fail(exit::FATAL))?;
-        let todo = lines.into_iter().filter(|(line, _)| !done.contains(*line));
+        let todo = lines.filter(|(line, _)| !done.contains(*line));
         submitter.resubmit(todo, n).await.map_err(unreachable)?
     } else {
         submitter.submit(lines).await.map_err(unreachable)?
     };
+    if let Some(e) = failed.into_inner() {
+        return Err(Fail(
+            exit::BAD_INPUT,
+            format!(
+                "cannot read jobs file {}: {e} ({} lines were queued; submit again to queue the rest)",
+                job.jobs.display(),
+                report.queued
+            ),
+        ));
+    }
     if !quiet {
         let what = if job.resume {
             "published again"
@@ -153,54 +171,115 @@ pub(crate) async fn submit(
     Ok(())
 }
 
-/// The jobs of a file (or of standard input, `-`): each non-blank line with its number (URL
-/// mode skips `#` comment lines), as `corral run` numbers them.
-fn read_lines(path: &Path, urls: bool) -> Result<Vec<(u64, String)>, Fail> {
-    let shown = path.display();
-    let unreadable = |e: std::io::Error| {
-        Fail(
-            exit::BAD_INPUT,
-            format!("cannot read jobs file {shown}: {e}"),
-        )
-    };
-    let reader: Box<dyn Read> = if path.as_os_str() == "-" {
-        Box::new(std::io::stdin())
-    } else {
+/// A job line read: its number and text.
+type Line = std::io::Result<(u64, String)>;
+
+/// A submit's jobs: a file, read twice (once to count its jobs, once to publish them, so it
+/// is never held in memory), or standard input, held (it can be read only once).
+enum Jobs {
+    /// The file, and whether its lines are URLs.
+    File(PathBuf, bool),
+    Held(Vec<(u64, String)>),
+}
+
+impl Jobs {
+    /// Opens the jobs and counts them. `Err` names the file and what is wrong.
+    fn open(path: &Path, urls: bool) -> Result<(Jobs, u64), Fail> {
+        let shown = path.display();
+        let unreadable = |e: std::io::Error| {
+            Fail(
+                exit::BAD_INPUT,
+                format!("cannot read jobs file {shown}: {e}"),
+            )
+        };
+        if path.as_os_str() == "-" {
+            let held = JobLines::new(std::io::stdin().lock(), urls)
+                .collect::<std::io::Result<Vec<_>>>()
+                .map_err(unreadable)?;
+            let n = held.len() as u64;
+            return Ok((Jobs::Held(held), n));
+        }
         if path.is_dir() {
             return Err(Fail(
                 exit::BAD_INPUT,
                 format!("{shown} is a directory, not a jobs file"),
             ));
         }
-        Box::new(std::fs::File::open(path).map_err(unreadable)?)
-    };
-    let mut reader = BufReader::new(reader);
-    let mut out = Vec::new();
-    let mut buf = Vec::new();
-    let mut n = 0u64;
-    loop {
-        buf.clear();
-        if reader.read_until(b'\n', &mut buf).map_err(unreadable)? == 0 {
-            break;
+        let file = std::fs::File::open(path).map_err(unreadable)?;
+        let mut n = 0;
+        for l in JobLines::new(BufReader::new(file), urls) {
+            l.map_err(unreadable)?;
+            n += 1;
         }
-        n += 1;
-        let bytes = match (n, buf.strip_prefix(b"\xEF\xBB\xBF")) {
-            (1, Some(rest)) => rest,
-            _ => &buf[..],
-        };
-        let text = String::from_utf8_lossy(bytes);
-        let text = text.trim();
-        if text.is_empty() || (urls && text.starts_with('#')) {
-            continue;
-        }
-        let text = if urls {
-            corral_engine::job::strip_comment(text)
-        } else {
-            text
-        };
-        out.push((n, text.to_string()));
+        Ok((Jobs::File(path.to_path_buf(), urls), n))
     }
-    Ok(out)
+
+    /// The jobs again, in order, each with its line number.
+    fn lines(self) -> Result<Box<dyn Iterator<Item = Line>>, Fail> {
+        Ok(match self {
+            Jobs::Held(held) => Box::new(held.into_iter().map(Ok)),
+            Jobs::File(path, urls) => {
+                let file = std::fs::File::open(&path).map_err(|e| {
+                    Fail(
+                        exit::BAD_INPUT,
+                        format!("cannot read jobs file {}: {e}", path.display()),
+                    )
+                })?;
+                Box::new(JobLines::new(BufReader::new(file), urls))
+            }
+        })
+    }
+}
+
+/// The jobs of a reader: each non-blank line with its number (URL mode skips `#` comment lines
+/// and strips ` #` comments), as `corral run` numbers them.
+struct JobLines<R> {
+    reader: R,
+    urls: bool,
+    line: u64,
+    buf: Vec<u8>,
+}
+
+impl<R: BufRead> JobLines<R> {
+    fn new(reader: R, urls: bool) -> Self {
+        Self {
+            reader,
+            urls,
+            line: 0,
+            buf: Vec::new(),
+        }
+    }
+}
+
+impl<R: BufRead> Iterator for JobLines<R> {
+    type Item = Line;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            self.buf.clear();
+            match self.reader.read_until(b'\n', &mut self.buf) {
+                Err(e) => return Some(Err(e)),
+                Ok(0) => return None,
+                Ok(_) => {}
+            }
+            self.line += 1;
+            let bytes = match (self.line, self.buf.strip_prefix(b"\xEF\xBB\xBF")) {
+                (1, Some(rest)) => rest,
+                _ => &self.buf[..],
+            };
+            let text = String::from_utf8_lossy(bytes);
+            let text = text.trim();
+            if text.is_empty() || (self.urls && text.starts_with('#')) {
+                continue;
+            }
+            let text = if self.urls {
+                corral_engine::job::strip_comment(text)
+            } else {
+                text
+            };
+            return Some(Ok((self.line, text.to_string())));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -213,13 +292,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("jobs.txt");
         std::fs::write(&p, "\u{feff}http://a/1\n\n# note\n  http://a/2 # two \n").unwrap();
-        let urls = read_lines(&p, true).unwrap();
+        let lines = |urls| {
+            let (jobs, n) = Jobs::open(&p, urls).unwrap();
+            let all: Vec<_> = jobs.lines().unwrap().map(Result::unwrap).collect();
+            assert_eq!(all.len() as u64, n, "counted as read");
+            all
+        };
+        let urls = lines(true);
         assert_eq!(
             urls,
             [(1, "http://a/1".to_string()), (4, "http://a/2".to_string())]
         );
         // Not in URL mode, a `#` line is a job (an invalid one, as `run` says).
-        assert_eq!(read_lines(&p, false).unwrap().len(), 3);
-        assert!(read_lines(dir.path(), false).is_err());
+        assert_eq!(lines(false).len(), 3);
+        assert!(Jobs::open(dir.path(), false).is_err());
     }
 }
