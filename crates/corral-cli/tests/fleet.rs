@@ -138,6 +138,52 @@ fn four_workers_keep_one_hosts_rate_across_the_fleet() {
 }
 
 #[test]
+fn three_workers_share_one_hosts_cost_rate() {
+    let _one = one_fleet();
+    let nats = NatsServer::start();
+    let queue = nats.queue("cost");
+    let mock = Mock::start("fast");
+    let dir = tempfile::tempdir().unwrap();
+    // 300 jobs of cost 4 under 200 a second (tokens per minute, scaled down): 50 jobs a
+    // second, after a bucket of one second's worth.
+    let n = 300;
+    let lines: Vec<String> = (0..n)
+        .map(|i| format!(r#"{{"url":"{}/t/{i}","cost":4}}"#, mock.url("fast")))
+        .collect();
+    let jobs = write_jobs(dir.path(), &lines);
+    submit(&queue, &jobs, &["--per-host-cost-rate", "200/s"]);
+    // Small queues, so that every worker holds some of the jobs.
+    let _workers: Vec<Proc> = (0..3)
+        .map(|_| {
+            spawn(&[
+                "worker",
+                "--queue",
+                &queue,
+                "-c",
+                "8",
+                "--queue-size",
+                "8",
+                "--threads",
+                "1",
+                "-q",
+            ])
+        })
+        .collect();
+    let out = dir.path().join("out.jsonl");
+    assert_eq!(collect(&queue, &out, Duration::from_secs(120)), 0);
+    assert_exactly_once(&results(&out), n as u64);
+    // The server's own count in each wall-clock second: the bucket and a second's worth in
+    // the first two, a second's worth (50, one more at an edge) after; three workers each on
+    // their own would send 150 a second.
+    let seconds = mock.per_second("fast");
+    assert_eq!(seconds.iter().sum::<u64>(), n as u64, "{seconds:?}");
+    assert!(seconds.iter().all(|&s| s <= 101), "{seconds:?}");
+    assert!(seconds.iter().skip(2).all(|&s| s <= 51), "{seconds:?}");
+    // 1200 of cost less the bucket's 200, at 200 a second: at least 5 s of sending.
+    assert!(seconds.len() >= 5, "{seconds:?}");
+}
+
+#[test]
 fn a_retry_after_stops_every_workers_traffic_to_its_host_until_the_deadline() {
     let _one = one_fleet();
     let nats = NatsServer::start();

@@ -7,6 +7,7 @@
 //! | `submitted` | jobs submitted, all submits together | submit |
 //! | `resumes` | how many `submit --resume` ran (each republishes under new ids) | submit |
 //! | `rate.HOST` | the host's shared rate schedule: its next free send time (unix ns) | workers, by compare-and-swap |
+//! | `cost.HOST` | the host's shared cost schedule: its theoretical arrival time (unix ns) | workers, by compare-and-swap |
 //! | `pause.HOST` | a `Retry-After` pause of the host: until when (unix ms) | the worker that got it |
 //! | `breaker.HOST` | the host's breaker is open until then (unix ms); deleted once a probe succeeds | workers |
 //! | `probe.HOST` | the one worker probing the host after its cool-down (claimed by create) | workers |

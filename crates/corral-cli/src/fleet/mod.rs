@@ -70,12 +70,12 @@ pub(crate) struct RunRecord {
 }
 
 /// Refuses options a fleet would enforce per worker while the user means the whole run: the
-/// trap of per-worker limits. The per-host rate and its burst, pauses and breakers are
-/// shared (see `corral_queue::hosts`); `--per-host-concurrency` is per worker, as documented.
+/// trap of per-worker limits. The per-host rate and cost rate, pauses and breakers are shared
+/// (see `corral_queue::hosts`); `--per-host-concurrency` is per worker, as documented.
 pub(crate) fn check_shareable(o: &Options) -> Result<(), String> {
     let per_worker = |option: &str| {
         format!(
-            "{option} is not shared by the workers of a queue (each would allow it alone); use --per-host-rate, which is"
+            "{option} is not shared by the workers of a queue (each would allow it alone); use --per-host-rate or --per-host-cost-rate, which are"
         )
     };
     if o.rate.is_some() {
@@ -83,9 +83,6 @@ pub(crate) fn check_shareable(o: &Options) -> Result<(), String> {
     }
     if o.cost_rate.is_some() {
         return Err(per_worker("--cost-rate"));
-    }
-    if o.per_host_cost_rate.is_some() {
-        return Err(per_worker("--per-host-cost-rate"));
     }
     if o.halt_after_failures.is_some() || o.halt_on_failure_rate.is_some() {
         return Err(
@@ -107,11 +104,6 @@ pub(crate) fn check_shareable(o: &Options) -> Result<(), String> {
         );
     }
     for (pattern, h) in &o.hosts {
-        if h.cost_rate.is_some() {
-            return Err(format!(
-                "[hosts.\"{pattern}\"] cost_rate is not shared by the workers of a queue"
-            ));
-        }
         if h.rate
             .as_deref()
             .is_some_and(|r| r.trim().starts_with("auto"))

@@ -199,3 +199,83 @@ impl Drop for Decrement<'_> {
         self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
+
+/// One host's cost rate (`--per-host-cost-rate`, tokens per minute and the like), shared by
+/// every worker: a GCRA schedule in the board (`cost.HOST`, its theoretical arrival time in
+/// unix ns) from which each job reserves its cost by compare-and-swap, as the library's
+/// limiter reserves `n` cells: the job goes when the last of its cells is due, less the
+/// tolerance (a bucket of one period's worth). One round trip per job: cost rates are for
+/// slow, expensive calls. A settled cost (`--cost-from-response`) moves the schedule by the
+/// difference, as the library's `settle` does.
+pub(crate) struct SharedCost {
+    board: Board,
+    key: String,
+    /// Nanoseconds per unit of cost (`T`).
+    spacing: u64,
+    /// The tolerance (`τ = (burst - 1)·T`).
+    tolerance: u64,
+}
+
+impl SharedCost {
+    /// The shared schedule `key` of a host's cost rate, with a bucket of `burst` units.
+    pub(crate) fn new(board: Board, key: String, rate: Rate, burst: u64) -> Self {
+        let per = u64::try_from(rate.period().as_nanos()).unwrap_or(u64::MAX);
+        let spacing = (per / rate.count().max(1)).max(1);
+        Self {
+            board,
+            key,
+            spacing,
+            tolerance: spacing.saturating_mul(burst.max(1) - 1),
+        }
+    }
+
+    /// Reserves `cost` units and waits until they are due. Cancel safe in the sense that
+    /// matters: dropped while it waits, the reserved units go unused (less is sent, never
+    /// more). The board out of reach: it waits and tries again.
+    pub(crate) async fn take(&self, cost: u64) {
+        let span = self.spacing.saturating_mul(cost.max(1));
+        loop {
+            let now = unix_ns();
+            match self
+                .board
+                .change(&self.key, |tat| tat.max(unix_ns()).saturating_add(span))
+                .await
+            {
+                Ok(end) => {
+                    // The last unit is due at end - T; it may go `tolerance` early.
+                    let due = end
+                        .saturating_sub(self.spacing)
+                        .saturating_sub(self.tolerance);
+                    if due > now {
+                        tokio::time::sleep_until(instant_of(due)).await;
+                    }
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(key = %self.key, error = %e, "shared cost rate: the board is out of reach; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+
+    /// A job's real cost was `delta` more (or less) than it reserved: moves the schedule by
+    /// as much (a credit gives back no more than is scheduled ahead of now).
+    pub(crate) async fn settle(&self, delta: i64) -> Result<(), QueueError> {
+        if delta == 0 {
+            return Ok(());
+        }
+        let by = self.spacing.saturating_mul(delta.unsigned_abs());
+        self.board
+            .change(&self.key, |tat| {
+                let now = unix_ns();
+                if delta > 0 {
+                    tat.max(now).saturating_add(by)
+                } else {
+                    tat.saturating_sub(by).max(now.min(tat))
+                }
+            })
+            .await
+            .map(drop)
+    }
+}

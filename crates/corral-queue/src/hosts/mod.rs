@@ -5,6 +5,8 @@
 //! - **the per-host rate** (`--per-host-rate`, `[hosts]` rates): one GCRA schedule per host in
 //!   the board, leased in blocks by compare-and-swap ([`lease`]): 50/s is 50/s across the
 //!   fleet, not 50 per worker;
+//! - **the per-host cost rate** (`--per-host-cost-rate`, tokens per minute): one GCRA schedule
+//!   per host too, each job reserving its cost by compare-and-swap, settled costs included;
 //! - **`Retry-After` pauses**: the worker that gets one writes its deadline to the board and
 //!   moves the host's schedule past it; every worker watches the board, drops the send times
 //!   it holds and sends the host nothing until the deadline;
@@ -37,7 +39,7 @@ use tokio::task::JoinHandle;
 
 use crate::board::{host_token, instant_of, token_host, unix_ns, unix_of, Board};
 use crate::error::QueueError;
-use lease::SharedRate;
+use lease::{SharedCost, SharedRate};
 
 /// How long a probe claim holds at most before another worker may take it over (sooner when
 /// its worker's heartbeat stops).
@@ -56,6 +58,7 @@ struct Shared {
     settings: Settings,
     board: Board,
     rates: Mutex<HashMap<Host, Option<Arc<SharedRate>>>>,
+    costs: Mutex<HashMap<Host, Option<Arc<SharedCost>>>>,
     /// Probe claims this worker made, by host: won, or lost (and when to try again).
     probes: Mutex<HashMap<Host, Claim>>,
     me: String,
@@ -73,11 +76,13 @@ impl FleetHosts {
     /// for pauses and openings (stopped when the table is dropped). Must be called inside a
     /// tokio runtime.
     pub async fn start(settings: &Settings, board: Board, me: &str) -> Result<Self, QueueError> {
-        // The worker's own table keeps no per-host rate: the board does.
+        // The worker's own table keeps no per-host rate or cost rate: the board does.
         let mut own = settings.clone();
         own.per_host_rate = None;
+        own.per_host_cost_rate = None;
         for rule in &mut own.hosts {
             rule.settings.rate = None;
+            rule.settings.cost_rate = None;
         }
         let rt = tokio::runtime::Handle::current();
         let (b, listener_settings, who) = (board.clone(), settings.clone(), me.to_string());
@@ -91,6 +96,7 @@ impl FleetHosts {
             settings: settings.clone(),
             board: board.clone(),
             rates: Mutex::default(),
+            costs: Mutex::default(),
             probes: Mutex::default(),
             me: me.to_string(),
         });
@@ -227,6 +233,26 @@ impl Shared {
             .clone()
     }
 
+    /// The shared cost rate of `host`, if it has one.
+    fn cost(&self, host: &Host) -> Option<Arc<SharedCost>> {
+        let mut costs = self.costs.lock().unwrap_or_else(PoisonError::into_inner);
+        costs
+            .entry(host.clone())
+            .or_insert_with(|| {
+                let rate = self.settings.for_host(host).cost_rate()?;
+                let key = format!("cost.{}", host_token(host));
+                // A bucket of one period's worth, as a run's own cost cell.
+                let burst = rate.count().max(1);
+                Some(Arc::new(SharedCost::new(
+                    self.board.clone(),
+                    key,
+                    rate,
+                    burst,
+                )))
+            })
+            .clone()
+    }
+
     fn forget_claim(&self, host: &Host) {
         self.probes
             .lock()
@@ -309,6 +335,7 @@ impl HostTable for FleetHosts {
         Ok(Arc::new(FleetEntry {
             local: self.shared.local.get(host)?,
             rate: self.shared.rate(host),
+            cost: self.shared.cost(host),
             shared: self.shared.clone(),
             host: host.clone(),
         }))
@@ -328,6 +355,7 @@ impl HostTable for FleetHosts {
 struct FleetEntry {
     local: Arc<corral_engine::hosts::HostState>,
     rate: Option<Arc<SharedRate>>,
+    cost: Option<Arc<SharedCost>>,
     shared: Arc<Shared>,
     host: Host,
 }
@@ -357,15 +385,30 @@ impl HostEntry for FleetEntry {
     }
 
     fn try_cost(&self, cost: u64) -> bool {
-        self.local.try_cost(cost)
+        // A shared cost takes a round trip: always through `cost`.
+        self.cost.is_none() && self.local.try_cost(cost)
     }
 
     fn cost(&self, cost: u64) -> BoxFuture<'_, ()> {
-        self.local.cost(cost)
+        async move {
+            match &self.cost {
+                Some(c) => c.take(cost).await,
+                None => self.local.cost(cost).await,
+            }
+        }
+        .boxed()
     }
 
     fn settle_cost(&self, delta: i64, spent: u64) {
+        // The worker's own table keeps the count (it has no cost cell here).
         self.local.settle_cost(delta, spent);
+        if let (Some(c), true) = (self.cost.clone(), delta != 0) {
+            tokio::spawn(async move {
+                if let Err(e) = c.settle(delta).await {
+                    tracing::warn!(error = %e, "shared cost rate: a settled cost was not recorded");
+                }
+            });
+        }
     }
 
     fn admit(&self) -> Result<Option<Permit>, BreakerOpen> {
