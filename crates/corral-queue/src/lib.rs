@@ -16,7 +16,7 @@
 //!
 //! The `corral submit`, `worker`, `collect`, `status` and `run --queue` commands are thin
 //! layers over these (in `corral-cli`'s `fleet` module). The feature `testing` adds
-//! [`testing`](crate::testing): a real `nats-server` for tests.
+//! `testing`: a real `nats-server` and a loopback HTTP recorder, for tests.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 #![deny(clippy::unwrap_used)]

@@ -3,7 +3,7 @@
 //!
 //! What is shared, and how:
 //! - **the per-host rate** (`--per-host-rate`, `[hosts]` rates): one GCRA schedule per host in
-//!   the board, leased in blocks by compare-and-swap ([`lease`]): 50/s is 50/s across the
+//!   the board, leased in blocks by compare-and-swap (module `lease`): 50/s is 50/s across the
 //!   fleet, not 50 per worker;
 //! - **the per-host cost rate** (`--per-host-cost-rate`, tokens per minute): one GCRA schedule
 //!   per host too, each job reserving its cost by compare-and-swap, settled costs included;
