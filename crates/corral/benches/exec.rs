@@ -10,9 +10,12 @@
 //!
 //! Run: `cargo bench -p corral --bench exec`
 
+mod common;
+
 use std::time::Duration;
 
-use corral::exec::{Exec, Strategy};
+use common::sum_through;
+use corral::exec::Strategy;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use futures::StreamExt;
 
@@ -24,17 +27,6 @@ fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("runtime")
-}
-
-async fn ours(strategy: Strategy, n: u64) -> u64 {
-    let exec = Exec::builder()
-        .limit(LIMIT)
-        .strategy(strategy)
-        .build()
-        .expect("config");
-    exec.run(futures::stream::iter(0..n), |i| async move { i })
-        .fold(0u64, |acc, r| async move { acc + r.unwrap_or(0) })
-        .await
 }
 
 async fn raw_buffer_unordered(n: u64) -> u64 {
@@ -101,7 +93,7 @@ fn bench(c: &mut Criterion) {
         ] {
             g.bench_with_input(BenchmarkId::new(name, n), &n, |b, &n| {
                 b.to_async(&rt)
-                    .iter(|| async move { assert_eq!(ours(s, n).await, expect) })
+                    .iter(|| async move { assert_eq!(sum_through(s, LIMIT, n).await, expect) })
             });
         }
     }

@@ -5,21 +5,12 @@
 //!
 //! Run: `cargo bench -p corral --bench scatter`
 
+mod common;
+
 use std::time::Instant;
 
-use corral::exec::{Exec, Strategy};
-use futures::StreamExt;
-
-async fn ours(strategy: Strategy, limit: usize, n: u64) -> u64 {
-    let exec = Exec::builder()
-        .limit(limit)
-        .strategy(strategy)
-        .build()
-        .expect("config");
-    exec.run(futures::stream::iter(0..n), |i| async move { i })
-        .fold(0u64, |acc, r| async move { acc + r.unwrap_or(0) })
-        .await
-}
+use common::sum_through;
+use corral::exec::Strategy;
 
 async fn spawn_join(n: u64) -> u64 {
     let handles: Vec<_> = (0..n).map(|i| tokio::spawn(async move { i })).collect();
@@ -45,8 +36,8 @@ fn main() {
             for _ in 0..15 {
                 let runs: [std::pin::Pin<Box<dyn std::future::Future<Output = u64> + Send>>; 3] = [
                     Box::pin(spawn_join(n)),
-                    Box::pin(ours(Strategy::Scatter, 64, n)),
-                    Box::pin(ours(Strategy::Spawn, usize::MAX >> 4, n)),
+                    Box::pin(sum_through(Strategy::Scatter, 64, n)),
+                    Box::pin(sum_through(Strategy::Spawn, usize::MAX >> 4, n)),
                 ];
                 for (k, f) in runs.into_iter().enumerate() {
                     let s = Instant::now();
