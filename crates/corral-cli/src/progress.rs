@@ -6,6 +6,16 @@ use std::time::{Duration, Instant};
 use corral_engine::summary::Stats;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+/// The bar on stderr: elapsed time, position out of length, and a message.
+pub fn bar() -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(8));
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
+}
+
 /// A progress bar on a terminal, a periodic line otherwise, or nothing.
 pub enum Progress {
     Bar(ProgressBar),
@@ -18,14 +28,7 @@ impl Progress {
         if quiet {
             Progress::Quiet
         } else if std::io::stderr().is_terminal() {
-            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(8));
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-            );
-            Progress::Bar(bar)
+            Progress::Bar(bar())
         } else {
             Progress::Lines {
                 every,

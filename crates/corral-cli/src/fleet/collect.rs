@@ -11,7 +11,7 @@ use clap::Args;
 use corral::shutdown::Shutdown;
 use corral_queue::collect::{collect, CollectProgress, CollectReport};
 use corral_queue::url::QueueUrl;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::ProgressBar;
 
 use super::submit::{submit, Submission};
 use super::QueueArg;
@@ -235,16 +235,7 @@ struct Shown {
 impl Shown {
     fn new(quiet: bool, counts: Arc<Counts>) -> Self {
         let terminal = !quiet && std::io::stderr().is_terminal();
-        let bar = terminal.then(|| {
-            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(8));
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-            );
-            bar
-        });
+        let bar = terminal.then(crate::progress::bar);
         Self {
             bar,
             lines: (!quiet && !terminal).then(Instant::now),
