@@ -143,6 +143,43 @@ impl Board {
     }
 }
 
+/// A board value that says when (unix ms) and who wrote it — a pause's or a breaker's end, a
+/// probe claim's start — kept as `MS WORKER`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Stamp {
+    /// When (unix ms).
+    pub(crate) ms: u64,
+    /// The worker that wrote it (empty when the value names none).
+    pub(crate) by: String,
+}
+
+impl Stamp {
+    pub(crate) fn new(ms: u64, by: &str) -> Self {
+        Self {
+            ms,
+            by: by.to_string(),
+        }
+    }
+
+    /// The value to store.
+    pub(crate) fn bytes(&self) -> Bytes {
+        Bytes::from(format!("{} {}", self.ms, self.by))
+    }
+
+    /// A stored value read back; `None` when it holds no time.
+    pub(crate) fn read(value: &[u8]) -> Option<Self> {
+        let text = std::str::from_utf8(value).ok()?;
+        let mut words = text.split_whitespace();
+        let ms = words.next()?.parse().ok()?;
+        Some(Self::new(ms, words.next().unwrap_or("")))
+    }
+
+    /// How long until then from `now_ms`, if it is still ahead.
+    pub(crate) fn ahead_of(&self, now_ms: u64) -> Option<u64> {
+        self.ms.checked_sub(now_ms).filter(|&d| d > 0)
+    }
+}
+
 /// A host (`host:port`) as a KV key token: characters a key cannot hold become `=XX`.
 pub(crate) fn host_token(host: &str) -> String {
     let mut out = String::with_capacity(host.len());
@@ -225,6 +262,16 @@ mod tests {
         }
         assert_eq!(host_token("h:80"), "h=3A80");
         assert_eq!(token_host("h=3"), None);
+    }
+
+    #[test]
+    fn stamps_read_back_what_was_stored() {
+        let s = Stamp::new(1_700_000_000_123, "vm-42");
+        assert_eq!(Stamp::read(&s.bytes()), Some(s.clone()));
+        assert_eq!(s.ahead_of(1_700_000_000_000), Some(123));
+        assert_eq!(s.ahead_of(1_700_000_000_123), None);
+        assert_eq!(Stamp::read(b"17").unwrap().by, "");
+        assert_eq!(Stamp::read(b"x vm"), None);
     }
 
     #[test]

@@ -89,7 +89,7 @@ pub async fn collect(
         .map_err(file_err)?;
     let mut report = CollectReport::default();
     let mut submitted = board.submitted().await?;
-    let mut outage = Outage::default();
+    let mut outage = nats::Outage::default();
     progress.collected(done.len(), submitted);
     while submitted == 0 || done.len() < submitted {
         let batch = consumer
@@ -152,32 +152,6 @@ pub async fn collect(
     counts(&board, done.len(), failed).await;
     progress.collected(done.len(), submitted);
     Ok(report)
-}
-
-/// Keeps a collector going through a server outage (a restart, a partition): each failure
-/// waits a little longer, up to [`OUTAGE`](crate::worker::OUTAGE) in all.
-#[derive(Default)]
-struct Outage {
-    since: Option<tokio::time::Instant>,
-    wait: Duration,
-}
-
-impl Outage {
-    async fn failed(&mut self, what: &str, e: impl std::fmt::Display) -> Result<(), QueueError> {
-        let since = *self.since.get_or_insert_with(tokio::time::Instant::now);
-        if since.elapsed() >= crate::worker::OUTAGE {
-            return Err(QueueError::new(what, e));
-        }
-        tracing::warn!(error = %e, "{what}: trying again");
-        self.wait = (self.wait * 2).clamp(Duration::from_millis(100), Duration::from_secs(2));
-        tokio::time::sleep(self.wait).await;
-        Ok(())
-    }
-
-    fn over(&mut self) {
-        self.since = None;
-        self.wait = Duration::ZERO;
-    }
 }
 
 /// Cuts a last line without its newline (a collector killed while writing it): its result
@@ -271,19 +245,11 @@ async fn give_up_undeliverable(
         .await
     {
         seq = m.sequence + 1;
-        let Some(line) = m
-            .headers
-            .get(async_nats::header::NATS_MESSAGE_ID)
-            .and_then(|id| queue.line_of(id.as_str()))
-        else {
+        let Some(line) = nats::line_in(queue, &m.headers) else {
             continue;
         };
         let result = undeliverable_result(line, &m.payload, limit);
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert(
-            async_nats::header::NATS_MESSAGE_ID,
-            queue.job_id(line).as_str(),
-        );
+        let headers = nats::with_id(&queue.job_id(line));
         js.publish_with_headers(queue.results_subject(), headers, result)
             .await
             .map_err(|e| QueueError::new("publish a max_deliveries result", e))?

@@ -16,25 +16,51 @@ pub(crate) async fn connect(queue: &QueueUrl) -> Result<jetstream::Context, Queu
     Ok(jetstream::new(client))
 }
 
-/// Does `setup` (connect, open streams) until it works or [`OUTAGE`](crate::worker::OUTAGE)
-/// has passed: a worker or collector started while the server is down or restarting waits for
-/// it instead of exiting.
+/// Keeps a worker or the collector going through a server outage (a restart, a partition):
+/// each failure in a row waits a little longer (100 ms, doubling up to 2 s), and once failures
+/// have gone on for [`OUTAGE`](crate::worker::OUTAGE) the last one is returned.
+#[derive(Default)]
+pub(crate) struct Outage {
+    since: Option<tokio::time::Instant>,
+    wait: Duration,
+}
+
+impl Outage {
+    /// `what` failed with `e`: waits, then `Ok` to try again; `Err` once the outage is too long.
+    pub(crate) async fn failed(
+        &mut self,
+        what: &str,
+        e: impl std::fmt::Display,
+    ) -> Result<(), QueueError> {
+        let since = *self.since.get_or_insert_with(tokio::time::Instant::now);
+        if since.elapsed() >= crate::worker::OUTAGE {
+            return Err(QueueError::new(what, e));
+        }
+        tracing::warn!(error = %e, "{what}: trying again");
+        self.wait = (self.wait * 2).clamp(Duration::from_millis(100), Duration::from_secs(2));
+        tokio::time::sleep(self.wait).await;
+        Ok(())
+    }
+
+    /// Something worked: the next failure starts a new outage.
+    pub(crate) fn over(&mut self) {
+        self.since = None;
+        self.wait = Duration::ZERO;
+    }
+}
+
+/// Does `setup` (connect, open streams) through an [`Outage`]: a worker or collector started
+/// while the server is down or restarting waits for it instead of exiting.
 pub(crate) async fn patiently<T, F, Fut>(mut setup: F) -> Result<T, QueueError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, QueueError>>,
 {
-    let since = tokio::time::Instant::now();
-    let mut wait = Duration::from_millis(100);
+    let mut outage = Outage::default();
     loop {
         match setup().await {
             Ok(t) => return Ok(t),
-            Err(e) if since.elapsed() >= crate::worker::OUTAGE => return Err(e),
-            Err(e) => {
-                tracing::warn!(error = %e, "the queue's server is out of reach; trying again");
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(2));
-            }
+            Err(e) => outage.failed("reach the queue's server", e).await?,
         }
     }
 }
@@ -63,11 +89,20 @@ pub(crate) async fn durable(
 
 /// The input line a message of the run is for, from its `Nats-Msg-Id`.
 pub(crate) fn line_of(queue: &QueueUrl, message: &jetstream::Message) -> Option<u64> {
-    let id = message
-        .headers
-        .as_ref()?
-        .get(async_nats::header::NATS_MESSAGE_ID)?;
+    line_in(queue, message.headers.as_ref()?)
+}
+
+/// The input line a message's headers name, from its `Nats-Msg-Id`.
+pub(crate) fn line_in(queue: &QueueUrl, headers: &async_nats::HeaderMap) -> Option<u64> {
+    let id = headers.get(async_nats::header::NATS_MESSAGE_ID)?;
     queue.line_of(id.as_str())
+}
+
+/// Headers giving a message the `Nats-Msg-Id` `id`, by which the server drops a repeat.
+pub(crate) fn with_id(id: &str) -> async_nats::HeaderMap {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(async_nats::header::NATS_MESSAGE_ID, id);
+    headers
 }
 
 /// The input line a result line (the engine's JSON) is for.

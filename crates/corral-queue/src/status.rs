@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use crate::board::{token_host, unix_ns, Board};
+use crate::board::{token_host, unix_ns, Board, Stamp};
 use crate::error::QueueError;
 use crate::nats;
 use crate::url::QueueUrl;
@@ -67,6 +67,13 @@ pub(crate) struct Heartbeat {
     pub(crate) hosts: BTreeMap<String, f64>,
 }
 
+impl Heartbeat {
+    /// Whether the worker beat recently enough at `now_ms` to count as alive ([`ALIVE`]).
+    pub(crate) fn alive(&self, now_ms: u64) -> bool {
+        now_ms.saturating_sub(self.at_ms) <= ALIVE.as_millis() as u64
+    }
+}
+
 /// Reads the run's state.
 pub async fn status(queue: &QueueUrl) -> Result<Status, QueueError> {
     let js = nats::connect(queue).await?;
@@ -104,22 +111,14 @@ pub async fn status(queue: &QueueUrl) -> Result<Status, QueueError> {
         let Ok(Some(value)) = board.store().get(&key).await else {
             continue;
         };
-        let text = String::from_utf8_lossy(&value);
-        let until = |text: &str| {
-            text.split_whitespace()
-                .next()?
-                .parse::<u64>()
-                .ok()
-                .filter(|&t| t > now_ms)
-                .map(|t| t - now_ms)
-        };
+        let until = || Stamp::read(&value)?.ahead_of(now_ms);
         let host = || token_host(token).unwrap_or_else(|| token.to_string());
         match kind {
             "worker" => {
-                let Ok(beat) = serde_json::from_str::<Heartbeat>(&text) else {
+                let Ok(beat) = serde_json::from_slice::<Heartbeat>(&value) else {
                     continue;
                 };
-                if now_ms.saturating_sub(beat.at_ms) <= ALIVE.as_millis() as u64 {
+                if beat.alive(now_ms) {
                     s.worker_jobs
                         .insert(beat.id.clone(), (beat.done, beat.held));
                     s.workers.push(beat.id);
@@ -128,7 +127,7 @@ pub async fn status(queue: &QueueUrl) -> Result<Status, QueueError> {
                     }
                 }
             }
-            "breaker" => match until(&text) {
+            "breaker" => match until() {
                 Some(left) => {
                     s.open_breakers.insert(host(), left);
                 }
@@ -139,18 +138,14 @@ pub async fn status(queue: &QueueUrl) -> Result<Status, QueueError> {
                         .await
                         .ok()
                         .flatten()
-                        .and_then(|v| {
-                            String::from_utf8_lossy(&v)
-                                .split_whitespace()
-                                .nth(1)
-                                .map(str::to_string)
-                        })
+                        .and_then(|v| Stamp::read(&v))
+                        .map(|claim| claim.by)
                         .unwrap_or_default();
                     s.half_open.insert(host(), prober);
                 }
             },
             "pause" => {
-                if let Some(left) = until(&text) {
+                if let Some(left) = until() {
                     s.pauses.insert(host(), left);
                 }
             }

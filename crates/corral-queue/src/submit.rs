@@ -187,12 +187,10 @@ impl Submitter {
                     count(&mut report, done)?;
                 }
             }
-            let mut headers = async_nats::HeaderMap::new();
-            let id = match resume {
+            let headers = crate::nats::with_id(&match resume {
                 None => self.queue.job_id(line),
-                Some(r) => format!("{}:r{r}", self.queue.job_id(line)),
-            };
-            headers.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
+                Some(r) => self.queue.resubmit_id(line, r),
+            });
             let ack = self
                 .js
                 .publish_with_headers(subject.clone(), headers, Bytes::from(text))

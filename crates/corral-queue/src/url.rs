@@ -135,6 +135,13 @@ impl QueueUrl {
     pub fn job_id(&self, line: u64) -> String {
         format!("{}:{line}", self.run)
     }
+
+    /// The `Nats-Msg-Id` of input line `line` published again by the `resume`-th
+    /// `submit --resume`: not a repeat of the first, so the server keeps it; [`Self::line_of`]
+    /// reads its line.
+    pub fn resubmit_id(&self, line: u64, resume: u64) -> String {
+        format!("{}:r{resume}", self.job_id(line))
+    }
 }
 
 impl fmt::Display for QueueUrl {
@@ -156,6 +163,7 @@ mod tests {
         assert_eq!(q.job_id(17), "run_1:17");
         assert_eq!(q.line_of("run_1:17"), Some(17));
         assert_eq!(q.line_of("run_1:17:r2"), Some(17));
+        assert_eq!(q.line_of(&q.resubmit_id(17, 3)), Some(17));
         assert_eq!(q.line_of("run_2:17"), None);
         assert_eq!(q.line_of("run_1:x"), None);
         for (bad, what) in [

@@ -347,19 +347,14 @@ impl LineSink for Publisher {
         self.rt.block_on(async move {
             let subject = queue.results_subject();
             let mut left = batch;
-            let mut wait = Duration::from_millis(100);
-            let give_up = tokio::time::Instant::now() + OUTAGE;
+            let mut outage = nats::Outage::default();
             loop {
                 // Every result of the batch not stored yet; a repeat of one stored before is
                 // dropped by the stream's deduplication.
                 let mut failed = Vec::new();
                 let mut acks = Vec::with_capacity(left.len());
                 for (line, payload) in left {
-                    let mut headers = async_nats::HeaderMap::new();
-                    headers.insert(
-                        async_nats::header::NATS_MESSAGE_ID,
-                        queue.job_id(line).as_str(),
-                    );
+                    let headers = nats::with_id(&queue.job_id(line));
                     match js
                         .publish_with_headers(subject.clone(), headers, payload.clone())
                         .await
@@ -387,14 +382,11 @@ impl LineSink for Publisher {
                 let Some((_, _, why)) = failed.first() else {
                     return Ok(());
                 };
-                if tokio::time::Instant::now() >= give_up {
-                    return Err(std::io::Error::other(format!(
-                        "results not stored for {OUTAGE:?}: {why}"
-                    )));
-                }
-                tracing::warn!(results = failed.len(), error = %why, "results not stored; trying again");
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(2));
+                let what = format!("store {} results", failed.len());
+                outage
+                    .failed(&what, why)
+                    .await
+                    .map_err(std::io::Error::other)?;
                 left = failed.into_iter().map(|(l, p, _)| (l, p)).collect();
             }
         })

@@ -70,8 +70,7 @@ impl Leased {
 impl SharedRate {
     /// The shared schedule `key` of a host limited to `rate` with `burst`.
     pub(crate) fn new(board: Board, key: String, rate: Rate, burst: u64) -> Self {
-        let per = u64::try_from(rate.period().as_nanos()).unwrap_or(u64::MAX);
-        let spacing = (per / rate.count().max(1)).max(1);
+        let spacing = spacing(rate);
         let per_tenth = 100_000_000 / spacing;
         Self {
             board,
@@ -192,6 +191,12 @@ impl SharedRate {
     }
 }
 
+/// Nanoseconds between two cells of `rate` (`T`), at least 1.
+fn spacing(rate: Rate) -> u64 {
+    let per = u64::try_from(rate.period().as_nanos()).unwrap_or(u64::MAX);
+    (per / rate.count().max(1)).max(1)
+}
+
 struct Decrement<'a>(&'a AtomicUsize);
 
 impl Drop for Decrement<'_> {
@@ -219,8 +224,7 @@ pub(crate) struct SharedCost {
 impl SharedCost {
     /// The shared schedule `key` of a host's cost rate, with a bucket of `burst` units.
     pub(crate) fn new(board: Board, key: String, rate: Rate, burst: u64) -> Self {
-        let per = u64::try_from(rate.period().as_nanos()).unwrap_or(u64::MAX);
-        let spacing = (per / rate.count().max(1)).max(1);
+        let spacing = spacing(rate);
         Self {
             board,
             key,

@@ -26,7 +26,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_nats::jetstream::kv;
-use bytes::Bytes;
 use corral::breaker::{State, StateChange};
 use corral_engine::engine::HostStat;
 use corral_engine::error::ConfigError;
@@ -37,7 +36,7 @@ use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use tokio::task::JoinHandle;
 
-use crate::board::{host_token, instant_of, token_host, unix_ns, unix_of, Board};
+use crate::board::{host_token, instant_of, token_host, unix_ns, unix_of, Board, Stamp};
 use crate::error::QueueError;
 use lease::{SharedCost, SharedRate};
 
@@ -57,11 +56,17 @@ struct Shared {
     /// The run's settings, with the per-host rates the board enforces.
     settings: Settings,
     board: Board,
-    rates: Mutex<HashMap<Host, Option<Arc<SharedRate>>>>,
-    costs: Mutex<HashMap<Host, Option<Arc<SharedCost>>>>,
+    limits: Mutex<HashMap<Host, Limits>>,
     /// Probe claims this worker made, by host: won, or lost (and when to try again).
     probes: Mutex<HashMap<Host, Claim>>,
     me: String,
+}
+
+/// A host's schedules on the board: its rate and its cost rate, where it has them.
+#[derive(Clone)]
+struct Limits {
+    rate: Option<Arc<SharedRate>>,
+    cost: Option<Arc<SharedCost>>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -95,8 +100,7 @@ impl FleetHosts {
             local,
             settings: settings.clone(),
             board: board.clone(),
-            rates: Mutex::default(),
-            costs: Mutex::default(),
+            limits: Mutex::default(),
             probes: Mutex::default(),
             me: me.to_string(),
         });
@@ -132,10 +136,9 @@ fn publish_breaker(
                 .for_host(host)
                 .breaker()
                 .map_or(Duration::ZERO, |b| b.cool_down);
-            let until_ms = unix_of(change.at + cool) / 1_000_000;
-            let value = format!("{until_ms} {me}");
+            let value = Stamp::new(unix_of(change.at + cool) / 1_000_000, me).bytes();
             rt.spawn(async move {
-                let _ = kv.put(&key, Bytes::from(value)).await;
+                let _ = kv.put(&key, value).await;
                 let _ = kv.delete(&probe).await;
             });
         }
@@ -186,17 +189,16 @@ async fn apply_board(shared: &Shared, watch: &mut kv::Watch) {
         let Ok(state) = shared.local.get(&host) else {
             continue;
         };
-        // `MS WORKER`: until when, and who wrote it.
-        let text = std::str::from_utf8(&entry.value).unwrap_or("");
-        let mut words = text.split_whitespace();
-        let until_ms = words.next().and_then(|w| w.parse::<u64>().ok());
-        let mine = words.next() == Some(shared.me.as_str());
+        // Until when, and who wrote it.
+        let stamp = Stamp::read(&entry.value);
+        let until_ms = stamp.as_ref().map(|s| s.ms);
+        let mine = stamp.is_some_and(|s| s.by == shared.me);
         let put = entry.operation == kv::Operation::Put;
         match (kind, until_ms) {
             ("pause", Some(ms)) if put && ms * 1_000_000 > unix_ns() => {
                 let until = ms * 1_000_000;
                 state.hold_until(instant_of(until));
-                match shared.rate(&host) {
+                match shared.limits(&host).rate {
                     Some(rate) if !mine => rate.void(),
                     _ => {}
                 }
@@ -215,40 +217,26 @@ async fn apply_board(shared: &Shared, watch: &mut kv::Watch) {
 }
 
 impl Shared {
-    /// The shared rate of `host`, if it has a per-host rate.
-    fn rate(&self, host: &Host) -> Option<Arc<SharedRate>> {
-        let mut rates = self.rates.lock().unwrap_or_else(PoisonError::into_inner);
-        rates
+    /// The schedules `host` shares with the fleet (made on first use): one lookup per attempt.
+    fn limits(&self, host: &Host) -> Limits {
+        let mut limits = self.limits.lock().unwrap_or_else(PoisonError::into_inner);
+        limits
             .entry(host.clone())
             .or_insert_with(|| {
-                let (rate, burst) = self.settings.for_host(host).rate()?;
-                let key = format!("rate.{}", host_token(host));
-                Some(Arc::new(SharedRate::new(
-                    self.board.clone(),
-                    key,
-                    rate,
-                    burst,
-                )))
-            })
-            .clone()
-    }
-
-    /// The shared cost rate of `host`, if it has one.
-    fn cost(&self, host: &Host) -> Option<Arc<SharedCost>> {
-        let mut costs = self.costs.lock().unwrap_or_else(PoisonError::into_inner);
-        costs
-            .entry(host.clone())
-            .or_insert_with(|| {
-                let rate = self.settings.for_host(host).cost_rate()?;
-                let key = format!("cost.{}", host_token(host));
-                // A bucket of one period's worth, as a run's own cost cell.
-                let burst = rate.count().max(1);
-                Some(Arc::new(SharedCost::new(
-                    self.board.clone(),
-                    key,
-                    rate,
-                    burst,
-                )))
+                let view = self.settings.for_host(host);
+                let token = host_token(host);
+                Limits {
+                    rate: view.rate().map(|(rate, burst)| {
+                        let key = format!("rate.{token}");
+                        Arc::new(SharedRate::new(self.board.clone(), key, rate, burst))
+                    }),
+                    cost: view.cost_rate().map(|rate| {
+                        let key = format!("cost.{token}");
+                        // A bucket of one period's worth, as a run's own cost cell.
+                        let burst = rate.count().max(1);
+                        Arc::new(SharedCost::new(self.board.clone(), key, rate, burst))
+                    }),
+                }
             })
             .clone()
     }
@@ -294,32 +282,26 @@ impl Shared {
     async fn claim(&self, host: &Host) -> bool {
         let kv = self.board.store();
         let key = format!("probe.{}", host_token(host));
-        let value = || Bytes::from(format!("{} {}", unix_ns() / 1_000_000, self.me));
+        let value = || Stamp::new(unix_ns() / 1_000_000, &self.me).bytes();
         if kv.create(&key, value()).await.is_ok() {
             return true;
         }
         let Ok(Some(entry)) = kv.entry(&key).await else {
             return false;
         };
-        // `MS WORKER`: when, and who. A claim goes stale when its worker stopped beating (it
-        // died with the probe) or when it is older than any probe takes.
-        let text = String::from_utf8_lossy(&entry.value).into_owned();
-        let mut words = text.split_whitespace();
-        let claimed_ms = words
-            .next()
-            .and_then(|w| w.parse::<u64>().ok())
-            .unwrap_or(0);
+        // A claim goes stale when its worker stopped beating (it died with the probe) or when
+        // it is older than any probe takes.
+        let claim = Stamp::read(&entry.value);
+        let claimed_ms = claim.as_ref().map_or(0, |c| c.ms);
         let now_ms = unix_ns() / 1_000_000;
-        let alive = match words.next() {
-            Some(who) => kv
-                .get(format!("worker.{}", host_token(who)))
+        let alive = match claim.filter(|c| !c.by.is_empty()) {
+            Some(c) => kv
+                .get(format!("worker.{}", host_token(&c.by)))
                 .await
                 .ok()
                 .flatten()
                 .and_then(|b| serde_json::from_slice::<crate::status::Heartbeat>(&b).ok())
-                .is_some_and(|b| {
-                    now_ms.saturating_sub(b.at_ms) <= crate::status::ALIVE.as_millis() as u64
-                }),
+                .is_some_and(|b| b.alive(now_ms)),
             None => false,
         };
         let stale = !alive || now_ms > claimed_ms + PROBE_CLAIM.as_millis() as u64;
@@ -332,10 +314,11 @@ impl Shared {
 
 impl HostTable for FleetHosts {
     fn entry(&self, host: &Host) -> Result<Arc<dyn HostEntry>, ConfigError> {
+        let Limits { rate, cost } = self.shared.limits(host);
         Ok(Arc::new(FleetEntry {
             local: self.shared.local.get(host)?,
-            rate: self.shared.rate(host),
-            cost: self.shared.cost(host),
+            rate,
+            cost,
             shared: self.shared.clone(),
             host: host.clone(),
         }))
@@ -447,8 +430,9 @@ impl HostEntry for FleetEntry {
             if let Some(r) = rate {
                 let _ = r.publish_pause(unix).await;
             }
-            let value = format!("{} {}", unix / 1_000_000 + 1, me);
-            let _ = kv.put(&key, Bytes::from(value)).await;
+            let _ = kv
+                .put(&key, Stamp::new(unix / 1_000_000 + 1, &me).bytes())
+                .await;
         });
     }
 
