@@ -7,12 +7,9 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::NatsServer;
-use corral_engine::job::Input;
-use corral_engine::run::Run;
 use corral_queue::collect::collect;
 use corral_queue::submit::Submitter;
 use corral_queue::url::QueueUrl;
-use corral_queue::worker::Worker;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -33,19 +30,10 @@ async fn two_workers_and_a_collector_give_every_line_exactly_once() {
     let stop = CancellationToken::new();
     let mut workers = Vec::new();
     for _ in 0..2 {
-        let worker = Worker::connect(&queue).await.unwrap();
-        let run = Run::builder().concurrency(8).build().unwrap();
-        let stop = stop.clone();
-        workers.push(tokio::spawn(async move {
-            worker.run(run, Input::default(), stop).await
-        }));
+        workers.push(common::start_worker(&queue, 8, &stop).await);
     }
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("results.jsonl");
-    let collected = tokio::time::timeout(Duration::from_secs(60), collect(&queue, &out, &mut ()))
-        .await
-        .expect("collected within a minute")
-        .unwrap();
+    let (_dir, out, collected) =
+        common::collect_within(&queue, Duration::from_secs(60), "collected within a minute").await;
     stop.cancel();
     let mut ran = 0;
     for w in workers {
@@ -155,18 +143,13 @@ async fn a_job_out_of_deliveries_gets_a_max_deliveries_result() {
     assert_eq!(lost.len(), 2);
 
     let stop = CancellationToken::new();
-    let worker = Worker::connect(&queue).await.unwrap();
-    let s = stop.clone();
-    let running = tokio::spawn(async move {
-        let run = Run::builder().concurrency(4).build().unwrap();
-        worker.run(run, Input::default(), s).await
-    });
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("results.jsonl");
-    let report = tokio::time::timeout(Duration::from_secs(30), collect(&queue, &out, &mut ()))
-        .await
-        .expect("the collector ends: jobs out of deliveries get their result")
-        .unwrap();
+    let running = common::start_worker(&queue, 4, &stop).await;
+    let (_dir, out, report) = common::collect_within(
+        &queue,
+        Duration::from_secs(30),
+        "the collector ends: jobs out of deliveries get their result",
+    )
+    .await;
     stop.cancel();
     running.await.unwrap().unwrap();
     assert_eq!((report.written, report.undeliverable), (n, 2));

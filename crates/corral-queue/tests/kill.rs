@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use common::NatsServer;
 use corral_engine::job::Input;
 use corral_engine::run::Run;
-use corral_queue::collect::collect;
 use corral_queue::submit::Submitter;
 use corral_queue::url::QueueUrl;
 use corral_queue::worker::Worker;
@@ -83,16 +82,13 @@ async fn a_worker_killed_mid_run_loses_no_job() {
     );
 
     let stop = CancellationToken::new();
-    let worker = Worker::connect(&queue).await.unwrap();
-    let run = Run::builder().concurrency(16).build().unwrap();
-    let s = stop.clone();
-    let survivor = tokio::spawn(async move { worker.run(run, Input::default(), s).await });
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("results.jsonl");
-    let collected = tokio::time::timeout(Duration::from_secs(60), collect(&queue, &out, &mut ()))
-        .await
-        .expect("every job's result within a minute: a job was lost")
-        .unwrap();
+    let survivor = common::start_worker(&queue, 16, &stop).await;
+    let (_dir, out, collected) = common::collect_within(
+        &queue,
+        Duration::from_secs(60),
+        "every job's result within a minute: a job was lost",
+    )
+    .await;
     stop.cancel();
     survivor.await.unwrap().unwrap();
     assert_eq!(collected.written, n);

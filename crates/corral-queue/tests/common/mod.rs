@@ -1,8 +1,18 @@
-//! Helpers of the queue's tests: the nats-server fixture (from `corral_queue::testing`) and a
-//! loopback HTTP server.
+//! Helpers of the queue's tests: the nats-server fixture (from `corral_queue::testing`), a
+//! loopback HTTP server, a worker in a task, and a collection with a time limit.
 #![allow(dead_code)]
 
+use std::path::PathBuf;
 use std::time::Duration;
+
+use corral_engine::job::Input;
+use corral_engine::run::{Report, Run};
+use corral_queue::collect::{collect, CollectReport};
+use corral_queue::error::QueueError;
+use corral_queue::url::QueueUrl;
+use corral_queue::worker::Worker;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 pub use corral_queue::testing::{NatsServer, Recorder, Reply};
 
@@ -10,4 +20,33 @@ pub use corral_queue::testing::{NatsServer, Recorder, Reply};
 /// of the requests it answered).
 pub fn http_server(latency: Duration) -> Recorder {
     Recorder::start(latency, |_, _| Reply::Ok)
+}
+
+/// A worker of `queue` running jobs `concurrency` at a time, in a task, until `stop`.
+pub async fn start_worker(
+    queue: &QueueUrl,
+    concurrency: usize,
+    stop: &CancellationToken,
+) -> JoinHandle<Result<Report, QueueError>> {
+    let worker = Worker::connect(queue).await.unwrap();
+    let run = Run::builder().concurrency(concurrency).build().unwrap();
+    let stop = stop.clone();
+    tokio::spawn(async move { worker.run(run, Input::default(), stop).await })
+}
+
+/// Collects `queue` into a new results file, failing with `why` if it takes over `limit`;
+/// returns the file (in a temporary directory, kept while the first value lives) and the
+/// collection's report.
+pub async fn collect_within(
+    queue: &QueueUrl,
+    limit: Duration,
+    why: &str,
+) -> (tempfile::TempDir, PathBuf, CollectReport) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("results.jsonl");
+    let report = tokio::time::timeout(limit, collect(queue, &out, &mut ()))
+        .await
+        .expect(why)
+        .unwrap();
+    (dir, out, report)
 }
