@@ -96,6 +96,8 @@ pub(crate) struct RunArgs {
     /// results into -o as `corral worker`s elsewhere run them (default: $CORRAL_QUEUE)
     #[arg(long, value_name = "nats://HOST:PORT/RUN")]
     pub(crate) queue: Option<String>,
+    #[command(flatten)]
+    pub(crate) nats: crate::fleet::NatsArgs,
     /// With --queue: how long a worker may hold a job unacknowledged before another worker
     /// gets it, seconds
     #[arg(long, value_name = "SECONDS", default_value_t = corral_queue::submit::DEFAULT_ACK_WAIT.as_secs())]
@@ -663,6 +665,7 @@ pub(crate) fn plan(o: &Options) -> Result<Plan, String> {
         per_host_cost_rate: parse_rate(o.per_host_cost_rate.as_deref(), "--per-host-cost-rate")?,
         cost_from_response: o.cost_from_response.clone(),
         hosts: Vec::new(), // below, once the run's breaker is known
+        scoped_headers: Vec::new(),
         accept: match o.accept.as_deref() {
             None => d.accept,
             Some(a) => a.parse().map_err(|e: ConfigError| e.to_string())?,

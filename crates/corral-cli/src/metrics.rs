@@ -66,11 +66,11 @@ impl Observer for Latest {
 }
 
 /// A run's or a worker's metrics: jobs, in flight, waiting, and per host requests, pauses and
-/// breakers; with `held`, the jobs a worker holds from its queue.
+/// breakers; with a queue worker's counters, the jobs it holds and the job messages it refused.
 pub(crate) fn engine(
     latest: Latest,
     hosts: Arc<dyn HostTable>,
-    held: Option<Arc<dyn Fn() -> u64 + Send + Sync>>,
+    worker: Option<Arc<corral_queue::worker::Counters>>,
 ) -> Render {
     Arc::new(move || {
         let (stats, running, waiting) = latest
@@ -125,12 +125,21 @@ pub(crate) fn engine(
             "Jobs waiting for their host (slots, rate, pause, breaker).",
             waiting as f64,
         );
-        if let Some(held) = &held {
+        if let Some(w) = &worker {
+            let load = |n: &std::sync::atomic::AtomicU64| {
+                n.load(std::sync::atomic::Ordering::Relaxed) as f64
+            };
             t.one(
                 "corral_jobs_held",
                 "gauge",
                 "Jobs pulled from the queue and not yet acked.",
-                held() as f64,
+                load(&w.held),
+            )
+            .one(
+                "corral_jobs_rejected_total",
+                "counter",
+                "Job messages refused and dropped, never run (unsigned, for a line the run does not have, not UTF-8 JSON).",
+                load(&w.rejected),
             );
         }
         t.per_host(

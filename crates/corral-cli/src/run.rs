@@ -257,6 +257,7 @@ fn resume_notes(resumed: &output::Resumed) -> Vec<String> {
 
 pub(crate) async fn run_cmd(args: RunArgs) -> Result<u8, Fail> {
     if let Some(queue) = crate::fleet::parse(args.queue.as_deref())? {
+        let queue = args.nats.apply(queue)?;
         return crate::fleet::collect::run_on_queue(args, queue).await;
     }
     let opts = args

@@ -1333,6 +1333,17 @@ impl Engine {
                 Cow::Owned(h)
             }
         };
+        for (pattern, extra) in &self.gates.settings.scoped_headers {
+            if pattern.matches(host) {
+                for name in extra.keys() {
+                    if !headers.contains_key(name) {
+                        for v in extra.get_all(name) {
+                            headers.to_mut().append(name.clone(), v.clone());
+                        }
+                    }
+                }
+            }
+        }
         if self.gates.settings.compressed && !headers.contains_key(http::header::ACCEPT_ENCODING) {
             headers.to_mut().insert(
                 http::header::ACCEPT_ENCODING,

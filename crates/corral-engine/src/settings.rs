@@ -113,6 +113,11 @@ pub struct Settings {
     /// Settings of some hosts that differ from the ones above (`[hosts."api.example.com"]` in
     /// the config file). A host takes the best match: see [`HostPattern`].
     pub hosts: Vec<HostRule>,
+    /// Headers for the hosts a pattern matches only, every matching pattern's (not just the
+    /// best one's, unlike [`Settings::hosts`]), added where neither the job nor its host's rule
+    /// sets that header: a fleet worker's own secrets, which must reach the hosts they are for
+    /// and no other — each hop of a redirect gets its own host's.
+    pub scoped_headers: Vec<(HostPattern, http::HeaderMap)>,
     /// How TLS servers are trusted and how the run proves who it is (`--cacert`,
     /// `--insecure`, `--cert`, `--key`).
     pub tls: TlsSettings,
@@ -618,6 +623,7 @@ impl Default for Settings {
             per_host_cost_rate: None,
             cost_from_response: None,
             hosts: Vec::new(),
+            scoped_headers: Vec::new(),
             tls: TlsSettings::default(),
             proxy: ProxySettings::default(),
             max_redirects: 5,

@@ -3,7 +3,8 @@
 //!
 //! | key | value | written by |
 //! |---|---|---|
-//! | `options` | the run's options as `corral submit` was given them (JSON) | submit |
+//! | `options` | the run as submitted ([`RunInfo`]: its options, job count and lines), signed when the fleet has a key | submit |
+//! | `collector` | the lease of the run's one collector: its host, pid and when it last renewed | the collector |
 //! | `submitted` | jobs submitted, all submits together | submit |
 //! | `resumes` | how many `submit --resume` ran (each republishes under new ids) | submit |
 //! | `rate.HOST` | the host's shared rate schedule: its next free send time (unix ns) | workers, by compare-and-swap |
@@ -23,8 +24,23 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_nats::jetstream::{self, kv};
 use bytes::Bytes;
 
-use crate::error::QueueError;
+use crate::error::{QueueError, QueueErrorKind};
+use crate::record::RunInfo;
+use crate::sign::{Purpose, QueueKey};
 use crate::url::QueueUrl;
+
+/// The board's `options` value: the run's record as JSON text, with its signature.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Envelope {
+    /// [`RunInfo`] as JSON: the exact text signed.
+    signed: String,
+    /// The fingerprint of the key that signed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    key: Option<String>,
+    /// The signature (hex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sig: Option<String>,
+}
 
 /// The run's KV bucket; see the [module docs](self).
 #[derive(Debug, Clone)]
@@ -56,21 +72,82 @@ impl Board {
         &self.kv
     }
 
-    /// Stores the run's options (the workers read them before their first job).
-    pub async fn set_options(&self, json: Bytes) -> Result<(), QueueError> {
+    /// Stores the run as submitted (the workers and the collector read it first), signed
+    /// with `key` if given: the record holds the key's fingerprint, never the key.
+    pub async fn set_run(
+        &self,
+        run: &str,
+        info: &RunInfo,
+        key: Option<&QueueKey>,
+    ) -> Result<(), QueueError> {
+        let signed = serde_json::to_string(info)
+            .map_err(|e| QueueError::new("store the run's options", e))?;
+        let envelope = Envelope {
+            key: key.map(|k| k.fingerprint().to_string()),
+            sig: key.map(|k| k.sign(Purpose::Run, run, 0, signed.as_bytes())),
+            signed,
+        };
+        let json = serde_json::to_vec(&envelope)
+            .map_err(|e| QueueError::new("store the run's options", e))?;
         self.kv
-            .put("options", json)
+            .put("options", Bytes::from(json))
             .await
             .map(drop)
             .map_err(|e| QueueError::new("store the run's options", e))
     }
 
-    /// The run's options, once a submit has stored them.
-    pub async fn options(&self) -> Result<Option<Bytes>, QueueError> {
-        self.kv
+    /// The run as submitted, once a submit has stored it. With `key`, only a record signed
+    /// with it is believed; without, a signed record is refused too (this process could not
+    /// check what it is given): both are [`QueueErrorKind::Forged`].
+    pub async fn run(
+        &self,
+        run: &str,
+        key: Option<&QueueKey>,
+    ) -> Result<Option<RunInfo>, QueueError> {
+        let Some(value) = self
+            .kv
             .get("options")
             .await
-            .map_err(|e| QueueError::new("read the run's options", e))
+            .map_err(|e| QueueError::new("read the run's options", e))?
+        else {
+            return Ok(None);
+        };
+        let forged = |why: String| {
+            Err(QueueError::of(
+                QueueErrorKind::Forged,
+                "read the run's options",
+                why,
+            ))
+        };
+        let Ok(envelope) = serde_json::from_slice::<Envelope>(&value) else {
+            return forged("the board's record of the run cannot be read (written by another version of corral, or by hand)".into());
+        };
+        match (key, &envelope.key, &envelope.sig) {
+            (None, Some(fp), _) => {
+                return forged(format!(
+                    "the run is signed (key {fp}): give this process the fleet's key ({} or --queue-key-file)",
+                    crate::sign::KEY_ENV
+                ))
+            }
+            (Some(k), None, _) | (Some(k), _, None) => {
+                return forged(format!(
+                    "the run's options are not signed, and this process has a key ({}): they were not stored by `corral submit` with it",
+                    k.fingerprint()
+                ))
+            }
+            (Some(k), Some(fp), Some(sig)) => {
+                if fp != k.fingerprint() {
+                    return forged(format!("the run is signed with another key ({fp}; this process has {})", k.fingerprint()));
+                }
+                if !k.verify(Purpose::Run, run, 0, envelope.signed.as_bytes(), sig) {
+                    return forged("the run's options do not match their signature: rewritten on the server".into());
+                }
+            }
+            (None, None, _) => {}
+        }
+        serde_json::from_str(&envelope.signed)
+            .map(Some)
+            .or_else(|e| forged(format!("the run's record cannot be read: {e}")))
     }
 
     /// Records that the run has at least `n` jobs (a submit's count of its input: submitting
@@ -209,6 +286,15 @@ pub(crate) fn token_host(token: &str) -> Option<String> {
         }
     }
     String::from_utf8(out).ok()
+}
+
+/// This machine's name (`/etc/hostname`), for the names of workers and collectors on the board.
+pub(crate) fn host_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
 }
 
 /// Now, in nanoseconds since the unix epoch.

@@ -11,20 +11,29 @@
 //! more; the collector finds such jobs once the workers' consumer has nothing left to give,
 //! publishes a result of kind `max_deliveries` for each, and removes the job. It ends when
 //! every submitted job has its result.
+//!
+//! Only what was submitted counts: a result is written only for a line the run's record names
+//! (see [`crate::record`]), when it reads as a result line for that line, signed with the
+//! fleet's key when there is one; anything else is dropped and counted as rejected. One
+//! collector per run: a second is refused ([`QueueErrorKind::Busy`]) while the first holds
+//! its lease on the board, which it renews every [`RENEW`]; a collector killed -9 loses it
+//! after [`LEASE`], or at once to one started on the same machine once its process is gone.
 
 use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::time::Duration;
 
-use async_nats::jetstream;
+use async_nats::jetstream::{self, kv};
 use bytes::Bytes;
 use corral_engine::sink::Done;
 use futures::StreamExt;
 
-use crate::board::Board;
-use crate::error::QueueError;
+use crate::board::{host_name, unix_ns, Board};
+use crate::error::{QueueError, QueueErrorKind};
 use crate::nats;
+use crate::record::RunInfo;
+use crate::sign::{Purpose, HEADER};
 use crate::url::QueueUrl;
 use crate::worker::results_stream;
 
@@ -40,6 +49,9 @@ pub struct CollectReport {
     pub duplicates: u64,
     /// Jobs given a `max_deliveries` result by this collection.
     pub undeliverable: u64,
+    /// Result messages refused: for a line the run does not have, not a result line, or
+    /// (with a key) not signed with it.
+    pub rejected: u64,
 }
 
 /// Progress of a collection, for a progress bar: lines in the file, and jobs submitted.
@@ -52,7 +64,7 @@ impl CollectProgress for () {
     fn collected(&mut self, _: u64, _: u64) {}
 }
 
-/// Collects the run's results into `out` until every submitted job (the board's count, read
+/// Collects the run's results into `out` until every submitted job (the run's record, read
 /// again while it runs) has its result in the file, counting those already there.
 pub async fn collect(
     queue: &QueueUrl,
@@ -67,31 +79,62 @@ pub async fn collect(
         Ok((js, board, consumer))
     })
     .await?;
+    let lease = Lease::take(&board).await?;
+    let result = collect_leased(queue, out, progress, &js, &board, consumer, &lease).await;
+    lease.end(&board).await;
+    result
+}
 
+#[allow(clippy::too_many_arguments)]
+async fn collect_leased(
+    queue: &QueueUrl,
+    out: &Path,
+    progress: &mut dyn CollectProgress,
+    js: &jetstream::Context,
+    board: &Board,
+    consumer: jetstream::consumer::PullConsumer,
+    lease: &Lease,
+) -> Result<CollectReport, QueueError> {
+    let mut outage = nats::Outage::default();
+    let mut info = board
+        .run(queue.run(), queue.key())
+        .await?
+        .unwrap_or_default();
     let file_err = |e: std::io::Error| QueueError::new(format!("write {}", out.display()), e);
     repair_torn_end(out).map_err(file_err)?;
     let mut done = Done::default();
     let mut failed = 0u64;
+    // Lines already in the file; read again once the record says which lines count.
+    let mut kept = Vec::new();
     if let Ok(f) = std::fs::File::open(out) {
         for l in BufReader::new(f).lines() {
             let l = l.map_err(file_err)?;
             if let Some(n) = nats::line_of_result(&l) {
-                if done.insert(n) && !ok(l.as_bytes()) {
-                    failed += 1;
-                }
+                kept.push((n, ok(l.as_bytes())));
             }
         }
     }
+    let mut count_kept = |info: &RunInfo, done: &mut Done, failed: &mut u64| {
+        kept.retain(|&(n, good)| {
+            if !info.lines.contains(n) {
+                return true;
+            }
+            if done.insert(n) && !good {
+                *failed += 1;
+            }
+            false
+        });
+    };
+    count_kept(&info, &mut done, &mut failed);
     let mut file = OpenOptions::new()
         .create(true)
         .append(true)
         .open(out)
         .map_err(file_err)?;
     let mut report = CollectReport::default();
-    let mut submitted = board.submitted().await?;
-    let mut outage = nats::Outage::default();
-    progress.collected(done.len(), submitted);
-    while submitted == 0 || done.len() < submitted {
+    progress.collected(done.len(), info.jobs);
+    while info.jobs == 0 || done.len() < info.jobs {
+        lease.check()?;
         let batch = consumer
             .fetch()
             .max_messages(256)
@@ -114,25 +157,34 @@ pub async fn collect(
                     break;
                 }
             };
-            let line = nats::line_of(queue, &m);
-            match line {
-                Some(n) if done.insert(n) => {
+            match check_result(queue, &info, &m) {
+                Err(why) => {
+                    report.rejected += 1;
+                    tracing::warn!("refused a result message: {why}; it is dropped");
+                }
+                Ok(n) if done.insert(n) => {
                     failed += u64::from(!ok(&m.payload));
                     file.write_all(&m.payload).map_err(file_err)?;
                     file.write_all(b"\n").map_err(file_err)?;
                     report.written += 1;
                 }
-                _ => report.duplicates += 1,
+                Ok(_) => report.duplicates += 1,
             }
             taken.push(m);
         }
         if taken.is_empty() {
-            // Nothing came: the count may have grown, or jobs may be out of deliveries.
-            match board.submitted().await {
-                Ok(n) => submitted = n,
+            // Nothing came: the run may have grown (a submit again), or jobs may be out of
+            // deliveries.
+            match board.run(queue.run(), queue.key()).await {
+                Ok(Some(now)) => {
+                    info = now;
+                    count_kept(&info, &mut done, &mut failed);
+                }
+                Ok(None) => {}
+                Err(e) if !e.is_transient() => return Err(e),
                 Err(e) => outage.failed("read the board", e).await?,
             }
-            match give_up_undeliverable(&js, queue).await {
+            match give_up_undeliverable(js, queue).await {
                 Ok(n) => report.undeliverable += n,
                 Err(e) => outage.failed("look for undeliverable jobs", e).await?,
             }
@@ -146,12 +198,175 @@ pub async fn collect(
             // An ack lost on the way only means the result comes again, and is dropped.
             let _ = m.ack().await;
         }
-        progress.collected(done.len(), submitted);
-        counts(&board, done.len(), failed).await;
+        progress.collected(done.len(), info.jobs);
+        counts(board, done.len(), failed, report.rejected).await;
     }
-    counts(&board, done.len(), failed).await;
-    progress.collected(done.len(), submitted);
+    counts(board, done.len(), failed, report.rejected).await;
+    progress.collected(done.len(), info.jobs);
     Ok(report)
+}
+
+/// The line a result message is for, if the collector may write it: one of the run's lines,
+/// signed with the fleet's key when it has one, and a JSON object whose `line` is that line.
+/// `Err` says why not, naming nothing from the message.
+fn check_result(
+    queue: &QueueUrl,
+    info: &RunInfo,
+    m: &jetstream::Message,
+) -> Result<u64, &'static str> {
+    let line = nats::line_of(queue, m).ok_or("no line of this run's")?;
+    if !info.lines.contains(line) {
+        return Err("a line the run was not submitted with");
+    }
+    if let Some(key) = queue.key() {
+        if !key.verify_headers(
+            Purpose::Result,
+            queue.run(),
+            line,
+            &m.payload,
+            m.headers.as_ref(),
+        ) {
+            return Err("not signed with the fleet's key");
+        }
+    }
+    match serde_json::from_slice::<serde_json::Value>(&m.payload) {
+        Ok(v) if v.get("line").and_then(serde_json::Value::as_u64) == Some(line) => Ok(line),
+        _ => Err("not a result line for its line"),
+    }
+}
+
+/// The board key of the collector's lease.
+const LEASE_KEY: &str = "collector";
+
+/// A collector's lease not renewed for this long may be taken by another.
+pub const LEASE: Duration = Duration::from_secs(10);
+
+/// How often the collector renews its lease.
+pub const RENEW: Duration = Duration::from_secs(2);
+
+/// Who holds the lease: the board's `collector` value.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Holder {
+    host: String,
+    pid: u32,
+    at_ms: u64,
+}
+
+impl Holder {
+    fn me() -> Self {
+        Self {
+            host: host_name(),
+            pid: std::process::id(),
+            at_ms: unix_ns() / 1_000_000,
+        }
+    }
+
+    fn bytes(&self) -> Bytes {
+        Bytes::from(serde_json::to_vec(self).unwrap_or_default())
+    }
+
+    /// Whether the holder may still be collecting: it renewed within [`LEASE`], and is not
+    /// a process of this machine that is gone.
+    fn holds(&self, now_ms: u64) -> bool {
+        let me = Holder::me();
+        if self.host == me.host && self.pid == me.pid {
+            return false;
+        }
+        if self.host == me.host && !process_alive(self.pid) {
+            return false;
+        }
+        now_ms.saturating_sub(self.at_ms) < LEASE.as_millis() as u64
+    }
+}
+
+/// Whether a process of this machine is alive (where that can be seen: `/proc`).
+fn process_alive(pid: u32) -> bool {
+    if cfg!(target_os = "linux") {
+        Path::new(&format!("/proc/{pid}")).exists()
+    } else {
+        true
+    }
+}
+
+/// The collector's lease, renewed by a task until [`Lease::end`].
+struct Lease {
+    lost: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    renew: tokio::task::JoinHandle<()>,
+}
+
+impl Lease {
+    /// Takes the run's lease, or says who holds it.
+    async fn take(board: &Board) -> Result<Lease, QueueError> {
+        let kv = board.store().clone();
+        let read = |e: &dyn std::fmt::Display| QueueError::new("read the collector's lease", e);
+        let revision = loop {
+            let entry = kv.entry(LEASE_KEY).await.map_err(|e| read(&e))?;
+            let me = Holder::me();
+            let stored = match &entry {
+                None => kv.create(LEASE_KEY, me.bytes()).await.ok(),
+                Some(e) => {
+                    let holder = (e.operation == kv::Operation::Put)
+                        .then(|| serde_json::from_slice::<Holder>(&e.value).ok())
+                        .flatten();
+                    if let Some(h) = holder.filter(|h| h.holds(me.at_ms)) {
+                        return Err(QueueError::of(
+                            QueueErrorKind::Busy,
+                            "collect",
+                            format!(
+                                "another collector is collecting this run: host {}, pid {} (a collector that stops renewing its lease loses it after {} s)",
+                                h.host,
+                                h.pid,
+                                LEASE.as_secs()
+                            ),
+                        ));
+                    }
+                    kv.update(LEASE_KEY, me.bytes(), e.revision).await.ok()
+                }
+            };
+            if let Some(revision) = stored {
+                break revision;
+            }
+        };
+        let lost = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = lost.clone();
+        let renew = tokio::spawn(async move {
+            let mut revision = revision;
+            loop {
+                tokio::time::sleep(RENEW).await;
+                match kv.update(LEASE_KEY, Holder::me().bytes(), revision).await {
+                    Ok(r) => revision = r,
+                    Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                        flag.store(true, std::sync::atomic::Ordering::Relaxed);
+                        return;
+                    }
+                    // The server is out of reach: try again at the next renewal.
+                    Err(_) => {}
+                }
+            }
+        });
+        Ok(Lease { lost, renew })
+    }
+
+    /// `Err` once another collector took the lease (this one stopped renewing it for too
+    /// long): this one must stop writing.
+    fn check(&self) -> Result<(), QueueError> {
+        if self.lost.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(QueueError::of(
+                QueueErrorKind::Busy,
+                "collect",
+                "another collector took this run's lease",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Stops renewing, and gives the lease up.
+    async fn end(self, board: &Board) {
+        self.renew.abort();
+        if !self.lost.load(std::sync::atomic::Ordering::Relaxed) {
+            let _ = board.store().delete(LEASE_KEY).await;
+        }
+    }
 }
 
 /// Cuts a last line without its newline (a collector killed while writing it): its result
@@ -199,8 +414,13 @@ fn ok(result: &[u8]) -> bool {
 
 /// The collector's counts on the board, for `corral status` (best effort: the file is the
 /// truth).
-async fn counts(board: &Board, done: u64, failed: u64) {
+async fn counts(board: &Board, done: u64, failed: u64, rejected: u64) {
     let kv = board.store();
+    if rejected > 0 {
+        let _ = kv
+            .put(REJECTED_RESULTS, Bytes::from(rejected.to_string()))
+            .await;
+    }
     let _ = kv
         .put("collected.done", Bytes::from(done.to_string()))
         .await;
@@ -208,6 +428,9 @@ async fn counts(board: &Board, done: u64, failed: u64) {
         .put("collected.failed", Bytes::from(failed.to_string()))
         .await;
 }
+
+/// The board's count of result messages the collector refused.
+pub(crate) const REJECTED_RESULTS: &str = "collected.rejected";
 
 /// Publishes a `max_deliveries` result for each job the workers' consumer will deliver no
 /// more, and removes the job; returns how many. Only when the consumer has nothing pending
@@ -249,7 +472,14 @@ async fn give_up_undeliverable(
             continue;
         };
         let result = undeliverable_result(line, &m.payload, limit);
-        let headers = nats::with_id(&queue.job_id(line));
+        let mut headers = nats::with_id(&queue.job_id(line));
+        if let Some(key) = queue.key() {
+            headers.insert(
+                HEADER,
+                key.sign(Purpose::Result, queue.run(), line, &result)
+                    .as_str(),
+            );
+        }
         js.publish_with_headers(queue.results_subject(), headers, result)
             .await
             .map_err(|e| QueueError::new("publish a max_deliveries result", e))?
@@ -263,8 +493,10 @@ async fn give_up_undeliverable(
     Ok(given_up)
 }
 
-/// The result line of a job that ran out of deliveries: the job's id, method and URL when its
-/// line says them, `ok: false`, and an error of kind `max_deliveries`.
+/// The result line of a job that ran out of deliveries: the job's id, method and URL (redacted)
+/// when its line says them, `ok: false`, and an error of kind `max_deliveries` that says the
+/// request may have been sent (`maybe_sent`): each worker that took it may have sent it before
+/// it stopped answering, so `attempts` is the deliveries, never 0.
 fn undeliverable_result(line: u64, job: &[u8], limit: i64) -> Bytes {
     use serde_json::Value;
     let text = String::from_utf8_lossy(job);
@@ -272,10 +504,16 @@ fn undeliverable_result(line: u64, job: &[u8], limit: i64) -> Bytes {
         Ok(j) if j.is_object() => (
             j.get("id").or_else(|| j.get("custom_id")).cloned(),
             j.get("method").cloned().unwrap_or_else(|| "GET".into()),
-            j.get("url").cloned(),
+            j.get("url")
+                .and_then(Value::as_str)
+                .map(|u| Value::from(corral_engine::redact::url_text(u))),
         ),
         // A `--urls` line.
-        _ => (None, "GET".into(), Some(Value::from(text.trim()))),
+        _ => (
+            None,
+            "GET".into(),
+            Some(Value::from(corral_engine::redact::url_text(text.trim()))),
+        ),
     };
     let result = serde_json::json!({
         "line": line,
@@ -284,10 +522,11 @@ fn undeliverable_result(line: u64, job: &[u8], limit: i64) -> Bytes {
         "url": url,
         "ok": false,
         "status": null,
-        "attempts": 0,
+        "attempts": limit.max(1),
         "error": {
             "kind": "max_deliveries",
-            "message": format!("delivered to workers {limit} times without a result (each took it and stopped answering); not tried again"),
+            "message": format!("delivered to workers {limit} times without a result (each took it and stopped answering, and may have sent it); not tried again"),
+            "maybe_sent": true,
         },
     });
     Bytes::from(result.to_string())

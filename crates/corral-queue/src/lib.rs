@@ -5,8 +5,11 @@
 //!
 //! | module | what it is |
 //! |---|---|
-//! | [`url`] | the `--queue nats://HOST:4222/RUN` address (and `CORRAL_QUEUE`), and the names of the run's streams, subjects and bucket |
+//! | [`url`] | the `--queue nats://[USER:PASSWORD@]HOST:4222[,HOST...]/RUN` address (and `CORRAL_QUEUE`), and the names of the run's streams, subjects and bucket |
+//! | [`connect`] | logging in (credentials in the address, `.creds` and nkey files) and TLS, with typed refusals |
 //! | [`submit`] | publishing a run's jobs into its work-queue stream, one message per input line, deduplicated by line (`Nats-Msg-Id`), and setting the workers' consumer (ack wait, deliveries) |
+//! | [`record`] | the run as submitted: options, job count and input lines ([`record::Lines`]) |
+//! | [`sign`] | HMAC-SHA256 signatures of jobs, results and the run's record with the fleet's key |
 //! | [`board`] | the run's KV bucket: its options, job count, and the per-host state the workers share |
 //! | [`hosts`] | the engine's host table for a worker of a fleet: the per-host rate leased from the board, pauses and breaker openings watched on it, one probe per host fleet-wide |
 //! | [`worker`] | pulling jobs through one durable consumer, running them through the engine of `corral run`, publishing each result and only then acking the job; progress acks and heartbeats |
@@ -23,9 +26,12 @@
 
 pub mod board;
 pub mod collect;
+pub mod connect;
 pub mod error;
 pub mod hosts;
 mod nats;
+pub mod record;
+pub mod sign;
 pub mod status;
 pub mod submit;
 #[cfg(feature = "testing")]

@@ -10,10 +10,7 @@ use crate::url::QueueUrl;
 
 /// A JetStream context on the queue's server.
 pub(crate) async fn connect(queue: &QueueUrl) -> Result<jetstream::Context, QueueError> {
-    let client = async_nats::connect(queue.server())
-        .await
-        .map_err(|e| QueueError::new(format!("connect to {}", queue.server()), e))?;
-    Ok(jetstream::new(client))
+    Ok(jetstream::new(queue.client().await?))
 }
 
 /// Keeps a worker or the collector going through a server outage (a restart, a partition):
@@ -50,7 +47,8 @@ impl Outage {
 }
 
 /// Does `setup` (connect, open streams) through an [`Outage`]: a worker or collector started
-/// while the server is down or restarting waits for it instead of exiting.
+/// while the server is down or restarting waits for it instead of exiting; one refused by the
+/// server (credentials, permissions, TLS) stops at once.
 pub(crate) async fn patiently<T, F, Fut>(mut setup: F) -> Result<T, QueueError>
 where
     F: FnMut() -> Fut,
@@ -60,6 +58,8 @@ where
     loop {
         match setup().await {
             Ok(t) => return Ok(t),
+            // A refusal, a bad file or a forgery is not mended by waiting.
+            Err(e) if !e.is_transient() => return Err(e),
             Err(e) => outage.failed("reach the queue's server", e).await?,
         }
     }

@@ -36,6 +36,10 @@ pub struct Status {
     pub failed: u64,
     /// Results written to the results file by the collector.
     pub collected: u64,
+    /// Messages refused and dropped: jobs the workers would not run (unsigned or wrongly
+    /// signed with a key, for a line the run does not have, not UTF-8 JSON) and results the
+    /// collector would not write.
+    pub rejected: u64,
     /// Workers whose heartbeat is recent, by name.
     pub workers: Vec<String>,
     /// Each of those workers' jobs done and jobs held now, by name.
@@ -83,6 +87,8 @@ pub async fn status(queue: &QueueUrl) -> Result<Status, QueueError> {
         submitted: board.submitted().await?,
         failed: board.number("collected.failed").await?,
         collected: board.number("collected.done").await?,
+        rejected: board.number(crate::worker::REJECTED_JOBS).await?
+            + board.number(crate::collect::REJECTED_RESULTS).await?,
         ..Status::default()
     };
     if let Ok(jobs) = js.get_stream(queue.jobs_stream()).await {

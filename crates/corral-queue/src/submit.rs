@@ -7,7 +7,8 @@
 //!
 //! Publishes are pipelined: up to [`Submitter::IN_FLIGHT`] wait for the server's
 //! acknowledgement at once, and [`Submitter::submit`] returns only when every one has been
-//! acknowledged — a line counts as submitted once the server has stored it.
+//! acknowledged — a line counts as submitted once the server has stored it. With the fleet's
+//! key, each message is signed (run, line and text: [`crate::sign`]).
 
 use std::time::Duration;
 
@@ -17,6 +18,9 @@ use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 
 use crate::board::Board;
+use crate::error::QueueError;
+use crate::record::RunInfo;
+use crate::sign::{Purpose, HEADER};
 use crate::url::QueueUrl;
 
 /// How long a job may stay unacknowledged before another worker gets it, unless
@@ -31,14 +35,10 @@ pub const DEFAULT_MAX_DELIVERIES: i64 = 5;
 /// queues only the others.
 #[derive(Debug, thiserror::Error)]
 pub enum SubmitError {
-    /// The server could not be reached.
-    #[error("cannot connect to {server}: {source}")]
-    Connect {
-        /// `HOST:PORT`.
-        server: String,
-        /// Why.
-        source: async_nats::ConnectError,
-    },
+    /// The server could not be reached, or refused to let us in (see
+    /// [`QueueError::kind`](crate::error::QueueError::kind)).
+    #[error("cannot connect: {0}")]
+    Connect(#[source] crate::error::QueueError),
     /// The run's stream could not be created or read (JetStream off, a stream of that name
     /// with another configuration, ...).
     #[error("cannot set up the run's stream {stream}: {message}")]
@@ -86,13 +86,7 @@ impl Submitter {
     /// Connects to the queue's server and makes sure the run's jobs stream exists (a
     /// work-queue stream on the run's subject, stored on disk).
     pub async fn connect(queue: &QueueUrl) -> Result<Self, SubmitError> {
-        let client = async_nats::connect(queue.server())
-            .await
-            .map_err(|source| SubmitError::Connect {
-                server: queue.server().to_string(),
-                source,
-            })?;
-        let js = jetstream::new(client);
+        let js = jetstream::new(queue.client().await.map_err(SubmitError::Connect)?);
         let name = queue.jobs_stream();
         js.get_or_create_stream(stream::Config {
             name: name.clone(),
@@ -123,6 +117,17 @@ impl Submitter {
     /// The run's board (options, counts, shared host state).
     pub fn board(&self) -> &Board {
         &self.board
+    }
+
+    /// Stores the run as submitted — its options, job count and lines, signed with the
+    /// queue's key when it has one — for the workers and the collector, and counts its jobs.
+    /// Done before publishing: a collector waits for every line, even those a crashed submit
+    /// did not publish (submitting again publishes them).
+    pub async fn record(&self, info: &RunInfo) -> Result<(), QueueError> {
+        self.board
+            .set_run(self.queue.run(), info, self.queue.key())
+            .await?;
+        self.board.raise_submitted(info.jobs).await.map(drop)
     }
 
     /// Sets how long a job may stay unacknowledged before another worker gets it
@@ -187,10 +192,14 @@ impl Submitter {
                     count(&mut report, done)?;
                 }
             }
-            let headers = crate::nats::with_id(&match resume {
+            let mut headers = crate::nats::with_id(&match resume {
                 None => self.queue.job_id(line),
                 Some(r) => self.queue.resubmit_id(line, r),
             });
+            if let Some(key) = self.queue.key() {
+                let sig = key.sign(Purpose::Job, self.queue.run(), line, text.as_bytes());
+                headers.insert(HEADER, sig.as_str());
+            }
             let ack = self
                 .js
                 .publish_with_headers(subject.clone(), headers, Bytes::from(text))

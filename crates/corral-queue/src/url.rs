@@ -1,41 +1,122 @@
-//! Where a run lives: `nats://HOST:PORT/RUN`.
+//! Where a run lives: `nats://[USER:PASSWORD@|TOKEN@]HOST:PORT[,HOST:PORT...]/RUN`, or `tls://`.
 //!
-//! The address names the NATS server and the run; every name the run uses on the server is
-//! derived from the run's name here, in one place, so the submitter, the workers and the
-//! collector cannot disagree. A run name is 1 to 64 letters, digits, `-` or `_`: it becomes
-//! part of stream and subject names, where dots, spaces and wildcards mean something else.
+//! The address names the NATS servers (several: a cluster, among which the client fails over),
+//! how to log in, and the run; every name the run uses on the server is derived from the run's
+//! name here, in one place, so the submitter, the workers and the collector cannot disagree. A
+//! run name is 1 to 64 letters, digits, `-` or `_`: it becomes part of stream and subject
+//! names, where dots, spaces and wildcards mean something else.
+//!
+//! A password or token in the address is a secret: it is kept in a [`Secret`], which neither
+//! `Display` nor `Debug` shows, and the address is shown without it (errors quote the address
+//! with its credentials `REDACTED`).
 
 use std::fmt;
+
+use crate::connect::Access;
+use crate::sign::QueueKey;
 
 /// The environment variable that gives the queue when `--queue` is not given.
 pub const ENV: &str = "CORRAL_QUEUE";
 
-/// A parsed `nats://HOST:PORT/RUN`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QueueUrl {
-    server: String,
-    run: String,
+/// A secret string (a password, a token): shown by neither `Display` nor `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(secret: impl Into<String>) -> Self {
+        Self(secret.into())
+    }
+
+    /// The secret itself, to hand to the client that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
 }
 
-/// Why a queue address cannot be used.
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(REDACTED)")
+    }
+}
+
+/// How the address says to log in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credentials {
+    /// `nats://USER:PASSWORD@HOST/RUN`.
+    UserPassword {
+        /// The user name (not secret: it may be shown).
+        user: String,
+        /// The password.
+        password: Secret,
+    },
+    /// `nats://TOKEN@HOST/RUN`.
+    Token(Secret),
+}
+
+/// A parsed queue address; see the [module docs](self).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueUrl {
+    servers: Vec<String>,
+    tls: bool,
+    run: String,
+    credentials: Option<Credentials>,
+    access: Access,
+    key: Option<QueueKey>,
+}
+
+/// Why a queue address cannot be used. The address it quotes has its credentials redacted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum QueueUrlError {
-    /// It does not start with `nats://`.
-    #[error("{0:?}: a queue is written nats://HOST:PORT/RUN")]
+    /// It does not start with `nats://` or `tls://`.
+    #[error("{0:?}: a queue is written nats://HOST:PORT/RUN (or tls://...)")]
     Scheme(String),
     /// No host, or a port that is not a number.
-    #[error("{0:?}: the server must be HOST or HOST:PORT (port 1-65535)")]
+    #[error(
+        "{0:?}: each server must be HOST or HOST:PORT (port 1-65535), several separated by commas"
+    )]
     Server(String),
     /// The run name is missing or has characters a stream name cannot hold.
     #[error("{0:?}: the run name (after the /) must be 1-64 letters, digits, '-' or '_'")]
     Run(String),
+    /// The credentials before `@` are empty or badly escaped.
+    #[error("{0:?}: credentials are written USER:PASSWORD@ or TOKEN@, percent-encoded")]
+    Credentials(String),
     /// Neither `--queue` nor `CORRAL_QUEUE` gave one.
     #[error("no queue: give --queue nats://HOST:PORT/RUN or set {ENV}")]
     Missing,
 }
 
+/// The address as it may be shown: credentials replaced by `REDACTED`.
+fn shown(text: &str) -> String {
+    let text = text.trim();
+    match (text.split_once("://"), text.rfind('@')) {
+        (Some((scheme, _)), Some(at)) => format!("{scheme}://REDACTED{}", &text[at..]),
+        _ => text.to_string(),
+    }
+}
+
+/// Percent-decodes a user name, password or token.
+fn decode(part: &str) -> Option<String> {
+    let bytes = part.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = part.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 impl QueueUrl {
-    /// Parses `nats://HOST[:PORT]/RUN` (port 4222 when omitted).
+    /// Parses `nats://[USER:PASSWORD@|TOKEN@]HOST[:PORT][,HOST[:PORT]...]/RUN` (port 4222 when
+    /// omitted; `tls://` requires TLS).
     ///
     /// ```
     /// use corral_queue::url::QueueUrl;
@@ -43,36 +124,71 @@ impl QueueUrl {
     /// assert_eq!(q.server(), "10.0.0.5:4222");
     /// assert_eq!(q.jobs_stream(), "CORRAL_crawl-7_JOBS");
     /// assert!(QueueUrl::parse("nats://host/has.dots").is_err());
+    /// let q = QueueUrl::parse("nats://fleet:s3cret@a:4222,b/run").unwrap();
+    /// assert_eq!(q.servers(), ["a:4222", "b:4222"]);
+    /// assert_eq!(q.to_string(), "nats://a:4222,b:4222/run");
+    /// assert!(!format!("{q:?}").contains("s3cret"));
     /// ```
     pub fn parse(text: &str) -> Result<Self, QueueUrlError> {
-        let rest = text
-            .trim()
-            .strip_prefix("nats://")
-            .ok_or_else(|| QueueUrlError::Scheme(text.to_string()))?;
-        let (server, run) = rest
-            .split_once('/')
-            .ok_or_else(|| QueueUrlError::Run(text.to_string()))?;
-        let server = match server.rsplit_once(':') {
-            Some((host, port)) => {
-                let ok = !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0);
-                if !ok {
-                    return Err(QueueUrlError::Server(text.to_string()));
-                }
-                server.to_string()
-            }
-            None if !server.is_empty() => format!("{server}:4222"),
-            None => return Err(QueueUrlError::Server(text.to_string())),
+        let trimmed = text.trim();
+        let (tls, rest) = match (
+            trimmed.strip_prefix("nats://"),
+            trimmed.strip_prefix("tls://"),
+        ) {
+            (Some(rest), _) => (false, rest),
+            (_, Some(rest)) => (true, rest),
+            _ => return Err(QueueUrlError::Scheme(shown(text))),
         };
+        // The run name holds no `@`: the last one ends the credentials, which may hold `/`.
+        let (credentials, rest) = match rest.rsplit_once('@') {
+            None => (None, rest),
+            Some((userinfo, rest)) => {
+                let bad = || QueueUrlError::Credentials(shown(text));
+                let credentials = match userinfo.split_once(':') {
+                    Some((user, password)) => Credentials::UserPassword {
+                        user: decode(user).filter(|u| !u.is_empty()).ok_or_else(bad)?,
+                        password: Secret(decode(password).ok_or_else(bad)?),
+                    },
+                    None => Credentials::Token(Secret(
+                        decode(userinfo).filter(|t| !t.is_empty()).ok_or_else(bad)?,
+                    )),
+                };
+                (Some(credentials), rest)
+            }
+        };
+        let (servers, run) = rest
+            .split_once('/')
+            .ok_or_else(|| QueueUrlError::Run(shown(text)))?;
+        let mut list = Vec::new();
+        for server in servers.split(',') {
+            let server = server.trim();
+            let server = match server.rsplit_once(':') {
+                Some((host, port)) => {
+                    let ok = !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0);
+                    if !ok {
+                        return Err(QueueUrlError::Server(shown(text)));
+                    }
+                    server.to_string()
+                }
+                None if !server.is_empty() => format!("{server}:4222"),
+                None => return Err(QueueUrlError::Server(shown(text))),
+            };
+            list.push(server);
+        }
         let run_ok = (1..=64).contains(&run.len())
             && run
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         if !run_ok {
-            return Err(QueueUrlError::Run(text.to_string()));
+            return Err(QueueUrlError::Run(shown(text)));
         }
         Ok(Self {
-            server,
+            servers: list,
+            tls,
             run: run.to_string(),
+            credentials,
+            access: Access::default(),
+            key: None,
         })
     }
 
@@ -87,9 +203,48 @@ impl QueueUrl {
         }
     }
 
-    /// `HOST:PORT`, to connect to.
+    /// The same queue, reached with `access` (credential files, TLS) besides what the
+    /// address says.
+    pub fn with_access(mut self, access: Access) -> Self {
+        self.access = access;
+        self
+    }
+
+    /// The same queue, its jobs, results and record signed and checked with `key` (see
+    /// [`crate::sign`]).
+    pub fn with_key(mut self, key: Option<QueueKey>) -> Self {
+        self.key = key;
+        self
+    }
+
+    /// The fleet's key, if this process has one.
+    pub fn key(&self) -> Option<&QueueKey> {
+        self.key.as_ref()
+    }
+
+    /// The first server's `HOST:PORT`.
     pub fn server(&self) -> &str {
-        &self.server
+        self.servers.first().map_or("", String::as_str)
+    }
+
+    /// Every server's `HOST:PORT`, in the order given.
+    pub fn servers(&self) -> &[String] {
+        &self.servers
+    }
+
+    /// Whether the address requires TLS (`tls://`).
+    pub fn tls(&self) -> bool {
+        self.tls
+    }
+
+    /// The credentials the address gives, if any.
+    pub fn credentials(&self) -> Option<&Credentials> {
+        self.credentials.as_ref()
+    }
+
+    /// How to connect beyond the address.
+    pub fn access(&self) -> &Access {
+        &self.access
     }
 
     /// The run's name.
@@ -144,9 +299,11 @@ impl QueueUrl {
     }
 }
 
+/// The address without its credentials: what may be printed.
 impl fmt::Display for QueueUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "nats://{}/{}", self.server, self.run)
+        let scheme = if self.tls { "tls" } else { "nats" };
+        write!(f, "{scheme}://{}/{}", self.servers.join(","), self.run)
     }
 }
 
@@ -181,5 +338,42 @@ mod tests {
         }
         let long = format!("nats://h/{}", "x".repeat(65));
         assert!(QueueUrl::parse(&long).is_err());
+    }
+
+    #[test]
+    fn credentials_clusters_and_tls_parse_and_are_never_shown() {
+        let q = QueueUrl::parse("nats://fleet:p%40ss/w0rd@a:4222,b/run").unwrap();
+        assert_eq!(
+            q.credentials(),
+            Some(&Credentials::UserPassword {
+                user: "fleet".into(),
+                password: Secret::new("p@ss/w0rd"),
+            })
+        );
+        assert_eq!(q.servers(), ["a:4222", "b:4222"]);
+        assert!(!q.tls());
+        let q = QueueUrl::parse("tls://t0ken-xyz@h:4443/run").unwrap();
+        assert_eq!(
+            q.credentials(),
+            Some(&Credentials::Token(Secret::new("t0ken-xyz")))
+        );
+        assert!(q.tls());
+        assert_eq!(q.to_string(), "tls://h:4443/run");
+        for q in [&q, &QueueUrl::parse("nats://u:t0ken-xyz@h/run").unwrap()] {
+            assert!(!q.to_string().contains("t0ken-xyz"));
+            assert!(!format!("{q:?}").contains("t0ken-xyz"));
+        }
+        // A bad address is quoted without its credentials.
+        for bad in [
+            "nats://fleet:t0ken-xyz@h:x/run",
+            "nats://fleet:t0ken-xyz@h/bad.run",
+            "nats://:t0ken-xyz@h/run",
+            "nats://fleet:t0ken-xyz%zz@h/run",
+            "http://fleet:t0ken-xyz@h/run",
+        ] {
+            let e = QueueUrl::parse(bad).unwrap_err().to_string();
+            assert!(!e.contains("t0ken-xyz"), "{e}");
+            assert!(e.contains("REDACTED"), "{e}");
+        }
     }
 }

@@ -22,7 +22,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer, stream};
 use bytes::Bytes;
 use corral_engine::hosts::HostTable;
-use corral_engine::job::{parse_line, Input};
+use corral_engine::job::{parse_line, Format, Input};
 use corral_engine::run::{Observer, Quiet, Report, Run};
 use corral_engine::sink::{LineSink, Sink};
 use futures::StreamExt;
@@ -31,6 +31,8 @@ use tokio_util::sync::CancellationToken;
 use crate::board::{host_token, unix_ns, Board};
 use crate::error::QueueError;
 use crate::nats;
+use crate::record::{Lines, RunInfo};
+use crate::sign::{Purpose, HEADER};
 use crate::status::Heartbeat;
 use crate::url::QueueUrl;
 
@@ -55,6 +57,7 @@ pub struct Worker {
     id: String,
     counters: Arc<Counters>,
     hosts: Option<Arc<dyn HostTable>>,
+    lines: Option<Lines>,
 }
 
 /// What a worker has done so far, for its heartbeat and its metrics.
@@ -64,6 +67,9 @@ pub struct Counters {
     pub done: AtomicU64,
     /// Jobs pulled and not yet acked.
     pub held: AtomicU64,
+    /// Job messages refused and dropped, never run: unsigned or wrongly signed (with a key),
+    /// for a line the run does not have, or not valid UTF-8 JSON.
+    pub rejected: AtomicU64,
 }
 
 impl Worker {
@@ -77,11 +83,7 @@ impl Worker {
             Ok((js, board))
         })
         .await?;
-        let host = std::fs::read_to_string("/etc/hostname")
-            .ok()
-            .map(|h| h.trim().to_string())
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| "worker".into());
+        let host = crate::board::host_name();
         Ok(Self {
             queue: queue.clone(),
             js,
@@ -89,6 +91,7 @@ impl Worker {
             id: format!("{host}-{}", std::process::id()),
             counters: Arc::default(),
             hosts: None,
+            lines: None,
         })
     }
 
@@ -114,13 +117,17 @@ impl Worker {
     }
 
     /// Waits until the run exists (a `corral submit` created its jobs stream and stored its
-    /// options) and returns the options. Calls `waiting` once if it has to wait.
-    pub async fn run_options(&self, waiting: impl FnOnce()) -> Result<Bytes, QueueError> {
+    /// record) and returns it; the worker takes only jobs of the lines it names. Calls
+    /// `waiting` once if it has to wait. A record this worker cannot trust (unsigned or
+    /// wrongly signed with a key; signed, without one) is an error of kind
+    /// [`Forged`](crate::error::QueueErrorKind::Forged): no job is run.
+    pub async fn run_info(&mut self, waiting: impl FnOnce()) -> Result<RunInfo, QueueError> {
         let mut waiting = Some(waiting);
         loop {
-            if let Some(options) = self.board.options().await? {
+            if let Some(info) = self.board.run(self.queue.run(), self.queue.key()).await? {
                 if self.js.get_stream(self.queue.jobs_stream()).await.is_ok() {
-                    return Ok(options);
+                    self.lines = Some(info.lines.clone());
+                    return Ok(info);
                 }
             }
             if let Some(w) = waiting.take() {
@@ -197,19 +204,31 @@ impl Worker {
             self.hosts.clone(),
         ));
         let _beats = AbortOnDrop(beats);
+        let Some(lines) = self.lines.clone() else {
+            return Err(QueueError::new(
+                "run jobs",
+                "the run's record was not read first (Worker::run_info)",
+            ));
+        };
         let (queue, held) = (self.queue.clone(), pending.clone());
+        let (board, counters) = (self.board.clone(), self.counters.clone());
+        let json = input.format == Format::Jsonl;
         let parsed = messages
             .take_until(stop.clone().cancelled_owned())
             .filter_map(move |m| {
                 let job = m.ok().and_then(|m| {
-                    let Some(line) = nats::line_of(&queue, &m) else {
-                        // Not a job of this run's (published by hand?): never deliver it again.
-                        tokio::spawn(async move {
-                            let _ = m.ack_with(jetstream::AckKind::Term).await;
+                    let checked = nats::line_of(&queue, &m)
+                        .ok_or("no line of this run's")
+                        .and_then(|line| {
+                            check_job(&queue, &lines, json, line, &m).map(|t| (line, t))
                         });
-                        return None;
+                    let (line, text) = match checked {
+                        Ok(job) => job,
+                        Err(why) => {
+                            reject(&board, &counters, m, why);
+                            return None;
+                        }
                     };
-                    let text = String::from_utf8_lossy(&m.payload).into_owned();
                     held.lock()
                         .unwrap_or_else(PoisonError::into_inner)
                         .insert(line, m);
@@ -237,6 +256,57 @@ impl Worker {
         report
     }
 }
+
+/// A job message's text, if the worker may run it: for a line the run has, signed with the
+/// fleet's key when it has one, UTF-8 (and a JSON object, for JSON jobs). `Err` says why not,
+/// naming nothing from the message.
+fn check_job(
+    queue: &QueueUrl,
+    lines: &Lines,
+    json: bool,
+    line: u64,
+    m: &jetstream::Message,
+) -> Result<String, &'static str> {
+    if !lines.contains(line) {
+        return Err("a line the run was not submitted with");
+    }
+    if let Some(key) = queue.key() {
+        if !key.verify_headers(
+            Purpose::Job,
+            queue.run(),
+            line,
+            &m.payload,
+            m.headers.as_ref(),
+        ) {
+            return Err("not signed with the fleet's key");
+        }
+    }
+    let text = std::str::from_utf8(&m.payload).map_err(|_| "not UTF-8")?;
+    if json && !serde_json::from_str::<serde_json::Value>(text).is_ok_and(|v| v.is_object()) {
+        return Err("not a JSON object");
+    }
+    Ok(text.to_string())
+}
+
+/// Drops a job message the worker must not run: acked as terminated (never delivered again),
+/// logged, and counted, here and on the board (`corral status`).
+fn reject(board: &Board, counters: &Counters, m: jetstream::Message, why: &'static str) {
+    counters.rejected.fetch_add(1, Ordering::Relaxed);
+    let id = m
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
+        .map(|v| corral_engine::redact::text(v.as_str()).into_owned());
+    tracing::warn!(message_id = ?id, "refused a job message: {why}; it is dropped, not run");
+    let board = board.clone();
+    tokio::spawn(async move {
+        let _ = m.ack_with(jetstream::AckKind::Term).await;
+        let _ = board.change(REJECTED_JOBS, |n| n.saturating_add(1)).await;
+    });
+}
+
+/// The board's count of job messages the workers refused.
+pub(crate) const REJECTED_JOBS: &str = "rejected.jobs";
 
 /// Aborts a task when dropped.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -354,7 +424,14 @@ impl LineSink for Publisher {
                 let mut failed = Vec::new();
                 let mut acks = Vec::with_capacity(left.len());
                 for (line, payload) in left {
-                    let headers = nats::with_id(&queue.job_id(line));
+                    let mut headers = nats::with_id(&queue.job_id(line));
+                    if let Some(key) = queue.key() {
+                        headers.insert(
+                            HEADER,
+                            key.sign(Purpose::Result, queue.run(), line, &payload)
+                                .as_str(),
+                        );
+                    }
                     match js
                         .publish_with_headers(subject.clone(), headers, payload.clone())
                         .await

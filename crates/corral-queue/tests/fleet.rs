@@ -23,7 +23,7 @@ async fn two_workers_and_a_collector_give_every_line_exactly_once() {
         .map(|i| (i, format!(r#"{{"url":"{base}/items/{i}"}}"#)))
         .collect();
     let submitter = Submitter::connect(&queue).await.unwrap();
-    submitter.board().raise_submitted(n).await.unwrap();
+    common::record_run(&submitter, n).await;
     let submitted = submitter.submit(jobs).await.unwrap();
     assert_eq!(submitted.queued, n);
 
@@ -110,7 +110,7 @@ async fn a_job_out_of_deliveries_gets_a_max_deliveries_result() {
         .configure(Duration::from_secs(1), 1)
         .await
         .unwrap();
-    submitter.board().raise_submitted(n).await.unwrap();
+    common::record_run(&submitter, n).await;
     let jobs = (1..=n).map(|i| (i, format!(r#"{{"id":"j{i}","url":"{base}/items/{i}"}}"#)));
     submitter.submit(jobs).await.unwrap();
 

@@ -32,7 +32,8 @@ async fn a_worker_killed_mid_run_loses_no_job() {
     if let Ok(queue) = std::env::var("FLEET_CHILD") {
         // The child: a worker that runs until it is killed.
         let queue = QueueUrl::parse(&queue).unwrap();
-        let worker = Worker::connect(&queue).await.unwrap();
+        let mut worker = Worker::connect(&queue).await.unwrap();
+        worker.run_info(|| {}).await.unwrap();
         let run = Run::builder().concurrency(8).build().unwrap();
         let _ = worker
             .run(run, Input::default(), CancellationToken::new())
@@ -50,7 +51,7 @@ async fn a_worker_killed_mid_run_loses_no_job() {
         .collect();
     let submitter = Submitter::connect(&queue).await.unwrap();
     submitter.configure(ACK_WAIT, 5).await.unwrap();
-    submitter.board().raise_submitted(n).await.unwrap();
+    common::record_run(&submitter, n).await;
     submitter.submit(jobs).await.unwrap();
 
     let mut child = Command::new(std::env::current_exe().unwrap())

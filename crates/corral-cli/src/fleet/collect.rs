@@ -186,7 +186,7 @@ async fn collect_into(queue: &QueueUrl, out: &Path, resume: bool, end: Ending) -
             );
             return Ok(exit::INTERRUPTED);
         }
-        Some(r) => r.map_err(fail(exit::FATAL))?,
+        Some(r) => r.map_err(super::queue_fail)?,
     };
     let results = out.to_path_buf();
     let (text, json, failed) =
@@ -196,12 +196,16 @@ async fn collect_into(queue: &QueueUrl, out: &Path, resume: bool, end: Ending) -
     if !end.quiet {
         eprint!("{text}");
         eprintln!(
-            "corral: collected {} results from {queue} ({} already in the file or repeated{})",
+            "corral: collected {} results from {queue} ({} already in the file or repeated{}{})",
             report.written,
             report.duplicates,
             match report.undeliverable {
                 0 => String::new(),
                 n => format!(", {n} failed max_deliveries"),
+            },
+            match report.rejected {
+                0 => String::new(),
+                n => format!(", {n} refused: forged or not of this run"),
             }
         );
     }

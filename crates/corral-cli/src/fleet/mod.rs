@@ -8,7 +8,12 @@ pub(crate) mod status;
 pub(crate) mod submit;
 pub(crate) mod worker;
 
+use std::path::PathBuf;
+
 use clap::Args;
+use corral_queue::connect::{env, Access};
+use corral_queue::error::{QueueError, QueueErrorKind};
+use corral_queue::sign::QueueKey;
 use corral_queue::url::{QueueUrl, ENV};
 use serde::{Deserialize, Serialize};
 
@@ -18,22 +23,85 @@ use crate::flags::Options;
 /// `--queue`, shared by the fleet's commands.
 #[derive(Args, Clone)]
 pub(crate) struct QueueArg {
-    /// The run's queue, nats://HOST[:PORT]/RUN (default: $CORRAL_QUEUE)
+    /// The run's queue, nats://[USER:PASSWORD@|TOKEN@]HOST[:PORT][,HOST:PORT...]/RUN, or
+    /// tls://... (default: $CORRAL_QUEUE)
     #[arg(long, value_name = "nats://HOST:PORT/RUN")]
     pub(crate) queue: Option<String>,
+    #[command(flatten)]
+    pub(crate) nats: NatsArgs,
 }
 
 impl QueueArg {
-    /// The queue from `--queue` or `CORRAL_QUEUE`; an error naming both when neither gives a
-    /// good one.
+    /// The queue from `--queue` or `CORRAL_QUEUE`, with its access and key; an error naming
+    /// both when neither gives a good one.
     pub(crate) fn url(&self) -> Result<QueueUrl, Fail> {
-        parse(self.queue.as_deref())?.ok_or_else(|| {
+        let queue = parse(self.queue.as_deref())?.ok_or_else(|| {
             Fail(
                 exit::BAD_INPUT,
                 corral_queue::url::QueueUrlError::Missing.to_string(),
             )
-        })
+        })?;
+        self.nats.apply(queue)
     }
+}
+
+/// How to reach an authenticated or TLS NATS server, and the fleet's signing key: what every
+/// fleet command (and `run --queue`) takes besides `--queue`.
+#[derive(Args, Clone, Default, Debug, PartialEq)]
+pub(crate) struct NatsArgs {
+    /// A NATS credentials file (.creds: the user's JWT and nkey seed)
+    #[arg(long, value_name = "FILE", env = env::CREDS, hide_env_values = true)]
+    pub(crate) nats_creds: Option<PathBuf>,
+    /// A file holding the user's nkey seed (SU...)
+    #[arg(long, value_name = "FILE", env = env::NKEY, hide_env_values = true)]
+    pub(crate) nats_nkey: Option<PathBuf>,
+    /// Require TLS to the NATS servers (as a tls:// address does)
+    #[arg(long, env = env::TLS, hide_env_values = true)]
+    pub(crate) nats_tls: bool,
+    /// PEM file of the CA that signed the NATS servers' certificates
+    #[arg(long, value_name = "FILE", env = env::CACERT, hide_env_values = true)]
+    pub(crate) nats_cacert: Option<PathBuf>,
+    /// PEM client certificate for the NATS servers (with --nats-key)
+    #[arg(long, value_name = "FILE", env = env::CERT, hide_env_values = true)]
+    pub(crate) nats_cert: Option<PathBuf>,
+    /// PEM key of --nats-cert
+    #[arg(long, value_name = "FILE", env = env::KEY, hide_env_values = true)]
+    pub(crate) nats_key: Option<PathBuf>,
+    /// A file holding the fleet's key (at least 16 bytes; default: $CORRAL_QUEUE_KEY): jobs,
+    /// results and the run's options are signed with it, and what is not is refused
+    #[arg(long, value_name = "FILE")]
+    pub(crate) queue_key_file: Option<PathBuf>,
+}
+
+impl NatsArgs {
+    /// `queue`, reached and signed as these options say.
+    pub(crate) fn apply(&self, queue: QueueUrl) -> Result<QueueUrl, Fail> {
+        let key = QueueKey::from_file_or_env(self.queue_key_file.as_deref()).map_err(queue_fail)?;
+        Ok(queue
+            .with_access(Access {
+                creds: self.nats_creds.clone(),
+                nkey: self.nats_nkey.clone(),
+                tls: self.nats_tls,
+                cacert: self.nats_cacert.clone(),
+                cert: self.nats_cert.clone(),
+                key: self.nats_key.clone(),
+            })
+            .with_key(key))
+    }
+}
+
+/// A queue error as a command's end: a refusal (credentials, permissions), a bad file or key,
+/// a forgery or a second collector is bad usage (2); anything else is fatal (3).
+pub(crate) fn queue_fail(e: QueueError) -> Fail {
+    let code = match e.kind() {
+        QueueErrorKind::Auth
+        | QueueErrorKind::Tls
+        | QueueErrorKind::Config
+        | QueueErrorKind::Forged
+        | QueueErrorKind::Busy => exit::BAD_INPUT,
+        _ => exit::FATAL,
+    };
+    Fail(code, e.to_string())
 }
 
 /// The queue of `flag`, else of `CORRAL_QUEUE`; `None` when neither is set. A number (the
@@ -67,6 +135,47 @@ pub(crate) struct RunRecord {
     /// The lines are URLs (`--urls`), not JSON jobs.
     #[serde(default)]
     pub(crate) urls: bool,
+}
+
+/// Refuses to store a secret on the server: `submit`'s options go to the board, which anyone
+/// who can read the run's bucket sees. Secret headers (by name, as results redact them), and
+/// credentials in the proxy's or the base URL's address, belong to the workers
+/// (`corral worker -H` or its own `--config`). The error names the option, never the value.
+pub(crate) fn check_no_secrets(o: &Options) -> Result<(), String> {
+    let to_workers = "it would be stored on the NATS server for every worker to read; give it to the workers instead (`corral worker --config FILE` with [hosts.\"HOST\"] header = [...], or corral worker -H with --headers-to-any-host)";
+    let secret_header = |h: &String| {
+        h.split_once(':')
+            .is_some_and(|(name, _)| corral_engine::redact::is_secret_header(name.trim()))
+    };
+    if let Some(h) = o.header.iter().find(|h| secret_header(h)) {
+        let name = h.split_once(':').map_or("", |(n, _)| n.trim());
+        return Err(format!("-H {name}: is a secret header: {to_workers}"));
+    }
+    for (pattern, rule) in &o.hosts {
+        if let Some(h) = rule.header.iter().find(|h| secret_header(h)) {
+            let name = h.split_once(':').map_or("", |(n, _)| n.trim());
+            return Err(format!(
+                "[hosts.{pattern:?}] header {name}: is a secret header: {to_workers}"
+            ));
+        }
+    }
+    let has_credentials = |u: &str| {
+        url::Url::parse(u.trim()).is_ok_and(|u| !u.username().is_empty() || u.password().is_some())
+    };
+    if o.proxy.as_deref().is_some_and(has_credentials) {
+        return Err(format!(
+            "--proxy with user:password@: {to_workers} (`proxy` in its --config)"
+        ));
+    }
+    if let Some(base) = &o.base_url {
+        let redacted = corral_engine::redact::url_text(base);
+        if has_credentials(base) || redacted != base.trim() {
+            return Err(format!(
+                "--base-url {redacted}: holds credentials or a secret parameter: {to_workers}"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Refuses options a fleet would enforce per worker while the user means the whole run: the

@@ -17,7 +17,7 @@ pub(crate) struct StatusArgs {
 
 pub(crate) async fn status_cmd(args: StatusArgs) -> Result<u8, Fail> {
     let queue = args.queue.url()?;
-    let s = status(&queue).await.map_err(fail(exit::FATAL))?;
+    let s = status(&queue).await.map_err(super::queue_fail)?;
     if args.json {
         println!(
             "{}",
@@ -34,6 +34,10 @@ pub(crate) async fn status_cmd(args: StatusArgs) -> Result<u8, Fail> {
     );
     println!("done        {}  (results stored)", s.done);
     println!("collected   {}  ({} failed)", s.collected, s.failed);
+    println!(
+        "rejected    {}  (forged or not of this run: dropped, never run)",
+        s.rejected
+    );
     println!("workers     {}", s.workers.len());
     for (w, (done, held)) in &s.worker_jobs {
         println!("worker      {w}  {done} done, {held} held");

@@ -5,13 +5,13 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use bytes::Bytes;
 use clap::Args;
 use corral_queue::collect::lines_with_results;
-use corral_queue::submit::{Submitter, DEFAULT_ACK_WAIT, DEFAULT_MAX_DELIVERIES};
+use corral_queue::record::{Lines, RunInfo};
+use corral_queue::submit::{SubmitError, Submitter, DEFAULT_ACK_WAIT, DEFAULT_MAX_DELIVERIES};
 use corral_queue::url::QueueUrl;
 
-use super::{check_shareable, QueueArg, RunRecord};
+use super::{check_no_secrets, check_shareable, queue_fail, QueueArg, RunRecord};
 use crate::exit::{code as exit, fail, Fail};
 use crate::flags::{plan, Options};
 
@@ -24,8 +24,10 @@ Examples:
 
 The options are the run's, stored with the jobs: every worker enforces the same set. The
 per-host rate and burst, Retry-After pauses and circuit breakers are shared by the fleet;
---per-host-concurrency is per worker. Headers given here (-H) are stored on the NATS server:
-give secret ones to the workers instead (corral worker -H).";
+--per-host-concurrency is per worker. The options are stored on the NATS server, so secret
+headers (Authorization, Cookie, *token*, *key* ...) and proxy or base-URL credentials are
+refused here: give them to the workers (corral worker --config FILE). With the fleet's key
+($CORRAL_QUEUE_KEY or --queue-key-file) every job and the options are signed.";
 
 #[derive(Args)]
 pub(crate) struct SubmitArgs {
@@ -104,32 +106,37 @@ pub(crate) async fn submit(
         ));
     }
     check_shareable(&opts).map_err(fail(exit::BAD_INPUT))?;
+    check_no_secrets(&opts).map_err(fail(exit::BAD_INPUT))?;
     // The same checks as `corral run`, before anything is published.
     plan(&opts).map_err(fail(exit::BAD_INPUT))?;
-    let (jobs, total) = Jobs::open(&job.jobs, job.urls)?;
+    let (jobs, total, lines) = Jobs::open(&job.jobs, job.urls)?;
 
-    let unreachable = |e: corral_queue::submit::SubmitError| Fail(exit::FATAL, e.to_string());
+    let unreachable = |e: SubmitError| match e {
+        SubmitError::Connect(e) => queue_fail(e),
+        e => Fail(exit::FATAL, e.to_string()),
+    };
     let submitter = Submitter::connect(queue).await.map_err(unreachable)?;
     let board = submitter.board();
     let record = RunRecord {
         options: opts,
         urls: job.urls,
     };
-    let record = serde_json::to_vec(&record).map_err(fail(exit::FATAL))?;
+    let info = RunInfo {
+        options: serde_json::to_string(&record).map_err(fail(exit::FATAL))?,
+        jobs: total,
+        lines,
+    };
     board
-        .set_options(Bytes::from(record))
+        .set_run(queue.run(), &info, queue.key())
         .await
-        .map_err(fail(exit::FATAL))?;
+        .map_err(queue_fail)?;
     submitter
         .configure(job.ack_wait, job.max_deliveries)
         .await
         .map_err(unreachable)?;
     // Counted before publishing: a collector waits for every line, even those a crashed
     // submit did not publish (submit again to publish them).
-    board
-        .raise_submitted(total)
-        .await
-        .map_err(fail(exit::FATAL))?;
+    board.raise_submitted(total).await.map_err(queue_fail)?;
     // A read error ends the lines; what was published before it stays, and is said.
     let failed = std::cell::RefCell::new(None);
     let lines = jobs.lines()?.map_while(|l| match l {
@@ -140,8 +147,8 @@ pub(crate) async fn submit(
         }
     });
     let report = if job.resume {
-        let done = lines_with_results(queue).await.map_err(fail(exit::FATAL))?;
-        let n = board.next_resume().await.map_err(fail(exit::FATAL))?;
+        let done = lines_with_results(queue).await.map_err(queue_fail)?;
+        let n = board.next_resume().await.map_err(queue_fail)?;
         let todo = lines.filter(|(line, _)| !done.contains(*line));
         submitter.resubmit(todo, n).await.map_err(unreachable)?
     } else {
@@ -183,8 +190,9 @@ enum Jobs {
 }
 
 impl Jobs {
-    /// Opens the jobs and counts them. `Err` names the file and what is wrong.
-    fn open(path: &Path, urls: bool) -> Result<(Jobs, u64), Fail> {
+    /// Opens the jobs, counts them and notes their lines. `Err` names the file and what is
+    /// wrong.
+    fn open(path: &Path, urls: bool) -> Result<(Jobs, u64, Lines), Fail> {
         let shown = path.display();
         let unreadable = |e: std::io::Error| {
             Fail(
@@ -196,8 +204,12 @@ impl Jobs {
             let held = JobLines::new(std::io::stdin().lock(), urls)
                 .collect::<std::io::Result<Vec<_>>>()
                 .map_err(unreadable)?;
+            let mut lines = Lines::default();
+            for (n, _) in &held {
+                lines.push(*n);
+            }
             let n = held.len() as u64;
-            return Ok((Jobs::Held(held), n));
+            return Ok((Jobs::Held(held), n, lines));
         }
         if path.is_dir() {
             return Err(Fail(
@@ -206,12 +218,12 @@ impl Jobs {
             ));
         }
         let file = std::fs::File::open(path).map_err(unreadable)?;
-        let mut n = 0;
+        let (mut n, mut lines) = (0, Lines::default());
         for l in JobLines::new(BufReader::new(file), urls) {
-            l.map_err(unreadable)?;
+            lines.push(l.map_err(unreadable)?.0);
             n += 1;
         }
-        Ok((Jobs::File(path.to_path_buf(), urls), n))
+        Ok((Jobs::File(path.to_path_buf(), urls), n, lines))
     }
 
     /// The jobs again, in order, each with its line number.
@@ -293,9 +305,13 @@ mod tests {
         let p = dir.path().join("jobs.txt");
         std::fs::write(&p, "\u{feff}http://a/1\n\n# note\n  http://a/2 # two \n").unwrap();
         let lines = |urls| {
-            let (jobs, n) = Jobs::open(&p, urls).unwrap();
+            let (jobs, n, set) = Jobs::open(&p, urls).unwrap();
             let all: Vec<_> = jobs.lines().unwrap().map(Result::unwrap).collect();
             assert_eq!(all.len() as u64, n, "counted as read");
+            for (line, _) in &all {
+                assert!(set.contains(*line), "line {line} noted");
+            }
+            assert!(!set.contains(2), "a blank line has no job");
             all
         };
         let urls = lines(true);

@@ -2,6 +2,7 @@
 //! run's options and the limits the fleet shares, until stopped.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::Args;
@@ -9,19 +10,27 @@ use corral::shutdown::Shutdown;
 use corral_engine::hosts::HostTable;
 use corral_engine::job::{Format, Input};
 use corral_engine::run::Ending;
+use corral_engine::settings::HostPattern;
 use corral_queue::hosts::FleetHosts;
 use corral_queue::worker::Worker;
 
-use super::{check_shareable, QueueArg, RunRecord};
+use super::{check_shareable, queue_fail, QueueArg, RunRecord};
 use crate::exit::{code as exit, fail, Fail};
-use crate::flags::plan;
+use crate::flags::{load_config, parse_headers, plan, Options};
 use crate::metrics::{self, Latest};
 
 pub(crate) const WORKER_EXAMPLES: &str = "\
 Examples:
   corral worker --queue nats://10.0.0.5:4222/batch1 -c 64
   CORRAL_QUEUE=nats://10.0.0.5:4222/batch1 corral worker --metrics-addr 0.0.0.0:9464
-  corral worker --queue nats://10.0.0.5:4222/batch1 -H 'Authorization: Bearer $TOKEN'
+  corral worker --queue nats://10.0.0.5:4222/batch1 --config worker.toml
+
+A worker's secrets stay on its machine and go only to the hosts they are for: its --config
+names them ([hosts.\"api.example.com\"] header = [\"Authorization: Bearer ...\"]; also proxy,
+no_proxy, cacert, cert, key), and -H headers go to each host of that config. A -H without such
+a config would go to every host a job names: it is refused unless --headers-to-any-host.
+Without the fleet's key ($CORRAL_QUEUE_KEY or --queue-key-file) anyone who can publish on the
+queue can make this worker send requests: the worker says so when it starts.
 
 A worker runs until Ctrl-C / SIGTERM (jobs under way finish, their results are stored, then
 acked) or until it is killed (its unacked jobs go to other workers after --ack-wait-s). It waits
@@ -40,10 +49,19 @@ pub(crate) struct WorkerArgs {
     /// Jobs held at once, running or waiting for their host [default: the run's]
     #[arg(long)]
     pub(crate) queue_size: Option<usize>,
-    /// Extra request header for every job, `Name: value` (repeatable), after the run's own:
-    /// secrets given here stay on this machine
+    /// Extra request header, `Name: value` (repeatable), sent only to the hosts of this
+    /// worker's --config (or to every host, with --headers-to-any-host): secrets given here
+    /// stay on this machine
     #[arg(long = "header", short = 'H')]
     pub(crate) header: Vec<String>,
+    /// Send -H headers to every host a job names, not only to the hosts of --config
+    #[arg(long)]
+    pub(crate) headers_to_any_host: bool,
+    /// This worker's own TOML config: [hosts."PATTERN"] header = [...] (its secrets, sent
+    /// only to the hosts they match), proxy, no_proxy, cacert, cert, key. The run's limits
+    /// are the run's (corral submit).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
     /// Serve Prometheus text metrics at this address, e.g. 0.0.0.0:9464
     #[arg(long, value_name = "ADDR")]
     pub(crate) metrics_addr: Option<SocketAddr>,
@@ -54,17 +72,37 @@ pub(crate) struct WorkerArgs {
 
 pub(crate) async fn worker_cmd(args: WorkerArgs) -> Result<u8, Fail> {
     let queue = args.queue.url()?;
-    let mut worker = Worker::connect(&queue).await.map_err(fail(exit::FATAL))?;
+    // The worker's own settings are checked before it takes any job.
+    let own = match &args.config {
+        Some(path) => worker_config(path)?,
+        None => Options::default(),
+    };
+    let headers = [own.header.clone(), args.header.clone()].concat();
+    if !headers.is_empty() && own.hosts.is_empty() && !args.headers_to_any_host {
+        return Err(Fail(
+            exit::BAD_INPUT,
+            "-H: a worker's headers go only to the hosts of its --config ([hosts.\"api.example.com\"]); \
+             name them there, or say --headers-to-any-host to send these to every host a job names"
+                .into(),
+        ));
+    }
     let quiet = args.quiet;
-    let record = worker
-        .run_options(|| {
+    if queue.key().is_none() && !quiet {
+        eprintln!(
+            "corral worker: warning: jobs are not authenticated: anyone who can publish on {queue} can make this worker send requests; give the fleet a key ({} or --queue-key-file)",
+            corral_queue::sign::KEY_ENV
+        );
+    }
+    let mut worker = Worker::connect(&queue).await.map_err(queue_fail)?;
+    let info = worker
+        .run_info(|| {
             if !quiet {
                 eprintln!("corral worker: waiting for `corral submit` to {queue}");
             }
         })
         .await
-        .map_err(fail(exit::FATAL))?;
-    let record: RunRecord = serde_json::from_slice(&record).map_err(|e| {
+        .map_err(queue_fail)?;
+    let record: RunRecord = serde_json::from_str(&info.options).map_err(|e| {
         Fail(
             exit::BAD_INPUT,
             format!("the run's options on {queue} cannot be read by this corral ({e}); use the same version as `corral submit`"),
@@ -75,9 +113,18 @@ pub(crate) async fn worker_cmd(args: WorkerArgs) -> Result<u8, Fail> {
     opts.concurrency = args.concurrency.or(opts.concurrency);
     opts.threads = args.threads.or(opts.threads);
     opts.queue_size = args.queue_size.or(opts.queue_size);
-    opts.header.extend(args.header.iter().cloned());
+    if args.headers_to_any_host {
+        opts.header.extend(headers.iter().cloned());
+    }
+    // The worker's own way to the hosts, over the run's.
+    opts.proxy = own.proxy.clone().or(opts.proxy.take());
+    opts.no_proxy = own.no_proxy.clone().or(opts.no_proxy.take());
+    opts.cert = own.cert.clone().or(opts.cert.take());
+    opts.key = own.key.clone().or(opts.key.take());
+    opts.cacert.extend(own.cacert.iter().cloned());
     check_shareable(&opts).map_err(fail(exit::BAD_INPUT))?;
-    let plan = plan(&opts).map_err(fail(exit::BAD_INPUT))?;
+    let mut plan = plan(&opts).map_err(fail(exit::BAD_INPUT))?;
+    plan.settings.scoped_headers = scoped_headers(&own, &headers, args.headers_to_any_host)?;
 
     let table = Arc::new(
         FleetHosts::start(&plan.settings, worker.board().clone(), worker.id())
@@ -98,13 +145,11 @@ pub(crate) async fn worker_cmd(args: WorkerArgs) -> Result<u8, Fail> {
     };
 
     let latest = Latest::default();
-    let counters = worker.counters();
-    let held = move || counters.held.load(std::sync::atomic::Ordering::Relaxed);
     let _metrics = match args.metrics_addr {
         Some(addr) => Some(
             metrics::serve(
                 addr,
-                metrics::engine(latest.clone(), table, Some(Arc::new(held))),
+                metrics::engine(latest.clone(), table, Some(worker.counters())),
             )
             .await
             .map_err(|e| Fail(exit::BAD_INPUT, format!("--metrics-addr {addr}: {e}")))?,
@@ -140,4 +185,111 @@ pub(crate) async fn worker_cmd(args: WorkerArgs) -> Result<u8, Fail> {
         }
         _ => exit::INTERRUPTED,
     })
+}
+
+/// What a worker's own `--config` may set: its secrets and how it reaches the hosts. The run's
+/// limits, retries and the rest are the run's, from `corral submit`.
+const WORKER_KEYS: [&str; 7] = [
+    "header", "hosts", "proxy", "no_proxy", "cacert", "cert", "key",
+];
+
+/// A worker's own config file, refused when it sets anything but [`WORKER_KEYS`] (or, in a
+/// `[hosts]` table, anything but `header`): such a setting would silently differ from the
+/// run's on this worker alone.
+fn worker_config(path: &Path) -> Result<Options, Fail> {
+    let bad = |m: String| {
+        Fail(
+            exit::BAD_INPUT,
+            format!("worker --config {}: {m}", path.display()),
+        )
+    };
+    let own =
+        load_config(path).map_err(|e| Fail(exit::BAD_INPUT, format!("worker --config: {e}")))?;
+    let set = |v: &serde_json::Value| {
+        !(v.is_null()
+            || v == &serde_json::Value::Bool(false)
+            || v.as_array().is_some_and(Vec::is_empty)
+            || v.as_object().is_some_and(serde_json::Map::is_empty))
+    };
+    let json = serde_json::to_value(&own).map_err(|e| bad(e.to_string()))?;
+    for (key, value) in json.as_object().into_iter().flatten() {
+        if set(value) && !WORKER_KEYS.contains(&key.as_str()) {
+            return Err(bad(format!(
+                "`{key}` is the run's setting, given to corral submit; a worker's config holds {}",
+                WORKER_KEYS.join(", ")
+            )));
+        }
+    }
+    for (pattern, rule) in &own.hosts {
+        let json = serde_json::to_value(rule).map_err(|e| bad(e.to_string()))?;
+        for (key, value) in json.as_object().into_iter().flatten() {
+            if set(value) && key != "header" {
+                return Err(bad(format!(
+                    "[hosts.{pattern:?}] {key}: the run's setting, given to corral submit; a worker's [hosts] tables hold header only"
+                )));
+            }
+        }
+    }
+    Ok(own)
+}
+
+/// The worker's headers by host: each `[hosts]` table's own, and `headers` (`-H` and the
+/// config's top-level `header`) for every one of them, unless those go to any host.
+fn scoped_headers(
+    own: &Options,
+    headers: &[String],
+    to_any_host: bool,
+) -> Result<Vec<(HostPattern, http::HeaderMap)>, Fail> {
+    let bad = |m: String| Fail(exit::BAD_INPUT, m);
+    own.hosts
+        .iter()
+        .map(|(pattern, rule)| {
+            let mut list = rule.header.clone();
+            if !to_any_host {
+                list.extend(headers.iter().cloned());
+            }
+            let p: HostPattern = pattern
+                .parse()
+                .map_err(|e: corral_engine::error::ConfigError| bad(e.to_string()))?;
+            let h = parse_headers(&list)
+                .map_err(|e| bad(format!("[hosts.{pattern:?}] header: {e}")))?;
+            Ok((p, h))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_workers_config_holds_its_secrets_and_nothing_of_the_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("w.toml");
+        std::fs::write(
+            &p,
+            "proxy = \"http://u:p@proxy:3128\"\n[hosts.\"api.example.com\"]\nheader = [\"Authorization: Bearer s3cret\"]\n",
+        )
+        .unwrap();
+        let own = worker_config(&p).unwrap();
+        let scoped = scoped_headers(&own, &["X-Team: a".into()], false).unwrap();
+        assert_eq!(scoped.len(), 1);
+        let (pattern, h) = &scoped[0];
+        assert!(pattern.matches("api.example.com:443") && !pattern.matches("other.com:443"));
+        assert_eq!(h.get("authorization").unwrap(), "Bearer s3cret");
+        assert_eq!(h.get("x-team").unwrap(), "a");
+        // With --headers-to-any-host, -H goes to every host instead.
+        let scoped = scoped_headers(&own, &["X-Team: a".into()], true).unwrap();
+        assert!(scoped[0].1.get("x-team").is_none());
+        for (text, named) in [
+            ("retries = 9\n", "`retries`"),
+            ("[hosts.\"a.com\"]\nrate = \"5/s\"\n", "rate"),
+        ] {
+            std::fs::write(&p, text).unwrap();
+            let Fail(code, m) = worker_config(&p).err().unwrap();
+            assert_eq!(code, exit::BAD_INPUT);
+            assert!(m.contains(named), "{m}");
+        }
+    }
 }

@@ -9,6 +9,8 @@ use corral_engine::job::Input;
 use corral_engine::run::{Report, Run};
 use corral_queue::collect::{collect, CollectReport};
 use corral_queue::error::QueueError;
+use corral_queue::record::{Lines, RunInfo};
+use corral_queue::submit::Submitter;
 use corral_queue::url::QueueUrl;
 use corral_queue::worker::Worker;
 use tokio::task::JoinHandle;
@@ -28,7 +30,8 @@ pub async fn start_worker(
     concurrency: usize,
     stop: &CancellationToken,
 ) -> JoinHandle<Result<Report, QueueError>> {
-    let worker = Worker::connect(queue).await.unwrap();
+    let mut worker = Worker::connect(queue).await.unwrap();
+    worker.run_info(|| {}).await.unwrap();
     let run = Run::builder().concurrency(concurrency).build().unwrap();
     let stop = stop.clone();
     tokio::spawn(async move { worker.run(run, Input::default(), stop).await })
@@ -49,4 +52,16 @@ pub async fn collect_within(
         .expect(why)
         .unwrap();
     (dir, out, report)
+}
+
+/// Stores the record of a run of `n` jobs, lines 1 to `n`, as `corral submit` does first.
+pub async fn record_run(submitter: &Submitter, n: u64) {
+    let mut lines = Lines::default();
+    (1..=n).for_each(|l| lines.push(l));
+    let info = RunInfo {
+        options: "{}".into(),
+        jobs: n,
+        lines,
+    };
+    submitter.record(&info).await.unwrap();
 }

@@ -1,0 +1,157 @@
+//! What `corral submit` stores for a run, and every worker and the collector read before
+//! anything else: the run's options, how many jobs it has and which input lines they are —
+//! so that only what was submitted counts (a job or result for any other line is refused) —
+//! signed with the fleet's key when there is one (see [`crate::sign`]).
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// The input lines of a run's jobs, as sorted ranges (`1-1000,1002-5000`): a jobs file's
+/// blank lines (and, with `--urls`, comments) have no job.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Lines(Vec<(u64, u64)>);
+
+impl Lines {
+    /// Ranges kept at most; past this (a file with blank lines all through) the set becomes
+    /// the one range from the first line to the last, so the board's value stays small.
+    pub const MAX_RANGES: usize = 10_000;
+
+    /// Adds `line`, which comes after every line added before (a smaller one is ignored).
+    pub fn push(&mut self, line: u64) {
+        match self.0.last_mut() {
+            Some((_, end)) if line <= *end => {}
+            Some((_, end)) if line == *end + 1 => *end = line,
+            _ => {
+                if self.0.len() >= Self::MAX_RANGES {
+                    if let Some(first) = self.0.first().map(|r| r.0) {
+                        self.0 = vec![(first, line)];
+                        return;
+                    }
+                }
+                self.0.push((line, line));
+            }
+        }
+    }
+
+    /// Whether `line` is one of the run's.
+    pub fn contains(&self, line: u64) -> bool {
+        let i = self.0.partition_point(|&(_, end)| end < line);
+        self.0.get(i).is_some_and(|&(start, _)| start <= line)
+    }
+
+    /// The last line, if any.
+    pub fn last(&self) -> Option<u64> {
+        self.0.last().map(|r| r.1)
+    }
+}
+
+impl fmt::Display for Lines {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, (a, b)) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            if a == b {
+                write!(f, "{a}")?;
+            } else {
+                write!(f, "{a}-{b}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A line set that cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a line set is written as increasing ranges, as in 1-10,12,14-20")]
+pub struct LinesError;
+
+impl FromStr for Lines {
+    type Err = LinesError;
+
+    fn from_str(s: &str) -> Result<Self, LinesError> {
+        let mut lines = Lines::default();
+        if s.trim().is_empty() {
+            return Ok(lines);
+        }
+        for part in s.split(',') {
+            let (a, b) = match part.split_once('-') {
+                Some((a, b)) => (a.trim(), b.trim()),
+                None => (part.trim(), part.trim()),
+            };
+            let (a, b): (u64, u64) = (
+                a.parse().map_err(|_| LinesError)?,
+                b.parse().map_err(|_| LinesError)?,
+            );
+            if a > b || lines.last().is_some_and(|l| a <= l) {
+                return Err(LinesError);
+            }
+            lines.0.push((a, b));
+        }
+        Ok(lines)
+    }
+}
+
+impl Serialize for Lines {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Lines {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A run as submitted; see the [module docs](self).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunInfo {
+    /// The run's options, as the submitting program wrote them (JSON; `corral`'s are its
+    /// command-line options and the jobs' format). The library does not read them.
+    pub options: String,
+    /// Jobs submitted.
+    pub jobs: u64,
+    /// Their input lines.
+    pub lines: Lines,
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_sets_hold_exactly_the_lines_pushed() {
+        let mut l = Lines::default();
+        for n in [1, 2, 3, 5, 8, 9, 9, 4] {
+            l.push(n);
+        }
+        assert_eq!(l.to_string(), "1-3,5,8-9");
+        for (n, inside) in [
+            (0, false),
+            (1, true),
+            (3, true),
+            (4, false),
+            (5, true),
+            (6, false),
+            (9, true),
+            (10, false),
+        ] {
+            assert_eq!(l.contains(n), inside, "{n}");
+        }
+        assert_eq!(l.to_string().parse::<Lines>().unwrap(), l);
+        for bad in ["3-1", "1,1", "5,2", "x", "1-"] {
+            assert!(bad.parse::<Lines>().is_err(), "{bad}");
+        }
+        let mut many = Lines::default();
+        for n in 0..(Lines::MAX_RANGES as u64 + 5) {
+            many.push(2 * n + 1);
+        }
+        assert!(many.0.len() <= Lines::MAX_RANGES);
+        assert!(many.contains(1) && many.contains(many.last().unwrap()));
+    }
+}
