@@ -33,7 +33,7 @@ use crate::board::{host_name, unix_ns, Board};
 use crate::error::{QueueError, QueueErrorKind};
 use crate::nats;
 use crate::record::RunInfo;
-use crate::sign::{Purpose, HEADER};
+use crate::sign::Purpose;
 use crate::url::QueueUrl;
 use crate::worker::results_stream;
 
@@ -245,37 +245,41 @@ pub const LEASE: Duration = Duration::from_secs(10);
 pub const RENEW: Duration = Duration::from_secs(2);
 
 /// Who holds the lease: the board's `collector` value.
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 struct Holder {
     host: String,
     pid: u32,
+    /// This collection's own mark: two in one process are two holders.
+    id: u64,
     at_ms: u64,
 }
 
 impl Holder {
-    fn me() -> Self {
+    fn new() -> Self {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(unix_ns());
         Self {
             host: host_name(),
             pid: std::process::id(),
+            id: h.finish(),
             at_ms: unix_ns() / 1_000_000,
         }
     }
 
-    fn bytes(&self) -> Bytes {
+    /// The value to store, stamped now.
+    fn bytes(&mut self) -> Bytes {
+        self.at_ms = unix_ns() / 1_000_000;
         Bytes::from(serde_json::to_vec(self).unwrap_or_default())
     }
 
-    /// Whether the holder may still be collecting: it renewed within [`LEASE`], and is not
-    /// a process of this machine that is gone.
-    fn holds(&self, now_ms: u64) -> bool {
-        let me = Holder::me();
-        if self.host == me.host && self.pid == me.pid {
+    /// Whether this holder may still be collecting, as `me` sees it: it renewed within
+    /// [`LEASE`], and is not a process of `me`'s machine that is gone.
+    fn holds(&self, me: &Holder) -> bool {
+        if self.host == me.host && self.pid != me.pid && !process_alive(self.pid) {
             return false;
         }
-        if self.host == me.host && !process_alive(self.pid) {
-            return false;
-        }
-        now_ms.saturating_sub(self.at_ms) < LEASE.as_millis() as u64
+        me.at_ms.saturating_sub(self.at_ms) < LEASE.as_millis() as u64
     }
 }
 
@@ -299,16 +303,17 @@ impl Lease {
     async fn take(board: &Board) -> Result<Lease, QueueError> {
         let kv = board.store().clone();
         let read = |e: &dyn std::fmt::Display| QueueError::new("read the collector's lease", e);
+        let mut me = Holder::new();
         let revision = loop {
             let entry = kv.entry(LEASE_KEY).await.map_err(|e| read(&e))?;
-            let me = Holder::me();
+            let value = me.bytes();
             let stored = match &entry {
-                None => kv.create(LEASE_KEY, me.bytes()).await.ok(),
+                None => kv.create(LEASE_KEY, value).await.ok(),
                 Some(e) => {
                     let holder = (e.operation == kv::Operation::Put)
                         .then(|| serde_json::from_slice::<Holder>(&e.value).ok())
                         .flatten();
-                    if let Some(h) = holder.filter(|h| h.holds(me.at_ms)) {
+                    if let Some(h) = holder.filter(|h| h.holds(&me)) {
                         return Err(QueueError::of(
                             QueueErrorKind::Busy,
                             "collect",
@@ -320,7 +325,7 @@ impl Lease {
                             ),
                         ));
                     }
-                    kv.update(LEASE_KEY, me.bytes(), e.revision).await.ok()
+                    kv.update(LEASE_KEY, value, e.revision).await.ok()
                 }
             };
             if let Some(revision) = stored {
@@ -333,7 +338,7 @@ impl Lease {
             let mut revision = revision;
             loop {
                 tokio::time::sleep(RENEW).await;
-                match kv.update(LEASE_KEY, Holder::me().bytes(), revision).await {
+                match kv.update(LEASE_KEY, me.bytes(), revision).await {
                     Ok(r) => revision = r,
                     Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
                         flag.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -472,14 +477,8 @@ async fn give_up_undeliverable(
             continue;
         };
         let result = undeliverable_result(line, &m.payload, limit);
-        let mut headers = nats::with_id(&queue.job_id(line));
-        if let Some(key) = queue.key() {
-            headers.insert(
-                HEADER,
-                key.sign(Purpose::Result, queue.run(), line, &result)
-                    .as_str(),
-            );
-        }
+        let headers =
+            nats::signed_headers(queue, Purpose::Result, line, queue.job_id(line), &result);
         js.publish_with_headers(queue.results_subject(), headers, result)
             .await
             .map_err(|e| QueueError::new("publish a max_deliveries result", e))?

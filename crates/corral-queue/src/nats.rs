@@ -6,6 +6,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer, stream};
 
 use crate::error::QueueError;
+use crate::sign::{Purpose, HEADER};
 use crate::url::QueueUrl;
 
 /// A JetStream context on the queue's server.
@@ -102,6 +103,26 @@ pub(crate) fn line_in(queue: &QueueUrl, headers: &async_nats::HeaderMap) -> Opti
 pub(crate) fn with_id(id: &str) -> async_nats::HeaderMap {
     let mut headers = async_nats::HeaderMap::new();
     headers.insert(async_nats::header::NATS_MESSAGE_ID, id);
+    headers
+}
+
+/// The headers of `queue`'s message for `line` with the `Nats-Msg-Id` `id`, signed as
+/// `purpose` when the queue has a key. A signed message's id ends with part of its signature:
+/// whoever lacks the key cannot publish a message under a real one's id ahead of it (the
+/// server would drop the real one as a repeat); the same line and text still get the same id.
+pub(crate) fn signed_headers(
+    queue: &QueueUrl,
+    purpose: Purpose,
+    line: u64,
+    id: String,
+    payload: &[u8],
+) -> async_nats::HeaderMap {
+    let Some(key) = queue.key() else {
+        return with_id(&id);
+    };
+    let sig = key.sign(purpose, queue.run(), line, payload);
+    let mut headers = with_id(&format!("{id}:s{}", sig.get(..16).unwrap_or(&sig)));
+    headers.insert(HEADER, sig.as_str());
     headers
 }
 

@@ -20,7 +20,7 @@ use futures::StreamExt;
 use crate::board::Board;
 use crate::error::QueueError;
 use crate::record::RunInfo;
-use crate::sign::{Purpose, HEADER};
+use crate::sign::Purpose;
 use crate::url::QueueUrl;
 
 /// How long a job may stay unacknowledged before another worker gets it, unless
@@ -83,8 +83,8 @@ impl Submitter {
     /// time queues nothing twice.
     pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(24 * 3600);
 
-    /// Connects to the queue's server and makes sure the run's jobs stream exists (a
-    /// work-queue stream on the run's subject, stored on disk).
+    /// Connects to the queue's server and makes sure the run's jobs stream (a work-queue
+    /// stream on the run's subject, stored on disk), results stream and board exist.
     pub async fn connect(queue: &QueueUrl) -> Result<Self, SubmitError> {
         let js = jetstream::new(queue.client().await.map_err(SubmitError::Connect)?);
         let name = queue.jobs_stream();
@@ -101,6 +101,14 @@ impl Submitter {
             stream: name,
             message: e.to_string(),
         })?;
+        // The results stream too: workers and the collector then need no right to create
+        // streams (see README's least-privilege users).
+        crate::worker::results_stream(&js, queue)
+            .await
+            .map_err(|e| SubmitError::Stream {
+                stream: queue.results_stream(),
+                message: e.to_string(),
+            })?;
         let board = Board::open(&js, queue)
             .await
             .map_err(|e| SubmitError::Stream {
@@ -192,14 +200,12 @@ impl Submitter {
                     count(&mut report, done)?;
                 }
             }
-            let mut headers = crate::nats::with_id(&match resume {
+            let id = match resume {
                 None => self.queue.job_id(line),
                 Some(r) => self.queue.resubmit_id(line, r),
-            });
-            if let Some(key) = self.queue.key() {
-                let sig = key.sign(Purpose::Job, self.queue.run(), line, text.as_bytes());
-                headers.insert(HEADER, sig.as_str());
-            }
+            };
+            let headers =
+                crate::nats::signed_headers(&self.queue, Purpose::Job, line, id, text.as_bytes());
             let ack = self
                 .js
                 .publish_with_headers(subject.clone(), headers, Bytes::from(text))

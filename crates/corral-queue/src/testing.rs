@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 /// A running `nats-server -js`; see the [module docs](self).
 pub struct NatsServer {
     child: Child,
+    args: Vec<String>,
     /// Its loopback port.
     pub port: u16,
     /// Its store (JetStream's files).
@@ -88,13 +89,22 @@ impl NatsServer {
     /// Starts a server on a free loopback port with a new temporary store. Panics (test
     /// support) when it cannot.
     pub fn start() -> NatsServer {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        Self::start_with(&[])
+    }
+
+    /// [`NatsServer::start`] with more arguments: `--user U --pass P`, `--auth TOKEN`,
+    /// `-c FILE` (a config file: users and permissions, nkeys, TLS).
+    pub fn start_with(args: &[&str]) -> NatsServer {
+        let port = free_port();
         let store = tempfile::tempdir().expect("temporary store");
-        let child = spawn(port, store.path());
-        NatsServer { child, port, store }
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let child = spawn(port, store.path(), &args);
+        NatsServer {
+            child,
+            args,
+            port,
+            store,
+        }
     }
 
     /// Kills the server with SIGKILL (nothing is flushed), then starts it again on the same
@@ -102,7 +112,7 @@ impl NatsServer {
     pub fn restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        self.child = spawn(self.port, self.store.path());
+        self.child = spawn(self.port, self.store.path(), &self.args);
     }
 
     /// `nats://127.0.0.1:PORT/run`.
@@ -111,10 +121,19 @@ impl NatsServer {
     }
 }
 
-fn spawn(port: u16, store: &Path) -> Child {
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+fn spawn(port: u16, store: &Path, args: &[String]) -> Child {
     let child = Command::new(binary())
         .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
         .arg(store)
+        .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -155,6 +174,7 @@ pub struct Recorder {
     base: String,
     arrivals: Arc<Mutex<Vec<Instant>>>,
     refused: Arc<Mutex<Vec<Instant>>>,
+    heads: Arc<Mutex<Vec<String>>>,
 }
 
 impl Recorder {
@@ -164,19 +184,21 @@ impl Recorder {
         let base = format!("http://{}", listener.local_addr().expect("its address"));
         let arrivals: Arc<Mutex<Vec<Instant>>> = Arc::default();
         let refused: Arc<Mutex<Vec<Instant>>> = Arc::default();
+        let heads: Arc<Mutex<Vec<String>>> = Arc::default();
         let first: Arc<Mutex<Option<Instant>>> = Arc::default();
-        let (a, r) = (arrivals.clone(), refused.clone());
+        let (a, r, h) = (arrivals.clone(), refused.clone(), heads.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { return };
-                let (a, r, first) = (a.clone(), r.clone(), first.clone());
-                std::thread::spawn(move || serve(stream, latency, reply, &a, &r, &first));
+                let (a, r, h, first) = (a.clone(), r.clone(), h.clone(), first.clone());
+                std::thread::spawn(move || serve(stream, latency, reply, (&a, &r, &h), &first));
             }
         });
         Recorder {
             base,
             arrivals,
             refused,
+            heads,
         }
     }
 
@@ -195,6 +217,11 @@ impl Recorder {
         lock(&self.arrivals).len() as u64
     }
 
+    /// Each request's head as it came (request line and header lines), in order.
+    pub fn heads(&self) -> Vec<String> {
+        lock(&self.heads).clone()
+    }
+
     /// When each refusal (429, 503) went out.
     pub fn refused(&self) -> Vec<Instant> {
         lock(&self.refused).clone()
@@ -210,8 +237,11 @@ fn serve(
     stream: TcpStream,
     latency: Duration,
     reply: fn(&str, Duration) -> Reply,
-    arrivals: &Mutex<Vec<Instant>>,
-    refused: &Mutex<Vec<Instant>>,
+    (arrivals, refused, heads): (
+        &Mutex<Vec<Instant>>,
+        &Mutex<Vec<Instant>>,
+        &Mutex<Vec<String>>,
+    ),
     first: &Mutex<Option<Instant>>,
 ) {
     let Ok(mut out) = stream.try_clone() else {
@@ -226,10 +256,13 @@ fn serve(
         let now = Instant::now();
         lock(arrivals).push(now);
         let since = now - *lock(first).get_or_insert(now);
+        let mut head = request.clone();
         let mut line = String::new();
         while reader.read_line(&mut line).unwrap_or(0) > 2 {
+            head.push_str(&line);
             line.clear();
         }
+        lock(heads).push(head);
         let path = request.split_whitespace().nth(1).unwrap_or("");
         std::thread::sleep(latency);
         let answer = reply(path, since);

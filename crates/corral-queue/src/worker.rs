@@ -32,7 +32,7 @@ use crate::board::{host_token, unix_ns, Board};
 use crate::error::QueueError;
 use crate::nats;
 use crate::record::{Lines, RunInfo};
-use crate::sign::{Purpose, HEADER};
+use crate::sign::Purpose;
 use crate::status::Heartbeat;
 use crate::url::QueueUrl;
 
@@ -424,14 +424,13 @@ impl LineSink for Publisher {
                 let mut failed = Vec::new();
                 let mut acks = Vec::with_capacity(left.len());
                 for (line, payload) in left {
-                    let mut headers = nats::with_id(&queue.job_id(line));
-                    if let Some(key) = queue.key() {
-                        headers.insert(
-                            HEADER,
-                            key.sign(Purpose::Result, queue.run(), line, &payload)
-                                .as_str(),
-                        );
-                    }
+                    let headers = nats::signed_headers(
+                        &queue,
+                        Purpose::Result,
+                        line,
+                        queue.job_id(line),
+                        &payload,
+                    );
                     match js
                         .publish_with_headers(subject.clone(), headers, payload.clone())
                         .await

@@ -162,6 +162,9 @@ async fn a_job_out_of_deliveries_gets_a_max_deliveries_result() {
             assert_eq!(v["ok"], false, "{l}");
             assert_eq!(v["error"]["kind"], "max_deliveries", "{l}");
             assert_eq!(v["id"], format!("j{line}"), "{l}");
+            // Its worker may have sent it before it died: never "0 attempts".
+            assert_eq!(v["error"]["maybe_sent"], true, "{l}");
+            assert!(v["attempts"].as_u64().unwrap() >= 1, "{l}");
         } else {
             assert_eq!(v["ok"], true, "{l}");
         }
