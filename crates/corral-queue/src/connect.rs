@@ -51,6 +51,24 @@ fn config(what: impl Into<String>, why: impl ToString) -> QueueError {
     QueueError::of(QueueErrorKind::Config, what, why)
 }
 
+/// Whether `e`'s sources hold a TLS error (a certificate the handshake refused): the user's
+/// setup to mend, not an outage to wait out.
+fn tls_refused(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
+    while let Some(err) = source {
+        if err.is::<async_nats::rustls::Error>() {
+            return true;
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if io.get_ref().is_some_and(|inner| inner.is::<async_nats::rustls::Error>()) {
+                return true;
+            }
+        }
+        source = err.source();
+    }
+    false
+}
+
 impl QueueUrl {
     /// The client options this address and its [`Access`] say: credentials and TLS. `Err`
     /// when two ways of logging in are given, or a file cannot be read.
@@ -147,6 +165,8 @@ impl QueueUrl {
                     )
                 }
                 ConnectErrorKind::Tls => QueueErrorKind::Tls,
+                // A certificate refused in the handshake comes as an io error around rustls's.
+                _ if tls_refused(&e) => QueueErrorKind::Tls,
                 ConnectErrorKind::ServerParse => QueueErrorKind::Config,
                 ConnectErrorKind::Dns
                 | ConnectErrorKind::TimedOut
