@@ -78,6 +78,13 @@ impl Heartbeat {
     }
 }
 
+/// Jobs submitted to the run so far (0 before the first submit): one read of the board, with
+/// no right needed but to read it.
+pub async fn submitted(queue: &QueueUrl) -> Result<u64, QueueError> {
+    let js = nats::connect(queue).await?;
+    Board::open(&js, queue).await?.submitted().await
+}
+
 /// Reads the run's state.
 pub async fn status(queue: &QueueUrl) -> Result<Status, QueueError> {
     let js = nats::connect(queue).await?;

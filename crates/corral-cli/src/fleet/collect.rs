@@ -165,9 +165,9 @@ async fn collect_into(queue: &QueueUrl, out: &Path, resume: bool, end: Ending) -
         eprintln!("corral: cannot install signal handlers: {e}");
     }
     if !end.quiet
-        && corral_queue::status::status(queue)
+        && corral_queue::status::submitted(queue)
             .await
-            .is_ok_and(|s| s.submitted == 0)
+            .is_ok_and(|n| n == 0)
     {
         eprintln!("corral: nothing submitted to {queue} yet: waiting for `corral submit`");
     }
