@@ -130,20 +130,23 @@ pub fn free_port() -> u16 {
 }
 
 fn spawn(port: u16, store: &Path, args: &[String]) -> Child {
-    let child = Command::new(binary())
+    // What the server says goes to a log in its store, quoted when it does not start.
+    let log = store.join("nats-server.log");
+    let mut child = Command::new(binary())
         .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
         .arg(store)
         .args(args)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("server log"))
         .spawn()
         .expect("start nats-server");
     let deadline = Instant::now() + Duration::from_secs(20);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "nats-server did not start on {port}"
-        );
+        let exited = child.try_wait().ok().flatten().is_some();
+        if exited || Instant::now() >= deadline {
+            let said = std::fs::read_to_string(&log).unwrap_or_default();
+            panic!("nats-server did not start on {port}: {said}");
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
     child

@@ -133,3 +133,94 @@ async fn tls_with_a_private_ca() {
     });
     required.client().await.unwrap();
 }
+
+/// A NATS JWT (`ed25519-nkey`) of `claims`, issued by `issuer` about `subject`.
+fn jwt(issuer: &nkeys::KeyPair, subject: &str, name: &str, nats: serde_json::Value) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+    use base64::Engine;
+    let header = B64.encode(r#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
+    let claims = serde_json::json!({
+        "jti": format!("{name}-{subject}"),
+        "iat": 1_700_000_000u64,
+        "iss": issuer.public_key(),
+        "name": name,
+        "sub": subject,
+        "nats": nats,
+    });
+    let claims = B64.encode(claims.to_string());
+    let signed = format!("{header}.{claims}");
+    let sig = B64.encode(issuer.sign(signed.as_bytes()).unwrap());
+    format!("{signed}.{sig}")
+}
+
+#[tokio::test]
+async fn a_creds_file() {
+    // Decentralised auth as `nsc` sets it up: an operator, an account with JetStream, a user.
+    let operator = nkeys::KeyPair::new_operator();
+    let account = nkeys::KeyPair::new_account();
+    let user = nkeys::KeyPair::new_user();
+    let op_jwt = jwt(
+        &operator,
+        &operator.public_key(),
+        "op",
+        serde_json::json!({"type": "operator", "version": 2}),
+    );
+    let unlimited = serde_json::json!({
+        "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
+        "wildcards": true, "conn": -1, "leaf": -1,
+        "mem_storage": -1, "disk_storage": -1, "streams": -1, "consumer": -1,
+    });
+    let acct_jwt = jwt(
+        &operator,
+        &account.public_key(),
+        "fleet",
+        serde_json::json!({"type": "account", "version": 2, "limits": unlimited}),
+    );
+    let system = nkeys::KeyPair::new_account();
+    let sys_jwt = jwt(
+        &operator,
+        &system.public_key(),
+        "SYS",
+        serde_json::json!({"type": "account", "version": 2}),
+    );
+    let user_jwt = jwt(
+        &account,
+        &user.public_key(),
+        "worker",
+        serde_json::json!({"type": "user", "version": 2, "pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1}),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("nats.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "operator: {op_jwt}\nsystem_account: {sys}\nresolver: MEMORY\nresolver_preload: {{ {acct}: {acct_jwt}, {sys}: {sys_jwt} }}\n",
+            acct = account.public_key(),
+            sys = system.public_key(),
+        ),
+    )
+    .unwrap();
+    let creds = |seed: &str| {
+        format!(
+            "-----BEGIN NATS USER JWT-----\n{user_jwt}\n------END NATS USER JWT------\n\n-----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n"
+        )
+    };
+    let good = dir.path().join("worker.creds");
+    std::fs::write(&good, creds(&user.seed().unwrap())).unwrap();
+    // The right JWT with another user's seed cannot sign the server's nonce.
+    let stolen = dir.path().join("stolen.creds");
+    std::fs::write(&stolen, creds(&nkeys::KeyPair::new_user().seed().unwrap())).unwrap();
+    let nats = NatsServer::start_with(&["-c", conf.to_str().unwrap()]);
+    let with = |file: &std::path::Path| {
+        queue(&nats, "").with_access(Access {
+            creds: Some(file.to_path_buf()),
+            ..Access::default()
+        })
+    };
+    refused_then_served(&nats, &[queue(&nats, ""), with(&stolen)], with(&good)).await;
+    let e = with(&dir.path().join("absent.creds"))
+        .client()
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), QueueErrorKind::Config, "{e}");
+}
