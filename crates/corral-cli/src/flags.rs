@@ -106,6 +106,10 @@ pub(crate) struct RunArgs {
     /// failure of kind max_deliveries
     #[arg(long, value_name = "N", default_value_t = corral_queue::submit::DEFAULT_MAX_DELIVERIES)]
     pub(crate) max_deliveries: i64,
+    /// With --queue: keep the run's streams and board on this many servers of a JetStream
+    /// cluster (1-5)
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub(crate) replicas: u8,
     /// Serve Prometheus text metrics at this address, e.g. 127.0.0.1:9464: jobs done, ok,
     /// failed, in flight, retries, per host requests, pauses and breakers (with --queue: jobs
     /// submitted and collected)

@@ -555,3 +555,70 @@ fn run_on_a_queue_submits_and_collects_and_status_and_metrics_tell_the_run() {
         assert!(err.contains(said), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn a_three_node_cluster_survives_a_node_killed_mid_run() {
+    let _one = one_fleet();
+    let mut cluster = corral_queue::testing::NatsCluster::start(3);
+    let queue = cluster.queue("cluster");
+    let host = Recorder::start(Duration::from_millis(5), |_, _| Reply::Ok);
+    let dir = tempfile::tempdir().unwrap();
+    let n = 1500;
+    let lines: Vec<String> = (0..n)
+        .map(|i| format!(r#"{{"url":"{}/c/{i}"}}"#, host.base()))
+        .collect();
+    let jobs = write_jobs(dir.path(), &lines);
+    // The cluster elects its JetStream leader a moment after it starts: submit until it can.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let o = corral(&[
+            "submit",
+            path_str(&jobs),
+            "--queue",
+            &queue,
+            "--replicas",
+            "3",
+            "-q",
+        ]);
+        if o.status.success() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the cluster never took the run: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let _workers: Vec<Proc> = (0..2).map(|_| worker(&queue, "16")).collect();
+    let out = dir.path().join("out.jsonl");
+    let mut c = spawn(&[
+        "collect",
+        "--queue",
+        &queue,
+        "-o",
+        path_str(&out),
+        "--resume",
+        "-q",
+    ]);
+    // Mid-run, the first node (every client's first address) dies.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while host.hits() < n as u64 / 3 {
+        assert!(Instant::now() < deadline, "the run did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cluster.kill(0);
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let code = loop {
+        if let Some(status) = c.0.try_wait().expect("wait for collect") {
+            break status.code().unwrap_or(-1);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "collect did not finish after a node died"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(code, 0);
+    assert_exactly_once(&results(&out), n as u64);
+}

@@ -122,6 +122,29 @@ impl Submitter {
         })
     }
 
+    /// Keeps the run's jobs and results streams and its board on `replicas` servers of a
+    /// JetStream cluster (`submit --replicas`, 1 to 5), so that a server that dies stops
+    /// nothing: each stream made with one replica is changed to `replicas`.
+    pub async fn replicate(&self, replicas: usize) -> Result<(), SubmitError> {
+        for name in [
+            self.queue.jobs_stream(),
+            self.queue.results_stream(),
+            format!("KV_{}", self.queue.bucket()),
+        ] {
+            let err = |e: &dyn std::fmt::Display| SubmitError::Stream {
+                stream: name.clone(),
+                message: e.to_string(),
+            };
+            let mut stream = self.js.get_stream(&name).await.map_err(|e| err(&e))?;
+            let mut config = stream.info().await.map_err(|e| err(&e))?.config.clone();
+            if config.num_replicas != replicas {
+                config.num_replicas = replicas;
+                self.js.update_stream(config).await.map_err(|e| err(&e))?;
+            }
+        }
+        Ok(())
+    }
+
     /// The run's board (options, counts, shared host state).
     pub fn board(&self) -> &Board {
         &self.board

@@ -159,6 +159,78 @@ impl Drop for NatsServer {
     }
 }
 
+/// A JetStream cluster of nats-servers on loopback, each with its own port and store, routed
+/// to each other; each is killed on drop.
+pub struct NatsCluster {
+    nodes: Vec<Option<Child>>,
+    /// Each node's client port.
+    pub ports: Vec<u16>,
+    _stores: Vec<tempfile::TempDir>,
+}
+
+impl NatsCluster {
+    /// Starts `n` nodes (3 for a cluster that outlives one). Panics (test support) when one
+    /// cannot start.
+    pub fn start(n: usize) -> NatsCluster {
+        let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let routes: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let all_routes = routes
+            .iter()
+            .map(|p| format!("nats://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut nodes = Vec::new();
+        let mut stores = Vec::new();
+        for i in 0..n {
+            let store = tempfile::tempdir().expect("temporary store");
+            let args: Vec<String> = [
+                "-n".to_string(),
+                format!("node{i}"),
+                "--cluster_name".into(),
+                "corral".into(),
+                "--cluster".into(),
+                format!("nats://127.0.0.1:{}", routes[i]),
+                "--routes".into(),
+                all_routes.clone(),
+            ]
+            .into();
+            nodes.push(Some(spawn(ports[i], store.path(), &args)));
+            stores.push(store);
+        }
+        NatsCluster {
+            nodes,
+            ports,
+            _stores: stores,
+        }
+    }
+
+    /// `nats://127.0.0.1:P1,127.0.0.1:P2,.../run`: every node, for the client to fail over.
+    pub fn queue(&self, run: &str) -> String {
+        let servers: Vec<String> = self
+            .ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        format!("nats://{}/{run}", servers.join(","))
+    }
+
+    /// Kills node `i` with SIGKILL.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.nodes.get_mut(i).and_then(Option::take) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.kill(i);
+        }
+    }
+}
+
 /// What a [`Recorder`] answers a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reply {

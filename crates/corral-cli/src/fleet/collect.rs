@@ -98,6 +98,7 @@ pub(crate) async fn run_on_queue(args: RunArgs, queue: QueueUrl) -> Result<u8, F
         ack_wait: Duration::from_secs(args.ack_wait_s),
         max_deliveries: args.max_deliveries,
         resume: args.resume,
+        replicas: args.replicas,
     };
     submit(&queue, &job, opts, args.quiet).await?;
     let end = Ending {

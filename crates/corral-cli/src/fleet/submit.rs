@@ -45,6 +45,10 @@ pub(crate) struct SubmitArgs {
     /// max_deliveries
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_DELIVERIES)]
     pub(crate) max_deliveries: i64,
+    /// Keep the run's streams and board on this many servers of a JetStream cluster (1-5), so
+    /// that a server that dies stops nothing
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub(crate) replicas: u8,
     /// Publish again only the lines that have no result yet (after the queue lost them, or
     /// to run max_deliveries failures again).
     #[arg(long)]
@@ -71,6 +75,7 @@ pub(crate) async fn submit_cmd(args: SubmitArgs) -> Result<u8, Fail> {
         ack_wait: Duration::from_secs(args.ack_wait_s),
         max_deliveries: args.max_deliveries,
         resume: args.resume,
+        replicas: args.replicas,
     };
     submit(&queue, &job, opts, args.quiet).await?;
     Ok(exit::OK)
@@ -83,6 +88,7 @@ pub(crate) struct Submission {
     pub(crate) ack_wait: Duration,
     pub(crate) max_deliveries: i64,
     pub(crate) resume: bool,
+    pub(crate) replicas: u8,
 }
 
 /// Checks the options, stores them on the board, publishes the jobs, and (unless `quiet`) says
@@ -116,6 +122,10 @@ pub(crate) async fn submit(
         e => Fail(exit::FATAL, e.to_string()),
     };
     let submitter = Submitter::connect(queue).await.map_err(unreachable)?;
+    submitter
+        .replicate(usize::from(job.replicas))
+        .await
+        .map_err(unreachable)?;
     let board = submitter.board();
     let record = RunRecord {
         options: opts,
