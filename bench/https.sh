@@ -11,42 +11,15 @@ N=${1:-100000}
 ROUNDS=${2:-3}
 C=256
 OHA=${OHA:-$(command -v oha || echo /tmp/oha/bin/oha)}
-if ! command -v nginx > /dev/null && [ ! -x /usr/sbin/nginx ]; then
-  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo -n"
-  $SUDO sh -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light" > /dev/null 2>&1
-fi
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 cargo build --release -q -p corral-cli
 BIN=target/release/corral
 WORK=$(mktemp -d)
 trap '[ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null; rm -rf "$WORK"' EXIT
 
-openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1 \
-  -addext "subjectAltName=IP:127.0.0.1" -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2> /dev/null
-free_port() { python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])"; }
-H1=$(free_port); H2=$(free_port)
-mkdir -p "$WORK/tmp"
-cat > "$WORK/nginx.conf" <<CONF
-worker_processes 1;
-pid $WORK/nginx.pid;
-error_log $WORK/error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $WORK/tmp; proxy_temp_path $WORK/tmp; fastcgi_temp_path $WORK/tmp;
-  uwsgi_temp_path $WORK/tmp; scgi_temp_path $WORK/tmp;
-  keepalive_requests 1000000;
-  ssl_certificate $WORK/cert.pem;
-  ssl_certificate_key $WORK/key.pem;
-  ssl_session_cache shared:SSL:10m;
-  server { listen 127.0.0.1:$H1 ssl;
-           location / { return 200 "................................................................"; } }
-  server { listen 127.0.0.1:$H2 ssl http2;
-           location / { return 200 "................................................................"; } }
-}
-CONF
-"$NGINX" -c "$WORK/nginx.conf" -e "$WORK/error.log"
-for _ in $(seq 50); do [ -s "$WORK/nginx.pid" ] && break; sleep 0.1; done
+# shellcheck source=bench/nginx.sh
+. bench/nginx.sh
+nginx_start "$WORK"
+H1=$NGINX_H1; H2=$NGINX_H2
 
 python3 - "$N" "$WORK" "$H1" "$H2" <<'PY'
 import sys

@@ -15,10 +15,6 @@ N1=${N1:-1000}
 N2=${N2:-6000}
 SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo -n"
 command -v valgrind > /dev/null || $SUDO sh -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind" > /dev/null
-if ! command -v nginx > /dev/null && [ ! -x /usr/sbin/nginx ]; then
-  $SUDO sh -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light" > /dev/null 2>&1
-fi
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 cargo build --release -q -p corral-cli
 WORK=$(mktemp -d)
 cleanup() {
@@ -40,31 +36,10 @@ if [ -n "${BASELINE:-}" ]; then
   fi
 fi
 
-openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1 \
-  -addext "subjectAltName=IP:127.0.0.1" -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2> /dev/null
-free_port() { python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])"; }
-HP=$(free_port); HS=$(free_port)
-mkdir -p "$WORK/tmp"
-cat > "$WORK/nginx.conf" <<CONF
-worker_processes 1;
-pid $WORK/nginx.pid;
-error_log $WORK/error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $WORK/tmp; proxy_temp_path $WORK/tmp; fastcgi_temp_path $WORK/tmp;
-  uwsgi_temp_path $WORK/tmp; scgi_temp_path $WORK/tmp;
-  keepalive_requests 1000000;
-  ssl_certificate $WORK/cert.pem;
-  ssl_certificate_key $WORK/key.pem;
-  server { listen 127.0.0.1:$HP;
-           location / { return 200 "................................................................"; } }
-  server { listen 127.0.0.1:$HS ssl;
-           location / { return 200 "................................................................"; } }
-}
-CONF
-"$NGINX" -c "$WORK/nginx.conf" -e "$WORK/error.log"
-for _ in $(seq 50); do [ -s "$WORK/nginx.pid" ] && break; sleep 0.1; done
+# shellcheck source=bench/nginx.sh
+. bench/nginx.sh
+nginx_start "$WORK"
+HP=$NGINX_HTTP; HS=$NGINX_H1
 
 for n in "$N1" "$N2"; do
   for i in $(seq "$n"); do echo "{\"url\":\"http://127.0.0.1:$HP/x?i=$i\"}"; done > "$WORK/http-$n.jsonl"
@@ -72,11 +47,12 @@ for n in "$N1" "$N2"; do
 done
 
 # Instructions of one run of BIN over JOBS (all threads), from callgrind's totals.
-count() { # BIN JOBS
+count() { # BIN JOBS [ARGS...]
+  local bin=$1 jobs=$2; shift 2
   valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.out" -q \
-    "$1" run "$2" -o "$WORK/out.jsonl" --overwrite -q --threads 1 -c 64 --insecure > /dev/null
-  local n; n=$(wc -l < "$2")
-  [ "$(grep -c '"ok":true' "$WORK/out.jsonl")" -eq "$n" ] || { echo "failures in $2" >&2; exit 1; }
+    "$bin" run "$jobs" -o "$WORK/out.jsonl" --overwrite -q --threads 1 -c 64 "$@" > /dev/null
+  local n; n=$(wc -l < "$jobs")
+  [ "$(grep -c '"ok":true' "$WORK/out.jsonl")" -eq "$n" ] || { echo "failures in $jobs" >&2; exit 1; }
   awk '/^summary:/ { print $2 }' "$WORK/cg.out"
 }
 
@@ -88,8 +64,11 @@ for which in this baseline; do
     BIN=$BASE_BIN
   fi
   for scheme in http https; do
-    i1=$(count "$BIN" "$WORK/$scheme-$N1.jsonl")
-    i2=$(count "$BIN" "$WORK/$scheme-$N2.jsonl")
+    # Only the https runs skip the check of nginx's self-signed certificate (as oha
+    # --insecure): an http-only run's start-up is what a user's is.
+    extra=(); [ "$scheme" = https ] && extra=(--insecure)
+    i1=$(count "$BIN" "$WORK/$scheme-$N1.jsonl" "${extra[@]}")
+    i2=$(count "$BIN" "$WORK/$scheme-$N2.jsonl" "${extra[@]}")
     python3 - "$which" "$scheme" "$i1" "$i2" "$N1" "$N2" <<'PY'
 import sys
 which, scheme, i1, i2, n1, n2 = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:])

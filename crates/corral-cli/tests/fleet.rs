@@ -83,9 +83,9 @@ fn submit(queue: &str, jobs: &Path, extra: &[&str]) {
     assert_exit(&o, 0);
 }
 
-/// Runs `corral collect` to its end (at most `limit`), returning its exit code.
-fn collect(queue: &str, out: &Path, limit: Duration) -> i32 {
-    let mut c = spawn(&[
+/// `corral collect --resume` of `queue` into `out`, started.
+fn start_collect(queue: &str, out: &Path) -> Proc {
+    spawn(&[
         "collect",
         "--queue",
         queue,
@@ -93,7 +93,11 @@ fn collect(queue: &str, out: &Path, limit: Duration) -> i32 {
         path_str(out),
         "--resume",
         "-q",
-    ]);
+    ])
+}
+
+/// Waits for `c` to end (at most `limit`) and returns its exit code.
+fn exit_within(c: &mut Proc, limit: Duration) -> i32 {
     let deadline = Instant::now() + limit;
     loop {
         if let Some(status) = c.0.try_wait().expect("wait for collect") {
@@ -105,6 +109,11 @@ fn collect(queue: &str, out: &Path, limit: Duration) -> i32 {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Runs `corral collect` to its end (at most `limit`), returning its exit code.
+fn collect(queue: &str, out: &Path, limit: Duration) -> i32 {
+    exit_within(&mut start_collect(queue, out), limit)
 }
 
 #[test]
@@ -409,15 +418,7 @@ fn killing_workers_the_collector_and_the_server_loses_no_line_and_writes_none_tw
         kills += 1;
         if kills == 4 {
             collector.kill();
-            collector = spawn(&[
-                "collect",
-                "--queue",
-                &queue,
-                "-o",
-                path_str(&out),
-                "--resume",
-                "-q",
-            ]);
+            collector = start_collect(&queue, &out);
         }
         if kills == 7 {
             nats.restart(); // SIGKILL, then the same port and store
@@ -592,15 +593,7 @@ fn a_three_node_cluster_survives_a_node_killed_mid_run() {
     }
     let _workers: Vec<Proc> = (0..2).map(|_| worker(&queue, "16")).collect();
     let out = dir.path().join("out.jsonl");
-    let mut c = spawn(&[
-        "collect",
-        "--queue",
-        &queue,
-        "-o",
-        path_str(&out),
-        "--resume",
-        "-q",
-    ]);
+    let mut c = start_collect(&queue, &out);
     // Mid-run, the first node (every client's first address) dies.
     let deadline = Instant::now() + Duration::from_secs(60);
     while host.hits() < n as u64 / 3 {

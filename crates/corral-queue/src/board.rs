@@ -272,12 +272,19 @@ pub(crate) fn host_token(host: &str) -> String {
 
 /// The host a key token stands for.
 pub(crate) fn token_host(token: &str) -> Option<String> {
-    let mut out = Vec::with_capacity(token.len());
-    let bytes = token.as_bytes();
+    unescape(token, b'=')
+}
+
+/// `text` with each `MARK` followed by two hex digits replaced by that byte (`=3A` in a key
+/// token, `%40` in an address's credentials); `None` when an escape is cut short or the
+/// result is not UTF-8.
+pub(crate) fn unescape(text: &str, mark: u8) -> Option<String> {
+    let mut out = Vec::with_capacity(text.len());
+    let bytes = text.as_bytes();
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'=' {
-            let hex = token.get(i + 1..i + 3)?;
+        if bytes[i] == mark {
+            let hex = text.get(i + 1..i + 3)?;
             out.push(u8::from_str_radix(hex, 16).ok()?);
             i += 3;
         } else {

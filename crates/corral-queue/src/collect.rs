@@ -214,21 +214,7 @@ fn check_result(
     info: &RunInfo,
     m: &jetstream::Message,
 ) -> Result<u64, &'static str> {
-    let line = nats::line_of(queue, m).ok_or("no line of this run's")?;
-    if !info.lines.contains(line) {
-        return Err("a line the run was not submitted with");
-    }
-    if let Some(key) = queue.key() {
-        if !key.verify_headers(
-            Purpose::Result,
-            queue.run(),
-            line,
-            &m.payload,
-            m.headers.as_ref(),
-        ) {
-            return Err("not signed with the fleet's key");
-        }
-    }
+    let line = nats::trusted_line(queue, &info.lines, Purpose::Result, m)?;
     match serde_json::from_slice::<serde_json::Value>(&m.payload) {
         Ok(v) if v.get("line").and_then(serde_json::Value::as_u64) == Some(line) => Ok(line),
         _ => Err("not a result line for its line"),

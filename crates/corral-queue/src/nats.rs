@@ -6,6 +6,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer, stream};
 
 use crate::error::QueueError;
+use crate::record::Lines;
 use crate::sign::{Purpose, HEADER};
 use crate::url::QueueUrl;
 
@@ -124,6 +125,29 @@ pub(crate) fn signed_headers(
     let mut headers = with_id(&format!("{id}:s{}", sig.get(..16).unwrap_or(&sig)));
     headers.insert(HEADER, sig.as_str());
     headers
+}
+
+/// The input line a message of `queue` is for, if it may be believed: one of the run's
+/// `lines`, and signed as `purpose` when the queue has a key. `Err` says why not, naming
+/// nothing from the message.
+pub(crate) fn trusted_line(
+    queue: &QueueUrl,
+    lines: &Lines,
+    purpose: Purpose,
+    m: &jetstream::Message,
+) -> Result<u64, &'static str> {
+    let line = line_of(queue, m).ok_or("no line of this run's")?;
+    if !lines.contains(line) {
+        return Err("a line the run was not submitted with");
+    }
+    match queue.key() {
+        Some(key)
+            if !key.verify_headers(purpose, queue.run(), line, &m.payload, m.headers.as_ref()) =>
+        {
+            Err("not signed with the fleet's key")
+        }
+        _ => Ok(line),
+    }
 }
 
 /// The input line a result line (the engine's JSON) is for.

@@ -247,9 +247,16 @@ pub enum Reply {
 /// request (noting when it refused one). Its threads end with the test process.
 pub struct Recorder {
     base: String,
-    arrivals: Arc<Mutex<Vec<Instant>>>,
-    refused: Arc<Mutex<Vec<Instant>>>,
-    heads: Arc<Mutex<Vec<String>>>,
+    notes: Arc<Notes>,
+}
+
+/// What a [`Recorder`] notes, shared by its connections' threads.
+#[derive(Default)]
+struct Notes {
+    arrivals: Mutex<Vec<Instant>>,
+    refused: Mutex<Vec<Instant>>,
+    heads: Mutex<Vec<String>>,
+    first: Mutex<Option<Instant>>,
 }
 
 impl Recorder {
@@ -257,24 +264,16 @@ impl Recorder {
     pub fn start(latency: Duration, reply: fn(&str, Duration) -> Reply) -> Recorder {
         let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port");
         let base = format!("http://{}", listener.local_addr().expect("its address"));
-        let arrivals: Arc<Mutex<Vec<Instant>>> = Arc::default();
-        let refused: Arc<Mutex<Vec<Instant>>> = Arc::default();
-        let heads: Arc<Mutex<Vec<String>>> = Arc::default();
-        let first: Arc<Mutex<Option<Instant>>> = Arc::default();
-        let (a, r, h) = (arrivals.clone(), refused.clone(), heads.clone());
+        let notes = Arc::new(Notes::default());
+        let shared = notes.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { return };
-                let (a, r, h, first) = (a.clone(), r.clone(), h.clone(), first.clone());
-                std::thread::spawn(move || serve(stream, latency, reply, (&a, &r, &h), &first));
+                let notes = shared.clone();
+                std::thread::spawn(move || serve(stream, latency, reply, &notes));
             }
         });
-        Recorder {
-            base,
-            arrivals,
-            refused,
-            heads,
-        }
+        Recorder { base, notes }
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -284,22 +283,22 @@ impl Recorder {
 
     /// When each request arrived, in order.
     pub fn arrivals(&self) -> Vec<Instant> {
-        lock(&self.arrivals).clone()
+        lock(&self.notes.arrivals).clone()
     }
 
     /// Requests answered so far.
     pub fn hits(&self) -> u64 {
-        lock(&self.arrivals).len() as u64
+        lock(&self.notes.arrivals).len() as u64
     }
 
     /// Each request's head as it came (request line and header lines), in order.
     pub fn heads(&self) -> Vec<String> {
-        lock(&self.heads).clone()
+        lock(&self.notes.heads).clone()
     }
 
     /// When each refusal (429, 503) went out.
     pub fn refused(&self) -> Vec<Instant> {
-        lock(&self.refused).clone()
+        lock(&self.notes.refused).clone()
     }
 }
 
@@ -308,17 +307,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// One connection's requests, answered in turn.
-fn serve(
-    stream: TcpStream,
-    latency: Duration,
-    reply: fn(&str, Duration) -> Reply,
-    (arrivals, refused, heads): (
-        &Mutex<Vec<Instant>>,
-        &Mutex<Vec<Instant>>,
-        &Mutex<Vec<String>>,
-    ),
-    first: &Mutex<Option<Instant>>,
-) {
+fn serve(stream: TcpStream, latency: Duration, reply: fn(&str, Duration) -> Reply, notes: &Notes) {
     let Ok(mut out) = stream.try_clone() else {
         return;
     };
@@ -329,20 +318,20 @@ fn serve(
             return;
         }
         let now = Instant::now();
-        lock(arrivals).push(now);
-        let since = now - *lock(first).get_or_insert(now);
+        lock(&notes.arrivals).push(now);
+        let since = now - *lock(&notes.first).get_or_insert(now);
         let mut head = request.clone();
         let mut line = String::new();
         while reader.read_line(&mut line).unwrap_or(0) > 2 {
             head.push_str(&line);
             line.clear();
         }
-        lock(heads).push(head);
+        lock(&notes.heads).push(head);
         let path = request.split_whitespace().nth(1).unwrap_or("");
         std::thread::sleep(latency);
         let answer = reply(path, since);
         if answer != Reply::Ok {
-            lock(refused).push(Instant::now());
+            lock(&notes.refused).push(Instant::now());
         }
         let _ = match answer {
             Reply::TooMany(s) => write!(

@@ -217,12 +217,7 @@ impl Worker {
             .take_until(stop.clone().cancelled_owned())
             .filter_map(move |m| {
                 let job = m.ok().and_then(|m| {
-                    let checked = nats::line_of(&queue, &m)
-                        .ok_or("no line of this run's")
-                        .and_then(|line| {
-                            check_job(&queue, &lines, json, line, &m).map(|t| (line, t))
-                        });
-                    let (line, text) = match checked {
+                    let (line, text) = match check_job(&queue, &lines, json, &m) {
                         Ok(job) => job,
                         Err(why) => {
                             reject(&board, &counters, m, why);
@@ -257,35 +252,21 @@ impl Worker {
     }
 }
 
-/// A job message's text, if the worker may run it: for a line the run has, signed with the
-/// fleet's key when it has one, UTF-8 (and a JSON object, for JSON jobs). `Err` says why not,
-/// naming nothing from the message.
+/// A job message's line and text, if the worker may run it: for a line the run has, signed
+/// with the fleet's key when it has one, UTF-8 (and a JSON object, for JSON jobs). `Err` says
+/// why not, naming nothing from the message.
 fn check_job(
     queue: &QueueUrl,
     lines: &Lines,
     json: bool,
-    line: u64,
     m: &jetstream::Message,
-) -> Result<String, &'static str> {
-    if !lines.contains(line) {
-        return Err("a line the run was not submitted with");
-    }
-    if let Some(key) = queue.key() {
-        if !key.verify_headers(
-            Purpose::Job,
-            queue.run(),
-            line,
-            &m.payload,
-            m.headers.as_ref(),
-        ) {
-            return Err("not signed with the fleet's key");
-        }
-    }
+) -> Result<(u64, String), &'static str> {
+    let line = nats::trusted_line(queue, lines, Purpose::Job, m)?;
     let text = std::str::from_utf8(&m.payload).map_err(|_| "not UTF-8")?;
     if json && !serde_json::from_str::<serde_json::Value>(text).is_ok_and(|v| v.is_object()) {
         return Err("not a JSON object");
     }
-    Ok(text.to_string())
+    Ok((line, text.to_string()))
 }
 
 /// Drops a job message the worker must not run: acked as terminated (never delivered again),

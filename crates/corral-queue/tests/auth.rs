@@ -21,7 +21,7 @@ fn queue(nats: &NatsServer, creds: &str) -> QueueUrl {
 
 /// Refused (kind `Auth`, no secret in the message) and, with `good`, served: a submit's
 /// setup (streams, board) and a status read both work.
-async fn refused_then_served(nats: &NatsServer, bad: &[QueueUrl], good: QueueUrl) {
+async fn refused_then_served(bad: &[QueueUrl], good: QueueUrl) {
     for q in bad {
         let e = q.client().await.unwrap_err();
         assert_eq!(e.kind(), QueueErrorKind::Auth, "{e}");
@@ -35,7 +35,6 @@ async fn refused_then_served(nats: &NatsServer, bad: &[QueueUrl], good: QueueUrl
     }
     Submitter::connect(&good).await.unwrap();
     assert_eq!(status(&good).await.unwrap().submitted, 0);
-    drop(nats);
 }
 
 #[tokio::test]
@@ -46,14 +45,14 @@ async fn user_and_password_in_the_address() {
         queue(&nats, "fleet:wrong@"),
         queue(&nats, &format!("other:{SECRET}@")),
     ];
-    refused_then_served(&nats, &bad, queue(&nats, &format!("fleet:{SECRET}@"))).await;
+    refused_then_served(&bad, queue(&nats, &format!("fleet:{SECRET}@"))).await;
 }
 
 #[tokio::test]
 async fn a_token_in_the_address() {
     let nats = NatsServer::start_with(&["--auth", SECRET]);
     let bad = [queue(&nats, ""), queue(&nats, "wrong-token@")];
-    refused_then_served(&nats, &bad, queue(&nats, &format!("{SECRET}@"))).await;
+    refused_then_served(&bad, queue(&nats, &format!("{SECRET}@"))).await;
 }
 
 #[tokio::test]
@@ -80,7 +79,7 @@ async fn an_nkey_seed_file() {
             ..Access::default()
         })
     };
-    refused_then_served(&nats, &[queue(&nats, ""), with(&wrong)], with(&seed)).await;
+    refused_then_served(&[queue(&nats, ""), with(&wrong)], with(&seed)).await;
     // A file that holds no seed is the user's mistake, said as such, its content unshown.
     std::fs::write(&wrong, SECRET).unwrap();
     let e = with(&wrong).client().await.unwrap_err();
@@ -217,7 +216,7 @@ async fn a_creds_file() {
             ..Access::default()
         })
     };
-    refused_then_served(&nats, &[queue(&nats, ""), with(&stolen)], with(&good)).await;
+    refused_then_served(&[queue(&nats, ""), with(&stolen)], with(&good)).await;
     let e = with(&dir.path().join("absent.creds"))
         .client()
         .await

@@ -45,6 +45,31 @@ async fn forge(queue: &QueueUrl, subject: String, id: &str, extra: &[(&str, &str
         .unwrap();
 }
 
+/// Submits the real jobs 1..=`n` (to `base`), runs them with one worker and collects them:
+/// the results file and the collection's report.
+async fn submit_run_collect(
+    queue: &QueueUrl,
+    submitter: &Submitter,
+    base: &str,
+    n: u64,
+) -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    corral_queue::collect::CollectReport,
+) {
+    submitter
+        .submit((1..=n).map(|i| (i, format!(r#"{{"url":"{base}/items/{i}"}}"#))))
+        .await
+        .unwrap();
+    let stop = CancellationToken::new();
+    let worker = common::start_worker(queue, 4, &stop).await;
+    let collected =
+        common::collect_within(queue, Duration::from_secs(60), "every real line collected").await;
+    stop.cancel();
+    worker.await.unwrap().unwrap();
+    collected
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_key_forged_jobs_and_results_change_nothing() {
     let nats = NatsServer::start();
@@ -87,17 +112,7 @@ async fn with_a_key_forged_jobs_and_results_change_nothing() {
     )
     .await;
     let base = real.base().to_string();
-    submitter
-        .submit((1..=n).map(|i| (i, format!(r#"{{"url":"{base}/items/{i}"}}"#))))
-        .await
-        .unwrap();
-
-    let stop = CancellationToken::new();
-    let worker = common::start_worker(&queue, 4, &stop).await;
-    let (_dir, out, report) =
-        common::collect_within(&queue, Duration::from_secs(60), "every real line collected").await;
-    stop.cancel();
-    worker.await.unwrap().unwrap();
+    let (_dir, out, report) = submit_run_collect(&queue, &submitter, &base, n).await;
     assert_eq!(thief.hits(), 0, "a forged job never reaches its host");
     assert_eq!(real.hits(), n);
     assert_eq!((report.written, report.rejected), (n, 2));
@@ -212,16 +227,7 @@ async fn without_a_key_only_results_of_submitted_lines_count() {
     )
     .await;
     let base = real.base().to_string();
-    submitter
-        .submit((1..=n).map(|i| (i, format!(r#"{{"url":"{base}/items/{i}"}}"#))))
-        .await
-        .unwrap();
-    let stop = CancellationToken::new();
-    let worker = common::start_worker(&queue, 4, &stop).await;
-    let (_dir, out, report) =
-        common::collect_within(&queue, Duration::from_secs(60), "every real line collected").await;
-    stop.cancel();
-    worker.await.unwrap().unwrap();
+    let (_dir, out, report) = submit_run_collect(&queue, &submitter, &base, n).await;
     assert_eq!((report.written, report.rejected), (n, 6));
     assert_eq!(real.hits(), n, "the job of line 77 was not run");
     let text = std::fs::read_to_string(&out).unwrap();
