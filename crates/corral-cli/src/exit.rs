@@ -24,6 +24,8 @@ Exit codes:
   0    every job succeeded
   1    the run finished, some jobs failed (their results say why), or it halted
        (--halt-after-failures, --halt-on-failure-rate; --resume runs the rest)
-  2    bad usage or input: bad option or config, unreadable jobs file, results file refused
+  2    bad usage or input: bad option or config, unreadable jobs file, results file refused;
+       a queue's login or certificate refused, its options not signed with the fleet's key,
+       or a second collector
   3    fatal: results could not be written (disk full ...); rerun with --resume
   130  interrupted by Ctrl-C / SIGTERM; rerun with --resume to finish";

@@ -138,7 +138,7 @@ pub(crate) fn engine(
             .one(
                 "corral_jobs_rejected_total",
                 "counter",
-                "Job messages refused and dropped, never run (unsigned, for a line the run does not have, not UTF-8 JSON).",
+                "Job messages refused and dropped, never run (unsigned, for a line the run does not have, not UTF-8).",
                 load(&w.rejected),
             );
         }

@@ -162,8 +162,8 @@ async fn collect_leased(
                     report.rejected += 1;
                     tracing::warn!("refused a result message: {why}; it is dropped");
                 }
-                Ok(n) if done.insert(n) => {
-                    failed += u64::from(!ok(&m.payload));
+                Ok((n, good)) if done.insert(n) => {
+                    failed += u64::from(!good);
                     file.write_all(&m.payload).map_err(file_err)?;
                     file.write_all(b"\n").map_err(file_err)?;
                     report.written += 1;
@@ -206,17 +206,20 @@ async fn collect_leased(
     Ok(report)
 }
 
-/// The line a result message is for, if the collector may write it: one of the run's lines,
-/// signed with the fleet's key when it has one, and a JSON object whose `line` is that line.
-/// `Err` says why not, naming nothing from the message.
+/// The line a result message is for, and whether it says `"ok": true`, if the collector may
+/// write it: one of the run's lines, signed with the fleet's key when it has one, and a JSON
+/// object whose `line` is that line. `Err` says why not, naming nothing from the message.
 fn check_result(
     queue: &QueueUrl,
     info: &RunInfo,
     m: &jetstream::Message,
-) -> Result<u64, &'static str> {
+) -> Result<(u64, bool), &'static str> {
     let line = nats::trusted_line(queue, &info.lines, Purpose::Result, m)?;
     match serde_json::from_slice::<serde_json::Value>(&m.payload) {
-        Ok(v) if v.get("line").and_then(serde_json::Value::as_u64) == Some(line) => Ok(line),
+        Ok(v) if v.get("line").and_then(serde_json::Value::as_u64) == Some(line) => Ok((
+            line,
+            v.get("ok").and_then(serde_json::Value::as_bool) == Some(true),
+        )),
         _ => Err("not a result line for its line"),
     }
 }

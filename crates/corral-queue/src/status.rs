@@ -37,7 +37,7 @@ pub struct Status {
     /// Results written to the results file by the collector.
     pub collected: u64,
     /// Messages refused and dropped: jobs the workers would not run (unsigned or wrongly
-    /// signed with a key, for a line the run does not have, not UTF-8 JSON) and results the
+    /// signed with a key, for a line the run does not have, not UTF-8) and results the
     /// collector would not write.
     pub rejected: u64,
     /// Workers whose heartbeat is recent, by name.

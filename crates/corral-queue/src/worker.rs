@@ -22,7 +22,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer, stream};
 use bytes::Bytes;
 use corral_engine::hosts::HostTable;
-use corral_engine::job::{parse_line, Format, Input};
+use corral_engine::job::{parse_line, Input};
 use corral_engine::run::{Observer, Quiet, Report, Run};
 use corral_engine::sink::{LineSink, Sink};
 use futures::StreamExt;
@@ -68,7 +68,7 @@ pub struct Counters {
     /// Jobs pulled and not yet acked.
     pub held: AtomicU64,
     /// Job messages refused and dropped, never run: unsigned or wrongly signed (with a key),
-    /// for a line the run does not have, or not valid UTF-8 JSON.
+    /// for a line the run does not have, or not UTF-8.
     pub rejected: AtomicU64,
 }
 
@@ -212,12 +212,11 @@ impl Worker {
         };
         let (queue, held) = (self.queue.clone(), pending.clone());
         let (board, counters) = (self.board.clone(), self.counters.clone());
-        let json = input.format == Format::Jsonl;
         let parsed = messages
             .take_until(stop.clone().cancelled_owned())
             .filter_map(move |m| {
                 let job = m.ok().and_then(|m| {
-                    let (line, text) = match check_job(&queue, &lines, json, &m) {
+                    let (line, text) = match check_job(&queue, &lines, &m) {
                         Ok(job) => job,
                         Err(why) => {
                             reject(&board, &counters, m, why);
@@ -253,19 +252,18 @@ impl Worker {
 }
 
 /// A job message's line and text, if the worker may run it: for a line the run has, signed
-/// with the fleet's key when it has one, UTF-8 (and a JSON object, for JSON jobs). `Err` says
-/// why not, naming nothing from the message.
+/// with the fleet's key when it has one, and UTF-8 (what `submit` publishes always is). A
+/// line that is not a valid job is not refused here: like `corral run`, the engine gives it
+/// its `invalid_input` result — it is the user's own line when it is signed, and without a
+/// key nothing tells a forged line from a real one. `Err` says why not, naming nothing from
+/// the message.
 fn check_job(
     queue: &QueueUrl,
     lines: &Lines,
-    json: bool,
     m: &jetstream::Message,
 ) -> Result<(u64, String), &'static str> {
     let line = nats::trusted_line(queue, lines, Purpose::Job, m)?;
     let text = std::str::from_utf8(&m.payload).map_err(|_| "not UTF-8")?;
-    if json && !serde_json::from_str::<serde_json::Value>(text).is_ok_and(|v| v.is_object()) {
-        return Err("not a JSON object");
-    }
     Ok((line, text.to_string()))
 }
 

@@ -25,7 +25,13 @@ fn key(secret: &str) -> Option<QueueKey> {
 
 /// Publishes `payload` on `subject` as anyone could, with the `Nats-Msg-Id` `id` and any
 /// other headers given.
-async fn forge(queue: &QueueUrl, subject: String, id: &str, extra: &[(&str, &str)], payload: &str) {
+async fn forge(
+    queue: &QueueUrl,
+    subject: String,
+    id: &str,
+    extra: &[(&str, &str)],
+    payload: impl AsRef<[u8]>,
+) {
     let js = async_nats::jetstream::new(
         QueueUrl::parse(&format!("nats://{}/{}", queue.server(), queue.run()))
             .unwrap()
@@ -38,7 +44,7 @@ async fn forge(queue: &QueueUrl, subject: String, id: &str, extra: &[(&str, &str
     for (k, v) in extra {
         headers.insert(*k, *v);
     }
-    js.publish_with_headers(subject, headers, Bytes::from(payload.to_string()))
+    js.publish_with_headers(subject, headers, Bytes::copy_from_slice(payload.as_ref()))
         .await
         .unwrap()
         .await
@@ -223,13 +229,23 @@ async fn without_a_key_only_results_of_submitted_lines_count() {
         queue.jobs_subject(),
         "open:8:x",
         &[],
-        "\u{FFFD} not json",
+        b"\xff\xfe not UTF-8",
     )
     .await;
     let base = real.base().to_string();
     let (_dir, out, report) = submit_run_collect(&queue, &submitter, &base, n).await;
     assert_eq!((report.written, report.rejected), (n, 6));
     assert_eq!(real.hits(), n, "the job of line 77 was not run");
+    // 6 results and 2 jobs (line 77, not UTF-8) refused, on the board for `corral status`.
+    let mut rejected = 0;
+    for _ in 0..50 {
+        rejected = status(&queue).await.unwrap().rejected;
+        if rejected >= 8 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(rejected, 8);
     let text = std::fs::read_to_string(&out).unwrap();
     let mut lines: Vec<u64> = text
         .lines()
@@ -241,4 +257,29 @@ async fn without_a_key_only_results_of_submitted_lines_count() {
         .collect();
     lines.sort_unstable();
     assert_eq!(lines, (1..=n).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_line_that_is_no_job_gets_its_invalid_input_result_as_run_gives_it() {
+    let nats = NatsServer::start();
+    let real = common::http_server(Duration::ZERO);
+    let queue = QueueUrl::parse(&nats.queue("bad"))
+        .unwrap()
+        .with_key(key("the fleet's own key, 32 bytes."));
+    let submitter = Submitter::connect(&queue).await.unwrap();
+    common::record_run(&submitter, 3).await;
+    let job = |i: u64| format!(r#"{{"url":"{}/items/{i}"}}"#, real.base());
+    let lines = [(1, job(1)), (2, "not a job".to_string()), (3, job(3))];
+    submitter.submit(lines).await.unwrap();
+    let stop = CancellationToken::new();
+    let worker = common::start_worker(&queue, 4, &stop).await;
+    let (_dir, out, report) =
+        common::collect_within(&queue, Duration::from_secs(60), "all three lines").await;
+    stop.cancel();
+    worker.await.unwrap().unwrap();
+    assert_eq!((report.written, report.rejected), (3, 0));
+    let text = std::fs::read_to_string(&out).unwrap();
+    let bad = text.lines().find(|l| l.contains("\"line\":2,")).unwrap();
+    assert!(bad.contains("invalid_input"), "{bad}");
+    assert_eq!(real.hits(), 2);
 }
