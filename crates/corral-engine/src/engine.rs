@@ -30,8 +30,9 @@ use crate::error::{ConfigError, ErrorKind, StartError};
 use crate::hosts::adaptive::{self, Signal};
 use crate::hosts::{Host, HostEntry, HostTable, Hosts, Permit, Slot};
 use crate::http::client::{ClientOptions, Clients, Exchange, HttpError};
-use crate::http::decode::Decoder;
+use crate::http::decode::{DecodeError, Decoder};
 use crate::http::direct::Request;
+use crate::http::error::Cause;
 use crate::http::redirect;
 use crate::job::{Invalid, Job, Parsed};
 use crate::redact;
@@ -378,7 +379,7 @@ fn within<'c>(
     chunk: &'c [u8],
     room: u64,
     end: bool,
-) -> Result<(Cow<'c, [u8]>, bool), String> {
+) -> Result<(Cow<'c, [u8]>, bool), DecodeError> {
     let room = usize::try_from(room).unwrap_or(usize::MAX);
     let Some(d) = decoder else {
         let take = chunk.len().min(room);
@@ -450,7 +451,7 @@ impl BodyFile {
     /// A body file that cannot be written: not the host's fault, and not retried.
     fn failed(path: &std::path::Path, e: std::io::Error) -> AttemptError {
         AttemptError::Transport {
-            kind: ErrorKind::Request,
+            cause: Cause::Request,
             message: format!("cannot write the body to {}: {e}", path.display()),
             sent: true,
             resend: false,
@@ -495,7 +496,7 @@ fn client_options(s: &Settings) -> ClientOptions {
 impl From<HttpError> for AttemptError {
     fn from(e: HttpError) -> Self {
         AttemptError::Transport {
-            kind: e.kind,
+            cause: e.cause,
             message: e.message,
             sent: e.sent,
             resend: e.resend,
@@ -585,7 +586,8 @@ enum AttemptError {
     Status(Response, Option<Duration>),
     /// A transport failure.
     Transport {
-        kind: ErrorKind,
+        /// What failed, typed where it failed.
+        cause: Cause,
         message: String,
         /// The request may have reached the server (it started to go out).
         sent: bool,
@@ -711,8 +713,16 @@ fn pushes_back(status: u16) -> bool {
 }
 
 /// True when a name-resolution failure is the resolver's, not the name's: worth a retry.
-fn dns_may_recover(message: &str) -> bool {
-    message.contains("Temporary failure") || message.contains("try again")
+/// Whether a transport failure is worth another attempt: not when the same request will fail
+/// the same way (a name that does not exist, a certificate refused, a request that cannot be
+/// built); a resolver that could not answer (`EAI_AGAIN`), a refused connection or a reset may
+/// do better next time.
+fn transport_decision(cause: Cause) -> Decision {
+    if cause.is_permanent() {
+        Decision::Stop
+    } else {
+        Decision::Retry
+    }
 }
 
 impl Engine {
@@ -917,18 +927,7 @@ impl Engine {
                 |e: &AttemptError| {
                     let d = match e {
                         AttemptError::BreakerOpen(_) | AttemptError::NotStarted => Decision::Stop,
-                        AttemptError::Transport {
-                            kind: ErrorKind::Request | ErrorKind::Redirect | ErrorKind::Tls,
-                            ..
-                        } => Decision::Stop,
-                        // A name that does not exist will not exist on the next try; a
-                        // resolver that could not answer (EAI_AGAIN) may answer then.
-                        AttemptError::Transport { kind, message, .. }
-                            if *kind == ErrorKind::Dns && !dns_may_recover(message) =>
-                        {
-                            Decision::Stop
-                        }
-                        AttemptError::Transport { .. } => Decision::Retry,
+                        AttemptError::Transport { cause, .. } => transport_decision(*cause),
                         AttemptError::Status(resp, ra) if retry_statuses.contains(&resp.status) => {
                             match ra {
                                 Some(d) => Decision::RetryAfter((*d).min(max_ra)),
@@ -979,8 +978,8 @@ impl Engine {
                         format!("HTTP {}{why}", resp.status),
                         Some(resp),
                     ),
-                    AttemptError::Transport { kind, message, .. } => {
-                        failed(kind, format!("{message}{why}"), None)
+                    AttemptError::Transport { cause, message, .. } => {
+                        failed(cause.kind(), format!("{message}{why}"), None)
                     }
                     AttemptError::BreakerOpen(m) => failed(ErrorKind::CircuitOpen, m, None),
                     AttemptError::NotStarted => Ended::NotStarted,
@@ -1004,7 +1003,7 @@ impl Engine {
             .hosts
             .entry(key)
             .map_err(|e| AttemptError::Transport {
-                kind: ErrorKind::Request,
+                cause: Cause::Request,
                 message: e.to_string(),
                 sent: false,
                 resend: false,
@@ -1084,7 +1083,7 @@ impl Engine {
         let out = match tokio::time::timeout(limit, send).await {
             Ok(r) => r,
             Err(_) => Err(AttemptError::Transport {
-                kind: ErrorKind::Timeout,
+                cause: Cause::Timeout,
                 message: format!("no complete response within {limit:?}"),
                 sent: sending.load(Ordering::Relaxed),
                 resend: false,
@@ -1117,7 +1116,7 @@ impl Engine {
         let tls = matches!(
             &out,
             Err(AttemptError::Transport {
-                kind: ErrorKind::Tls,
+                cause: Cause::Tls,
                 ..
             })
         );
@@ -1134,7 +1133,7 @@ impl Engine {
                 }
                 Err(AttemptError::Status(r, _)) => (Signal::Neutral, Some(&r.headers)),
                 Err(AttemptError::Transport {
-                    kind: ErrorKind::Connect,
+                    cause: Cause::Connect,
                     ..
                 }) => (Signal::Overloaded, None),
                 Err(_) => (Signal::Neutral, None),
@@ -1381,9 +1380,9 @@ impl Engine {
         // `--no-body` reads nothing over reqwest; over a direct connection it drains the body
         // (up to the cap, uncounted) so the connection can serve the next request.
         let read = self.gates.settings.body != BodyMode::Skip || body.drains();
-        let body_error = |message: String| AttemptError::Transport {
-            kind: ErrorKind::Body,
-            message,
+        let body_error = |e: DecodeError| AttemptError::Transport {
+            cause: Cause::Body,
+            message: e.to_string(),
             sent: true,
             resend: false,
         };

@@ -179,12 +179,12 @@ impl Template {
     }
 
     /// The JSON job of one row: `row[i]` is the value of `columns[i]`.
-    pub fn fill(&self, columns: &[String], row: &[&str]) -> Result<String, String> {
+    pub fn fill(&self, columns: &[String], row: &[&str]) -> Result<String, NoColumn> {
         fn walk(
             v: &Value,
             key: Option<&str>,
-            cell: &dyn Fn(&str) -> Result<String, String>,
-        ) -> Result<Value, String> {
+            cell: &dyn Fn(&str) -> Result<String, NoColumn>,
+        ) -> Result<Value, NoColumn> {
             Ok(match v {
                 Value::String(s) => {
                     let filled = fill_text(s, cell)?;
@@ -203,24 +203,35 @@ impl Template {
                 Value::Object(o) => Value::Object(
                     o.iter()
                         .map(|(k, x)| Ok((fill_text(k, cell)?, walk(x, Some(k), cell)?)))
-                        .collect::<Result<_, String>>()?,
+                        .collect::<Result<_, NoColumn>>()?,
                 ),
                 other => other.clone(),
             })
         }
         let cell = |name: &str| match columns.iter().position(|c| c == name) {
             Some(i) => Ok(row.get(i).copied().unwrap_or_default().to_string()),
-            None => Err(format!(
-                "the template's {{{name}}} names no column (the columns: {})",
-                columns.join(", ")
-            )),
+            None => Err(NoColumn {
+                name: name.to_string(),
+                columns: columns.join(", "),
+            }),
         };
         Ok(walk(&self.value, None, &cell)?.to_string())
     }
 }
 
+/// A template's `{name}` that names no column of the CSV.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the template's {{{name}}} names no column (the columns: {columns})")]
+pub struct NoColumn {
+    name: String,
+    columns: String,
+}
+
 /// `text` with each `{name}` replaced by `cell(name)`, `{{` and `}}` by single braces.
-fn fill_text(text: &str, cell: &dyn Fn(&str) -> Result<String, String>) -> Result<String, String> {
+fn fill_text(
+    text: &str,
+    cell: &dyn Fn(&str) -> Result<String, NoColumn>,
+) -> Result<String, NoColumn> {
     if !text.contains(['{', '}']) {
         return Ok(text.to_string());
     }
@@ -651,7 +662,7 @@ fn csv_job(
     let fields: Vec<&str> = row.iter().map(String::as_str).collect();
     match template.fill(columns, &fields) {
         Ok(json) => parse_line(line_no, &json, input),
-        Err(e) => unreadable(line_no, e),
+        Err(e) => unreadable(line_no, e.to_string()),
     }
 }
 

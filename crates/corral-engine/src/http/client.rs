@@ -13,7 +13,8 @@ use bytes::Bytes;
 use http::HeaderMap;
 
 use super::direct::{Direct, DirectError, Lease, Request};
-use crate::error::{ConfigError, ErrorKind, StartError};
+use super::error::{chain, find, refuses_certificate, Cause, DnsError, Resolver};
+use crate::error::{ConfigError, StartError};
 use crate::settings::{ProxySettings, TlsSettings};
 
 /// How the clients are built.
@@ -86,8 +87,8 @@ pub struct Clients {
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
 pub struct HttpError {
-    /// How it failed, for the result.
-    pub kind: ErrorKind,
+    /// What failed, typed where it failed (its [`Cause::kind`] is the result's).
+    pub cause: Cause,
     /// In words (not yet redacted: the engine redacts every message it writes).
     pub message: String,
     /// The request may have reached the server: it started to go out.
@@ -121,13 +122,13 @@ impl Body<'_> {
     pub async fn chunk(&mut self) -> Result<Option<Bytes>, HttpError> {
         match self {
             Body::Reqwest(r) => r.chunk().await.map_err(|e| HttpError {
-                kind: reqwest_kind(&e),
+                cause: reqwest_cause(&e),
                 message: chain(&e),
                 sent: true,
                 resend: false,
             }),
             Body::Direct(lease) => lease.next_chunk().await.map_err(|m| HttpError {
-                kind: ErrorKind::Body,
+                cause: Cause::Body,
                 message: format!("error reading the body: {m}"),
                 sent: true,
                 resend: false,
@@ -162,7 +163,9 @@ impl Clients {
                 .tcp_nodelay(true)
                 // corral follows redirects itself (`redirect`): secrets stay with their origin.
                 .redirect(reqwest::redirect::Policy::none())
-                .referer(false);
+                .referer(false)
+                // Names resolved as the lean client resolves them, their failures typed.
+                .dns_resolver(Arc::new(Resolver));
             let b = if options.http2_prior_knowledge {
                 b.http2_prior_knowledge()
             } else {
@@ -236,18 +239,24 @@ impl Clients {
                 Err(DirectError::H2) => {}
                 Err(e) => {
                     let resend = matches!(e, DirectError::Unanswered(_));
-                    let (kind, sent, message) = match e {
-                        DirectError::FdLimit(m) => (ErrorKind::FdLimit, false, m),
-                        DirectError::Dns(m) => (ErrorKind::Dns, false, m),
-                        DirectError::Connect(m) => (ErrorKind::Connect, false, m),
-                        DirectError::Tls(m) => (ErrorKind::Tls, false, m),
-                        DirectError::H2 => (ErrorKind::Connect, false, String::new()),
+                    let (cause, sent, message) = match e {
+                        DirectError::FdLimit(m) => (Cause::FdLimit, false, m),
+                        DirectError::Dns(e) => (
+                            Cause::Dns {
+                                temporary: e.temporary,
+                            },
+                            false,
+                            e.to_string(),
+                        ),
+                        DirectError::Connect(m) => (Cause::Connect, false, m),
+                        DirectError::Tls(m) => (Cause::Tls, false, m),
+                        DirectError::H2 => (Cause::Connect, false, String::new()),
                         DirectError::Connection(m) | DirectError::Unanswered(m) => {
-                            (ErrorKind::Connection, true, m)
+                            (Cause::Connection, true, m)
                         }
                     };
                     return Err(HttpError {
-                        kind,
+                        cause,
                         message,
                         sent,
                         resend,
@@ -274,7 +283,7 @@ impl Clients {
             .or(self.reqwest.first())
             .map(|(_, c)| c)
             .ok_or_else(|| HttpError {
-                kind: ErrorKind::Request,
+                cause: Cause::Request,
                 message: "no HTTP client".into(),
                 sent: false,
                 resend: false,
@@ -286,7 +295,7 @@ impl Clients {
             r = r.body(b.clone());
         }
         r.send().await.map_err(|e| HttpError {
-            kind: reqwest_kind(&e),
+            cause: reqwest_cause(&e),
             message: chain(&e),
             sent: !e.is_connect() && !e.is_builder(),
             resend: false,
@@ -294,44 +303,26 @@ impl Clients {
     }
 }
 
-/// The kind of a reqwest failure. `request` (a request that could not even be built) and
-/// `tls` (a certificate refused, either way) are permanent; the others are retried.
-fn reqwest_kind(e: &reqwest::Error) -> ErrorKind {
+/// What a reqwest failure was, by its own flags and the types in its source chain: a request
+/// that could not be built and a certificate refused are permanent; a name that did not
+/// resolve says whether the resolver could answer ([`Resolver`](crate::http::error)).
+fn reqwest_cause(e: &reqwest::Error) -> Cause {
     if e.is_builder() {
-        ErrorKind::Request
+        Cause::Request
     } else if e.is_timeout() {
-        ErrorKind::Timeout
-    } else if e.is_connect() && chain(e).contains("dns error") {
-        ErrorKind::Dns
-    } else if refuses_certificate(&chain(e)) {
-        ErrorKind::Tls
+        Cause::Timeout
+    } else if let Some(dns) = find::<DnsError>(e) {
+        Cause::Dns {
+            temporary: dns.temporary,
+        }
+    } else if refuses_certificate(e) {
+        Cause::Tls
     } else if e.is_connect() {
-        ErrorKind::Connect
+        Cause::Connect
     } else if e.is_body() || e.is_decode() {
-        ErrorKind::Body
+        Cause::Body
     } else {
         // Reset or closed connections, protocol errors: reqwest reports these as request errors.
-        ErrorKind::Connection
+        Cause::Connection
     }
-}
-
-/// True when a TLS failure's message says a certificate was refused (the server's, or the
-/// client's by the server): kind `tls`, for both clients alike.
-pub(crate) fn refuses_certificate(message: &str) -> bool {
-    message.to_ascii_lowercase().contains("certificate")
-}
-
-/// The full chain of an error's messages ("error sending request: connection closed ...").
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        let m = inner.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-        src = inner.source();
-    }
-    s
 }

@@ -23,6 +23,17 @@ enum Inner {
     Brotli(Box<brotli::DecompressorWriter<Vec<u8>>>),
 }
 
+/// Why a body cannot be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// An encoding this build cannot decode (or a chain of several).
+    #[error("cannot decode Content-Encoding {0:?}")]
+    Unknown(String),
+    /// The compressed bytes are not a valid stream.
+    #[error("the compressed body is corrupt: {0}")]
+    Corrupt(#[source] std::io::Error),
+}
+
 /// The `Accept-Encoding` that `--compressed` sends.
 pub const ACCEPT: &str = "gzip, deflate, br";
 
@@ -36,13 +47,13 @@ impl Decoder {
     /// assert!(Decoder::for_encoding("identity").unwrap().is_none());
     /// assert!(Decoder::for_encoding("zstd").is_err());
     /// ```
-    pub fn for_encoding(value: &str) -> Result<Option<Self>, String> {
+    pub fn for_encoding(value: &str) -> Result<Option<Self>, DecodeError> {
         let inner = match value.trim().to_ascii_lowercase().as_str() {
             "" | "identity" => return Ok(None),
             "gzip" | "x-gzip" => Inner::Gzip(flate2::write::GzDecoder::new(Vec::new())),
             "deflate" => Inner::Deflate(flate2::write::ZlibDecoder::new(Vec::new())),
             "br" => Inner::Brotli(Box::new(brotli::DecompressorWriter::new(Vec::new(), 4096))),
-            other => return Err(format!("cannot decode Content-Encoding {other:?}")),
+            other => return Err(DecodeError::Unknown(other.to_string())),
         };
         Ok(Some(Self { inner }))
     }
@@ -53,7 +64,7 @@ impl Decoder {
         &mut self,
         input: &[u8],
         out: &mut dyn FnMut(&[u8]) -> bool,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, DecodeError> {
         for step in input.chunks(STEP) {
             self.write(step)?;
             if !self.drain(out) {
@@ -64,23 +75,23 @@ impl Decoder {
     }
 
     /// The body ended: the decoder's last output (and whether the stream was whole).
-    pub fn finish(&mut self, out: &mut dyn FnMut(&[u8]) -> bool) -> Result<bool, String> {
+    pub fn finish(&mut self, out: &mut dyn FnMut(&[u8]) -> bool) -> Result<bool, DecodeError> {
         let r = match &mut self.inner {
             Inner::Gzip(d) => d.try_finish(),
             Inner::Deflate(d) => d.try_finish(),
             Inner::Brotli(d) => d.flush(),
         };
-        r.map_err(|e| format!("the compressed body is corrupt: {e}"))?;
+        r.map_err(DecodeError::Corrupt)?;
         Ok(self.drain(out))
     }
 
-    fn write(&mut self, step: &[u8]) -> Result<(), String> {
+    fn write(&mut self, step: &[u8]) -> Result<(), DecodeError> {
         let r = match &mut self.inner {
             Inner::Gzip(d) => d.write_all(step),
             Inner::Deflate(d) => d.write_all(step),
             Inner::Brotli(d) => d.write_all(step),
         };
-        r.map_err(|e| format!("the compressed body is corrupt: {e}"))
+        r.map_err(DecodeError::Corrupt)
     }
 
     fn drain(&mut self, out: &mut dyn FnMut(&[u8]) -> bool) -> bool {

@@ -13,6 +13,7 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 use super::DirectError;
+use crate::http::error::{chain, refuses_certificate};
 
 /// How much room a read asks for.
 pub(super) const READ_SIZE: usize = 16 * 1024;
@@ -124,8 +125,8 @@ pub(super) async fn open(
         let host = host.trim_start_matches('[').trim_end_matches(']');
         let addrs: Vec<SocketAddr> = match host.parse::<std::net::IpAddr>() {
             Ok(ip) => vec![SocketAddr::new(ip, port)],
-            Err(_) => match tokio::net::lookup_host((host, port)).await {
-                Ok(a) => a.collect(),
+            Err(_) => match crate::http::error::resolve(host, port).await {
+                Ok(a) => a,
                 Err(e) => return Ok(Err(e)),
             },
         };
@@ -143,9 +144,7 @@ pub(super) async fn open(
     // Ok(Err(_)): the name did not resolve; Err(_): no connection.
     let stream = match tokio::time::timeout_at(deadline, connect).await {
         Ok(Ok(Ok(s))) => s,
-        Ok(Ok(Err(e))) => {
-            return Err(DirectError::Dns(format!("cannot resolve {host}: {e}")));
-        }
+        Ok(Ok(Err(e))) => return Err(DirectError::Dns(e)),
         Ok(Err(e)) if is_fd_limit(&e) => {
             return Err(DirectError::FdLimit(format!(
                 "cannot connect: out of file descriptors ({e}); lower --concurrency or raise `ulimit -n`"
@@ -173,8 +172,8 @@ pub(super) async fn open(
             {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
-                    let m = format!("TLS handshake failed: {}", crate::http::client::chain(&e));
-                    return Err(if crate::http::client::refuses_certificate(&m) {
+                    let m = format!("TLS handshake failed: {}", chain(&e));
+                    return Err(if refuses_certificate(&e) {
                         DirectError::Tls(m)
                     } else {
                         DirectError::Connect(m)

@@ -73,8 +73,8 @@ pub struct Request<'a> {
 /// Why a direct request failed; the kinds match the reqwest path's.
 #[derive(Debug)]
 pub enum DirectError {
-    /// The host's name could not be resolved.
-    Dns(String),
+    /// The host's name could not be resolved (temporarily or not).
+    Dns(crate::http::error::DnsError),
     /// TCP connect failed (or took longer than the connect timeout).
     Connect(String),
     /// The process is out of file descriptors (`EMFILE`, `ENFILE`): not the host's fault.
