@@ -83,7 +83,7 @@ pub(crate) fn engine(
         let host_stats = hosts.stats();
         let mut per: Vec<_> = host_stats.iter().collect();
         per.sort_by(|a, b| a.0.cmp(b.0));
-        let per = |f: fn(&corral_engine::engine::HostStat) -> f64| {
+        let per = |f: fn(&corral_engine::hosts::HostStat) -> f64| {
             per.iter()
                 .map(move |(h, s)| (h.as_str(), f(s)))
                 .collect::<Vec<_>>()

@@ -1,4 +1,4 @@
-//! A whole run: jobs in, one result line each out, through the [`crate::engine::Engine`] on worker threads,
+//! A whole run: jobs in, one result line each out, through the engine (`engine::Engine`, crate-private) on worker threads,
 //! into a [`Sink`]; what the `corral` binary does between opening its files and printing the
 //! summary, as one call.
 //!
@@ -33,11 +33,13 @@ use tokio_util::sync::CancellationToken;
 
 use corral::limit::Rate;
 
-use crate::engine::{Gates, HostStat, Outcome};
+use crate::engine::Gates;
 use crate::error::ConfigError;
 use crate::error::StartError;
+use crate::hosts::HostStat;
 use crate::hosts::{HostTable, Hosts};
 use crate::job::Parsed;
+use crate::result::Outcome;
 use crate::settings::{BodyMode, BreakerSettings, HostRule, Settings, StatusSet};
 use crate::sink::{Sink, Writer};
 use crate::summary::Stats;

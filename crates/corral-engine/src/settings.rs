@@ -145,7 +145,7 @@ pub enum ResultsFormat {
     /// One JSON object per line (what `--resume` and `corral report` read).
     #[default]
     Jsonl,
-    /// One CSV row per job, the columns of [`crate::engine::CSV_COLUMNS`] (the JSONL keys
+    /// One CSV row per job, the columns of [`crate::result::CSV_COLUMNS`] (the JSONL keys
     /// whose values are scalars, `error` as `error_kind`, `error_message`, `maybe_sent`), after
     /// a header row the caller writes.
     Csv,

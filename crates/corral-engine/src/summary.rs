@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::engine::{HostStat, Outcome};
 use crate::error::{ConfigError, ErrorKind};
+use crate::hosts::HostStat;
+use crate::result::Outcome;
 
 /// Counters over finished jobs.
 #[derive(Debug, Clone)]

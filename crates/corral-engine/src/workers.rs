@@ -35,9 +35,10 @@ use futures::{FutureExt, Stream, StreamExt};
 use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::{Engine, Gates, Outcome};
+use crate::engine::{Engine, Gates};
 use crate::error::StartError;
 use crate::job::Parsed;
+use crate::result::Outcome;
 
 /// Finished jobs a thread may hold before its tasks wait for the reader to take them.
 const OUTBOX: usize = 256;
@@ -543,7 +544,7 @@ mod tests {
         // and handed over; the rest wait, each in a place holding an active slot.
         let line = 256 << 10;
         let big = "x".repeat(line);
-        let n = 2 * crate::engine::RESULT_BYTES / line;
+        let n = 2 * crate::result::RESULT_BYTES / line;
         let jobs = (1..=n as u64).map(|l| invalid(l, big.clone())).collect();
         let concurrency = 8;
         let gates = Gates::new(crate::settings::test_settings(concurrency)).unwrap();
@@ -557,7 +558,7 @@ mod tests {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
         let taken = taken.load(Ordering::Relaxed);
-        let in_budget = (crate::engine::RESULT_BYTES / line) as u64;
+        let in_budget = (crate::result::RESULT_BYTES / line) as u64;
         assert!(
             taken <= in_budget + concurrency as u64,
             "{taken} of {n} jobs taken with nobody writing"

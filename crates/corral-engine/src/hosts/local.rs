@@ -22,8 +22,8 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant as Clock;
 
 use super::adaptive::{Aimd, Signal};
+use super::HostStat;
 use super::{BreakerOpen, Host, HostEntry, HostTable, Permit, Slot};
-use crate::engine::HostStat;
 use crate::error::ConfigError;
 use crate::settings::{BreakerSettings, ForHost, Settings};
 

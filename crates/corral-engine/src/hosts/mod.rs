@@ -17,6 +17,7 @@
 
 pub mod adaptive;
 mod local;
+mod stats;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -28,8 +29,8 @@ pub use corral::breaker::{BreakerOpen, Permit};
 pub(crate) use local::cost_cell;
 pub use local::{HostState, Hosts};
 
-use crate::engine::HostStat;
 use crate::error::ConfigError;
+pub use stats::HostStat;
 
 /// A host key (`host:port`).
 pub type Host = Arc<str>;

@@ -115,21 +115,21 @@ pub async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, DnsError>
     }
 }
 
-/// The first error of type `T` in `e`'s source chain, looking inside `io::Error`s too.
+/// The first error of type `T` in `e`'s source chain. An `io::Error` that wraps another error
+/// is looked into (its `source()` skips what it wraps), however deep the wrapping.
 pub fn find<'a, T: Error + 'static>(e: &'a (dyn Error + 'static)) -> Option<&'a T> {
     let mut next = Some(e);
     while let Some(err) = next {
         if let Some(t) = err.downcast_ref::<T>() {
             return Some(t);
         }
-        if let Some(t) = err
+        next = match err
             .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            .and_then(|inner| inner.downcast_ref::<T>())
+            .and_then(std::io::Error::get_ref)
         {
-            return Some(t);
-        }
-        next = err.source();
+            Some(inner) => Some(inner as &(dyn Error + 'static)),
+            None => err.source(),
+        };
     }
     None
 }
@@ -217,6 +217,11 @@ mod tests {
             rustls::AlertDescription::HandshakeFailure,
         ));
         assert!(!refuses_certificate(&other));
+        // However deep inside io errors (as reqwest's connector hands it on).
+        let deep = std::io::Error::other(std::io::Error::other(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::UnknownIssuer,
+        )));
+        assert!(refuses_certificate(&deep));
         // Its words alone decide nothing.
         let words = std::io::Error::other("certificate verify failed");
         assert!(!refuses_certificate(&words));

@@ -27,9 +27,9 @@ use std::time::Duration;
 
 use async_nats::jetstream::kv;
 use corral::breaker::{State, StateChange};
-use corral_engine::engine::HostStat;
 use corral_engine::error::ConfigError;
 use corral_engine::hosts::adaptive::Signal;
+use corral_engine::hosts::HostStat;
 use corral_engine::hosts::{BreakerOpen, Host, HostEntry, HostTable, Hosts, Permit, Slot};
 use corral_engine::settings::Settings;
 use futures::future::BoxFuture;

@@ -46,8 +46,7 @@ use tokio::io::AsyncWriteExt;
 use url::Url;
 
 use super::pool::Pool;
-pub use body::{BodyError, Lease};
-pub use conn::is_fd_limit;
+pub use body::Lease;
 use conn::{Conn, READ_SIZE};
 pub use head::Head;
 use head::{read_head, ReadError};

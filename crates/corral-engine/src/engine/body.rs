@@ -1,0 +1,236 @@
+//! A response's body: read after its head, decoded as it comes (`--compressed`), capped on
+//! its decoded size (`--max-body`), kept for the result (`--save-body`) or to read its cost
+//! from (`--cost-from-response`), written to its own file (`--save-body-dir`), or drained so
+//! the connection serves again; then judged by `--accept`.
+
+use std::borrow::Cow;
+use std::time::{Duration, Instant};
+
+use http::HeaderMap;
+use serde_json::Value;
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::attempt::AttemptError;
+use super::Engine;
+use crate::http::client::Body;
+use crate::http::decode::{DecodeError, Decoder};
+use crate::http::error::Cause;
+use crate::job::Job;
+use crate::settings::BodyMode;
+
+/// The part of a body's `chunk` (decoded first, with `decoder`) that fits in `room` bytes,
+/// and whether some did not fit. `end`: the body ended (`chunk` is empty): the decoder's last
+/// output.
+fn within<'c>(
+    decoder: Option<&mut Decoder>,
+    chunk: &'c [u8],
+    room: u64,
+    end: bool,
+) -> Result<(Cow<'c, [u8]>, bool), DecodeError> {
+    let room = usize::try_from(room).unwrap_or(usize::MAX);
+    let Some(d) = decoder else {
+        let take = chunk.len().min(room);
+        return Ok((Cow::Borrowed(&chunk[..take]), take < chunk.len()));
+    };
+    let mut piece = Vec::new();
+    let mut cut = false;
+    let mut out = |p: &[u8]| {
+        let take = p.len().min(room - piece.len());
+        piece.extend_from_slice(&p[..take]);
+        cut |= take < p.len();
+        !cut
+    };
+    if end {
+        d.finish(&mut out)?;
+    } else {
+        d.feed(chunk, &mut out)?;
+    }
+    Ok((Cow::Owned(piece), cut))
+}
+
+/// A body written to its own file in `--save-body-dir`, named by the job's line, and by its
+/// id too when the id is a safe file name (`17.body`, `17-invoice-42.body`). Another attempt
+/// of the job starts it over.
+struct BodyFile {
+    path: std::path::PathBuf,
+    file: tokio::fs::File,
+}
+
+impl BodyFile {
+    async fn create(dir: &std::path::Path, job: &Job) -> Result<Self, AttemptError> {
+        let safe = !job.id.is_empty()
+            && job.id.len() <= 64
+            && !job.id.starts_with('.')
+            && job.id != job.line.to_string()
+            && job
+                .id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        let name = if safe {
+            format!("{}-{}.body", job.line, job.id)
+        } else {
+            format!("{}.body", job.line)
+        };
+        let path = dir.join(name);
+        let file = tokio::fs::File::create(&path)
+            .await
+            .map_err(|e| Self::failed(&path, e))?;
+        Ok(Self { path, file })
+    }
+
+    async fn write(&mut self, piece: &[u8]) -> Result<(), AttemptError> {
+        use tokio::io::AsyncWriteExt;
+        self.file
+            .write_all(piece)
+            .await
+            .map_err(|e| Self::failed(&self.path, e))
+    }
+
+    async fn close(mut self) -> Result<std::path::PathBuf, AttemptError> {
+        use tokio::io::AsyncWriteExt;
+        self.file
+            .flush()
+            .await
+            .map_err(|e| Self::failed(&self.path, e))?;
+        Ok(self.path)
+    }
+
+    /// A body file that cannot be written: not the host's fault, and not retried.
+    fn failed(path: &std::path::Path, e: std::io::Error) -> AttemptError {
+        AttemptError::Transport {
+            cause: Cause::Request,
+            message: format!("cannot write the body to {}: {e}", path.display()),
+            sent: true,
+            resend: false,
+        }
+    }
+}
+
+/// A response as far as we read it.
+pub(super) struct Response {
+    pub(super) status: u16,
+    pub(super) headers: HeaderMap,
+    pub(super) body_bytes: u64,
+    pub(super) body: Option<Vec<u8>>,
+    /// Where `--save-body-dir` wrote the body.
+    pub(super) body_file: Option<std::path::PathBuf>,
+    pub(super) truncated: bool,
+    pub(super) latency: Duration,
+    /// The share of [`RESULT_BYTES`] reserved for a saved body, handed on to the result line.
+    pub(super) held: Option<OwnedSemaphorePermit>,
+    /// What the response says the job cost (`--cost-from-response`).
+    pub(super) cost: Option<u64>,
+}
+
+impl Engine {
+    /// Reads a response's body after its head (`status`, `headers`): decoded
+    /// (`--compressed`), capped (`--max-body`), kept (`--save-body`, or to read its cost
+    /// from), written to its file (`--save-body-dir`), or drained; then judged by `--accept`.
+    pub(super) async fn read_body(
+        &self,
+        job: &Job,
+        status: u16,
+        headers: HeaderMap,
+        mut body: Body<'_>,
+        started: Instant,
+        held: &mut Option<OwnedSemaphorePermit>,
+    ) -> Result<Response, AttemptError> {
+        let mut body_bytes = 0u64;
+        let pointer = self.gates.settings.cost_from_response.as_deref();
+        // The body is kept to read its cost from, even when it is not saved (up to --max-body).
+        let mut saved =
+            (self.gates.settings.body == BodyMode::Save || pointer.is_some()).then(Vec::new);
+        let mut truncated = false;
+        let mut complete = false;
+        // `--no-body` reads nothing over reqwest; over a direct connection it drains the body
+        // (up to the cap, uncounted) so the connection can serve the next request.
+        let read = self.gates.settings.body != BodyMode::Skip || body.drains();
+        let body_error = |e: DecodeError| AttemptError::Transport {
+            cause: Cause::Body,
+            message: e.to_string(),
+            sent: true,
+            resend: false,
+        };
+        // `--compressed`: the body is decoded as it comes, the cap applies to what it decodes to.
+        let mut decoder = match headers.get(http::header::CONTENT_ENCODING) {
+            Some(v) if self.gates.settings.compressed && read => {
+                Decoder::for_encoding(&String::from_utf8_lossy(v.as_bytes())).map_err(body_error)?
+            }
+            _ => None,
+        };
+        let mut file = match &self.gates.settings.save_body_dir {
+            Some(dir) if self.gates.settings.body != BodyMode::Skip => {
+                Some(BodyFile::create(dir, job).await?)
+            }
+            _ => None,
+        };
+        if read {
+            let count = self.gates.settings.body != BodyMode::Skip;
+            loop {
+                let chunk = body.chunk().await.map_err(AttemptError::from)?;
+                let end = chunk.is_none();
+                let room = self.gates.settings.max_body - body_bytes;
+                let (piece, cut) = within(
+                    decoder.as_mut(),
+                    chunk.as_deref().unwrap_or_default(),
+                    room,
+                    end,
+                )
+                .map_err(body_error)?;
+                body_bytes += piece.len() as u64;
+                if let Some(b) = saved.as_mut() {
+                    b.extend_from_slice(&piece);
+                }
+                if let Some(f) = file.as_mut() {
+                    f.write(&piece).await?;
+                }
+                if cut {
+                    truncated = count; // the rest is never read; the connection is dropped
+                    break;
+                }
+                if end {
+                    complete = true;
+                    break;
+                }
+            }
+            if !count {
+                body_bytes = 0;
+            }
+        }
+        let body_file = match file {
+            Some(f) => Some(f.close().await?),
+            None => None,
+        };
+        body.finish(complete);
+        let accepted = self.gates.settings.accept.contains(status);
+        let cost = match (pointer, &saved) {
+            (Some(p), Some(b)) if accepted => {
+                serde_json::from_slice::<Value>(b).ok().and_then(|v| {
+                    v.pointer(p)
+                        .and_then(|c| c.as_u64().or(c.as_f64().map(|f| f.max(0.0).round() as u64)))
+                })
+            }
+            _ => None,
+        };
+        if self.gates.settings.body != BodyMode::Save {
+            saved = None;
+        }
+        let response = Response {
+            status,
+            headers,
+            body_bytes,
+            body: saved,
+            body_file,
+            truncated,
+            latency: started.elapsed(),
+            held: held.take(),
+            cost,
+        };
+        if accepted {
+            Ok(response)
+        } else {
+            let ra = corral::classify::retry_after(&response.headers);
+            Err(AttemptError::Status(response, ra))
+        }
+    }
+}

@@ -1,0 +1,330 @@
+//! The result line of a job: its fields, written once, as JSON (JSONL results) or as a CSV
+//! row (`--format csv`, its columns [`CSV_COLUMNS`] and header [`csv_header`]), and what the
+//! summary takes from it ([`Outcome`]).
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::error::ErrorKind;
+use crate::redact;
+use crate::settings::ResultsFormat;
+
+/// What the summary needs from one finished job.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The job succeeded.
+    pub ok: bool,
+    /// The status of its last response, if one came.
+    pub status: Option<u16>,
+    /// How it failed, if it did.
+    pub error_kind: Option<ErrorKind>,
+    /// Attempts made.
+    pub attempts: u32,
+    /// The last attempt's latency, if a response came.
+    pub latency: Option<Duration>,
+    /// Its result line, without the newline.
+    pub json: String,
+    /// Its share of [`RESULT_BYTES`], held until the line is written (dropped with it).
+    pub(crate) held: Option<OwnedSemaphorePermit>,
+}
+
+/// Bytes of result lines that may wait in memory to be written, all threads together. Lines
+/// with saved bodies are large (up to `--max-body` each), and thousands of them queued between
+/// the jobs and the writer grew to gigabytes; past this budget a finished job waits for the
+/// writer before it hands its line over (and its place takes no new job).
+pub const RESULT_BYTES: usize = 64 << 20;
+
+impl crate::sink::Line for Outcome {
+    fn text(&self) -> &str {
+        &self.json
+    }
+}
+
+/// A failed job's `error` object.
+#[derive(Serialize)]
+pub(crate) struct ErrorOut {
+    pub(crate) kind: ErrorKind,
+    pub(crate) message: String,
+    /// No response arrived, but the request may have reached the server (it started to go
+    /// out): a job that is not idempotent may have taken effect.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) maybe_sent: bool,
+}
+
+impl ErrorOut {
+    /// The message is redacted here, once for every result: it may quote a URL, a header or
+    /// an input line.
+    pub(crate) fn new(kind: ErrorKind, message: &str, maybe_sent: bool) -> Self {
+        Self {
+            kind,
+            message: redact::text(message).into_owned(),
+            maybe_sent,
+        }
+    }
+}
+
+/// One result line's fields, as JSONL writes them (CSV takes the scalar ones).
+#[derive(Serialize)]
+pub(crate) struct ResultLine<'a> {
+    pub(crate) line: u64,
+    pub(crate) id: &'a str,
+    pub(crate) method: &'a str,
+    pub(crate) url: Cow<'a, str>,
+    pub(crate) ok: bool,
+    pub(crate) status: Option<u16>,
+    pub(crate) attempts: u32,
+    pub(crate) latency_ms: Option<f64>,
+    pub(crate) elapsed_ms: f64,
+    pub(crate) started_at: Rfc3339,
+    /// Redirects followed.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub(crate) redirects: u32,
+    /// Where the last redirect went (redacted), when there was one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) final_url: Option<String>,
+    /// Times this job's failures opened its host's breaker.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub(crate) opened_breaker: u32,
+    /// Times this job's responses paused its host (`Retry-After`, or an allowance spent).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub(crate) paused_host: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) error: Option<ErrorOut>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) body_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) truncated: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) headers: Option<BTreeMap<String, String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) body: Option<String>,
+    /// A saved body that is not UTF-8, in base64 (standard alphabet, padded).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) body_base64: Option<String>,
+    /// Where `--save-body-dir` wrote the body.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) body_file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) meta: Option<&'a Value>,
+}
+
+impl<'a> ResultLine<'a> {
+    /// The line of a job (`line`, `id`, `method`, its URL redacted) that started at
+    /// `started_at`: not ok, no status, no attempt, nothing else yet — the one constructor,
+    /// whose caller sets what the job did.
+    pub(crate) fn new(
+        line: u64,
+        id: &'a str,
+        method: &'a str,
+        url: Cow<'a, str>,
+        started_at: SystemTime,
+        meta: Option<&'a Value>,
+    ) -> Self {
+        Self {
+            line,
+            id,
+            method,
+            url,
+            ok: false,
+            status: None,
+            attempts: 0,
+            latency_ms: None,
+            elapsed_ms: 0.0,
+            started_at: Rfc3339(started_at),
+            redirects: 0,
+            final_url: None,
+            opened_breaker: 0,
+            paused_host: 0,
+            error: None,
+            body_bytes: None,
+            truncated: false,
+            headers: None,
+            body: None,
+            body_base64: None,
+            body_file: None,
+            meta,
+        }
+    }
+
+    /// The line in the run's results format, without its newline.
+    pub(crate) fn serialise(&self, format: ResultsFormat) -> String {
+        match format {
+            ResultsFormat::Jsonl => to_json(self),
+            ResultsFormat::Csv => to_csv(self),
+        }
+    }
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// A wall-clock time written as RFC 3339 in UTC with milliseconds
+/// (`2026-11-26T01:02:03.456Z`): the `started_at` of results, which reports plot over time.
+///
+/// Formatting a date (`humantime`) cost ~800 instructions a result, 2.5 % of a request
+/// (callgrind); its seconds change once a second, so each thread keeps the last ones written
+/// and adds only the milliseconds.
+pub(crate) struct Rfc3339(pub(crate) SystemTime);
+
+impl Serialize for Rfc3339 {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        thread_local! {
+            /// The last whole second formatted, and its `YYYY-MM-DDTHH:MM:SS`.
+            static LAST: std::cell::Cell<(u64, [u8; 19])> = const { std::cell::Cell::new((u64::MAX, [0; 19])) };
+        }
+        let Ok(d) = self.0.duration_since(std::time::UNIX_EPOCH) else {
+            return s.collect_str(&humantime::format_rfc3339_millis(self.0));
+        };
+        let secs = d.as_secs();
+        let (mut last, mut prefix) = LAST.get();
+        if last != secs {
+            let whole = humantime::format_rfc3339_seconds(
+                std::time::UNIX_EPOCH + Duration::from_secs(secs),
+            )
+            .to_string();
+            // Years past 9999 do not fit the fixed width: written whole.
+            let Some(head) = whole.as_bytes().get(..19).filter(|_| whole.len() == 20) else {
+                return s.collect_str(&humantime::format_rfc3339_millis(self.0));
+            };
+            prefix.copy_from_slice(head);
+            last = secs;
+            LAST.set((last, prefix));
+        }
+        let ms = d.subsec_millis();
+        let mut out = [0u8; 24];
+        out[..19].copy_from_slice(&prefix);
+        out[19] = b'.';
+        out[20] = b'0' + (ms / 100) as u8;
+        out[21] = b'0' + (ms / 10 % 10) as u8;
+        out[22] = b'0' + (ms % 10) as u8;
+        out[23] = b'Z';
+        match std::str::from_utf8(&out) {
+            Ok(text) => s.serialize_str(text),
+            Err(_) => s.collect_str(&humantime::format_rfc3339_millis(self.0)),
+        }
+    }
+}
+
+/// The columns of a CSV result row (`--format csv`), in order: the keys of a JSONL result
+/// whose values are scalars, with `error`'s as `error_kind`, `error_message`, `maybe_sent`.
+pub const CSV_COLUMNS: [&str; 22] = [
+    "line",
+    "id",
+    "method",
+    "url",
+    "ok",
+    "status",
+    "attempts",
+    "latency_ms",
+    "elapsed_ms",
+    "started_at",
+    "redirects",
+    "final_url",
+    "error_kind",
+    "error_message",
+    "maybe_sent",
+    "body_bytes",
+    "truncated",
+    "body",
+    "body_base64",
+    "body_file",
+    "opened_breaker",
+    "paused_host",
+];
+
+/// A result as a CSV row (without its line end), the fields of [`CSV_COLUMNS`]; an absent
+/// value is an empty field.
+fn to_csv(line: &ResultLine<'_>) -> String {
+    let opt = |v: Option<String>| v.unwrap_or_default();
+    let error = line.error.as_ref();
+    let started = serde_json::to_value(&line.started_at)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    let fields: [String; 22] = [
+        line.line.to_string(),
+        line.id.to_string(),
+        line.method.to_string(),
+        line.url.to_string(),
+        line.ok.to_string(),
+        opt(line.status.map(|s| s.to_string())),
+        line.attempts.to_string(),
+        opt(line.latency_ms.map(|l| l.to_string())),
+        line.elapsed_ms.to_string(),
+        started,
+        line.redirects.to_string(),
+        opt(line.final_url.clone()),
+        opt(error.map(|e| e.kind.as_str().to_string())),
+        opt(error.map(|e| e.message.clone())),
+        error.is_some_and(|e| e.maybe_sent).to_string(),
+        opt(line.body_bytes.map(|b| b.to_string())),
+        line.truncated.to_string(),
+        opt(line.body.clone()),
+        opt(line.body_base64.clone()),
+        opt(line.body_file.clone()),
+        line.opened_breaker.to_string(),
+        line.paused_host.to_string(),
+    ];
+    let mut w = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::Any(b'\n'))
+        .from_writer(Vec::new());
+    if w.write_record(&fields).is_err() {
+        return String::new();
+    }
+    let mut row = w
+        .into_inner()
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .unwrap_or_default();
+    row.pop(); // the sink ends the line
+    row
+}
+
+/// The header row of CSV results.
+pub fn csv_header() -> String {
+    CSV_COLUMNS.join(",")
+}
+
+/// A result line as JSON, its buffer sized for a saved body up front (growing by doubling, a
+/// 1 MiB body's line would hold 2 MiB).
+fn to_json(line: &ResultLine<'_>) -> String {
+    let size = 512 + line.body.as_ref().map_or(0, |b| b.len() + b.len() / 16);
+    let mut out = Vec::with_capacity(size);
+    match serde_json::to_writer(&mut out, line) {
+        // serde_json writes UTF-8 only.
+        Ok(()) => String::from_utf8(out).unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// `started_at` as the cached seconds plus milliseconds reads exactly as humantime writes
+    /// the whole time, across second boundaries and back in time.
+    #[test]
+    fn started_at_is_rfc3339_with_milliseconds() {
+        let base = std::time::UNIX_EPOCH + Duration::from_secs(1_795_654_923);
+        for ms in [
+            0u64, 1, 9, 10, 99, 100, 456, 999, 1000, 1001, 86_399_999, 3, 61_000,
+        ] {
+            let t = base + Duration::from_millis(ms);
+            let json = serde_json::to_string(&Rfc3339(t)).unwrap();
+            assert_eq!(
+                json,
+                format!("\"{}\"", humantime::format_rfc3339_millis(t)),
+                "{ms}"
+            );
+        }
+        let json = serde_json::to_string(&Rfc3339(base)).unwrap();
+        assert_eq!(json, "\"2026-11-26T01:02:03.000Z\"");
+    }
+}
