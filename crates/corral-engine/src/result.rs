@@ -172,31 +172,38 @@ fn is_zero(n: &u32) -> bool {
 /// and adds only the milliseconds.
 pub(crate) struct Rfc3339(pub(crate) SystemTime);
 
-impl Serialize for Rfc3339 {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+impl Rfc3339 {
+    /// The latest time RFC 3339's four-digit year can write: 9999-12-31T23:59:59.999Z.
+    const LAST_SECOND: u64 = 253_402_300_799;
+
+    /// The time's `YYYY-MM-DDTHH:MM:SS.mmmZ`, from the thread's cached seconds. A clock before
+    /// 1970 or past 9999 is written as the nearest time that fits (humantime panics on both).
+    fn fixed(&self) -> [u8; 24] {
         thread_local! {
             /// The last whole second formatted, and its `YYYY-MM-DDTHH:MM:SS`.
             static LAST: std::cell::Cell<(u64, [u8; 19])> = const { std::cell::Cell::new((u64::MAX, [0; 19])) };
         }
-        let Ok(d) = self.0.duration_since(std::time::UNIX_EPOCH) else {
-            return s.collect_str(&humantime::format_rfc3339_millis(self.0));
+        let d = self
+            .0
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let (secs, ms) = match d.as_secs() {
+            s if s > Self::LAST_SECOND => (Self::LAST_SECOND, 999),
+            s => (s, d.subsec_millis()),
         };
-        let secs = d.as_secs();
         let (mut last, mut prefix) = LAST.get();
         if last != secs {
             let whole = humantime::format_rfc3339_seconds(
                 std::time::UNIX_EPOCH + Duration::from_secs(secs),
             )
             .to_string();
-            // Years past 9999 do not fit the fixed width: written whole.
-            let Some(head) = whole.as_bytes().get(..19).filter(|_| whole.len() == 20) else {
-                return s.collect_str(&humantime::format_rfc3339_millis(self.0));
-            };
-            prefix.copy_from_slice(head);
+            prefix = *b"1970-01-01T00:00:00";
+            if let Some(head) = whole.as_bytes().get(..19) {
+                prefix.copy_from_slice(head);
+            }
             last = secs;
             LAST.set((last, prefix));
         }
-        let ms = d.subsec_millis();
         let mut out = [0u8; 24];
         out[..19].copy_from_slice(&prefix);
         out[19] = b'.';
@@ -204,10 +211,22 @@ impl Serialize for Rfc3339 {
         out[21] = b'0' + (ms / 10 % 10) as u8;
         out[22] = b'0' + (ms % 10) as u8;
         out[23] = b'Z';
-        match std::str::from_utf8(&out) {
-            Ok(text) => s.serialize_str(text),
-            Err(_) => s.collect_str(&humantime::format_rfc3339_millis(self.0)),
-        }
+        out
+    }
+
+    /// Appends the time as text (no quotes).
+    fn push_to(&self, out: &mut String) {
+        let text = self.fixed();
+        // ASCII digits and separators only.
+        out.push_str(std::str::from_utf8(&text).unwrap_or("1970-01-01T00:00:00.000Z"));
+    }
+}
+
+impl Serialize for Rfc3339 {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut text = String::with_capacity(24);
+        self.push_to(&mut text);
+        s.serialize_str(&text)
     }
 }
 
@@ -243,10 +262,8 @@ pub const CSV_COLUMNS: [&str; 22] = [
 fn to_csv(line: &ResultLine<'_>) -> String {
     let opt = |v: Option<String>| v.unwrap_or_default();
     let error = line.error.as_ref();
-    let started = serde_json::to_value(&line.started_at)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default();
+    let mut started = String::with_capacity(24);
+    line.started_at.push_to(&mut started);
     let fields: [String; 22] = [
         line.line.to_string(),
         line.id.to_string(),
@@ -293,13 +310,128 @@ pub fn csv_header() -> String {
 
 /// A result line as JSON, its buffer sized for a saved body up front (growing by doubling, a
 /// 1 MiB body's line would hold 2 MiB).
+///
+/// Written by hand rather than by `serde_json::to_writer` on the derived `Serialize` (which
+/// stays, as the reference the tests hold this to, byte for byte): the keys are constants
+/// that need no escaping, strings without a byte to escape are copied whole, and numbers go
+/// through `itoa` and `zmij` (serde_json's own float writer) — 4,000 instructions a line
+/// became ~1,500 (callgrind, `bench/instructions.sh`).
 fn to_json(line: &ResultLine<'_>) -> String {
     let size = 512 + line.body.as_ref().map_or(0, |b| b.len() + b.len() / 16);
-    let mut out = Vec::with_capacity(size);
-    match serde_json::to_writer(&mut out, line) {
-        // serde_json writes UTF-8 only.
-        Ok(()) => String::from_utf8(out).unwrap_or_default(),
-        Err(_) => String::new(),
+    let mut out = String::with_capacity(size);
+    let mut int = itoa::Buffer::new();
+    out.push_str("{\"line\":");
+    out.push_str(int.format(line.line));
+    out.push_str(",\"id\":");
+    json_str(&mut out, line.id);
+    out.push_str(",\"method\":");
+    json_str(&mut out, line.method);
+    out.push_str(",\"url\":");
+    json_str(&mut out, &line.url);
+    out.push_str(if line.ok {
+        ",\"ok\":true"
+    } else {
+        ",\"ok\":false"
+    });
+    out.push_str(",\"status\":");
+    match line.status {
+        Some(s) => out.push_str(int.format(s)),
+        None => out.push_str("null"),
+    }
+    out.push_str(",\"attempts\":");
+    out.push_str(int.format(line.attempts));
+    out.push_str(",\"latency_ms\":");
+    json_f64(&mut out, line.latency_ms);
+    out.push_str(",\"elapsed_ms\":");
+    json_f64(&mut out, Some(line.elapsed_ms));
+    out.push_str(",\"started_at\":\"");
+    line.started_at.push_to(&mut out);
+    out.push('"');
+    if line.redirects != 0 {
+        out.push_str(",\"redirects\":");
+        out.push_str(int.format(line.redirects));
+    }
+    if let Some(u) = &line.final_url {
+        out.push_str(",\"final_url\":");
+        json_str(&mut out, u);
+    }
+    if line.opened_breaker != 0 {
+        out.push_str(",\"opened_breaker\":");
+        out.push_str(int.format(line.opened_breaker));
+    }
+    if line.paused_host != 0 {
+        out.push_str(",\"paused_host\":");
+        out.push_str(int.format(line.paused_host));
+    }
+    if let Some(e) = &line.error {
+        out.push_str(",\"error\":{\"kind\":\"");
+        out.push_str(e.kind.as_str());
+        out.push_str("\",\"message\":");
+        json_str(&mut out, &e.message);
+        if e.maybe_sent {
+            out.push_str(",\"maybe_sent\":true");
+        }
+        out.push('}');
+    }
+    if let Some(b) = line.body_bytes {
+        out.push_str(",\"body_bytes\":");
+        out.push_str(int.format(b));
+    }
+    if line.truncated {
+        out.push_str(",\"truncated\":true");
+    }
+    if let Some(h) = &line.headers {
+        out.push_str(",\"headers\":{");
+        for (i, (k, v)) in h.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            json_str(&mut out, k);
+            out.push(':');
+            json_str(&mut out, v);
+        }
+        out.push('}');
+    }
+    for (key, value) in [
+        (",\"body\":", &line.body),
+        (",\"body_base64\":", &line.body_base64),
+        (",\"body_file\":", &line.body_file),
+    ] {
+        if let Some(v) = value {
+            out.push_str(key);
+            json_str(&mut out, v);
+        }
+    }
+    if let Some(m) = line.meta {
+        out.push_str(",\"meta\":");
+        // A `Value` always serialises (its map keys are strings).
+        out.push_str(&serde_json::to_string(m).unwrap_or_else(|_| "null".into()));
+    }
+    out.push('}');
+    out
+}
+
+/// `s` as a JSON string, escaped as serde_json escapes it.
+fn json_str(out: &mut String, s: &str) {
+    if s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        // Rare: a quote, a backslash or a control character; serde_json escapes them.
+        match serde_json::to_string(s) {
+            Ok(text) => out.push_str(&text),
+            Err(_) => out.push_str("\"\""),
+        }
+    } else {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    }
+}
+
+/// A number of milliseconds as serde_json writes an `f64` (shortest round-trip form; `null`
+/// when absent or not finite).
+fn json_f64(out: &mut String, v: Option<f64>) {
+    match v {
+        Some(v) if v.is_finite() => out.push_str(zmij::Buffer::new().format_finite(v)),
+        _ => out.push_str("null"),
     }
 }
 
@@ -326,5 +458,94 @@ mod tests {
         }
         let json = serde_json::to_string(&Rfc3339(base)).unwrap();
         assert_eq!(json, "\"2026-11-26T01:02:03.000Z\"");
+    }
+
+    /// The hand-written JSON is byte for byte what serde_json writes from the derived
+    /// `Serialize`, for lines with every optional field, strings that need escaping (quotes,
+    /// backslashes, control characters, non-ASCII), floats of every shape, and the extremes.
+    #[test]
+    fn json_is_what_serde_writes() {
+        let meta = serde_json::json!({"k": [1, "two\n", null], "z": {"a": 1.5}});
+        let base = std::time::UNIX_EPOCH + Duration::from_secs(1_795_654_923);
+        let strings = [
+            "",
+            "plain",
+            "quote\"only",
+            "back\\slash only",
+            "tab\tnl\nnul\u{0}del\u{7f}",
+            "ünïcödé ✓ \u{1F600}",
+            "</script>",
+        ];
+        let floats = [
+            0.0,
+            1.0,
+            37.160365,
+            1e-7,
+            1e21,
+            123456789.125,
+            f64::NAN,
+            f64::INFINITY,
+        ];
+        let mut n = 0;
+        for (i, text) in strings.iter().enumerate() {
+            for (j, f) in floats.iter().enumerate() {
+                let mut l = ResultLine::new(
+                    u64::MAX - i as u64,
+                    text,
+                    "GET",
+                    Cow::Borrowed(text),
+                    base + Duration::from_millis(j as u64 * 7),
+                    (j % 2 == 0).then_some(&meta),
+                );
+                l.ok = j % 2 == 1;
+                l.status = (j % 3 != 0).then_some(200 + j as u16);
+                l.attempts = j as u32;
+                l.latency_ms = (j % 4 != 0).then_some(*f);
+                l.elapsed_ms = *f;
+                if j % 2 == 0 {
+                    l.redirects = 2;
+                    l.final_url = Some(format!("http://x/{text}"));
+                    l.opened_breaker = 1;
+                    l.paused_host = u32::MAX;
+                    l.error = Some(ErrorOut::new(
+                        ErrorKind::ALL[j % ErrorKind::ALL.len()],
+                        text,
+                        j % 4 == 0,
+                    ));
+                    l.body_bytes = Some(u64::MAX);
+                    l.truncated = true;
+                    l.headers = Some(BTreeMap::from([
+                        ("content-type".to_string(), text.to_string()),
+                        (format!("x-{i}"), "v".to_string()),
+                    ]));
+                    l.body = Some(text.to_string());
+                    l.body_base64 = Some("AAEC".into());
+                    l.body_file = Some(format!("dir/{text}"));
+                }
+                assert_eq!(
+                    to_json(&l),
+                    serde_json::to_string(&l).unwrap(),
+                    "{text:?} {f}"
+                );
+                n += 1;
+            }
+        }
+        assert_eq!(n, strings.len() * floats.len());
+    }
+
+    /// A clock before 1970 or past 9999 is written as the nearest time RFC 3339 can hold (it
+    /// panicked in humantime).
+    #[test]
+    fn started_at_outside_rfc3339_is_clamped() {
+        let text = |t| serde_json::to_string(&Rfc3339(t)).unwrap();
+        let epoch = std::time::UNIX_EPOCH;
+        assert_eq!(
+            text(epoch - Duration::from_secs(1)),
+            "\"1970-01-01T00:00:00.000Z\""
+        );
+        let far = epoch + Duration::from_secs(400_000_000_000);
+        assert_eq!(text(far), "\"9999-12-31T23:59:59.999Z\"");
+        let last = epoch + Duration::from_millis(253_402_300_799_123);
+        assert_eq!(text(last), "\"9999-12-31T23:59:59.123Z\"");
     }
 }

@@ -10,6 +10,8 @@
 //! is as good as a new one and is dropped; only its counters are kept, for the summary.
 
 use std::collections::HashMap;
+
+use foldhash::HashMap as FastMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -198,9 +200,9 @@ impl HostState {
 
 /// The hosts of a run, kept in this process: the default [`HostTable`].
 pub struct Hosts {
-    live: Mutex<HashMap<Host, Arc<HostState>>>,
+    live: Mutex<FastMap<Host, Arc<HostState>>>,
     /// Counters of evicted hosts, for the summary.
-    retired: Mutex<HashMap<Host, HostStat>>,
+    retired: Mutex<FastMap<Host, HostStat>>,
     /// The run's settings, with the `[hosts]` rules a new entry is made from.
     settings: Settings,
     /// Breaker openings, all hosts together.
@@ -283,8 +285,8 @@ impl Hosts {
             }
         }
         Ok(Self {
-            live: Mutex::new(HashMap::new()),
-            retired: Mutex::new(HashMap::new()),
+            live: Mutex::new(FastMap::default()),
+            retired: Mutex::new(FastMap::default()),
             settings: settings.clone(),
             openings: Arc::new(AtomicU64::new(0)),
             idle_after: idle_after.saturating_add(Duration::from_secs(1)),
@@ -384,7 +386,7 @@ impl Hosts {
     }
 
     /// Drops the entries no attempt holds that have been idle for long enough.
-    fn sweep(&self, live: &mut HashMap<Host, Arc<HostState>>) {
+    fn sweep(&self, live: &mut FastMap<Host, Arc<HostState>>) {
         let mut retired = self.retired.lock().unwrap_or_else(|p| p.into_inner());
         live.retain(|host, h| {
             let idle = Arc::strong_count(h) == 1

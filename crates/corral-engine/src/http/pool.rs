@@ -7,7 +7,9 @@
 //! process's open-file limit (see `idle_budget` in the CLI), so idle connections never crowd out
 //! the ones in use.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use foldhash::HashMap;
 use std::sync::Arc;
 
 /// Idle connections of type `C`, by host key.
@@ -29,7 +31,7 @@ impl<C> Pool<C> {
     /// A pool keeping at most `per_host` idle connections to one host and `total` in all.
     pub fn new(per_host: usize, total: usize) -> Self {
         Self {
-            by_host: HashMap::new(),
+            by_host: HashMap::default(),
             order: VecDeque::new(),
             idle: 0,
             next: 0,

@@ -107,7 +107,7 @@ pub struct Direct {
     /// For `https://` hosts.
     tls: TlsConnector,
     /// `host:port`s whose TLS servers chose HTTP/2: reqwest carries them.
-    h2: Mutex<std::collections::HashSet<Arc<str>>>,
+    h2: Mutex<foldhash::HashSet<Arc<str>>>,
 }
 
 impl Direct {
@@ -126,7 +126,7 @@ impl Direct {
             user_agent: HeaderValue::from_str(user_agent)
                 .unwrap_or_else(|_| HeaderValue::from_static("corral")),
             tls,
-            h2: Mutex::new(std::collections::HashSet::new()),
+            h2: Mutex::new(foldhash::HashSet::default()),
         }
     }
 
