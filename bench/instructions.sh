@@ -8,11 +8,14 @@
 #        BASELINE=PATH|REV bench/instructions.sh    and a baseline: a corral binary, or a git
 #                                                   revision built in a temporary worktree
 # Env: N1 (1000) and N2 (6000) requests: per request = (I(N2) - I(N1)) / (N2 - N1), the
-# marginal cost; start-up = I(N1) - N1 x per request. One thread (--threads 1), -c 64.
+# marginal cost; start-up = I(N1) - N1 x per request. One thread (--threads 1), -c 64 and
+# --per-host-concurrency 64: 64 connections to the one host, as `oha -c 64` opens (the default
+# per-host limit, 8, would measure jobs waiting for their host instead: WAIT=1 does that).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N1=${N1:-1000}
 N2=${N2:-6000}
+PHC=64; [ "${WAIT:-0}" = 1 ] && PHC=8
 SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo -n"
 command -v valgrind > /dev/null || $SUDO sh -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind" > /dev/null
 cargo build --release -q -p corral-cli
@@ -50,7 +53,8 @@ done
 count() { # BIN JOBS [ARGS...]
   local bin=$1 jobs=$2; shift 2
   valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.out" -q \
-    "$bin" run "$jobs" -o "$WORK/out.jsonl" --overwrite -q --threads 1 -c 64 "$@" > /dev/null
+    "$bin" run "$jobs" -o "$WORK/out.jsonl" --overwrite -q --threads 1 -c 64 \
+    --per-host-concurrency "$PHC" "$@" > /dev/null
   local n; n=$(wc -l < "$jobs")
   [ "$(grep -c '"ok":true' "$WORK/out.jsonl")" -eq "$n" ] || { echo "failures in $jobs" >&2; exit 1; }
   awk '/^summary:/ { print $2 }' "$WORK/cg.out"

@@ -299,17 +299,25 @@ thread_local! {
 /// anything else — other schemes' spelling, credentials, backslashes, a reference that is
 /// not `/` followed by a non-slash — is parsed whole, and becomes the origin remembered.
 fn same_origin(s: &str) -> Option<Url> {
-    let after = s
-        .strip_prefix("http://")
-        .map(|a| (a, 7))
-        .or_else(|| s.strip_prefix("https://").map(|a| (a, 8)));
-    let (authority_and_rest, scheme_len) = after?;
-    let end = authority_and_rest.find(['/', '?', '#', '\\', '@'])?;
-    let (authority, rest) = authority_and_rest.split_at(end);
+    let b = s.as_bytes();
+    let scheme_len = if b.starts_with(b"http://") {
+        7
+    } else if b.starts_with(b"https://") {
+        8
+    } else {
+        return None;
+    };
+    // Bytes, not a char searcher: this runs for every job.
+    let end = scheme_len
+        + b[scheme_len..]
+            .iter()
+            .position(|c| matches!(c, b'/' | b'?' | b'#' | b'\\' | b'@'))?;
+    let (authority, rest) = (&s[scheme_len..end], &s[end..]);
+    let r = rest.as_bytes();
     if authority.is_empty()
-        || !rest.starts_with('/')
-        || rest[1..].starts_with('/')
-        || rest.contains('\\')
+        || r.first() != Some(&b'/')
+        || r.get(1) == Some(&b'/')
+        || r.contains(&b'\\')
     {
         return None;
     }
@@ -332,12 +340,13 @@ fn parse_url(s: &str) -> Result<Url, BadUrl> {
     // is not the one in the file.
     // Bytes, not chars: the check runs on every job (an ASCII control is all that can hide in
     // a URL; the parser percent-encodes anything else).
-    if let Some(i) = s.trim().bytes().position(|b| b < 0x20 || b == 0x7f) {
+    let trimmed = s.trim();
+    if let Some(i) = trimmed.bytes().position(|b| b < 0x20 || b == 0x7f) {
         return Err(BadUrl::Control(s.to_string(), i + 1));
     }
-    let url = match same_origin(s.trim()) {
+    let url = match same_origin(trimmed) {
         Some(url) => url,
-        None => Url::parse(s.trim()).map_err(|e| BadUrl::Parse(s.to_string(), e))?,
+        None => Url::parse(trimmed).map_err(|e| BadUrl::Parse(s.to_string(), e))?,
     };
     match url.scheme() {
         "http" | "https" => {}
@@ -569,7 +578,7 @@ async fn read_line_bounded<R: AsyncBufRead + Unpin>(
         if avail.is_empty() {
             return Ok((total, too_long));
         }
-        let (take, end) = match avail.iter().position(|&b| b == b'\n') {
+        let (take, end) = match memchr::memchr(b'\n', avail) {
             Some(i) => (i + 1, true),
             None => (avail.len(), false),
         };

@@ -50,14 +50,16 @@ fn contains_ignore_ascii_case(hay: &str, needle: &str) -> bool {
 }
 
 /// True when a query pair's (decoded) name looks secret. Names without `%` or `+` need no
-/// decoding, which is the common case.
+/// decoding, which is the common case; bytes are searched, not chars (this runs for every
+/// query parameter of every result).
 fn is_secret_pair(pair: &str) -> bool {
-    if pair.contains(['%', '+']) {
-        url::form_urlencoded::parse(pair.as_bytes())
+    let name = &pair[..memchr::memchr(b'=', pair.as_bytes()).unwrap_or(pair.len())];
+    if name.bytes().any(|b| b == b'%' || b == b'+') {
+        url::form_urlencoded::parse(name.as_bytes())
             .next()
             .is_some_and(|(k, _)| is_secret_param(&k))
     } else {
-        is_secret_param(pair.split_once('=').map_or(pair, |(k, _)| k))
+        is_secret_param(name)
     }
 }
 

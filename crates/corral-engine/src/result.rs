@@ -413,7 +413,19 @@ fn to_json(line: &ResultLine<'_>) -> String {
 
 /// `s` as a JSON string, escaped as serde_json escapes it.
 fn json_str(out: &mut String, s: &str) {
-    if s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+    /// The bytes JSON escapes: controls, `"` and `\`.
+    const ESCAPED: [bool; 256] = {
+        let mut t = [false; 256];
+        let mut i = 0;
+        while i < 0x20 {
+            t[i] = true;
+            i += 1;
+        }
+        t[b'"' as usize] = true;
+        t[b'\\' as usize] = true;
+        t
+    };
+    if s.bytes().any(|b| ESCAPED[b as usize]) {
         // Rare: a quote, a backslash or a control character; serde_json escapes them.
         match serde_json::to_string(s) {
             Ok(text) => out.push_str(&text),

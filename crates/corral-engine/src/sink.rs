@@ -185,16 +185,23 @@ pub fn count_lines(path: &Path) -> std::io::Result<LineCount> {
         if read == 0 {
             break;
         }
-        for &b in &buf[..read] {
-            if b == b'\n' {
-                count.lines += 1;
-                count.jobs += u64::from(filled);
-                (started, filled) = (false, false);
-            } else {
-                started = true;
-                filled |= !b.is_ascii_whitespace();
-            }
+        // Line ends found by memchr, and a line's bytes looked at only until one is not
+        // white space (the first, nearly always): the per-byte loop was ~300 instructions a
+        // line of the run (callgrind).
+        let data = &buf[..read];
+        let mut start = 0;
+        let tail = |part: &[u8], started: &mut bool, filled: &mut bool| {
+            *started |= !part.is_empty();
+            *filled = *filled || part.iter().any(|b| !b.is_ascii_whitespace());
+        };
+        for nl in memchr::memchr_iter(b'\n', data) {
+            tail(&data[start..nl], &mut started, &mut filled);
+            count.lines += 1;
+            count.jobs += u64::from(filled);
+            (started, filled) = (false, false);
+            start = nl + 1;
         }
+        tail(&data[start..], &mut started, &mut filled);
     }
     count.lines += u64::from(started);
     count.jobs += u64::from(filled);
@@ -864,6 +871,18 @@ mod tests {
             ("a\n\nb", 3, 2),
             ("\n\n", 2, 0),
             ("a\n \t\nb\n  ", 4, 2),
+            // Lines across the 1 MiB reads: white space, then a job's byte past the boundary.
+            (&format!("{}x\n \n", " ".repeat((1 << 20) + 3)), 2, 1),
+            (
+                &format!("{}\n{}", " ".repeat((1 << 20) - 1), " ".repeat(9)),
+                2,
+                0,
+            ),
+            (
+                &format!("{}\n{}y", "a".repeat((1 << 20) - 1), " ".repeat(9)),
+                2,
+                2,
+            ),
         ] {
             std::fs::write(&p, text).unwrap();
             assert_eq!(

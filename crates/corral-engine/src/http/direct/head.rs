@@ -111,7 +111,13 @@ pub(super) async fn read_head(
         for h in resp.headers.iter() {
             // By length first: most headers are none of the three.
             let name = h.name.as_bytes();
-            let is = |n: &[u8]| name.len() == n.len() && name.eq_ignore_ascii_case(n);
+            if !matches!(name.len(), 10 | 14 | 17) {
+                continue;
+            }
+            // `n` is lower-case letters and `-`: OR-ing 0x20 folds a name's case, and can only
+            // also turn a CR into `-`, which a header name (a token) never holds.
+            let is =
+                |n: &[u8]| name.len() == n.len() && name.iter().zip(n).all(|(a, b)| a | 0x20 == *b);
             if is(b"content-length") {
                 // Digits only (RFC 9110 §8.6): `+5` or `0x5` is not a length.
                 let v = std::str::from_utf8(h.value)

@@ -483,7 +483,7 @@ mod tests {
 
     #[tokio::test]
     async fn chunked_bodies_with_extensions_and_trailers() {
-        let chunked: &[u8] = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+        let chunked: &[u8] = b"HTTP/1.1 200 OK\r\nTRANSFER-encoding: chunked\r\n\r\n\
             5;ext=1\r\nhello\r\n1\r\n \r\nb\r\nworld, done\r\n0\r\nX-Trailer: t\r\n\r\n";
         let (base, seen) = server(vec![vec![Reply::Send(chunked), Reply::Send(OK_HELLO)]]).await;
         let d = client();
@@ -580,10 +580,11 @@ mod tests {
 
     #[tokio::test]
     async fn connections_asked_to_close_are_not_reused() {
-        let close: &[u8] = b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok";
+        // Header names in any case.
+        let close: &[u8] = b"HTTP/1.1 200 OK\r\nCONNECTION: close\r\ncontent-LENGTH: 2\r\n\r\nok";
         let http10: &[u8] = b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok";
         let http10_ka: &[u8] =
-            b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok";
+            b"HTTP/1.0 200 OK\r\nconnection: keep-alive\r\nCONTENT-LENGTH: 2\r\n\r\nok";
         // Should a connection be reused wrongly, the server takes the request and hangs up.
         let (base, seen) = server(vec![
             vec![Reply::Send(close), Reply::Hang],
