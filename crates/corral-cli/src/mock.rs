@@ -5,7 +5,9 @@
 //! profile per request, for tests: `status=503`, `latency_ms=20`, `size=1000`, `retry_after=1`,
 //! `close` (answer with `Connection: close`), `location=URL` (a redirect there, 302 unless
 //! `status` says otherwise), `usage=N` (a JSON body `{"usage":{"total_tokens":N}}`, as LLM
-//! APIs report what a request cost), `binary=N` (N bytes that are not UTF-8), `encoding=gzip`
+//! APIs report what a request cost; N is written as given, so `1e308` or `"x"` too),
+//! `ratelimit_remaining=N` and `ratelimit_reset=S` (those `RateLimit-*` headers, as given),
+//! `binary=N` (N bytes that are not UTF-8), `encoding=gzip`
 //! (or `deflate`, `br`: the body compressed so), `bomb=MIB` (MIB mebibytes of zeros, gzipped).
 //!
 //! Every host counts what a client did to it — requests, most requests in flight at once, most
@@ -422,7 +424,7 @@ async fn handle(
         r.headers_mut().insert("content-length", size.into());
         return Ok(r);
     }
-    let mut body = match (qnum("usage"), qnum("binary")) {
+    let mut body = match (q.get("usage"), qnum("binary")) {
         (Some(n), _) => Bytes::from(format!(r#"{{"usage":{{"total_tokens":{n}}}}}"#)),
         (None, Some(n)) => binary(n as usize),
         (None, None) => Bytes::from(vec![b'.'; size]),
@@ -448,6 +450,17 @@ async fn handle(
         status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE
     }) {
         r.headers_mut().insert("retry-after", ra.into());
+    }
+    for (param, header) in [
+        ("ratelimit_remaining", "ratelimit-remaining"),
+        ("ratelimit_reset", "ratelimit-reset"),
+    ] {
+        if let Some(v) = q
+            .get(param)
+            .and_then(|v| hyper::header::HeaderValue::from_str(v).ok())
+        {
+            r.headers_mut().insert(header, v);
+        }
     }
     r.headers_mut().insert(
         "set-cookie",

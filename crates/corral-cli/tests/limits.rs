@@ -439,3 +439,103 @@ fn a_hosts_connect_timeout_is_its_own() {
     );
     drop(listener);
 }
+
+/// A server's pause is capped by `--max-retry-after-s` whatever header asks for it: an
+/// allowance spent until a far `RateLimit-Reset` (seconds, or a Unix time in 2100) held the
+/// host's other jobs until the process was killed. The summary says the pauses were cut.
+#[test]
+fn a_far_ratelimit_reset_pauses_a_host_no_longer_than_max_retry_after() {
+    let mock = Mock::start("fast");
+    let dir = tempfile::tempdir().unwrap();
+    let base = mock.url("fast");
+    let mut lines = vec![
+        format!(
+            r#"{{"url":"{base}/a?status=429&ratelimit_remaining=0&ratelimit_reset=99999999999"}}"#
+        ),
+        format!(
+            r#"{{"url":"{base}/b?status=429&ratelimit_remaining=0&ratelimit_reset=4102444800"}}"#
+        ),
+    ];
+    lines.extend((0..6).map(|i| format!(r#"{{"url":"{base}/ok?i={i}"}}"#)));
+    let jobs = write_jobs(dir.path(), &lines);
+    let (out, sum) = (dir.path().join("out.jsonl"), dir.path().join("s.json"));
+    let o = corral_within(
+        60,
+        &[
+            "run",
+            path_str(&jobs),
+            "-o",
+            path_str(&out),
+            "-q",
+            "-c",
+            "1",
+            "--retries",
+            "0",
+            "--per-host-rate",
+            "auto",
+            "--max-retry-after-s",
+            "1",
+            "--summary-json",
+            path_str(&sum),
+        ],
+    );
+    assert_exit(&o, 1);
+    let rs = results(&out);
+    assert_exactly_once(&rs, 8);
+    assert_eq!(rs.iter().filter(|r| r["ok"] == true).count(), 6);
+    let s = summary(&sum);
+    let notes = s["notes"].to_string();
+    assert!(notes.contains("2 pauses asked for by servers"), "{s}");
+}
+
+/// One response's claimed cost cannot hold a cost-limited run: a claim larger than the cost
+/// rate's bucket (1e308, 2^64, 1e12 tokens against 1000/s) is settled at the bucket, and a
+/// claim that is not a number at the job's own cost; the summary counts both.
+#[test]
+fn a_huge_or_unreadable_claimed_cost_is_bounded_and_counted() {
+    let mock = Mock::start("fast");
+    let dir = tempfile::tempdir().unwrap();
+    let base = mock.url("fast");
+    let mut lines: Vec<String> = [
+        "1e308",
+        "18446744073709551616",
+        "1000000000000",
+        "%22many%22",
+    ]
+    .iter()
+    .map(|u| format!(r#"{{"url":"{base}/c?usage={u}"}}"#))
+    .collect();
+    lines.extend((0..17).map(|i| format!(r#"{{"url":"{base}/c?usage=1&i={i}"}}"#)));
+    let jobs = write_jobs(dir.path(), &lines);
+    let (out, sum) = (dir.path().join("out.jsonl"), dir.path().join("s.json"));
+    let o = corral_within(
+        60,
+        &[
+            "run",
+            path_str(&jobs),
+            "-o",
+            path_str(&out),
+            "-q",
+            "-c",
+            "1",
+            "--cost-rate",
+            "1000/s",
+            "--cost-from-response",
+            "/usage/total_tokens",
+            "--summary-json",
+            path_str(&sum),
+        ],
+    );
+    assert_exit(&o, 0);
+    assert_exactly_once(&results(&out), 21);
+    let s = summary(&sum);
+    // Three claims cut to the bucket (1000 each), one unreadable (its job's cost, 1), 17 of 1.
+    assert_eq!(
+        s["hosts"][mock.key("fast")]["cost"],
+        3 * 1000 + 1 + 17,
+        "{s}"
+    );
+    let notes = s["notes"].to_string();
+    assert!(notes.contains("3 costs claimed by responses"), "{s}");
+    assert!(notes.contains("1 responses had no number"), "{s}");
+}

@@ -582,6 +582,7 @@ impl Run {
         if let Some(e) = read_error.lock().unwrap_or_else(|p| p.into_inner()).take() {
             fatal.get_or_insert(e);
         }
+        notes.extend(gates.cut_notes());
         if lost > 0 {
             notes.push(format!(
                 "{lost} jobs hit an internal error and were not recorded; --resume will run them (first error: {})",

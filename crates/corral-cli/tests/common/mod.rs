@@ -132,6 +132,29 @@ pub fn corral(args: &[&str]) -> std::process::Output {
     Command::new(BIN).args(args).output().expect("run corral")
 }
 
+/// `corral ARGS`, killed (and the test failed) if it has not ended within `secs`: for runs a
+/// hostile server could stall.
+pub fn corral_within(secs: u64, args: &[&str]) -> std::process::Output {
+    let child = Command::new(BIN)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run corral");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(std::time::Duration::from_secs(secs)) {
+        Ok(out) => out.expect("wait for corral"),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            panic!("corral {args:?} did not end within {secs} s");
+        }
+    }
+}
+
 /// Asserts each input line 1..=n appears exactly once.
 pub fn assert_exactly_once(rs: &[Value], n: u64) {
     let mut seen = BTreeMap::new();

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use corral::retry::{Decision, GiveUp, RetryError};
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::body::Response;
+use super::body::{Claimed, Response};
 use super::gates::Active;
 use super::trace::Trace;
 use super::Engine;
@@ -121,6 +121,49 @@ fn transport_decision(cause: Cause) -> Decision {
 }
 
 impl Engine {
+    /// A pause a server asked for, at most `--max-retry-after-s`; `counted`: a pause that
+    /// happens (not a reset merely read), whose cut the summary notes.
+    fn cut_pause(&self, asked: Duration, counted: bool) -> Duration {
+        let max = self.gates.settings.max_retry_after;
+        if asked > max && counted {
+            self.gates.cut.pauses.fetch_add(1, Ordering::Relaxed);
+        }
+        asked.min(max)
+    }
+
+    /// What a job is settled at when its response says what it cost: the claim, at most what
+    /// the tightest cost rate in force holds in its bucket (one period's worth) — one response
+    /// claiming 1e12 tokens must not hold a run for years — and never less than the job's
+    /// own `cost`, which it took already. A claim that is not a number leaves the job's cost.
+    fn settled_cost(
+        &self,
+        claimed: Option<Claimed>,
+        cost: u64,
+        host_rate: Option<corral::limit::Rate>,
+    ) -> u64 {
+        match claimed {
+            None => cost,
+            Some(Claimed::Unreadable) => {
+                self.gates.cut.unread_costs.fetch_add(1, Ordering::Relaxed);
+                cost
+            }
+            Some(Claimed::Cost(c)) => {
+                let bucket = [self.gates.settings.cost_rate, host_rate]
+                    .into_iter()
+                    .flatten()
+                    .map(|r| r.count())
+                    .min();
+                match bucket.map(|b| b.max(cost)) {
+                    Some(most) if c > most => {
+                        self.gates.cut.costs.fetch_add(1, Ordering::Relaxed);
+                        most
+                    }
+                    _ => c,
+                }
+            }
+        }
+    }
+
     /// One request of a job (its first, or a redirect's), retried by its host's policy.
     pub(super) async fn run_hop(
         &self,
@@ -312,7 +355,7 @@ impl Engine {
         }
         // What the job really cost, when the response says so: the difference is settled.
         let spent = match &out {
-            Ok(r) => r.cost.unwrap_or(job.cost),
+            Ok(r) => self.settled_cost(r.cost, job.cost, view.cost_rate()),
             _ => job.cost,
         };
         let delta =
@@ -356,7 +399,13 @@ impl Engine {
                 }) => (Signal::Overloaded, None),
                 Err(_) => (Signal::Neutral, None),
             };
-            let allowance = headers.and_then(adaptive::allowance);
+            // An allowance's reset is a pause a server asks for: cut as a Retry-After is.
+            let allowance = headers.and_then(adaptive::allowance).map(|(left, reset)| {
+                (
+                    left,
+                    self.cut_pause(reset, adaptive::pauses(Some((left, reset)))),
+                )
+            });
             if adaptive::pauses(allowance) {
                 trace.pauses.fetch_add(1, Ordering::Relaxed);
             }
@@ -364,8 +413,7 @@ impl Engine {
         }
         if let Err(AttemptError::Status(r, Some(ra))) = &out {
             if pushes_back(r.status) {
-                let until =
-                    tokio::time::Instant::now() + (*ra).min(self.gates.settings.max_retry_after);
+                let until = tokio::time::Instant::now() + self.cut_pause(*ra, true);
                 trace.pauses.fetch_add(1, Ordering::Relaxed);
                 state.pause_until(until);
             }

@@ -119,7 +119,27 @@ pub(super) struct Response {
     /// The share of [`RESULT_BYTES`] reserved for a saved body, handed on to the result line.
     pub(super) held: Option<OwnedSemaphorePermit>,
     /// What the response says the job cost (`--cost-from-response`).
-    pub(super) cost: Option<u64>,
+    pub(super) cost: Option<Claimed>,
+}
+
+/// What a response said a job cost (`--cost-from-response`): a number from a server, which
+/// the attempt bounds before it is settled.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum Claimed {
+    /// A number (fractions rounded, negatives 0, past `u64` the largest).
+    Cost(u64),
+    /// The body is not JSON, or the pointer is missing or not a number there.
+    Unreadable,
+}
+
+/// The cost at `pointer` in a JSON `body`.
+pub(super) fn claimed_cost(body: &[u8], pointer: &str) -> Claimed {
+    let number = serde_json::from_slice::<Value>(body).ok().and_then(|v| {
+        let c = v.pointer(pointer)?;
+        // `as` saturates: 1e308 is u64::MAX, which the bound then cuts.
+        c.as_u64().or(c.as_f64().map(|f| f.max(0.0).round() as u64))
+    });
+    number.map_or(Claimed::Unreadable, Claimed::Cost)
 }
 
 impl Engine {
@@ -204,12 +224,7 @@ impl Engine {
         body.finish(complete);
         let accepted = self.gates.settings.accept.contains(status);
         let cost = match (pointer, &saved) {
-            (Some(p), Some(b)) if accepted => {
-                serde_json::from_slice::<Value>(b).ok().and_then(|v| {
-                    v.pointer(p)
-                        .and_then(|c| c.as_u64().or(c.as_f64().map(|f| f.max(0.0).round() as u64)))
-                })
-            }
+            (Some(p), Some(b)) if accepted => Some(claimed_cost(b, p)),
             _ => None,
         };
         if self.gates.settings.body != BodyMode::Save {
@@ -231,6 +246,35 @@ impl Engine {
         } else {
             let ra = corral::classify::retry_after(&response.headers);
             Err(AttemptError::Status(response, ra))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A claimed cost is a number where the pointer says, rounded, floored at 0, saturated past
+    /// `u64`; anything else is unreadable (the attempt then counts the job's own cost).
+    #[test]
+    fn a_claimed_cost_is_a_number_or_unreadable() {
+        let at = |body: &str| claimed_cost(body.as_bytes(), "/u/t");
+        assert_eq!(at(r#"{"u":{"t":42}}"#), Claimed::Cost(42));
+        assert_eq!(at(r#"{"u":{"t":41.6}}"#), Claimed::Cost(42));
+        assert_eq!(at(r#"{"u":{"t":-5}}"#), Claimed::Cost(0));
+        assert_eq!(at(r#"{"u":{"t":1e308}}"#), Claimed::Cost(u64::MAX));
+        assert_eq!(
+            at(r#"{"u":{"t":18446744073709551616}}"#),
+            Claimed::Cost(u64::MAX)
+        );
+        for bad in [
+            r#"{"u":{"t":"7"}}"#,
+            r#"{"u":{"t":null}}"#,
+            r#"{"u":{}}"#,
+            "not json",
+            "",
+        ] {
+            assert_eq!(at(bad), Claimed::Unreadable, "{bad}");
         }
     }
 }

@@ -4,6 +4,7 @@
 //! rate and cost, its breaker.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use corral::limit::RateLimiter;
@@ -38,6 +39,51 @@ pub struct Gates {
     pub(super) rule_policies: Vec<RetryPolicy>,
     /// See [`RESULT_BYTES`].
     pub(super) result_bytes: Arc<Semaphore>,
+    /// What servers asked for and did not get in full.
+    pub(super) cut: Cut,
+}
+
+/// What servers asked of the run that it cut to its bounds, counted for the summary: a value
+/// from the network may not stall a run, but the user should know it was not obeyed.
+#[derive(Debug, Default)]
+pub(super) struct Cut {
+    /// Pauses asked for (`Retry-After`, an allowance spent until a `RateLimit-Reset`) longer
+    /// than `--max-retry-after-s`, cut to it.
+    pub(super) pauses: AtomicU64,
+    /// Costs a response claimed (`--cost-from-response`) larger than a cost bucket holds,
+    /// cut to it.
+    pub(super) costs: AtomicU64,
+    /// Responses whose cost could not be read (no JSON, the pointer missing or not a number):
+    /// the job's own `cost` was counted.
+    pub(super) unread_costs: AtomicU64,
+}
+
+impl Gates {
+    /// The summary's notes on what servers asked for and were refused; none when nothing was.
+    pub fn cut_notes(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        if n(&self.cut.pauses) > 0 {
+            notes.push(format!(
+                "{} pauses asked for by servers (Retry-After, RateLimit-Reset) were longer than --max-retry-after-s ({} s) and were cut to it",
+                n(&self.cut.pauses),
+                self.settings.max_retry_after.as_secs_f64()
+            ));
+        }
+        if n(&self.cut.costs) > 0 {
+            notes.push(format!(
+                "{} costs claimed by responses (--cost-from-response) were larger than a cost rate's bucket holds and were cut to it",
+                n(&self.cut.costs)
+            ));
+        }
+        if n(&self.cut.unread_costs) > 0 {
+            notes.push(format!(
+                "{} responses had no number at --cost-from-response's pointer; their jobs' own cost was counted",
+                n(&self.cut.unread_costs)
+            ));
+        }
+        notes
+    }
 }
 
 impl Gates {
@@ -119,6 +165,7 @@ impl Gates {
             policy,
             rule_policies,
             result_bytes: Arc::new(Semaphore::new(RESULT_BYTES)),
+            cut: Cut::default(),
         }))
     }
 
