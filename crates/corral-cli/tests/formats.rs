@@ -198,3 +198,57 @@ fn http2_prior_knowledge_multiplexes_within_the_per_host_concurrency() {
     let recent = stats["recent"].as_array().unwrap();
     assert!(recent.iter().all(|s| s["version"] == "HTTP/2.0"), "{stats}");
 }
+
+/// A CSV value cannot reshape the URL it fills: a cell `../admin?delete=1` stays one path
+/// segment of the template's path on the template's host (the run's `Authorization` with it),
+/// and a template that would take its host from a cell is refused before anything is sent.
+#[test]
+fn csv_values_are_encoded_where_they_stand_in_the_url() {
+    let mock = Mock::start("fast");
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("rows.csv");
+    std::fs::write(&input, "id,host\n../admin?delete=1,127.0.0.1:1\n").unwrap();
+    let out = dir.path().join("out.jsonl");
+    let template = format!(r#"{{"url": "{}/users/{{id}}"}}"#, mock.url("fast"));
+    let o = corral(&[
+        "run",
+        path_str(&input),
+        "--csv",
+        "--template",
+        &template,
+        "-o",
+        path_str(&out),
+        "-q",
+        "-H",
+        "Authorization: Bearer s3cret",
+    ]);
+    assert_exit(&o, 0);
+    let recent = mock.stats("fast")["recent"].clone();
+    let targets: Vec<&str> = recent
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["target"].as_str())
+        .collect();
+    assert_eq!(targets, ["/users/..%2Fadmin%3Fdelete%3D1"], "{recent}");
+    // A placeholder in the host: refused, exit 2, nothing written.
+    let out2 = dir.path().join("out2.jsonl");
+    let o = corral(&[
+        "run",
+        path_str(&input),
+        "--csv",
+        "--template",
+        r#"{"url": "http://{host}/x"}"#,
+        "-o",
+        path_str(&out2),
+        "-q",
+        "-H",
+        "Authorization: Bearer s3cret",
+    ]);
+    assert_exit(&o, 2);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("scheme or host"),
+        "{o:?}"
+    );
+    assert!(!out2.exists());
+}

@@ -159,6 +159,13 @@ pub enum Format {
 /// (`{{` and `}}` for literal braces). A string that is exactly one placeholder in `cost` or
 /// `timeout_ms` becomes a number.
 ///
+/// In the job's `url` a value is percent-encoded for where it stands (everything but letters,
+/// digits and `-._~`): in the path it stays one segment (a cell `../admin?x=1` cannot climb
+/// out of it or add a query), in the query or fragment one value; a cell that is `.` or `..`
+/// in the path is refused. The scheme and host come from the template alone: a placeholder
+/// before the end of the URL's host is refused when the template is read (a cell must not
+/// send the run's headers to another host).
+///
 /// ```
 /// use corral_engine::job::Template;
 ///
@@ -166,7 +173,10 @@ pub enum Format {
 /// let columns = vec!["user".to_string(), "query".to_string()];
 /// let job = t.fill(&columns, &["42", "say \"hi\""]).unwrap();
 /// assert_eq!(job, r#"{"json":{"q":"say \"hi\""},"url":"https://api.test/users/42"}"#);
+/// let job = t.fill(&columns, &["../admin?delete=1", "x"]).unwrap();
+/// assert!(job.contains(r#""url":"https://api.test/users/..%2Fadmin%3Fdelete%3D1""#));
 /// assert!(t.fill(&["user".to_string()], &["42"]).is_err());
+/// assert!(Template::parse(r#"{"url": "https://{host}/x"}"#).is_err());
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct Template {
@@ -184,11 +194,21 @@ impl Template {
                 "must be a JSON job object, e.g. {\"url\": \"https://api.example.com/items/{id}\"}",
             ));
         }
+        if let Some(url) = value.get("url").and_then(Value::as_str) {
+            if let Some(name) = placeholder_before_path(url) {
+                return Err(crate::error::ConfigError::new(
+                    "--template",
+                    format!(
+                        "the url's {{{name}}} stands in its scheme or host ({url}); they come from the template alone: put values in the path or query (a file of whole URLs is read with --urls)"
+                    ),
+                ));
+            }
+        }
         Ok(Self { value })
     }
 
     /// The JSON job of one row: `row[i]` is the value of `columns[i]`.
-    pub fn fill(&self, columns: &[String], row: &[&str]) -> Result<String, NoColumn> {
+    pub fn fill(&self, columns: &[String], row: &[&str]) -> Result<String, FillError> {
         fn walk(
             v: &Value,
             key: Option<&str>,
@@ -224,8 +244,111 @@ impl Template {
                 columns: columns.join(", "),
             }),
         };
-        Ok(walk(&self.value, None, &cell)?.to_string())
+        let mut job = walk(&self.value, None, &cell)?;
+        if let (Some(Value::String(url)), Some(obj)) = (self.value.get("url"), job.as_object_mut())
+        {
+            obj.insert("url".into(), Value::String(fill_url(url, &cell)?));
+        }
+        Ok(job.to_string())
     }
+}
+
+/// The name of the first placeholder of a URL template that stands before its path (in the
+/// scheme or authority of `scheme://host/...` or `//host/...`; before the first `/`, `?` or `#`
+/// of a relative reference, where a value could make a scheme), if any.
+fn placeholder_before_path(url: &str) -> Option<String> {
+    let authority_end = |from: usize| {
+        from + url[from..]
+            .find(['/', '?', '#'])
+            .unwrap_or(url.len() - from)
+    };
+    let path_start = match url.find("://") {
+        Some(i) => authority_end(i + 3),
+        None if url.starts_with("//") => authority_end(2),
+        None => url.find(['/', '?', '#']).unwrap_or(url.len()),
+    };
+    let mut rest = &url[..path_start];
+    while let Some(i) = rest.find('{') {
+        let tail = &rest[i..];
+        if let Some(after) = tail.strip_prefix("{{") {
+            rest = after;
+            continue;
+        }
+        let name = url[path_start - rest.len() + i + 1..]
+            .split('}')
+            .next()
+            .unwrap_or_default();
+        return Some(name.to_string());
+    }
+    None
+}
+
+/// What a URL template's value is encoded for.
+#[derive(Clone, Copy, PartialEq)]
+enum UrlPart {
+    Path,
+    Query,
+    Fragment,
+}
+
+/// Everything but letters, digits and `-._~` (RFC 3986's unreserved characters).
+const COMPONENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// A URL template filled: each value percent-encoded for the part of the URL it stands in.
+fn fill_url(
+    text: &str,
+    cell: &dyn Fn(&str) -> Result<String, NoColumn>,
+) -> Result<String, FillError> {
+    let mut out = String::with_capacity(text.len());
+    let mut part = UrlPart::Path;
+    let mut rest = text;
+    let literal = |out: &mut String, part: &mut UrlPart, piece: &str| {
+        for c in piece.chars() {
+            match c {
+                '?' if *part == UrlPart::Path => *part = UrlPart::Query,
+                '#' if *part != UrlPart::Fragment => *part = UrlPart::Fragment,
+                _ => {}
+            }
+            out.push(c);
+        }
+    };
+    while let Some(i) = rest.find(['{', '}']) {
+        literal(&mut out, &mut part, &rest[..i]);
+        let tail = &rest[i..];
+        if tail.starts_with("{{") || tail.starts_with("}}") {
+            literal(&mut out, &mut part, &tail[..1]);
+            rest = &tail[2..];
+        } else if let (true, Some(end)) = (tail.starts_with('{'), tail.find('}')) {
+            let name = &tail[1..end];
+            let value = cell(name)?;
+            if part == UrlPart::Path && (value == "." || value == "..") {
+                return Err(FillError::DotSegment(name.to_string()));
+            }
+            out.extend(percent_encoding::utf8_percent_encode(&value, COMPONENT));
+            rest = &tail[end + 1..];
+        } else {
+            literal(&mut out, &mut part, &tail[..1]);
+            rest = &tail[1..];
+        }
+    }
+    literal(&mut out, &mut part, rest);
+    Ok(out)
+}
+
+/// Why a CSV row cannot fill its template.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FillError {
+    /// A placeholder names no column.
+    #[error(transparent)]
+    NoColumn(#[from] NoColumn),
+    /// A value that is `.` or `..` where the URL's path has a placeholder: it would climb out
+    /// of its segment.
+    #[error("the value of {{{0}}} in the url's path is a dot segment (. or ..)")]
+    DotSegment(String),
 }
 
 /// A template's `{name}` that names no column of the CSV.
@@ -736,6 +859,64 @@ fn csv_job(
 
 #[cfg(test)]
 mod tests {
+    /// A CSV value in a templated URL is encoded for where it stands: it cannot climb out of
+    /// its path segment, add a query, or change the host; a dot segment is refused; a
+    /// placeholder in the scheme or host is refused when the template is read.
+    #[test]
+    fn template_values_in_urls_are_encoded_for_where_they_stand() {
+        let cols = vec!["v".to_string()];
+        let url_of = |template: &str, v: &str| -> Result<String, FillError> {
+            let t = Template::parse(&format!(
+                r#"{{"url": "{template}", "json": {{"u": "{{v}}"}}}}"#
+            ))
+            .unwrap();
+            let job: Value = serde_json::from_str(&t.fill(&cols, &[v])?).unwrap();
+            // Values elsewhere than the url are as they are.
+            assert_eq!(job["json"]["u"], v);
+            Ok(job["url"].as_str().unwrap().to_string())
+        };
+        let url = |t: &str, v: &str| url_of(t, v).unwrap();
+        assert_eq!(
+            url("https://h/u/{v}", "../admin?delete=1"),
+            "https://h/u/..%2Fadmin%3Fdelete%3D1"
+        );
+        assert_eq!(
+            url("https://h/u?q={v}&x=1", "a&b=c #d"),
+            "https://h/u?q=a%26b%3Dc%20%23d&x=1"
+        );
+        assert_eq!(url("https://h/u#{v}", "x/y"), "https://h/u#x%2Fy");
+        assert_eq!(url("/rel/{v}", "é"), "/rel/%C3%A9");
+        assert_eq!(url("rel/{v}", "@evil.com"), "rel/%40evil.com");
+        assert_eq!(
+            url("https://h/{{x}}/{v}", "a-b_c.d~e"),
+            "https://h/{x}/a-b_c.d~e"
+        );
+        for dots in [".", ".."] {
+            assert_eq!(
+                url_of("https://h/u/{v}/x", dots),
+                Err(FillError::DotSegment("v".into()))
+            );
+        }
+        // In the query a dot is a value like any other.
+        assert_eq!(url("https://h/u?q={v}", ".."), "https://h/u?q=..");
+        // Filled, the URL goes to the template's host only.
+        let u = Url::parse(&url("https://h.test/u/{v}", "//evil.test/x")).unwrap();
+        assert_eq!(u.host_str(), Some("h.test"));
+        for template in [
+            "https://{v}/x",
+            "https://h{v}/x",
+            "{v}://h/x",
+            "//{v}/x",
+            "{v}",
+            "{v}/x",
+            "http{v}",
+        ] {
+            let t = format!(r#"{{"url": "{template}"}}"#);
+            assert!(Template::parse(&t).is_err(), "{template}");
+        }
+        assert!(Template::parse(r#"{"url": "https://h:8{{0}}/x"}"#).is_ok());
+    }
+
     /// A URL parsed against the previous one's origin is the URL parsed whole, for paths,
     /// queries and fragments of every shape (dot segments, percent-encoding, spaces,
     /// non-ASCII, `@`), hosts of every form (IDNA, upper case, IPv4 written oddly, IPv6,

@@ -264,11 +264,15 @@ fn to_csv(line: &ResultLine<'_>) -> String {
     let error = line.error.as_ref();
     let mut started = String::with_capacity(24);
     line.started_at.push_to(&mut started);
+    // Text that came from outside (the input, a server) is written so that a spreadsheet
+    // shows it as text rather than running it as a formula.
+    let text = |v: &str| cell_text(v).into_owned();
+    let text_opt = |v: Option<&String>| v.map_or_else(String::new, |v| text(v));
     let fields: [String; 22] = [
         line.line.to_string(),
-        line.id.to_string(),
+        text(line.id),
         line.method.to_string(),
-        line.url.to_string(),
+        text(&line.url),
         line.ok.to_string(),
         opt(line.status.map(|s| s.to_string())),
         line.attempts.to_string(),
@@ -276,15 +280,15 @@ fn to_csv(line: &ResultLine<'_>) -> String {
         line.elapsed_ms.to_string(),
         started,
         line.redirects.to_string(),
-        opt(line.final_url.clone()),
+        text_opt(line.final_url.as_ref()),
         opt(error.map(|e| e.kind.as_str().to_string())),
-        opt(error.map(|e| e.message.clone())),
+        text_opt(error.map(|e| &e.message)),
         error.is_some_and(|e| e.maybe_sent).to_string(),
         opt(line.body_bytes.map(|b| b.to_string())),
         line.truncated.to_string(),
-        opt(line.body.clone()),
-        opt(line.body_base64.clone()),
-        opt(line.body_file.clone()),
+        text_opt(line.body.as_ref()),
+        text_opt(line.body_base64.as_ref()),
+        text_opt(line.body_file.as_ref()),
         line.opened_breaker.to_string(),
         line.paused_host.to_string(),
     ];
@@ -301,6 +305,16 @@ fn to_csv(line: &ResultLine<'_>) -> String {
         .unwrap_or_default();
     row.pop(); // the sink ends the line
     row
+}
+
+/// A CSV cell of text from outside: one that a spreadsheet would run as a formula (it starts
+/// with `=`, `+`, `-`, `@`, a tab or a carriage return) gets a leading `'`, which spreadsheets
+/// show as text (OWASP's rule for CSV injection); any other is as it is.
+pub fn cell_text(v: &str) -> Cow<'_, str> {
+    match v.as_bytes().first() {
+        Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r') => Cow::Owned(format!("'{v}")),
+        _ => Cow::Borrowed(v),
+    }
 }
 
 /// The header row of CSV results.
@@ -559,5 +573,45 @@ mod tests {
         assert_eq!(text(far), "\"9999-12-31T23:59:59.999Z\"");
         let last = epoch + Duration::from_millis(253_402_300_799_123);
         assert_eq!(text(last), "\"9999-12-31T23:59:59.123Z\"");
+    }
+
+    /// CSV cells of text from outside that a spreadsheet would run as a formula start with
+    /// `'`; others, and corral's own numbers, are as they are.
+    #[test]
+    fn csv_cells_that_look_like_formulas_are_written_as_text() {
+        let now = std::time::UNIX_EPOCH;
+        let mut l = ResultLine::new(
+            7,
+            "=HYPERLINK(\"x\")",
+            "GET",
+            Cow::Borrowed("http://h/"),
+            now,
+            None,
+        );
+        l.body = Some("@SUM(A1)".into());
+        l.error = Some(ErrorOut::new(ErrorKind::HttpStatus, "-2+3", false));
+        l.final_url = Some("+cmd".into());
+        l.body_file = Some("\tx".into());
+        l.latency_ms = Some(1.5);
+        let row = to_csv(&l);
+        let cells: Vec<String> = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .from_reader(row.as_bytes())
+            .records()
+            .next()
+            .unwrap()
+            .unwrap()
+            .iter()
+            .map(str::to_string)
+            .collect();
+        let at = |name: &str| cells[CSV_COLUMNS.iter().position(|c| *c == name).unwrap()].clone();
+        assert_eq!(at("id"), "'=HYPERLINK(\"x\")");
+        assert_eq!(at("body"), "'@SUM(A1)");
+        assert_eq!(at("error_message"), "'-2+3");
+        assert_eq!(at("final_url"), "'+cmd");
+        assert_eq!(at("body_file"), "'\tx");
+        assert_eq!(at("url"), "http://h/");
+        assert_eq!(at("line"), "7");
+        assert_eq!(at("latency_ms"), "1.5");
     }
 }

@@ -41,8 +41,9 @@ pub fn hosts_csv(tally: &Tally, out: impl Write) -> Result<(), ReportError> {
             .map(|(s, n)| format!("{s}={n}"))
             .collect();
         let kinds: Vec<String> = h.by_error.iter().map(|(k, n)| format!("{k}={n}")).collect();
+        // A results file is read as it is: its hosts and kinds may be formulas.
         w.write_record([
-            host.to_string(),
+            corral_engine::result::cell_text(host).into_owned(),
             h.jobs.to_string(),
             h.attempts.to_string(),
             format!("{:.1}", h.attempts_per_s()),
@@ -53,7 +54,7 @@ pub fn hosts_csv(tally: &Tally, out: impl Write) -> Result<(), ReportError> {
             h.paused_by_retry_after.to_string(),
             format!("{:.3}", h.latency_mean_ms()),
             statuses.join(" "),
-            kinds.join(" "),
+            corral_engine::result::cell_text(&kinds.join(" ")).into_owned(),
         ])?;
     }
     w.flush()?;
