@@ -737,7 +737,7 @@ pub(crate) fn plan(o: &Options) -> Result<Plan, String> {
 /// The TLS options, their files read (each error names its option and file).
 fn tls_settings(o: &Options) -> Result<TlsSettings, String> {
     let read = |option: &str, p: &PathBuf| {
-        std::fs::read(p).map_err(|e| format!("{option} {}: {e}", p.display()))
+        corral_engine::files::read_option(option, p).map_err(|e| e.to_string())
     };
     let ca_pem = o
         .cacert
@@ -866,8 +866,8 @@ pub(crate) fn idle_budget(fd_limit: u64, concurrency: usize, threads: usize) -> 
 pub(crate) const MAX_IDLE_PER_THREAD: usize = 512;
 
 pub(crate) fn load_config(path: &Path) -> Result<Options, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
+    let text = corral_engine::files::read_option_text("--config", path)
+        .map_err(|e| format!("cannot read config: {e}"))?;
     // A parse error quotes the line, which may hold a secret header.
     toml::from_str(&text).map_err(|e| {
         format!(

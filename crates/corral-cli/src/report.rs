@@ -134,12 +134,5 @@ fn write_html(tally: &Tally, results: &Path, out: &Path) -> Result<(), Fail> {
             format!("cannot write the report {}: {e}", out.display()),
         )
     };
-    let mut tmp = out.as_os_str().to_owned();
-    tmp.push(format!(".tmp-{}", std::process::id()));
-    let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, page).map_err(cannot)?;
-    std::fs::rename(&tmp, out).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        cannot(e)
-    })
+    corral_engine::files::write_whole(out, page.as_ref()).map_err(cannot)
 }

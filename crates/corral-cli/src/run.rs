@@ -140,7 +140,7 @@ pub(crate) async fn execute(
     }
     if let Some(p) = summary_json {
         let json = serde_json::to_vec_pretty(&summary).unwrap_or_default();
-        if let Err(e) = std::fs::write(&p, json) {
+        if let Err(e) = corral_engine::files::write_whole(&p, &json) {
             eprintln!("corral: cannot write {}: {e}", p.display());
         }
     }
@@ -255,6 +255,49 @@ fn resume_notes(resumed: &output::Resumed) -> Vec<String> {
     notes
 }
 
+/// Refuses a run whose outputs (results, summary, report, saved bodies, standard output when
+/// it is a file) would overwrite one of its inputs or each other, before anything is sent.
+pub(crate) fn check_files(
+    args: &RunArgs,
+    opts: &crate::flags::Options,
+    bodies: Option<&std::path::Path>,
+) -> Result<(), Fail> {
+    use corral_engine::files::{self, Place};
+    let mut places = vec![if args.jobs.as_os_str() == "-" {
+        Place::stdin()
+    } else {
+        Place::input("jobs file", &args.jobs)
+    }];
+    let inputs = [("--config", args.config.as_deref())]
+        .into_iter()
+        .chain(opts.cacert.iter().map(|p| ("--cacert", Some(p.as_path()))))
+        .chain([
+            ("--cert", opts.cert.as_deref()),
+            ("--key", opts.key.as_deref()),
+        ])
+        .chain([(
+            "--template",
+            args.template
+                .as_deref()
+                .and_then(|t| t.strip_prefix('@'))
+                .map(std::path::Path::new),
+        )]);
+    places.extend(inputs.filter_map(|(o, p)| p.map(|p| Place::input(o, p))));
+    let outputs = [
+        ("-o", args.output.as_deref()),
+        ("--summary-json", args.summary_json.as_deref()),
+        ("--report", args.report.as_deref()),
+    ];
+    places.extend(
+        outputs
+            .into_iter()
+            .filter_map(|(o, p)| p.map(|p| Place::output(o, p))),
+    );
+    places.push(Place::stdout());
+    places.extend(bodies.map(|d| Place::bodies("--save-body-dir", d)));
+    files::check(&places).map_err(fail(exit::BAD_INPUT))
+}
+
 pub(crate) async fn run_cmd(args: RunArgs) -> Result<u8, Fail> {
     if let Some(queue) = crate::fleet::parse(args.queue.as_deref())? {
         let queue = args.nats.apply(queue)?;
@@ -274,8 +317,8 @@ pub(crate) async fn run_cmd(args: RunArgs) -> Result<u8, Fail> {
     } else if args.csv {
         let text = match args.template.as_deref() {
             Some(t) => match t.strip_prefix('@') {
-                Some(path) => std::fs::read_to_string(path)
-                    .map_err(|e| Fail(exit::BAD_INPUT, format!("--template @{path}: {e}")))?,
+                Some(path) => corral_engine::files::read_option_text("--template", path.as_ref())
+                    .map_err(fail(exit::BAD_INPUT))?,
                 None => t.to_string(),
             },
             None => {
@@ -289,6 +332,7 @@ pub(crate) async fn run_cmd(args: RunArgs) -> Result<u8, Fail> {
     } else {
         Format::Jsonl
     };
+    check_files(&args, &opts, plan.settings.save_body_dir.as_deref())?;
     let input = Input {
         format,
         headers: plan.extra_headers.clone(),

@@ -16,6 +16,7 @@
 //! | [`hosts`] | per-host state behind a seam ([`hosts::HostTable`]); in this process by default: one entry per host, idle hosts evicted |
 //! | `workers` (crate-private) | the threads that run jobs, each with its own runtime and clients |
 //! | `http` (crate-private) | the lean HTTP/1.1 client, its connection pool, the redirect rule, typed failure causes |
+//! | [`files`] | option files read bounded, written files never opened through a link, outputs checked against inputs |
 //! | [`sink`] | the results file: lock, resume scan and repair, batched fsync-bounded writer |
 //! | [`summary`] | counters over the results written, and the summary built from them |
 //! | [`redact`] | what is secret, and the one place every outgoing string is cleaned |
@@ -28,6 +29,7 @@
 pub mod blocking;
 pub(crate) mod engine;
 pub mod error;
+pub mod files;
 pub mod hosts;
 pub(crate) mod http;
 pub mod job;

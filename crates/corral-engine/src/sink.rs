@@ -229,12 +229,11 @@ pub fn open(path: &Path, mode: OpenMode, input: InputFacts) -> Result<Opened, Si
             Ok(())
         }
     };
-    let file = OpenOptions::new()
-        .create(true)
-        .read(true)
-        .append(true)
-        .open(path)
-        .map_err(SinkError::io("open for writing", path))?;
+    let file = crate::files::open(
+        OpenOptions::new().create(true).read(true).append(true),
+        path,
+    )
+    .map_err(SinkError::io("open for writing", path))?;
     if !regular {
         return Ok(Opened {
             file,
@@ -268,11 +267,9 @@ pub fn open(path: &Path, mode: OpenMode, input: InputFacts) -> Result<Opened, Si
             if !scan.bad.is_empty() || !scan.retry.is_empty() {
                 set_aside(path, &scan)?;
                 // The rewritten file is a new one: lock it before the old lock goes.
-                let rewritten = OpenOptions::new()
-                    .read(true)
-                    .append(true)
-                    .open(path)
-                    .map_err(SinkError::io("open for writing", path))?;
+                let rewritten =
+                    crate::files::open(OpenOptions::new().read(true).append(true), path)
+                        .map_err(SinkError::io("open for writing", path))?;
                 lock(&rewritten, path)?;
                 drop(file);
                 let mut resumed = scan.resumed;
@@ -432,22 +429,22 @@ fn set_aside(path: &Path, scan: &Scan) -> Result<(), SinkError> {
     let tmp = path.with_file_name(tmp_name);
     let side = side_file(path);
     let reader = BufReader::new(File::open(path).map_err(|e| err("read", e))?);
-    let mut good = std::io::BufWriter::new(
-        File::create(&tmp).map_err(|e| err("create a repaired copy of", e))?,
-    );
     let side_writer = |side: &Path, wanted: bool| -> Result<_, SinkError> {
         if !wanted {
             return Ok(None);
         }
-        let f = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(side)
+        let f = crate::files::open(OpenOptions::new().create(true).append(true), side)
             .map_err(|e| err("write the side file of", e))?;
         Ok(Some(std::io::BufWriter::new(f)))
     };
     let mut rejected = side_writer(&side, !bad.is_empty())?;
     let mut retried = side_writer(&retried_file(path), !retry.is_empty())?;
+    // A leftover of a crash, or a link planted there: removed (never followed), then made anew.
+    let _ = std::fs::remove_file(&tmp);
+    let mut good = std::io::BufWriter::new(
+        crate::files::open(OpenOptions::new().write(true).create_new(true), &tmp)
+            .map_err(|e| err("create a repaired copy of", e))?,
+    );
     let mut taken = 0u64;
     for (i, line) in reader.split(b'\n').enumerate() {
         let line = line.map_err(|e| err("read", e))?;

@@ -126,10 +126,7 @@ async fn collect_leased(
         });
     };
     count_kept(&info, &mut done, &mut failed);
-    let mut file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(out)
+    let mut file = corral_engine::files::open(OpenOptions::new().create(true).append(true), out)
         .map_err(file_err)?;
     let mut report = CollectReport::default();
     progress.collected(done.len(), info.jobs);
@@ -367,7 +364,7 @@ impl Lease {
 /// was not acked, so it comes again and is written whole.
 fn repair_torn_end(out: &Path) -> std::io::Result<()> {
     use std::io::{Read, Seek, SeekFrom};
-    let mut f = match OpenOptions::new().read(true).write(true).open(out) {
+    let mut f = match corral_engine::files::open(OpenOptions::new().read(true).write(true), out) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e),

@@ -97,6 +97,9 @@ impl QueueUrl {
             None => {}
         }
         if let Some(path) = &access.creds {
+            // Bounded and regular before async-nats reads it whole.
+            corral_engine::files::read_option("--nats-creds", path)
+                .map_err(|e| config(format!("read --nats-creds {}", path.display()), e))?;
             options = options.credentials_file(path).await.map_err(|e| {
                 // The io error names the file, never its content.
                 config(format!("read --nats-creds {}", path.display()), e.kind())
@@ -104,7 +107,8 @@ impl QueueUrl {
         }
         if let Some(path) = &access.nkey {
             let what = || format!("read --nats-nkey {}", path.display());
-            let seed = std::fs::read_to_string(path).map_err(|e| config(what(), e.kind()))?;
+            let seed = corral_engine::files::read_option_text("--nats-nkey", path)
+                .map_err(|e| config(what(), e))?;
             let seed = seed.trim();
             if !seed.starts_with('S') || nkeys::KeyPair::from_seed(seed).is_err() {
                 return Err(config(what(), "not an nkey seed (a line starting with S)"));

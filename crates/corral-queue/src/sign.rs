@@ -106,13 +106,14 @@ impl QueueKey {
     /// `CORRAL_QUEUE_KEY`; `None` when neither is set.
     pub fn from_file_or_env(file: Option<&Path>) -> Result<Option<Self>, QueueError> {
         if let Some(path) = file {
-            let text = std::fs::read(path).map_err(|e| {
-                QueueError::of(
-                    QueueErrorKind::Config,
-                    format!("read --queue-key-file {}", path.display()),
-                    e.kind(),
-                )
-            })?;
+            let text =
+                corral_engine::files::read_option("--queue-key-file", path).map_err(|e| {
+                    QueueError::of(
+                        QueueErrorKind::Config,
+                        format!("read --queue-key-file {}", path.display()),
+                        e,
+                    )
+                })?;
             return Self::new(text.trim_ascii()).map(Some);
         }
         match std::env::var(KEY_ENV) {

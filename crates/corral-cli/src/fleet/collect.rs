@@ -83,6 +83,7 @@ pub(crate) async fn run_on_queue(args: RunArgs, queue: QueueUrl) -> Result<u8, F
         .opts
         .with_config(args.config.as_deref())
         .map_err(fail(exit::BAD_INPUT))?;
+    crate::run::check_files(&args, &opts, None)?;
     if args.overwrite {
         match std::fs::remove_file(&out) {
             Ok(()) => {}
@@ -211,7 +212,7 @@ async fn collect_into(queue: &QueueUrl, out: &Path, resume: bool, end: Ending) -
         );
     }
     if let Some(p) = &end.summary_json {
-        if let Err(e) = std::fs::write(p, json) {
+        if let Err(e) = corral_engine::files::write_whole(p, json.as_ref()) {
             eprintln!("corral: cannot write {}: {e}", p.display());
         }
     }

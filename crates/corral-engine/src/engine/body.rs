@@ -72,9 +72,15 @@ impl BodyFile {
             format!("{}.body", job.line)
         };
         let path = dir.join(name);
-        let file = tokio::fs::File::create(&path)
-            .await
-            .map_err(|e| Self::failed(&path, e))?;
+        let file = crate::files::open_async(
+            tokio::fs::OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(true),
+            &path,
+        )
+        .await
+        .map_err(|e| Self::failed(&path, e))?;
         Ok(Self { path, file })
     }
 
