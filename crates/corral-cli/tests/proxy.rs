@@ -220,3 +220,69 @@ fn socks5_resolves_names_here_and_socks5h_at_the_proxy() {
     }
     assert_eq!(mock.stats("fast")["requests"], 10);
 }
+
+/// `corral run JOBS -o OUT -q` with only `vars` of the proxy variables set.
+fn run_with_env(
+    jobs: &std::path::Path,
+    out: &std::path::Path,
+    vars: &[(&str, &str)],
+) -> std::process::Output {
+    let mut c = std::process::Command::new(BIN);
+    c.args([
+        "run",
+        "-q",
+        path_str(jobs),
+        "-o",
+        path_str(out),
+        "--overwrite",
+        "--retries",
+        "0",
+    ]);
+    for v in [
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+        "NO_PROXY",
+        "no_proxy",
+    ] {
+        c.env_remove(v);
+    }
+    c.envs(vars.iter().copied());
+    c.output().unwrap()
+}
+
+#[test]
+fn https_proxy_from_the_environment_carries_https_and_a_malformed_one_is_refused() {
+    let mock = Mock::start("fast");
+    let proxy = http_proxy();
+    let dir = tempfile::tempdir().unwrap();
+    // An https:// job to a plain-HTTP port: its handshake fails, but its CONNECT shows the
+    // way it went (the lean client went direct, past HTTPS_PROXY).
+    let target = mock.key("fast");
+    let jobs = write_jobs(dir.path(), &[format!(r#"{{"url":"https://{target}/x"}}"#)]);
+    let out = dir.path().join("out.jsonl");
+    let via = format!("http://127.0.0.1:{}", proxy.port);
+    let o = run_with_env(&jobs, &out, &[("HTTPS_PROXY", &via)]);
+    assert_exit(&o, 1);
+    assert_eq!(*proxy.addresses.lock().unwrap(), vec![target.clone()]);
+
+    // Plain HTTP is not HTTPS_PROXY's: it goes direct.
+    let plain = mock.write_gets(dir.path(), "fast", 3, "");
+    let o = run_with_env(&plain, &out, &[("https_proxy", &via)]);
+    assert_exit(&o, 0);
+    assert_eq!(proxy.requests.load(Ordering::Relaxed), 1);
+
+    // A value that is no proxy URL is refused at start, named, its value not repeated.
+    for bad in ["http://", "http://:pa55word@:8080"] {
+        let o = run_with_env(&plain, &out, &[("HTTPS_PROXY", bad)]);
+        assert_exit(&o, 2);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains("HTTPS_PROXY") && !err.contains("pa55word"),
+            "{err}"
+        );
+    }
+}

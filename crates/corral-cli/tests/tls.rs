@@ -200,9 +200,12 @@ fn a_server_that_asks_for_a_client_certificate_gets_cert_and_key() {
     std::fs::write(&cert, &pki.client_pem.0).unwrap();
     std::fs::write(&key, &pki.client_pem.1).unwrap();
 
+    // Without a client certificate the server refuses it (with TLS 1.3, by an alert after
+    // the handshake, where the response should be): kind tls, not connection.
     let (o, rs) = run_https(dir.path(), &server, 2, &["--cacert", path_str(&ca)]);
     assert_exit(&o, 1);
     assert!(rs.iter().all(|r| r["ok"] == false), "{rs:?}");
+    assert!(rs.iter().all(|r| r["error"]["kind"] == "tls"), "{rs:?}");
     assert_eq!(server.answered.load(Ordering::Relaxed), 0);
 
     let (o, rs) = run_https(
@@ -221,6 +224,34 @@ fn a_server_that_asks_for_a_client_certificate_gets_cert_and_key() {
     assert_exit(&o, 0);
     assert!(rs.iter().all(|r| r["status"] == 200), "{rs:?}");
     assert_eq!(server.answered.load(Ordering::Relaxed), 2);
+}
+
+#[test]
+fn a_self_signed_ca_certificate_used_by_a_server_is_explained_in_plain_words() {
+    // What `openssl req -x509` makes by default: a self-signed certificate with CA:TRUE,
+    // used by the server as its own.
+    let key = KeyPair::generate().unwrap();
+    let mut params =
+        CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let cert = params.self_signed(&key).unwrap();
+    let pki = Pki {
+        server: (cert.der().clone(), key.serialize_der()),
+        ca: cert,
+        client_pem: (String::new(), String::new()),
+    };
+    let server = serve(&pki, false);
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("self.pem");
+    std::fs::write(&ca, pki.ca.pem()).unwrap();
+    let (o, rs) = run_https(dir.path(), &server, 1, &["--cacert", path_str(&ca)]);
+    assert_exit(&o, 1);
+    assert_eq!(rs[0]["error"]["kind"], "tls", "{rs:?}");
+    let message = rs[0]["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("CA:TRUE") && message.contains("CA:FALSE"),
+        "{message}"
+    );
 }
 
 #[test]

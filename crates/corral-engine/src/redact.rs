@@ -144,7 +144,13 @@ pub fn text(s: &str) -> Cow<'_, str> {
     apply(&USERINFO, &|c| format!("{}{MASK}@", &c[1]));
     apply(&PARAM, &|c| {
         if is_secret_pair(&format!("{}={}", &c[2], &c[3])) {
-            format!("{}{}={MASK}", &c[1], &c[2])
+            // A URL in parentheses: an unbalanced `)` and what follows it are the sentence's
+            // ("(http://h/?token=...): refused"), not the value's.
+            let close = match c[3].find(')') {
+                Some(at) if !c[3].contains('(') => &c[3][at..],
+                _ => "",
+            };
+            format!("{}{}={MASK}{close}", &c[1], &c[2])
         } else {
             c[0].to_string()
         }
@@ -235,6 +241,11 @@ mod tests {
             ("{\"X-Api-Key\":\"s3cret\",\"Accept\":\"*/*\"}", "\"Accept\":\"*/*\""),
             ("Cookie: session=s3cret; theme=dark", "Cookie: REDACTED"),
             ("x-auth-token=s3cret", "x-auth-token=REDACTED"),
+            // The `)` closing a URL in parentheses stays the sentence's.
+            (
+                "for url (http://h/x?token=s3cret): connection refused",
+                "?token=REDACTED): connection refused",
+            ),
         ];
         for (input, kept) in table {
             let out = text(input);

@@ -413,12 +413,12 @@ fn jobs_table(h: &mut String, id: &str, title: &str, jobs: &[&JobRow]) {
 }
 
 /// `ms` since the Unix epoch as RFC 3339 (UTC, milliseconds).
+/// Clamped to what RFC 3339 can write (1970 to 9999, as the results' own writer does): a
+/// chart's edge past a result of 9999-12-31 panicked the formatter.
 fn rfc3339(ms: i64) -> String {
-    let t = if ms >= 0 {
-        std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.unsigned_abs())
-    } else {
-        std::time::UNIX_EPOCH - std::time::Duration::from_millis(ms.unsigned_abs())
-    };
+    const LAST: u64 = 253_402_300_799_999; // 9999-12-31T23:59:59.999Z
+    let ms = u64::try_from(ms).unwrap_or(0).min(LAST);
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
     humantime::format_rfc3339_millis(t).to_string()
 }
 
@@ -432,6 +432,12 @@ fn esc(s: &str) -> String {
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&#39;"),
+            // Control characters are not allowed in HTML (NUL, ESC ... reached the page raw):
+            // shown as their Unicode pictures, C1 controls as the replacement character.
+            '\t' | '\n' | '\r' => out.push(c),
+            '\0'..='\x1f' => out.push(char::from_u32(0x2400 + c as u32).unwrap_or('\u{fffd}')),
+            '\x7f' => out.push('\u{2421}'),
+            '\u{80}'..='\u{9f}' => out.push('\u{fffd}'),
             c => out.push(c),
         }
     }
@@ -502,6 +508,28 @@ mod tests {
         assert!(
             page.contains("default-src 'none'"),
             "the page fetches nothing"
+        );
+    }
+
+    #[test]
+    fn hostile_times_and_control_bytes_make_a_page_not_a_panic() {
+        let mut t = Tally::new().unwrap();
+        for (n, at) in [
+            (1, "9999-12-31T23:59:59.999Z"),
+            (2, "9999-12-31T23:59:59.000Z"),
+            (3, "1970-01-01T00:00:00.000Z"),
+        ] {
+            t.add_line(&format!(
+                r#"{{"line":{n},"url":"http://h.test/","ok":false,"status":503,"attempts":1,"latency_ms":1,"elapsed_ms":1,"started_at":"{at}","error":{{"kind":"http_status","message":"a\u0000b\u001b[31mc\u0085d"}}}}"#
+            ))
+            .unwrap();
+        }
+        let page = page(&t, "r.jsonl").unwrap();
+        assert!(page.contains("9999-12-31"), "the last time is shown");
+        assert!(!page.contains('\0') && !page.contains('\x1b') && !page.contains('\u{85}'));
+        assert!(
+            page.contains("a\u{2400}b\u{241b}[31mc\u{fffd}d"),
+            "controls are shown"
         );
     }
 

@@ -40,38 +40,75 @@ pub struct ClientOptions {
     pub http2_prior_knowledge: bool,
 }
 
-/// reqwest's proxy settings from `options`, each failure naming its option.
+/// The proxy environment variables curl and reqwest read, in their order of precedence, each
+/// with the scheme it covers (`None`: every scheme).
+const PROXY_ENV: [([&str; 2], Option<&str>); 3] = [
+    (["HTTPS_PROXY", "https_proxy"], Some("https")),
+    (["HTTP_PROXY", "http_proxy"], Some("http")),
+    (["ALL_PROXY", "all_proxy"], None),
+];
+
+/// The environment's proxies that are set (an empty value is unset, as for curl): the
+/// variable's name, the scheme it covers, its value.
+fn env_proxies() -> impl Iterator<Item = (&'static str, Option<&'static str>, String)> {
+    PROXY_ENV.into_iter().filter_map(|(names, scheme)| {
+        names.iter().find_map(|n| {
+            std::env::var(n)
+                .ok()
+                .filter(|v| !v.trim().is_empty())
+                .map(|v| (*n, scheme, v))
+        })
+    })
+}
+
+/// reqwest's proxy settings from `options` and the environment, each failure naming its
+/// option or variable: a malformed `HTTPS_PROXY` is refused at start, as a bad `--proxy` is
+/// (reqwest's own reading of the environment skips it, and requests went direct).
 fn proxied(
     mut b: reqwest::ClientBuilder,
     options: &ClientOptions,
 ) -> Result<reqwest::ClientBuilder, ConfigError> {
-    let no_proxy = options
-        .proxy
-        .no_proxy
-        .as_deref()
-        .and_then(reqwest::NoProxy::from_string);
+    let no_proxy = match options.proxy.no_proxy.as_deref() {
+        Some(list) => reqwest::NoProxy::from_string(list),
+        None => reqwest::NoProxy::from_env(),
+    };
     let proxy = |p: reqwest::Result<reqwest::Proxy>, option| {
         p.map(|p| p.no_proxy(no_proxy.clone()))
-            .map_err(|e| ConfigError::new(option, chain(&e)))
+            .map_err(|e| ConfigError::new(option, crate::redact::text(&chain(&e))))
     };
     if let Some(url) = &options.proxy.url {
-        b = b.proxy(proxy(reqwest::Proxy::all(url.as_str()), "--proxy")?);
-    } else if options.proxy.no_proxy.is_some() {
-        // The environment's proxies, with --no-proxy's exceptions (reqwest's own reading of
-        // the environment knows only NO_PROXY).
-        type Make = fn(String) -> reqwest::Result<reqwest::Proxy>;
-        let kinds: [([&str; 2], Make); 3] = [
-            (["HTTPS_PROXY", "https_proxy"], reqwest::Proxy::https),
-            (["HTTP_PROXY", "http_proxy"], reqwest::Proxy::http),
-            (["ALL_PROXY", "all_proxy"], reqwest::Proxy::all),
-        ];
-        for (names, make) in kinds {
-            if let Some(url) = names.iter().find_map(|n| std::env::var(n).ok()) {
-                b = b.proxy(proxy(make(url), names[0])?);
-            }
+        return Ok(b.proxy(proxy(reqwest::Proxy::all(url.as_str()), "--proxy")?));
+    }
+    for (name, scheme, url) in env_proxies() {
+        // reqwest takes any string it can make a URL of; a proxy needs a host. The value is
+        // not repeated: a malformed one may hold a password the redaction cannot find.
+        let with_scheme = if url.contains("://") {
+            url.clone()
+        } else {
+            format!("http://{url}") // `host:port`, as curl takes it
+        };
+        let has_host = reqwest::Url::parse(&with_scheme)
+            .is_ok_and(|u| u.host_str().is_some_and(|h| !h.is_empty()));
+        if !has_host {
+            return Err(ConfigError::new(
+                name,
+                "not a proxy URL (scheme://[user:password@]host:port); unset it or mend it",
+            ));
         }
+        let made = match scheme {
+            Some("https") => reqwest::Proxy::https(url.as_str()),
+            Some(_) => reqwest::Proxy::http(url.as_str()),
+            None => reqwest::Proxy::all(url.as_str()),
+        };
+        b = b.proxy(proxy(made, name)?);
     }
     Ok(b)
+}
+
+/// Whether the environment sends requests of `scheme` through a proxy: then reqwest, which
+/// honours it, carries them rather than the lean client.
+fn env_proxy_for(scheme: &str) -> bool {
+    env_proxies().any(|(_, covers, _)| covers.is_none_or(|c| c == scheme))
 }
 
 /// A request's way out: the lean client and reqwest, for one worker thread (a connection is
@@ -79,8 +116,11 @@ fn proxied(
 pub struct Clients {
     /// reqwest, with its connect timeout; the first is the default.
     reqwest: Vec<(Duration, reqwest::Client)>,
-    /// `None` when a proxy is configured: reqwest, which honours it, carries `http://` too.
+    /// `None` when `--proxy` is given: reqwest, which honours it, carries `http://` too.
     direct: Option<Direct>,
+    /// The environment sends `http://` (`.0`) or `https://` (`.1`) requests through a proxy:
+    /// reqwest carries them.
+    env_proxy: (bool, bool),
 }
 
 /// Why a request got no response (or not a whole one).
@@ -187,8 +227,7 @@ impl Clients {
             .map(build)
             .collect::<Result<Vec<_>, _>>()?;
         // A proxy carries `http://` too: reqwest then sends everything.
-        let proxied = options.proxy.url.is_some() || super::direct::proxy_configured();
-        let direct = if proxied || options.http2_prior_knowledge {
+        let direct = if options.proxy.url.is_some() || options.http2_prior_knowledge {
             None
         } else {
             Some(Direct::new(
@@ -199,7 +238,12 @@ impl Clients {
                 super::direct::tls::connector(Arc::new(tls.clone())),
             ))
         };
-        Ok(Self { reqwest, direct })
+        let env_proxy = (env_proxy_for("http"), env_proxy_for("https"));
+        Ok(Self {
+            reqwest,
+            direct,
+            env_proxy,
+        })
     }
 
     /// Sends `req` to the host keyed `key` and reads the response head. `want_headers`: the
@@ -217,9 +261,10 @@ impl Clients {
         // requests small enough to go in one write (a larger body is sent by reqwest, which
         // listens for an early answer while it sends).
         let lean = match (&self.direct, req.url.scheme()) {
-            (Some(d), "http") => Some(d),
+            (Some(d), "http") if !self.env_proxy.0 => Some(d),
             (Some(d), "https")
-                if req.body.map_or(0, |b| b.len()) <= super::direct::WATCH_ABOVE
+                if !self.env_proxy.1
+                    && req.body.map_or(0, |b| b.len()) <= super::direct::WATCH_ABOVE
                     && !d.speaks_h2(key) =>
             {
                 Some(d)
@@ -296,7 +341,7 @@ impl Clients {
         }
         r.send().await.map_err(|e| HttpError {
             cause: reqwest_cause(&e),
-            message: chain(&e),
+            message: super::error::with_advice(chain(&e), &e),
             sent: !e.is_connect() && !e.is_builder(),
             resend: false,
         })

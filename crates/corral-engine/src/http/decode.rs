@@ -18,7 +18,9 @@ pub struct Decoder {
 }
 
 enum Inner {
-    Gzip(flate2::write::GzDecoder<Vec<u8>>),
+    // Every member of the stream, as gunzip does (RFC 1952 allows several; a valid
+    // multi-member body was reported corrupt).
+    Gzip(flate2::write::MultiGzDecoder<Vec<u8>>),
     Deflate(flate2::write::ZlibDecoder<Vec<u8>>),
     Brotli(Box<brotli::DecompressorWriter<Vec<u8>>>),
 }
@@ -44,7 +46,7 @@ impl Decoder {
     pub fn for_encoding(value: &str) -> Result<Option<Self>, DecodeError> {
         let inner = match value.trim().to_ascii_lowercase().as_str() {
             "" | "identity" => return Ok(None),
-            "gzip" | "x-gzip" => Inner::Gzip(flate2::write::GzDecoder::new(Vec::new())),
+            "gzip" | "x-gzip" => Inner::Gzip(flate2::write::MultiGzDecoder::new(Vec::new())),
             "deflate" => Inner::Deflate(flate2::write::ZlibDecoder::new(Vec::new())),
             "br" => Inner::Brotli(Box::new(brotli::DecompressorWriter::new(Vec::new(), 4096))),
             other => return Err(DecodeError::Unknown(other.to_string())),
@@ -124,6 +126,19 @@ mod tests {
         };
         let whole = d.feed(data, &mut take).unwrap() && d.finish(&mut take).unwrap();
         (got, whole)
+    }
+
+    #[test]
+    fn a_gzip_body_of_several_members_is_decoded_whole() {
+        let member = |text: &[u8]| {
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            gz.write_all(text).unwrap();
+            gz.finish().unwrap()
+        };
+        let body = [member(b"first half, "), member(b"second half")].concat();
+        let (got, whole) = decode("gzip", &body, 1 << 20);
+        assert_eq!(got, b"first half, second half");
+        assert!(whole);
     }
 
     #[test]

@@ -155,6 +155,46 @@ pub fn refuses_certificate(e: &(dyn Error + 'static)) -> bool {
     }
 }
 
+/// What a refused certificate means and what to do, in plain words, for the refusals whose
+/// rustls names say little (`CaUsedAsEndEntity`); `None` for the others.
+pub fn certificate_advice(e: &(dyn Error + 'static)) -> Option<&'static str> {
+    use rustls::CertificateError as C;
+    match find::<rustls::Error>(e)? {
+        rustls::Error::InvalidCertificate(c) => Some(match c {
+            C::UnknownIssuer => {
+                "the server's certificate is not signed by a CA this run trusts: give that CA's \
+                 certificate with --cacert (or, for a test server only, --insecure)"
+            }
+            C::NotValidForName | C::NotValidForNameContext { .. } => {
+                "the server's certificate is for another name than the URL's host"
+            }
+            C::Expired | C::ExpiredContext { .. } => "the server's certificate has expired",
+            C::Other(other)
+                if other.0.downcast_ref::<webpki::Error>()
+                    == Some(&webpki::Error::CaUsedAsEndEntity) =>
+            {
+                CA_AS_LEAF
+            }
+            _ => return None,
+        }),
+        _ => None,
+    }
+}
+
+/// `CaUsedAsEndEntity`, in words.
+const CA_AS_LEAF: &str = "the server presents a CA certificate (basicConstraints CA:TRUE, as \
+    `openssl req -x509` makes by default) as its own, which TLS clients refuse: give the server \
+    a certificate signed by that CA and the CA to --cacert, or make its self-signed \
+    certificate with CA:FALSE (for a test server only, --insecure)";
+
+/// `message` with [`certificate_advice`] for `e` appended, when there is some.
+pub fn with_advice(message: String, e: &(dyn Error + 'static)) -> String {
+    match certificate_advice(e) {
+        Some(advice) => format!("{message} ({advice})"),
+        None => message,
+    }
+}
+
 /// The full chain of an error's messages ("error sending request: connection closed ..."),
 /// for the result's words.
 pub fn chain(e: &dyn Error) -> String {

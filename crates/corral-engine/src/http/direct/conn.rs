@@ -172,7 +172,10 @@ pub(super) async fn open(
             {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
-                    let m = format!("TLS handshake failed: {}", chain(&e));
+                    let m = crate::http::error::with_advice(
+                        format!("TLS handshake failed: {}", chain(&e)),
+                        &e,
+                    );
                     return Err(if refuses_certificate(&e) {
                         DirectError::Tls(m)
                     } else {

@@ -44,6 +44,9 @@ pub(super) enum ReadError {
     Nothing(String),
     /// A failure after that, or a response that is not valid HTTP/1.
     Bad(String),
+    /// The server refused our client certificate: with TLS 1.3 its alert comes after the
+    /// handshake, where the response should be (kind `tls`, not `connection`).
+    Tls(String),
 }
 
 /// Reads the response head (skipping 1xx interim responses); returns it with the body's
@@ -85,6 +88,11 @@ pub(super) async fn read_head(
                     Ok(_) => {
                         answered = true;
                         continue;
+                    }
+                    Err(e) if crate::http::error::refuses_certificate(&e) => {
+                        return Err(ReadError::Tls(format!(
+                            "the server refused the client certificate (--cert): {e}"
+                        )))
                     }
                     Err(e) if !answered => {
                         return Err(ReadError::Nothing(format!(

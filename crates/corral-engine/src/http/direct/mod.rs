@@ -91,14 +91,6 @@ pub enum DirectError {
     H2,
 }
 
-/// True when the environment configures a proxy for plain HTTP: then reqwest (which honours
-/// it) must carry `http://` requests too.
-pub fn proxy_configured() -> bool {
-    ["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"]
-        .iter()
-        .any(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()))
-}
-
 /// Idle connections per `host:port`.
 pub struct Direct {
     idle: Mutex<Pool<Conn>>,
@@ -210,6 +202,7 @@ impl Direct {
                 // write error.
                 Err(e) => match read_head(&mut conn, req.method, want_headers).await {
                     Ok((head, framing, _)) => Ok((head, framing, false)),
+                    Err(tls @ ReadError::Tls(_)) => Err(tls),
                     Err(_) => Err(ReadError::Nothing(format!(
                         "error sending the request: {e}"
                     ))),
@@ -232,6 +225,7 @@ impl Direct {
                     Err(DirectError::Unanswered(m))
                 }
                 Err(ReadError::Nothing(m) | ReadError::Bad(m)) => Err(DirectError::Connection(m)),
+                Err(ReadError::Tls(m)) => Err(DirectError::Tls(m)),
             }
         }
     }
