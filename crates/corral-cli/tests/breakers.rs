@@ -24,6 +24,31 @@ fn a_host_that_succeeds_on_the_second_try_is_never_cut_off() {
     assert_eq!(mock.stats("second-try")["requests"], 2000);
 }
 
+/// A host that answers 503 for its first 3 s, default settings: before its breaker can open
+/// (it counts a first failure only once the retry failed too), its suspicion lets only
+/// `--breaker-min-calls` (20) jobs be in trouble at once, so it sees about twice that, not a
+/// request from every job (276 of 300 in 0.6 s before). Every job still ends ok.
+#[test]
+fn a_dead_host_sees_about_twice_min_calls_requests_before_its_jobs_are_held() {
+    for n in [300, 3000] {
+        let mock = Mock::start("outage:0-3");
+        let dir = tempfile::tempdir().unwrap();
+        let jobs = mock.write_gets(dir.path(), "outage", n, "");
+        let out = dir.path().join("out.jsonl");
+        let o = run_quiet(&jobs, &out, &["--breaker-cool-down-s", "1"]);
+        assert_exit(&o, 0);
+        let rs = results(&out);
+        assert_exactly_once(&rs, n as u64);
+        assert!(rs.iter().all(|r| r["ok"] == true), "every job succeeded");
+        // The first second holds every request before the breaker opened, and its probes.
+        let first = mock.per_second("outage")[0];
+        assert!(
+            first <= 50,
+            "{n} jobs: {first} requests in the outage's first second"
+        );
+    }
+}
+
 /// A host down for its first 3 seconds: its jobs wait for the breaker instead of failing, the
 /// host sees little more than the probes meanwhile, and every job succeeds once it is back.
 #[test]

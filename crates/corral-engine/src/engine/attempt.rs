@@ -276,7 +276,7 @@ impl Engine {
         if first && self.stop.is_cancelled() && !trace.maybe_sent.load(Ordering::Relaxed) {
             return Err(AttemptError::NotStarted);
         }
-        let (_slot, permit) = self
+        let (_slot, permit, trying) = self
             .pass_gates(
                 &*state,
                 (host, job.cost, view.breaker()),
@@ -386,6 +386,17 @@ impl Engine {
         } else {
             trace.breaker_outcome(permit, healthy, first && view.retries() > 0);
         }
+        // The host's early signal: any success ends its suspicion; a first attempt's failure
+        // that a retry may follow starts it (and the job is in trouble until it ends).
+        if let Some(suspect) = state.suspect() {
+            if healthy {
+                suspect.succeeded();
+            } else if first && !tls && view.retries() > 0 {
+                let failing = suspect.first_failed();
+                *trace.in_trouble.lock().unwrap_or_else(|p| p.into_inner()) = Some(failing);
+            }
+        }
+        drop(trying);
         if self.gates.adaptive {
             let (signal, headers) = match &out {
                 Ok(r) => (Signal::Ok, Some(&r.headers)),

@@ -15,6 +15,7 @@ use super::attempt::AttemptError;
 use super::trace::Trace;
 use super::Engine;
 use crate::error::{ConfigError, StartError};
+use crate::hosts::suspect::Trying;
 use crate::hosts::{Host, HostEntry, HostStat, HostTable, Permit, Slot};
 use crate::http::client::{ClientOptions, Clients};
 use crate::result::RESULT_BYTES;
@@ -247,9 +248,15 @@ impl Engine {
         first: bool,
         active: &Active,
         trace: &Trace,
-    ) -> Result<(Option<Slot>, Option<Permit>), AttemptError> {
+    ) -> Result<(Option<Slot>, Option<Permit>, Option<Trying>), AttemptError> {
         // After Ctrl-C, jobs that have not sent a request yet do not start.
         let stopped = || first && self.stop.is_cancelled();
+        // A host suspected down lets only a few jobs' first attempts out (see
+        // `hosts::suspect`); retries, which tell an outage from a flaky host, are not held.
+        // Asked once the host's slot is taken, just before the request: jobs that queued for
+        // the slot before the first failure came back are held too.
+        let mut trying = None;
+        let mut suspect = if first { state.suspect() } else { None };
         loop {
             let mut slot = state.try_slot();
             let rate_taken = slot.is_some() && state.try_rate();
@@ -288,10 +295,37 @@ impl Engine {
             if let Some(g) = &self.gates.global_cost {
                 g.until_ready_n(cost).await;
             }
+            if let Some(s) = suspect {
+                if trying.is_none() {
+                    match s.try_start() {
+                        Some(t) => {
+                            trying = t;
+                            suspect = None;
+                        }
+                        None => {
+                            // Wait without the host's slot or an active slot; the room it
+                            // reserves is kept while the slot is taken again.
+                            drop(slot);
+                            active.release();
+                            trying = tokio::select! {
+                                biased;
+                                t = s.start() => t,
+                                _ = self.stop.cancelled() => return Err(AttemptError::NotStarted),
+                            };
+                            suspect = None;
+                            active.reacquire().await;
+                            continue;
+                        }
+                    }
+                }
+            }
             let open = match state.admit() {
-                Ok(permit) => return Ok((slot, permit)),
+                Ok(permit) => return Ok((slot, permit, trying)),
                 Err(open) => open,
             };
+            // Held by the open breaker, which protects the host now: its room under
+            // suspicion goes to the next job (which will be held here too).
+            drop(trying.take());
             let refused = |why: String| {
                 AttemptError::BreakerOpen(format!("circuit breaker for {host} is open{why}"))
             };

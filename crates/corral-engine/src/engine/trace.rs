@@ -21,6 +21,9 @@ pub(super) struct Trace {
     /// The breaker permit of a failed first attempt, not counted yet (see
     /// [`Trace::breaker_outcome`]).
     pub(super) pending: Mutex<Option<Permit>>,
+    /// The job is in trouble with its host (its first attempt failed): counted by the host's
+    /// suspicion until the job ends (see [`crate::hosts::suspect`]).
+    pub(super) in_trouble: Mutex<Option<crate::hosts::suspect::Failing>>,
     /// Times this job's failures opened its host's breaker (for its result line).
     pub(super) openings: AtomicU32,
     /// Times this job's responses paused its host (for its result line).

@@ -41,6 +41,8 @@ pub struct HostState {
     adaptive: Option<Mutex<Aimd>>,
     /// The host's breaker, unless breakers are off.
     breaker: Option<CircuitBreaker>,
+    /// The breaker's early signal (with the breaker).
+    suspect: Option<Arc<super::suspect::Suspect>>,
     /// Woken when the breaker changes state (a probe settled).
     breaker_changed: Arc<Notify>,
     /// Longest wait for a state change nobody announces (a probe dropped unsettled).
@@ -146,6 +148,10 @@ impl HostEntry for HostState {
         if let Some((_, reset)) = allowance.filter(|_| super::adaptive::pauses(allowance)) {
             self.pause_until(now + reset.min(Duration::from_secs(3600)));
         }
+    }
+
+    fn suspect(&self) -> Option<&Arc<super::suspect::Suspect>> {
+        self.suspect.as_ref()
     }
 
     fn pause_until(&self, until: Clock) {
@@ -372,6 +378,7 @@ impl Hosts {
                 .burst(burst)
                 .build()
                 .map_err(refused)?,
+            suspect: settings.map(|b| super::suspect::Suspect::new(b.min_calls)),
             breaker,
             breaker_changed,
             // Longest wait for a state change nobody announces: the cool-down, at most 1 s.

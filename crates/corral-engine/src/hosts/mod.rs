@@ -13,11 +13,13 @@
 //! [`HostEntry::cost`] (each only for what it lacks); then [`HostEntry::admit`] (the
 //! breaker; when it is open the job lets its slots go and waits with
 //! [`HostEntry::breaker_wait`], then starts over), [`HostEntry::attempted`] and the request;
-//! after a 429 or 503 with `Retry-After`, [`HostEntry::pause_until`].
+//! after a 429 or 503 with `Retry-After`, [`HostEntry::pause_until`]. Before all of these, a
+//! job's first attempt passes its host's [`HostEntry::suspect`] gate.
 
 pub mod adaptive;
 mod local;
 mod stats;
+pub mod suspect;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -96,4 +98,11 @@ pub trait HostEntry: Send + Sync {
     /// announced (requests left, time to reset), for a rate found while the run goes
     /// (`auto`; see [`adaptive`]). Without one, nothing to do.
     fn observe(&self, signal: adaptive::Signal, allowance: Option<(u64, std::time::Duration)>);
+
+    /// The host's early signal of an outage, before its breaker can know (see [`suspect`]):
+    /// the engine lets a job's first attempt start through it and tells it each outcome.
+    /// `None` (the default): no such gate.
+    fn suspect(&self) -> Option<&Arc<suspect::Suspect>> {
+        None
+    }
 }
