@@ -66,7 +66,8 @@ pub(crate) struct RunArgs {
     pub(crate) repair: bool,
     /// With --resume: run again the jobs whose result failed, or only those that failed with
     /// these kinds (e.g. timeout,http_status). Their old results move to RESULTS.retried; the
-    /// file keeps one line per job, the newest.
+    /// file keeps one line per job, the newest. `interrupted` (a POST/PATCH a killed run may
+    /// have sent) is sent again only when named.
     #[arg(
         long,
         requires = "resume",

@@ -442,6 +442,12 @@ pub(crate) async fn run_cmd(args: RunArgs) -> Result<u8, Fail> {
             .transpose()
             .map_err(fail(exit::BAD_INPUT))?,
     };
+    let resend_interrupted = mode
+        .retry_failed
+        .as_ref()
+        .is_some_and(|r| r.resends_interrupted());
+    let resuming = mode.existing == Existing::Resume;
+    let mut run = run;
     let (sink, resumed) = match &args.output {
         None => {
             if csv_out {
@@ -451,6 +457,14 @@ pub(crate) async fn run_cmd(args: RunArgs) -> Result<u8, Fail> {
         }
         Some(path) => {
             let opened = output::open(path, mode, facts).map_err(fail(exit::BAD_INPUT))?;
+            // Requests that may not be repeated are journaled beside a results file.
+            if opened.regular {
+                let earlier = resuming.then_some((&opened.resumed.done, &opened.resumed.again));
+                let intents =
+                    corral_engine::intents::Intents::open(path, earlier, resend_interrupted)
+                        .map_err(fail(exit::BAD_INPUT))?;
+                run = run.intents(intents);
+            }
             if csv_out {
                 // A new (or emptied) file: `--format csv` cannot resume.
                 use std::io::Write;

@@ -549,3 +549,78 @@ fn many_hosts_under_a_low_open_file_limit_all_succeed() {
         "{kinds:?}"
     );
 }
+
+/// Five POSTs in flight at `kill -9` were each sent twice by `--resume`, their results saying
+/// `ok, attempts 1`. Journaled before they go, they come back `interrupted` (`maybe_sent`)
+/// instead, the GETs beside them are sent again, and `--retry-failed interrupted` sends the
+/// POSTs when the user says so.
+#[test]
+fn posts_in_flight_at_a_crash_are_not_sent_again_by_resume() {
+    let mock = Mock::start("fast");
+    let dir = tempfile::tempdir().unwrap();
+    let lines: Vec<String> = (0..10)
+        .map(|i| {
+            let method = if i % 2 == 0 { "POST" } else { "GET" };
+            let body = if method == "POST" {
+                r#","body":"x""#
+            } else {
+                ""
+            };
+            format!(
+                r#"{{"method":"{method}","url":"{}/p/{i}?latency_ms=1500"{body}}}"#,
+                mock.url("fast")
+            )
+        })
+        .collect();
+    let jobs = write_jobs(dir.path(), &lines);
+    let out = dir.path().join("out.jsonl");
+    let mut child = Command::new(BIN)
+        .args(["run", path_str(&jobs), "-o", path_str(&out), "-q"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Every request under way (the mock counts them as they arrive), none answered: kill -9.
+    let mut waited = 0;
+    while mock.stats("fast")["requests"] != 10 {
+        assert!(waited < 200, "the requests did not all arrive");
+        std::thread::sleep(std::time::Duration::from_millis(25));
+        waited += 1;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(results(&out).is_empty(), "no answer came before the kill");
+
+    let o = run_quiet(&jobs, &out, &["--resume"]);
+    assert_exit(&o, 1);
+    let rs = results(&out);
+    assert_exactly_once(&rs, 10);
+    for r in &rs {
+        if r["method"] == "POST" {
+            assert_eq!(r["error"]["kind"], "interrupted", "{r}");
+            assert_eq!(r["error"]["maybe_sent"], true, "{r}");
+        } else {
+            assert_eq!(r["ok"], true, "{r}");
+        }
+    }
+    assert_eq!(
+        mock.stats("fast")["requests"],
+        15,
+        "only the GETs went again"
+    );
+
+    // A bare --retry-failed does not send them; naming the kind does.
+    let o = run_quiet(&jobs, &out, &["--resume", "--retry-failed"]);
+    assert!(o.status.success(), "nothing to run: {o:?}");
+    assert_eq!(mock.stats("fast")["requests"], 15);
+    assert!(results(&out)
+        .iter()
+        .filter(|r| r["method"] == "POST")
+        .all(|r| r["error"]["kind"] == "interrupted"));
+    let o = run_quiet(&jobs, &out, &["--resume", "--retry-failed", "interrupted"]);
+    assert_exit(&o, 0);
+    let rs = results(&out);
+    assert_exactly_once(&rs, 10);
+    assert!(rs.iter().all(|r| r["ok"] == true), "{rs:?}");
+    assert_eq!(mock.stats("fast")["requests"], 20);
+}

@@ -39,11 +39,15 @@ pub enum ErrorKind {
     /// (`--cert`). Not retried, and not counted by the host's breaker: it is a setting to
     /// fix, and every job says so at once rather than waiting for an outage to end.
     Tls,
+    /// An earlier run was stopped while this job's request, which may not be repeated (a
+    /// POST or PATCH without `Idempotency-Key`), may have been under way: it is not sent
+    /// again unless `--retry-failed interrupted` says so (see [`crate::intents`]).
+    Interrupted,
 }
 
 impl ErrorKind {
     /// Every kind.
-    pub const ALL: [ErrorKind; 13] = [
+    pub const ALL: [ErrorKind; 14] = [
         ErrorKind::Timeout,
         ErrorKind::Connect,
         ErrorKind::Dns,
@@ -57,6 +61,7 @@ impl ErrorKind {
         ErrorKind::InvalidInput,
         ErrorKind::Request,
         ErrorKind::Tls,
+        ErrorKind::Interrupted,
     ];
 
     /// The kind written to results as `name`.
@@ -86,6 +91,7 @@ impl ErrorKind {
             ErrorKind::InvalidInput => "invalid_input",
             ErrorKind::Request => "request",
             ErrorKind::Tls => "tls",
+            ErrorKind::Interrupted => "interrupted",
         }
     }
 }

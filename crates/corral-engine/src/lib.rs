@@ -17,6 +17,7 @@
 //! | `workers` (crate-private) | the threads that run jobs, each with its own runtime and clients |
 //! | `http` (crate-private) | the lean HTTP/1.1 client, its connection pool, the redirect rule, typed failure causes |
 //! | [`files`] | option files read bounded, written files never opened through a link, outputs checked against inputs |
+//! | [`intents`] | the journal of requests that may not be repeated, so a resume after a crash does not send them twice |
 //! | [`sink`] | the results file: lock, resume scan and repair, batched fsync-bounded writer |
 //! | [`summary`] | counters over the results written, and the summary built from them |
 //! | [`redact`] | what is secret, and the one place every outgoing string is cleaned |
@@ -32,6 +33,7 @@ pub mod error;
 pub mod files;
 pub mod hosts;
 pub(crate) mod http;
+pub mod intents;
 pub mod job;
 pub mod redact;
 pub mod result;

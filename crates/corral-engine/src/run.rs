@@ -438,6 +438,15 @@ impl Run {
         self
     }
 
+    /// Journals the requests that may not be repeated before they go, and fails without
+    /// sending the jobs an earlier run may have sent (see [`crate::intents`]). Without it (a
+    /// run whose results do not go to a file), nothing is journaled.
+    pub fn intents(self, intents: crate::intents::Intents) -> Self {
+        // Set once, before the run: the engines are not started yet.
+        let _ = self.gates.intents.set(intents);
+        self
+    }
+
     /// A count of the input's jobs, computed beside the run, for the observer.
     pub fn total(mut self, count: tokio::task::JoinHandle<Option<u64>>) -> Self {
         self.total = Some(count);

@@ -84,6 +84,8 @@ pub struct Resumed {
     /// Failed results taken out for `--retry-failed` (their jobs run again), and where they
     /// went.
     pub retried: Option<(u64, PathBuf)>,
+    /// The input lines of those results.
+    pub again: Done,
 }
 
 /// How to open the results file.
@@ -103,14 +105,26 @@ pub struct OpenMode {
 /// Which failed results `--retry-failed` runs again.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RetryFailed {
-    /// Only failures of these kinds; `None`: every failure.
+    /// Only failures of these kinds; `None`: every failure but `interrupted`.
     pub kinds: Option<Vec<ErrorKind>>,
 }
 
 impl RetryFailed {
+    /// `interrupted` is named: requests an earlier run may have sent go again.
+    pub fn resends_interrupted(&self) -> bool {
+        self.kinds
+            .as_ref()
+            .is_some_and(|k| k.contains(&ErrorKind::Interrupted))
+    }
+}
+
+impl RetryFailed {
+    /// Whether a failure of `kind` runs again. `interrupted` (a request that may have been
+    /// sent, see [`crate::intents`]) only when named: a repeat may repeat its effect.
     fn wants(&self, kind: Option<&str>) -> bool {
         match (&self.kinds, kind) {
-            (None, _) => true,
+            (None, Some(k)) => k != ErrorKind::Interrupted.as_str(),
+            (None, None) => true,
             (Some(kinds), Some(k)) => kinds.iter().any(|want| want.as_str() == k),
             (Some(_), None) => false,
         }
@@ -400,6 +414,7 @@ fn scan(
                     .is_some_and(|r| r.wants(l.error.as_ref().map(|e| e.kind.as_str()))) =>
             {
                 scan.retry.push(n);
+                scan.resumed.again.insert(l.line);
                 continue;
             }
             Ok(l) => {

@@ -288,6 +288,27 @@ impl Engine {
         if !first {
             trace.forgive();
         }
+        // A request that may not be repeated is journaled before it goes: a resume after a
+        // crash then says it may have been sent instead of sending it again.
+        if first && !job.method.is_idempotent() {
+            if let Some(intents) = self.gates.intents.get() {
+                if !self.gates.settings.retry_unsafe && !job.headers.contains_key("idempotency-key")
+                {
+                    intents
+                        .record(job.line)
+                        .await
+                        .map_err(|e| AttemptError::Transport {
+                            cause: Cause::Request,
+                            message: format!(
+                                "cannot journal the request before it goes ({}): {e}",
+                                intents.file().display()
+                            ),
+                            sent: false,
+                            resend: false,
+                        })?;
+                }
+            }
+        }
         state.attempted();
         let limit = job.timeout.unwrap_or(view.timeout());
         let started = Instant::now();

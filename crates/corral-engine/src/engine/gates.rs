@@ -42,6 +42,8 @@ pub struct Gates {
     pub(super) result_bytes: Arc<Semaphore>,
     /// What servers asked for and did not get in full.
     pub(super) cut: Cut,
+    /// The intents journal, when results go to a file (see [`crate::intents`]).
+    pub(crate) intents: std::sync::OnceLock<crate::intents::Intents>,
 }
 
 /// What servers asked of the run that it cut to its bounds, counted for the summary: a value
@@ -167,6 +169,7 @@ impl Gates {
             rule_policies,
             result_bytes: Arc::new(Semaphore::new(RESULT_BYTES)),
             cut: Cut::default(),
+            intents: std::sync::OnceLock::new(),
         }))
     }
 

@@ -175,6 +175,22 @@ impl Engine {
     /// job's total timeout. A hop takes no cost: the job's cost was taken once, by its first
     /// request, and `--cost-from-response` settles it from the last.
     async fn run_job(&self, job: &Job, trace: &Trace, active: &Active) -> Result<Response, Ended> {
+        // An earlier run may have sent it, and it may not be repeated: said, not sent.
+        if let Some(intents) = self.gates.intents.get() {
+            if intents.interrupted(job.line) {
+                trace.attempts.store(1, Ordering::Relaxed);
+                trace.maybe_sent.store(true, Ordering::Relaxed);
+                return Err(Ended::Failed(Box::new(Failure {
+                    kind: ErrorKind::Interrupted,
+                    message: format!(
+                        "an earlier run stopped while this {} may have been under way; not sent \
+                         again, as it may not be repeated (--retry-failed interrupted sends it)",
+                        job.method
+                    ),
+                    response: None,
+                })));
+            }
+        }
         let max = self.gates.settings.max_redirects;
         let mut hop = Cow::Borrowed(job);
         loop {
