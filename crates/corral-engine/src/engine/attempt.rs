@@ -23,6 +23,10 @@ use crate::job::Job;
 use crate::result::RESULT_BYTES;
 use crate::settings::{BodyMode, ForHost};
 
+/// How often a job whose retries ran out on a suspected host looks whether its breaker
+/// opened or the host answered (nothing announces the breaker's opening to it).
+const SUSPECT_POLL: Duration = Duration::from_millis(50);
+
 impl From<HttpError> for AttemptError {
     fn from(e: HttpError) -> Self {
         AttemptError::Transport {
@@ -453,7 +457,8 @@ impl Engine {
         out
     }
 
-    /// A job whose retries (one or more) ran out as its host's breaker opened failed by the
+    /// A job whose retries (one or more) ran out as its host's breaker opened (or while its
+    /// host is suspected down, see `hosts::suspect`) failed by the
     /// outage the breaker now handles: it is held with the host's other jobs and tried once more when
     /// the host is back (within `--breaker-max-hold-s`), rather than failed with the others
     /// left to succeed.
@@ -466,17 +471,34 @@ impl Engine {
         trace: &Trace,
     ) -> Result<Response, RetryError<AttemptError>> {
         // Only for a job that had retries to run out: with `--retries 0` nothing is sent twice.
-        let holds = view.retries() > 0 && view.breaker().is_some_and(|b| !b.fail_fast);
+        let breaker = view.breaker().filter(|b| !b.fail_fast);
+        let holds = view.retries() > 0 && breaker.is_some();
+        // How long a job may wait for a suspected host's breaker to open (its hold's bound).
+        let deadline = tokio::time::Instant::now() + breaker.map_or(Duration::ZERO, |b| b.max_hold);
         loop {
             let attempts = match &r {
                 Err(e) if holds && e.reason == GiveUp::MaxAttempts => e.attempts,
                 _ => return r,
             };
-            // Open now? (A permit taken to ask is dropped unsettled: it counts as nothing.)
-            let open = match self.gates.hosts.entry(host) {
-                Ok(state) => state.admit().is_err(),
-                Err(_) => false,
+            let Ok(state) = self.gates.hosts.entry(host) else {
+                return r;
             };
+            // Open now? (A permit taken to ask is dropped unsettled: it counts as nothing.)
+            let mut open = state.admit().is_err();
+            // Not yet, but the host is suspected down (see `hosts::suspect`): its few jobs in
+            // trouble may run out of retries before their failures open the breaker. Such a
+            // job waits for the breaker to open or the host to answer, then goes once more.
+            if let Some(suspect) = state.suspect().filter(|s| !open && s.suspected()) {
+                active.release();
+                while suspect.suspected()
+                    && state.admit().is_ok()
+                    && tokio::time::Instant::now() < deadline
+                {
+                    tokio::time::sleep(SUSPECT_POLL).await;
+                }
+                active.reacquire().await;
+                open = tokio::time::Instant::now() < deadline;
+            }
             if !open {
                 return r;
             }
