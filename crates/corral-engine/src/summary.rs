@@ -32,6 +32,39 @@ pub struct Stats {
     pub skipped: u64,
 }
 
+/// Kinds a count keeps by name besides corral's own: a results file read back may name any
+/// (a hostile one named 200k distinct kinds: 2 GB and a 410 MB page); the others are counted
+/// under [`OTHER_KINDS`], and a name is cut to [`KIND_CHARS`] characters.
+pub const MAX_OTHER_KINDS: usize = 32;
+
+/// The name under which kinds past [`MAX_OTHER_KINDS`] are counted together.
+pub const OTHER_KINDS: &str = "(other kinds)";
+
+/// Characters of a kind that is not corral's own kept as its name.
+pub const KIND_CHARS: usize = 64;
+
+/// Counts one failure of `kind` in `map`, within [`MAX_OTHER_KINDS`].
+pub fn count_kind(map: &mut BTreeMap<String, u64>, kind: &str) {
+    if let Some(n) = map.get_mut(kind) {
+        *n += 1;
+        return;
+    }
+    let key = if crate::error::ErrorKind::named(kind).is_some() {
+        kind.to_string()
+    } else {
+        let others = map
+            .keys()
+            .filter(|k| crate::error::ErrorKind::named(k).is_none() && *k != OTHER_KINDS)
+            .count();
+        match kind.char_indices().nth(KIND_CHARS) {
+            _ if others >= MAX_OTHER_KINDS => OTHER_KINDS.to_string(),
+            Some((i, _)) => format!("{}…", &kind[..i]),
+            None => kind.to_string(),
+        }
+    };
+    *map.entry(key).or_insert(0) += 1;
+}
+
 impl Stats {
     /// Counters from now, `skipped` jobs already done.
     pub fn new(skipped: u64) -> Result<Self, ConfigError> {
@@ -83,12 +116,7 @@ impl Stats {
             *self.by_status.entry(s).or_insert(0) += 1;
         }
         if let Some(k) = kind {
-            match self.by_error.get_mut(k) {
-                Some(n) => *n += 1,
-                None => {
-                    self.by_error.insert(k.to_string(), 1);
-                }
-            }
+            count_kind(&mut self.by_error, k);
         }
         if let Some(l) = latency {
             let us = u64::try_from(l.as_micros()).unwrap_or(u64::MAX).max(1);

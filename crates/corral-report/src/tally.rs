@@ -187,12 +187,7 @@ impl HostTally {
 }
 
 fn count(map: &mut BTreeMap<String, u64>, key: &str) {
-    match map.get_mut(key) {
-        Some(n) => *n += 1,
-        None => {
-            map.insert(key.to_string(), 1);
-        }
-    }
+    corral_engine::summary::count_kind(map, key);
 }
 
 /// Everything a report shows, counted from result lines. Feed it with [`Tally::add_line`] or
@@ -623,6 +618,38 @@ mod tests {
             "{:?}",
             s.notes
         );
+    }
+
+    #[test]
+    fn a_file_of_endless_kinds_keeps_a_few_by_name_and_sums_the_rest() {
+        use corral_engine::summary::{KIND_CHARS, MAX_OTHER_KINDS, OTHER_KINDS};
+        let mut t = Tally::new().unwrap();
+        for i in 0..5_000u64 {
+            let kind = if i % 2 == 0 {
+                "timeout".to_string()
+            } else {
+                format!("made-up-{i}-{}", "x".repeat(200))
+            };
+            t.add_line(&format!(
+                r#"{{"line":{},"url":"http://a.test/","ok":false,"attempts":1,"error":{{"kind":"{kind}"}}}}"#,
+                i * 1_000_003 + 1
+            ))
+            .unwrap();
+        }
+        let s = t.summary();
+        assert_eq!(s.by_error["timeout"], 2_500);
+        assert_eq!(
+            s.by_error.len(),
+            1 + MAX_OTHER_KINDS + 1,
+            "{:?}",
+            s.by_error.keys()
+        );
+        assert_eq!(s.by_error[OTHER_KINDS], 2_500 - MAX_OTHER_KINDS as u64);
+        assert!(s
+            .by_error
+            .keys()
+            .all(|k| k.chars().count() <= KIND_CHARS + 1));
+        assert_eq!(s.by_error.values().sum::<u64>(), 5_000);
     }
 
     #[test]
