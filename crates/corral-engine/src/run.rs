@@ -673,19 +673,23 @@ mod tests {
         let sink = Memory::default();
         let (intake, force) = (CancellationToken::new(), CancellationToken::new());
         intake.cancel();
-        let report = Run::new(crate::settings::test_settings(8))
+        let settings = crate::settings::test_settings(8);
+        let table = Arc::new(Counting(Hosts::new(&settings).unwrap(), AtomicU64::new(0)));
+        let report = Run::builder()
+            .settings(settings)
+            .hosts(table.clone())
+            .build()
             .unwrap()
             .stop_on(intake, force)
             .run(jobs(500), Sink::Lines(Box::new(sink.clone())))
             .await
             .unwrap();
         assert_eq!(report.ending, Ending::Interrupted);
-        assert_eq!(report.stats.done as usize, sink.0.lock().unwrap().len());
-        assert!(
-            report.stats.done < 500,
-            "{} jobs ran after the stop",
-            report.stats.done
-        );
+        // Not one job started: none has a result, and no request was counted at any host.
+        assert_eq!(report.stats.done, 0, "jobs ran after the stop");
+        assert!(sink.0.lock().unwrap().is_empty());
+        let sent: u64 = table.stats().values().map(|s| s.attempts).sum();
+        assert_eq!(sent, 0, "requests went out after the stop");
     }
 
     /// The in-memory host table, counting the entries the engine asks it for.
