@@ -624,3 +624,84 @@ fn posts_in_flight_at_a_crash_are_not_sent_again_by_resume() {
     assert!(rs.iter().all(|r| r["ok"] == true), "{rs:?}");
     assert_eq!(mock.stats("fast")["requests"], 20);
 }
+
+/// A server that answers one request per connection and then closes it, without saying
+/// `Connection: close`; it counts the requests it read.
+fn closes_after_each_answer() -> (String, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    use std::io::{BufRead, BufReader, Read};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let count = seen.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let count = count.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut length = 0usize;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let lower = line.to_ascii_lowercase();
+                    if let Some(v) = lower.strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                }
+                let mut body = vec![0; length];
+                if reader.read_exact(&mut body).is_err() {
+                    return;
+                }
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut conn = conn;
+                let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+                // Closed a moment after the answer, the next request on it unread: a client
+                // that reuses it at once finds it gone under its request.
+                std::thread::sleep(Duration::from_millis(30));
+            });
+        }
+    });
+    (base, seen)
+}
+
+/// 408 of 1000 POSTs failed `maybe_sent` against such a host: corral reused its closed
+/// connections. Once it has seen one closed under a request, it sends the host's requests that
+/// may not be repeated on new connections: at most one POST fails (on one thread), and every
+/// GET succeeds by its transparent re-send.
+#[test]
+fn a_host_that_closes_after_each_answer_fails_at_most_one_post() {
+    let (base, seen) = closes_after_each_answer();
+    let dir = tempfile::tempdir().unwrap();
+    let lines: Vec<String> = (0..300)
+        .map(|i| {
+            if i < 100 {
+                format!(r#"{{"method":"POST","url":"{base}/p/{i}","body":"x"}}"#)
+            } else {
+                format!(r#"{{"url":"{base}/g/{i}"}}"#)
+            }
+        })
+        .collect();
+    let jobs = write_jobs(dir.path(), &lines);
+    let out = dir.path().join("out.jsonl");
+    let o = run_quiet(
+        &jobs,
+        &out,
+        &["--threads", "1", "-c", "1", "--per-host-concurrency", "1"],
+    );
+    let rs = results(&out);
+    assert_exactly_once(&rs, 300);
+    let failed: Vec<_> = rs.iter().filter(|r| r["ok"] == false).collect();
+    assert!(
+        failed.len() <= 1,
+        "{} failed: {:?}",
+        failed.len(),
+        failed.first()
+    );
+    assert!(failed.iter().all(|r| r["method"] == "POST"));
+    assert!(o.status.code().is_some_and(|c| c <= 1));
+    assert!(seen.load(std::sync::atomic::Ordering::SeqCst) >= 299);
+}

@@ -100,6 +100,11 @@ pub struct Direct {
     tls: TlsConnector,
     /// `host:port`s whose TLS servers chose HTTP/2: reqwest carries them.
     h2: Mutex<foldhash::HashSet<Arc<str>>>,
+    /// `host:port`s that closed a reused connection under the next request (they close
+    /// keep-alive connections after an answer without saying so): a request that may not be
+    /// repeated goes to them on a new connection, where that cannot happen (a GET keeps its
+    /// transparent re-send instead).
+    drops_reused: Mutex<foldhash::HashSet<Arc<str>>>,
 }
 
 impl Direct {
@@ -119,7 +124,16 @@ impl Direct {
                 .unwrap_or_else(|_| HeaderValue::from_static("corral")),
             tls,
             h2: Mutex::new(foldhash::HashSet::default()),
+            drops_reused: Mutex::new(foldhash::HashSet::default()),
         }
+    }
+
+    /// True when `key` closed a reused connection under a request before.
+    fn drops_reused(&self, key: &str) -> bool {
+        self.drops_reused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(key)
     }
 
     /// True when `key`'s TLS server chose HTTP/2 before: its requests go to reqwest.
@@ -172,6 +186,8 @@ impl Direct {
         fresh: bool,
     ) -> Result<(Head, Lease<'_>), DirectError> {
         {
+            // Only a POST, PATCH ... asks: a GET's path is one test of its method.
+            let fresh = fresh || (!req.method.is_idempotent() && self.drops_reused(key));
             let (mut conn, reused) = match (!fresh).then(|| self.take_idle(key)).flatten() {
                 Some(c) => (c, true),
                 None => match self.connect(&req).await {
@@ -220,9 +236,18 @@ impl Direct {
                     Ok((head, lease))
                 }
                 // A reused connection the server closed as the request went out: nothing was
-                // answered, so an idempotent request may go again on a new connection.
-                Err(ReadError::Nothing(m)) if reused && req.method.is_idempotent() => {
-                    Err(DirectError::Unanswered(m))
+                // answered, so an idempotent request may go again on a new connection; the
+                // host is remembered for the requests that may not.
+                Err(ReadError::Nothing(m)) if reused => {
+                    self.drops_reused
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(key.clone());
+                    if req.method.is_idempotent() {
+                        Err(DirectError::Unanswered(m))
+                    } else {
+                        Err(DirectError::Connection(m))
+                    }
                 }
                 Err(ReadError::Nothing(m) | ReadError::Bad(m)) => Err(DirectError::Connection(m)),
                 Err(ReadError::Tls(m)) => Err(DirectError::Tls(m)),
