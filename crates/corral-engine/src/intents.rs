@@ -28,7 +28,11 @@ pub fn path(results: &Path) -> PathBuf {
 
 /// A run's intents journal, and the lines an earlier run may have sent without a result.
 pub struct Intents {
-    to_writer: mpsc::Sender<Intent>,
+    /// The writer thread's inbox, started at the first intent (most runs send no POST: a
+    /// thread started at every start-up cost ~0.3 M instructions for nothing).
+    to_writer: std::sync::OnceLock<mpsc::Sender<Intent>>,
+    /// The journal, until the writer takes it.
+    file: std::sync::Mutex<Option<File>>,
     interrupted: HashSet<u64>,
     path: PathBuf,
 }
@@ -75,16 +79,30 @@ impl Intents {
         }
         let file = crate::files::open(OpenOptions::new().create(true).append(true), &path)
             .map_err(err("open the intents journal"))?;
-        let (to_writer, from_engine) = mpsc::channel();
-        std::thread::Builder::new()
-            .name("corral-intents".into())
-            .spawn(move || write(file, from_engine))
-            .map_err(err("start the writer of the intents journal"))?;
         Ok(Self {
-            to_writer,
+            to_writer: std::sync::OnceLock::new(),
+            file: std::sync::Mutex::new(Some(file)),
             interrupted,
             path,
         })
+    }
+
+    /// The writer's inbox, its thread started on first use.
+    fn writer(&self) -> io::Result<&mpsc::Sender<Intent>> {
+        if let Some(tx) = self.to_writer.get() {
+            return Ok(tx);
+        }
+        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = file.take() {
+            let (tx, rx) = mpsc::channel();
+            std::thread::Builder::new()
+                .name("corral-intents".into())
+                .spawn(move || write(f, rx))?;
+            let _ = self.to_writer.set(tx);
+        }
+        self.to_writer
+            .get()
+            .ok_or_else(|| io::Error::other("the writer of the intents journal did not start"))
     }
 
     /// The journal's file.
@@ -108,7 +126,7 @@ impl Intents {
     pub async fn record(&self, line: u64) -> io::Result<()> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let gone = || io::Error::other("the writer of the intents journal stopped");
-        self.to_writer.send((line, tx)).map_err(|_| gone())?;
+        self.writer()?.send((line, tx)).map_err(|_| gone())?;
         rx.await.map_err(|_| gone())?.map_err(io::Error::from)
     }
 }
