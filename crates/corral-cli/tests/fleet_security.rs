@@ -206,7 +206,17 @@ fn a_second_collector_is_refused_and_a_killed_ones_lease_is_taken_over() {
         false,
     );
     let pid = first.0.id();
-    // No worker yet: the first collector waits, holding the run's lease.
+    // No worker yet: the first collector waits, holding the run's lease. It opens its file
+    // once it holds it: until then a second one could take the lease first (on a loaded
+    // machine it did, and the test then met the second one's own file).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !out.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the first collector never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let other = dir.path().join("other.jsonl");
     let deadline = Instant::now() + Duration::from_secs(20);
     let refused = loop {
