@@ -488,16 +488,23 @@ impl Engine {
             // Not yet, but the host is suspected down (see `hosts::suspect`): its few jobs in
             // trouble may run out of retries before their failures open the breaker. Such a
             // job waits for the breaker to open or the host to answer, then goes once more.
+            // (Only while another job may still fail: alone, its failures never open it.)
             if let Some(suspect) = state.suspect().filter(|s| !open && s.suspected()) {
-                active.release();
-                while suspect.suspected()
-                    && state.admit().is_ok()
-                    && tokio::time::Instant::now() < deadline
-                {
-                    tokio::time::sleep(SUSPECT_POLL).await;
+                let waiting = suspect.wait_for_breaker();
+                if suspect.others_active() {
+                    active.release();
+                    while suspect.suspected()
+                        && suspect.others_active()
+                        && state.admit().is_ok()
+                        && tokio::time::Instant::now() < deadline
+                    {
+                        tokio::time::sleep(SUSPECT_POLL).await;
+                    }
+                    active.reacquire().await;
+                    // Opened, or the host answered someone: once more. Otherwise it fails.
+                    open = !suspect.suspected() || state.admit().is_err();
                 }
-                active.reacquire().await;
-                open = tokio::time::Instant::now() < deadline;
+                drop(waiting);
             }
             if !open {
                 return r;

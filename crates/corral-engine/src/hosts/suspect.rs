@@ -31,6 +31,8 @@ pub struct Suspect {
     failing: AtomicU32,
     /// First attempts let through under suspicion and not yet settled ([`Trying`] guards).
     trying: AtomicU32,
+    /// Jobs in trouble that ran out of retries and wait for the breaker ([`Waiting`] guards).
+    waiting: AtomicU32,
     /// At most this many jobs in trouble and trying together while suspected.
     limit: u32,
     /// Woken when a job may start again.
@@ -47,6 +49,7 @@ impl Suspect {
             suspected: AtomicBool::new(false),
             failing: AtomicU32::new(0),
             trying: AtomicU32::new(0),
+            waiting: AtomicU32::new(0),
             limit: limit.max(1),
             changed: Notify::new(),
         })
@@ -103,6 +106,23 @@ impl Suspect {
         Failing(self.clone())
     }
 
+    /// A job in trouble ran out of retries and waits for the breaker to open or the host to
+    /// answer; [`Suspect::others_active`] then does not count it.
+    pub fn wait_for_breaker(self: &Arc<Self>) -> Waiting {
+        self.waiting.fetch_add(1, Ordering::AcqRel);
+        Waiting(self.clone())
+    }
+
+    /// Whether some job other than the waiting ones may still fail and so open the breaker: a
+    /// first attempt under way, or a job in trouble still retrying. When none is, waiting for
+    /// the breaker is waiting for nothing (a lone job's four failures never reach
+    /// `min_calls`).
+    pub fn others_active(&self) -> bool {
+        let failing = self.failing.load(Ordering::Acquire);
+        let waiting = self.waiting.load(Ordering::Acquire);
+        self.trying.load(Ordering::Acquire) > 0 || failing > waiting
+    }
+
     fn room_freed(&self) {
         if self.suspected() {
             self.changed.notify_one();
@@ -122,6 +142,16 @@ impl Drop for Trying {
     fn drop(&mut self) {
         self.0.trying.fetch_sub(1, Ordering::AcqRel);
         self.0.room_freed();
+    }
+}
+
+/// A job waiting for its host's breaker after its retries ran out; dropped when it stops.
+#[derive(Debug)]
+pub struct Waiting(Arc<Suspect>);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -165,6 +195,24 @@ mod tests {
         drop((t2, t3, f2));
         assert_eq!(s.failing.load(Ordering::Relaxed), 0);
         assert_eq!(s.trying.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_job_waits_for_the_breaker_only_while_another_may_still_fail() {
+        let s = Suspect::new(20);
+        let me = s.first_failed();
+        // Alone in trouble: nothing else can open the breaker.
+        let waiting = s.wait_for_breaker();
+        assert!(!s.others_active());
+        // Another job still retrying, or a first attempt under way: worth waiting.
+        let other = s.first_failed();
+        assert!(s.others_active());
+        let other_waits = s.wait_for_breaker();
+        assert!(!s.others_active(), "both wait: nobody left to fail");
+        let t = s.try_start().unwrap().unwrap();
+        assert!(s.others_active());
+        drop((t, other_waits, other, waiting, me));
+        assert!(!s.others_active());
     }
 
     #[tokio::test(start_paused = true)]

@@ -666,7 +666,18 @@ mod tests {
         .await;
         let d = client();
         fetch(&d, &get(&base, "/")).await.unwrap();
-        // GET: the caller is told it may go again, and it does, on a new connection.
+        // POST on the reused first connection: not sent twice, an error; the host is now known
+        // to close reused connections.
+        let post = job(&format!(
+            r#"{{"method":"POST","url":"{base}/","body":"x"}}"#
+        ));
+        let e = fetch(&d, &post).await.unwrap_err();
+        assert!(e.contains("closed before the response"), "{e}");
+        assert_eq!(connections(&seen), 1);
+        // GET: on a new connection, then on that one reused: the caller is told it may go
+        // again.
+        fetch(&d, &get(&base, "/")).await.unwrap();
+        assert_eq!(connections(&seen), 2);
         let key: Arc<str> = get(&base, "/").host_key().into();
         let e = d
             .send(
@@ -679,17 +690,11 @@ mod tests {
             .await
             .err();
         assert!(matches!(e, Some(DirectError::Unanswered(_))), "{e:?}");
-        let (_, body) = fetch(&d, &get(&base, "/")).await.unwrap();
+        // A POST to that host now goes on a new connection, where it is answered.
+        let (_, body) = fetch(&d, &post).await.unwrap();
         assert_eq!(body, b"hello");
-        assert_eq!(connections(&seen), 2);
-        // POST on the reused second connection: not sent twice, an error.
-        let post = job(&format!(
-            r#"{{"method":"POST","url":"{base}/","body":"x"}}"#
-        ));
-        let e = fetch(&d, &post).await.unwrap_err();
-        assert!(e.contains("closed before the response"), "{e}");
-        assert_eq!(connections(&seen), 2);
-        assert_eq!(seen.requests.lock().unwrap().len(), 4);
+        assert_eq!(connections(&seen), 3);
+        assert_eq!(seen.requests.lock().unwrap().len(), 5);
     }
 
     #[tokio::test]
