@@ -545,6 +545,13 @@ impl Settings {
                 "must be greater than 0",
             ));
         }
+        // A zero connect timeout fails every connection before it is tried.
+        if self.connect_timeout.is_zero() {
+            return Err(ConfigError::new(
+                "--connect-timeout-ms",
+                "must be greater than 0",
+            ));
+        }
         if let Some(p) = &self.proxy.url {
             let url = url::Url::parse(p).map_err(|e| {
                 ConfigError::new("--proxy", format!("{}: {e}", crate::redact::text(p)))
@@ -569,6 +576,12 @@ impl Settings {
             if rule.settings.timeout.is_some_and(|t| t.is_zero()) {
                 return Err(ConfigError::new(
                     "[hosts] timeout_ms",
+                    "must be greater than 0",
+                ));
+            }
+            if rule.settings.connect_timeout.is_some_and(|t| t.is_zero()) {
+                return Err(ConfigError::new(
+                    "[hosts] connect_timeout_ms",
                     "must be greater than 0",
                 ));
             }
@@ -730,6 +743,29 @@ mod tests {
         let other = s.for_host("fast.example:80");
         assert_eq!(other.rate(), Some((Rate::per_second(50), 1)));
         assert!(other.breaker().is_some());
+    }
+
+    #[test]
+    fn a_zero_connect_timeout_is_refused_by_its_option() {
+        let run = Settings {
+            connect_timeout: Duration::ZERO,
+            ..Settings::default()
+        };
+        assert_eq!(run.check().unwrap_err().option(), "--connect-timeout-ms");
+        let mut s = Settings::default();
+        s.hosts.push(HostRule {
+            pattern: "a.example".parse().unwrap(),
+            settings: HostSettings {
+                connect_timeout: Some(Duration::ZERO),
+                ..HostSettings::default()
+            },
+        });
+        assert_eq!(
+            s.check().unwrap_err().option(),
+            "[hosts] connect_timeout_ms"
+        );
+        s.hosts[0].settings.connect_timeout = Some(Duration::from_millis(1));
+        s.check().unwrap();
     }
 
     #[test]
