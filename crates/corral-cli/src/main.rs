@@ -66,6 +66,9 @@ enum Cmd {
     Collect(fleet::collect::CollectArgs),
     /// Show a queue run's state: jobs submitted, pending, in flight, done; workers; hosts.
     Status(fleet::status::StatusArgs),
+    /// Remove a queue run's streams and board from the server (refused while its workers run,
+    /// unless --force).
+    Purge(fleet::purge::PurgeArgs),
 }
 
 fn main() -> ExitCode {
@@ -104,6 +107,7 @@ fn main() -> ExitCode {
                 Cmd::Worker(args) => fleet::worker::worker_cmd(args).await,
                 Cmd::Collect(args) => fleet::collect::collect_cmd(args).await,
                 Cmd::Status(args) => fleet::status::status_cmd(args).await,
+                Cmd::Purge(args) => fleet::purge::purge_cmd(args).await,
             }
         })
         .unwrap_or_else(|Fail(code, message)| {

@@ -562,3 +562,71 @@ fn run_on_a_queue_submits_and_collects_and_status_and_metrics_tell_the_run() {
         assert!(err.contains(said), "{args:?}: {err}");
     }
 }
+
+/// `corral purge` removes a run's streams and board, refused while a worker runs it unless
+/// `--force`; `collect --purge` does it once every result is in the file.
+#[test]
+fn purge_removes_a_runs_streams_and_board_and_waits_for_its_workers() {
+    let _one = one_fleet();
+    let nats = NatsServer::start();
+    let host = Recorder::start(Duration::ZERO, |_, _| Reply::Ok);
+    let dir = tempfile::tempdir().unwrap();
+    let lines: Vec<String> = (1..=20)
+        .map(|i| format!(r#"{{"url":"{}/p/{i}"}}"#, host.base()))
+        .collect();
+    let jobs = write_jobs(dir.path(), &lines);
+    let gone = |queue: &str| {
+        let o = corral(&["status", "--queue", queue, "--json"]);
+        assert_exit(&o, 0);
+        let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        s["submitted"] == 0 && s["done"] == 0
+    };
+
+    // A worker alive on the run: refused, exit 2, nothing removed.
+    let queue = nats.queue("purged");
+    submit(&queue, &jobs, &[]);
+    let mut w = worker(&queue, "4");
+    let out = dir.path().join("out.jsonl");
+    assert_eq!(collect(&queue, &out, Duration::from_secs(60)), 0);
+    let o = corral(&["purge", "--queue", &queue, "-q"]);
+    assert_exit(&o, 2);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("--force"),
+        "{o:?}"
+    );
+    assert!(!gone(&queue), "refused, yet removed");
+    // --force, or no worker left: removed; again: nothing to remove, still 0.
+    w.kill();
+    let o = corral(&["purge", "--queue", &queue, "--force"]);
+    assert_exit(&o, 0);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("removed"),
+        "{o:?}"
+    );
+    assert!(gone(&queue));
+    let o = corral(&["purge", "--queue", &queue]);
+    assert_exit(&o, 0);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("nothing"),
+        "{o:?}"
+    );
+    assert_exactly_once(&results(&out), 20);
+
+    // collect --purge: once every result is written.
+    let queue = nats.queue("collected");
+    submit(&queue, &jobs, &[]);
+    let _w = worker(&queue, "4");
+    let out = dir.path().join("collected.jsonl");
+    let mut c = spawn(&[
+        "collect",
+        "--queue",
+        &queue,
+        "-o",
+        path_str(&out),
+        "--purge",
+        "-q",
+    ]);
+    assert_eq!(exit_within(&mut c, Duration::from_secs(60)), 0);
+    assert_exactly_once(&results(&out), 20);
+    assert!(gone(&queue));
+}

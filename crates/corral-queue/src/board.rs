@@ -67,6 +67,15 @@ impl Board {
         Ok(Self { kv })
     }
 
+    /// Opens the run's bucket if it exists (`None` when it does not: never submitted, or
+    /// purged), creating nothing: for readers such as `status`.
+    pub async fn existing(js: &jetstream::Context, queue: &QueueUrl) -> Option<Self> {
+        js.get_key_value(queue.bucket())
+            .await
+            .ok()
+            .map(|kv| Self { kv })
+    }
+
     /// The bucket, for the shared host state.
     pub(crate) fn store(&self) -> &kv::Store {
         &self.kv

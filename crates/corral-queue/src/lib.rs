@@ -15,9 +15,10 @@
 //! | [`worker`] | pulling jobs through one durable consumer, running them through the engine of `corral run`, publishing each result and only then acking the job; progress acks and heartbeats |
 //! | [`collect`] | the one writer of the results file: each line's result once, synced, then acked; `max_deliveries` results for jobs out of deliveries |
 //! | [`status`] | a run's state from the server's counts and the board |
+//! | [`purge`] | a run's streams and board removed (refused while its workers live, unless forced) |
 //! | [`error`] | `QueueError`: what was being done, and why it failed |
 //!
-//! The `corral submit`, `worker`, `collect`, `status` and `run --queue` commands are thin
+//! The `corral submit`, `worker`, `collect`, `status`, `purge` and `run --queue` commands are thin
 //! layers over these (in `corral-cli`'s `fleet` module). The feature `testing` adds
 //! `testing`: a real `nats-server` and a loopback HTTP recorder, for tests.
 #![forbid(unsafe_code)]
@@ -30,6 +31,7 @@ pub mod connect;
 pub mod error;
 pub mod hosts;
 mod nats;
+pub mod purge;
 pub mod record;
 pub mod sign;
 pub mod status;

@@ -88,7 +88,14 @@ pub async fn submitted(queue: &QueueUrl) -> Result<u64, QueueError> {
 /// Reads the run's state.
 pub async fn status(queue: &QueueUrl) -> Result<Status, QueueError> {
     let js = nats::connect(queue).await?;
-    let board = Board::open(&js, queue).await?;
+    // A run not on the server (never submitted, or purged) is all zeros; reading it creates
+    // nothing.
+    let Some(board) = Board::existing(&js, queue).await else {
+        return Ok(Status {
+            queue: queue.to_string(),
+            ..Status::default()
+        });
+    };
     let mut s = Status {
         queue: queue.to_string(),
         submitted: board.submitted().await?,

@@ -33,6 +33,10 @@ pub(crate) struct CollectArgs {
     /// Write the final summary as JSON to this file.
     #[arg(long)]
     pub(crate) summary_json: Option<PathBuf>,
+    /// Once every result is in the file, remove the run's streams and board from the server
+    /// (as `corral purge --force`: the workers have nothing left to do).
+    #[arg(long)]
+    pub(crate) purge: bool,
     /// Serve Prometheus text metrics (collected, failed, submitted) at this address.
     #[arg(long, value_name = "ADDR")]
     pub(crate) metrics_addr: Option<std::net::SocketAddr>,
@@ -48,7 +52,17 @@ pub(crate) async fn collect_cmd(args: CollectArgs) -> Result<u8, Fail> {
         summary_json: args.summary_json,
         metrics_addr: args.metrics_addr,
     };
-    collect_into(&queue, &args.output, args.resume, end).await
+    let code = collect_into(&queue, &args.output, args.resume, end).await?;
+    // Only a collection that ended with every result (not one interrupted).
+    if args.purge && matches!(code, exit::OK | exit::SOME_FAILED) {
+        let purged = corral_queue::purge::purge(&queue, true)
+            .await
+            .map_err(super::queue_fail)?;
+        if !args.quiet {
+            super::purge::say(&queue, &purged);
+        }
+    }
+    Ok(code)
 }
 
 /// What a collection does besides collecting.

@@ -4,6 +4,7 @@
 //! share, and what is printed.
 
 pub(crate) mod collect;
+pub(crate) mod purge;
 pub(crate) mod status;
 pub(crate) mod submit;
 pub(crate) mod worker;
