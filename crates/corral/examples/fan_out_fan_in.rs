@@ -19,10 +19,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let counts = exec.run(futures::stream::iter(chunks), |chunk| async move {
         chunk.split_whitespace().filter(|w| *w == "the").count()
     });
-    // Fan in: fold the partial counts.
-    let total = counts
-        .fold(0, |acc, r| async move { acc + r.unwrap_or(0) })
-        .await;
+    // Fan in: add the partial counts. A job that failed (it panicked) fails the total: counted
+    // as 0 it would give a wrong answer that looks right.
+    let mut total = 0;
+    let mut counts = std::pin::pin!(counts);
+    while let Some(part) = counts.next().await {
+        total += part?;
+    }
     println!("\"the\" appears {total} times");
     assert_eq!(total, 4);
     Ok(())

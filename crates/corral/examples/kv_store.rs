@@ -15,7 +15,9 @@ const T: Duration = Duration::from_secs(5);
 
 struct Shard {
     map: BTreeMap<String, String>,
-    journal: Journal,
+    /// `None` when the journal could not be opened: the shard starts empty and refuses writes
+    /// (it could not make them durable) rather than failing to start.
+    journal: Option<Journal>,
 }
 
 enum Msg {
@@ -27,10 +29,18 @@ enum Msg {
 impl Shard {
     /// The factory: every (re)start reads the journal back.
     fn recover(dir: &Path) -> Shard {
-        let (journal, rec) =
-            Journal::open(dir, Fsync::Always).expect("journal directory is writable");
+        let (journal, rec) = match Journal::open(dir, Fsync::Always) {
+            Ok((journal, rec)) => (Some(journal), rec.entries),
+            Err(e) => {
+                eprintln!(
+                    "  journal {} cannot be opened ({e}): starting empty, writes refused",
+                    dir.display()
+                );
+                (None, Vec::new())
+            }
+        };
         let mut map = BTreeMap::new();
-        for e in rec.entries {
+        for e in rec {
             if let Some((k, v)) = String::from_utf8_lossy(&e).split_once('=') {
                 map.insert(k.to_string(), v.to_string());
             }
@@ -44,7 +54,12 @@ impl Actor for Shard {
     async fn handle(&mut self, msg: Msg) {
         match msg {
             Msg::Set(k, v, reply) => {
-                let r = self.journal.append(format!("{k}={v}").into_bytes()).await;
+                let r = match &self.journal {
+                    Some(j) => j.append(format!("{k}={v}").into_bytes()).await,
+                    None => Err(std::io::Error::other(
+                        "no journal: the write would not last",
+                    )),
+                };
                 if r.is_ok() {
                     self.map.insert(k, v);
                 }
