@@ -6,7 +6,7 @@
 //! scheduler without priorities they would wait behind the flood. Each line shows the thread
 //! that ran the task.
 //!
-//! Run: `cargo run --release -p corral --example runtime_priority`
+//! Run: `cargo run --release -p corral-runtime --example runtime_priority`
 
 use std::time::{Duration, Instant};
 
