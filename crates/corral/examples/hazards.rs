@@ -1,4 +1,4 @@
-//! Pattern: four ways an async program hangs or stalls, each shown going wrong under a
+//! Pattern: six ways an async program hangs or stalls, each shown going wrong under a
 //! timeout, then fixed (seeds 004 and 005; *Async Rust* ch. 9).
 //!
 //! 1. A `std::sync::Mutex` guard held across `.await`: another future on the same thread
@@ -11,6 +11,12 @@
 //!    the consumer only starts after the producer is done. Fix: run them together.
 //! 4. Blocking inside async (`std::thread::sleep`, a heavy loop): every task on the thread
 //!    waits; a heartbeat misses its beat. Fix: `spawn_blocking` (or `corral::cpu`).
+//! 5. Locking twice in one task: async mutexes are not reentrant, so a second `lock()` while
+//!    the first guard lives (often in a helper the caller did not read) waits for itself.
+//!    Fix: drop the first guard, or pass it down instead of locking again.
+//! 6. A read → write upgrade on an `RwLock`: the writer waits for every reader to go, its own
+//!    read guard included. Fix: drop the read guard before writing, or take the write lock
+//!    first and `downgrade()` it to read.
 //!
 //! Each hazard's thread is left stuck (as in real life); the process exits anyway.
 //!
@@ -171,10 +177,48 @@ fn blocking_in_async() -> Result<(), String> {
     report("4. blocking inside async", !run(true), run(false))
 }
 
+fn locking_twice_in_one_task() -> Result<(), String> {
+    let wrong = !finishes(|| async {
+        let m = tokio::sync::Mutex::new(0);
+        let mut first = m.lock().await;
+        *first += 1;
+        let mut again = m.lock().await; // waits for `first`, which this task holds
+        *again += 1;
+    });
+    let fixed = finishes(|| async {
+        let m = tokio::sync::Mutex::new(0);
+        let mut first = m.lock().await;
+        *first += 1;
+        drop(first); // done with it before locking again
+        *m.lock().await += 1;
+    });
+    report("5. locking twice in one task", wrong, fixed)
+}
+
+fn read_then_write_upgrade() -> Result<(), String> {
+    let wrong = !finishes(|| async {
+        let rw = tokio::sync::RwLock::new(0);
+        let seen = rw.read().await;
+        let mut w = rw.write().await; // waits for every reader, `seen` included
+        *w = *seen + 1;
+    });
+    let fixed = finishes(|| async {
+        let rw = tokio::sync::RwLock::new(0);
+        // Write first, then keep reading through the downgraded guard.
+        let mut w = rw.write().await;
+        *w += 1;
+        let r = w.downgrade();
+        assert_eq!(*r, 1);
+    });
+    report("6. read -> write upgrade on an RwLock", wrong, fixed)
+}
+
 fn main() -> Result<(), String> {
     std_mutex_across_await()?;
     lock_order_inversion()?;
     unread_bounded_channel()?;
     blocking_in_async()?;
+    locking_twice_in_one_task()?;
+    read_then_write_upgrade()?;
     Ok(())
 }
