@@ -9,6 +9,12 @@
 //! worker, so [`Runner::run`] refuses to, with [`BlockingError::InsideRuntime`], instead of
 //! panicking as a nested `block_on` would.
 //!
+//! The book's first step for a program that is not async is smaller than a batch: hand a job
+//! over, get a handle, wait for it when its answer is needed. [`Runner::submit`] does that: the
+//! first call starts one run on a thread of the runner's own, every job submitted joins it (the
+//! submitter waits when `2 × --concurrency` jobs are queued), and [`Ticket::wait`] blocks until
+//! that job's result line is written; [`Runner::close`] ends the run and returns its report.
+//!
 //! ```no_run
 //! use corral_engine::blocking::Runner;
 //! use corral_engine::settings::Settings;
@@ -25,6 +31,7 @@
 //! # }
 //! ```
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::error::StartError;
@@ -46,6 +53,10 @@ pub enum BlockingError {
     /// The run could not start (a setting, a worker thread).
     #[error(transparent)]
     Start(#[from] StartError),
+    /// The submitted job got no result: the run ended first (it was closed, or stopped on a
+    /// fatal error), or the job never started.
+    #[error("the run ended before this job had a result")]
+    NoResult,
 }
 
 /// A run's results: every job's result line, and the run's report.
@@ -64,6 +75,62 @@ pub struct Runner {
     settings: Settings,
     input: Input,
     rt: tokio::runtime::Runtime,
+    /// The run [`Runner::submit`] feeds, once started.
+    session: Mutex<Option<Session>>,
+}
+
+/// A run fed one job at a time, on a thread of its own.
+#[derive(Debug)]
+struct Session {
+    jobs: tokio::sync::mpsc::Sender<std::io::Result<crate::job::Parsed>>,
+    /// The tickets waiting, by the job's line number.
+    tickets: Arc<Mutex<HashMap<u64, std::sync::mpsc::SyncSender<String>>>>,
+    next_line: u64,
+    thread: std::thread::JoinHandle<Result<Report, BlockingError>>,
+}
+
+/// A job handed to [`Runner::submit`]: wait for its result line.
+#[derive(Debug)]
+pub struct Ticket {
+    line: u64,
+    result: std::sync::mpsc::Receiver<String>,
+}
+
+impl Ticket {
+    /// The job's number in the run (1 for the first submitted), the `line` of its result.
+    pub fn line(&self) -> u64 {
+        self.line
+    }
+
+    /// Blocks until the job's result line is written, and returns it (the JSON line `corral
+    /// run` writes). [`BlockingError::NoResult`] if the run ended without one.
+    pub fn wait(self) -> Result<String, BlockingError> {
+        self.result.recv().map_err(|_| BlockingError::NoResult)
+    }
+}
+
+/// Hands each result line to its job's ticket, if it has one.
+struct Deliver(Arc<Mutex<HashMap<u64, std::sync::mpsc::SyncSender<String>>>>);
+
+impl LineSink for Deliver {
+    fn write_lines(&mut self, lines: &mut dyn Iterator<Item = &str>) -> std::io::Result<()> {
+        let mut tickets = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        for line in lines {
+            if let Some(ticket) = line_number(line).and_then(|n| tickets.remove(&n)) {
+                let _ = ticket.send(line.to_string());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The `line` of a result line (always its first field).
+fn line_number(result: &str) -> Option<u64> {
+    let digits = result.strip_prefix("{\"line\":")?;
+    let end = digits
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(digits.len());
+    digits[..end].parse().ok()
 }
 
 /// Collects result lines in memory.
@@ -91,6 +158,7 @@ impl Runner {
             settings,
             input: Input::default(),
             rt,
+            session: Mutex::new(None),
         })
     }
 
@@ -126,4 +194,98 @@ impl Runner {
         let lines = std::mem::take(&mut *lines.lock().unwrap_or_else(PoisonError::into_inner));
         Ok(Completed { lines, report })
     }
+
+    /// Hands one job (a line, as of a jobs file) to the runner's run, starting that run on
+    /// first use, and returns its [`Ticket`]. Waits while `2 × --concurrency` submitted jobs
+    /// have not started (the run's backpressure). A line that is not a valid job gets a
+    /// result line saying why, as in `corral run`.
+    pub fn submit(&self, job: impl AsRef<str>) -> Result<Ticket, BlockingError> {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return Err(BlockingError::InsideRuntime);
+        }
+        let mut session = self.session.lock().unwrap_or_else(PoisonError::into_inner);
+        if session.is_none() {
+            *session = Some(self.start()?);
+        }
+        let Some(s) = session.as_mut() else {
+            return Err(BlockingError::NoResult);
+        };
+        s.next_line += 1;
+        let line = s.next_line;
+        let (tx, result) = std::sync::mpsc::sync_channel(1);
+        s.tickets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(line, tx);
+        let parsed = parse_line(line, job.as_ref(), &self.input);
+        if s.jobs.blocking_send(Ok(parsed)).is_err() {
+            s.tickets
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&line);
+            return Err(BlockingError::NoResult);
+        }
+        Ok(Ticket { line, result })
+    }
+
+    /// Ends the run [`Runner::submit`] fed, once every job submitted has its result, and
+    /// returns its report; `None` if nothing was submitted. The next `submit` starts a new
+    /// run (its lines numbered from 1 again).
+    pub fn close(&self) -> Result<Option<Report>, BlockingError> {
+        let session = self
+            .session
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let Some(Session { jobs, thread, .. }) = session else {
+            return Ok(None);
+        };
+        drop(jobs); // the input ends: the run finishes what it has
+        thread
+            .join()
+            .unwrap_or(Err(BlockingError::NoResult))
+            .map(Some)
+    }
+
+    /// Starts the run that submitted jobs join, on a thread with a runtime of its own.
+    fn start(&self) -> Result<Session, BlockingError> {
+        let mut settings = self.settings.clone();
+        // Tickets are matched to JSON result lines.
+        settings.results_format = crate::settings::ResultsFormat::Jsonl;
+        let run = Run::new(settings)?;
+        let (jobs, rx) =
+            tokio::sync::mpsc::channel(self.settings.concurrency.saturating_mul(2).max(1));
+        let tickets = Arc::new(Mutex::new(HashMap::new()));
+        let sink = Sink::Lines(Box::new(Deliver(tickets.clone())));
+        let thread = std::thread::Builder::new()
+            .name("corral-runner".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(BlockingError::Runtime)?;
+                let input = tokio_stream_of(rx);
+                Ok(rt.block_on(run.run(input, sink))?)
+            })
+            .map_err(BlockingError::Runtime)?;
+        Ok(Session {
+            jobs,
+            tickets,
+            next_line: 0,
+            thread,
+        })
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        let _ = self.close();
+    }
+}
+
+/// A tokio channel's receiver as a stream.
+fn tokio_stream_of<T: Send + 'static>(
+    mut rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures::Stream<Item = T> + Send + 'static {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }

@@ -66,3 +66,55 @@ fn it_refuses_to_block_inside_a_runtime_and_bad_settings_fail_first() {
     .unwrap_err();
     assert!(err.to_string().contains("--concurrency"), "{err}");
 }
+
+#[test]
+fn a_job_submitted_alone_is_waited_for_by_its_ticket() {
+    let (base, hits) = server(Duration::ZERO);
+    let runner = Runner::new(Settings {
+        retries: 0,
+        ..Settings::default()
+    })
+    .unwrap();
+    // Submit, do something else, wait: each ticket gets its own job's result.
+    let tickets: Vec<_> = (0..20)
+        .map(|n| {
+            runner
+                .submit(format!(r#"{{"url":"{base}/items/{n}"}}"#))
+                .unwrap()
+        })
+        .collect();
+    let bad = runner.submit("not a job").unwrap();
+    for (n, t) in tickets.into_iter().enumerate() {
+        assert_eq!(t.line(), n as u64 + 1);
+        let v: serde_json::Value = serde_json::from_str(&t.wait().unwrap()).unwrap();
+        assert_eq!(v["line"], n as u64 + 1);
+        assert_eq!(v["url"], format!("{base}/items/{n}"));
+        assert_eq!(v["ok"], true);
+    }
+    let v: serde_json::Value = serde_json::from_str(&bad.wait().unwrap()).unwrap();
+    assert_eq!(v["error"]["kind"], "invalid_input");
+    // From other plain threads too, and the run's report at the end.
+    let runner = std::sync::Arc::new(runner);
+    let threads: Vec<_> = (0..4)
+        .map(|i| {
+            let (r, base) = (runner.clone(), base.clone());
+            std::thread::spawn(move || {
+                let t = r.submit(format!(r#"{{"url":"{base}/t/{i}"}}"#)).unwrap();
+                t.wait().unwrap()
+            })
+        })
+        .collect();
+    for t in threads {
+        assert!(t.join().unwrap().contains("\"ok\":true"));
+    }
+    let report = runner.close().unwrap().unwrap();
+    assert_eq!(report.stats.done, 25);
+    assert_eq!(hits.load(Ordering::SeqCst), 24);
+    assert!(runner.close().unwrap().is_none(), "closed: nothing left");
+    // Inside a runtime it refuses, as run does.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let inside = rt.block_on(async { runner.submit("{}") });
+    assert!(matches!(inside, Err(BlockingError::InsideRuntime)));
+}
