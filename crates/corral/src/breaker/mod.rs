@@ -534,6 +534,42 @@ impl CircuitBreaker {
         out.map_err(BreakerError::Inner)
     }
 
+    /// For code that is not async: runs `f` if the breaker allows, counting an `Err` as a
+    /// failure, as [`CircuitBreaker::call`] does for a future.
+    ///
+    /// ```
+    /// use corral::breaker::{BreakerError, CircuitBreaker};
+    /// use std::time::Duration;
+    ///
+    /// let breaker = CircuitBreaker::builder()
+    ///     .failure_rate(0.5)
+    ///     .min_calls(2)
+    ///     .window(Duration::from_secs(60))
+    ///     .cool_down(Duration::from_secs(30))
+    ///     .build()?;
+    /// for _ in 0..2 {
+    ///     let r: Result<(), BreakerError<&str>> = breaker.call_blocking(|| Err("down"));
+    ///     assert!(matches!(r, Err(BreakerError::Inner("down"))));
+    /// }
+    /// // Open: the closure is not run.
+    /// let r = breaker.call_blocking(|| -> Result<(), &str> { unreachable!("not called") });
+    /// assert!(matches!(r, Err(BreakerError::Open(_))));
+    /// # Ok::<(), corral::ConfigError>(())
+    /// ```
+    pub fn call_blocking<T, E>(
+        &self,
+        f: impl FnOnce() -> Result<T, E>,
+    ) -> Result<T, BreakerError<E>> {
+        let permit = self.try_acquire().map_err(BreakerError::Open)?;
+        let out = f();
+        if out.is_ok() {
+            permit.success();
+        } else {
+            permit.failure();
+        }
+        out.map_err(BreakerError::Inner)
+    }
+
     /// Opens the breaker until `until`, as if it had tripped: for breakers that share a host's
     /// state across processes, where another process saw the failures. Already open until
     /// later, it stays as it is; otherwise the state changes (and the listener hears it) and

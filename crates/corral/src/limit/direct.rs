@@ -84,6 +84,35 @@ impl RateLimiter {
         let _ = self.acquire(1, None).await;
     }
 
+    /// For code that is not async (a plain thread, a script): blocks the calling thread until
+    /// a cell is available and takes it, sleeping until the cell is due rather than spinning.
+    /// Unlike [`RateLimiter::until_ready`] it reserves nothing while it sleeps, so threads
+    /// waiting at once are not served in order (the rate still holds). Do not call it on an
+    /// async runtime's thread: it would stall every task there.
+    ///
+    /// ```
+    /// use corral::limit::{Rate, RateLimiter};
+    /// let limiter = RateLimiter::builder().rate(Rate::per_second(1000)).build()?;
+    /// let started = std::time::Instant::now();
+    /// for _ in 0..3 {
+    ///     limiter.wait_blocking();
+    /// }
+    /// // The burst of 1, then a cell every millisecond: never sooner.
+    /// assert!(started.elapsed() >= std::time::Duration::from_millis(2));
+    /// # Ok::<(), corral::ConfigError>(())
+    /// ```
+    pub fn wait_blocking(&self) {
+        loop {
+            match self.check() {
+                Ok(()) => return,
+                Err(not_until) => {
+                    let wait = not_until.wait_from(Instant::now());
+                    std::thread::sleep(wait.max(Duration::from_micros(50)));
+                }
+            }
+        }
+    }
+
     /// Waits at most `max_wait` for a cell: takes it (waiting until it is due) when it will
     /// be due within `max_wait`, and otherwise fails at once with [`NotUntil`], taking
     /// nothing — for callers that would rather shed a call than queue it for long.
