@@ -15,6 +15,11 @@
 //! `window` escalate: the actor stops, its mailbox closes, and callers get
 //! [`ActorError::Stopped`].
 //!
+//! **Monitors**: [`ActorRef::monitor`] (or [`ActorRef::stopped`]) resolves once the actor has
+//! stopped, with why
+//! ([`Stop::Finished`], or [`Stop::Escalated`] with its last failure): how one part of a
+//! program learns that another gave up, without polling.
+//!
 //! **Registry**: [`Registry::register`] a handle under a name and [`Registry::lookup`] it anywhere;
 //! [`Registry::global`] is one process-wide registry.
 //!
@@ -111,14 +116,27 @@ impl std::error::Error for ActorError {}
 /// mailbox is empty.
 pub struct ActorRef<A: Actor> {
     tx: mpsc::Sender<A::Msg>,
+    /// Why the actor stopped, once it has (for [`ActorRef::stopped`]).
+    end: tokio::sync::watch::Receiver<Option<Stop>>,
 }
 
 impl<A: Actor> Clone for ActorRef<A> {
     fn clone(&self) -> Self {
         Self {
             tx: self.tx.clone(),
+            end: self.end.clone(),
         }
     }
+}
+
+/// Why an actor stopped, as [`ActorRef::stopped`] tells a monitor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stop {
+    /// Every handle was dropped and its mailbox was drained: it ended normally.
+    Finished,
+    /// Its supervisor gave up (too many restarts in the window, or the factory panicked); the
+    /// last failure's words.
+    Escalated(String),
 }
 
 impl<A: Actor> fmt::Debug for ActorRef<A> {
@@ -163,6 +181,32 @@ impl<A: Actor> ActorRef<A> {
     /// True once the actor has stopped.
     pub fn is_stopped(&self) -> bool {
         self.tx.is_closed()
+    }
+
+    /// Waits until the actor has stopped, and says why. One that asks after the stop learns
+    /// it at once. This handle keeps the actor alive meanwhile (it can still be told): to
+    /// watch an actor without keeping it, use [`ActorRef::monitor`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Safe to drop at any point: it only watches.
+    pub async fn stopped(&self) -> Stop {
+        self.monitor().await
+    }
+
+    /// A monitor of the actor: a future, holding no handle (the actor still ends when its
+    /// handles are dropped), that resolves once the actor has stopped, with why. Any number
+    /// may wait. Cancel safe: it only watches.
+    pub fn monitor(&self) -> impl Future<Output = Stop> + Send + 'static {
+        let mut end = self.end.clone();
+        async move {
+            let stop = match end.wait_for(Option::is_some).await {
+                Ok(stop) => stop.clone().unwrap_or(Stop::Finished),
+                // The supervisor is gone without a word (its runtime shut down).
+                Err(_) => Stop::Escalated("the actor's runtime shut down".into()),
+            };
+            stop
+        }
     }
 }
 
@@ -293,12 +337,16 @@ where
 {
     supervision.validate()?;
     let (tx, rx) = mpsc::channel(supervision.mailbox);
+    let (told, end) = tokio::sync::watch::channel(None);
     tokio::spawn(in_span!(
-        supervise(factory, rx, supervision),
+        async move {
+            let stop = supervise(factory, rx, supervision).await;
+            told.send_replace(Some(stop));
+        },
         "actor",
         actor = std::any::type_name::<A>()
     ));
-    Ok(ActorRef { tx })
+    Ok(ActorRef { tx, end })
 }
 
 enum Outcome {
@@ -307,7 +355,8 @@ enum Outcome {
     Silent(Duration),
 }
 
-async fn supervise<A, F>(mut factory: F, mut rx: mpsc::Receiver<A::Msg>, sup: Supervision)
+/// Runs the actor under `sup` until it stops; returns why.
+async fn supervise<A, F>(mut factory: F, mut rx: mpsc::Receiver<A::Msg>, sup: Supervision) -> Stop
 where
     A: Actor,
     F: FnMut() -> A + Send + 'static,
@@ -317,9 +366,10 @@ where
     let mut actor = match std::panic::catch_unwind(AssertUnwindSafe(&mut factory)) {
         Ok(a) => a,
         Err(p) => {
-            sup.emit(SupervisorEvent::Panicked(panic_message(p.as_ref())));
+            let why = panic_message(p.as_ref());
+            sup.emit(SupervisorEvent::Panicked(why.clone()));
             sup.emit(SupervisorEvent::Escalated);
-            return;
+            return Stop::Escalated(why);
         }
     };
     while let Some(msg) = rx.recv().await {
@@ -340,6 +390,10 @@ where
             Outcome::Panicked(m) => SupervisorEvent::Panicked(m),
             Outcome::Silent(d) => SupervisorEvent::Silent(d),
         };
+        let why = match &failure {
+            SupervisorEvent::Panicked(m) => m.clone(),
+            other => format!("{other:?}"),
+        };
         sup.emit(failure);
         let now = Instant::now();
         while restarts
@@ -350,7 +404,7 @@ where
         }
         if restarts.len() as u32 >= sup.max_restarts {
             sup.emit(SupervisorEvent::Escalated);
-            return; // dropping `rx` closes the mailbox: callers see Stopped
+            return Stop::Escalated(why); // dropping `rx` closes the mailbox: callers see Stopped
         }
         let shift = (restarts.len() as u32).min(20);
         let wait = sup.backoff.saturating_mul(1 << shift).min(sup.max_backoff);
@@ -362,14 +416,16 @@ where
         actor = match std::panic::catch_unwind(AssertUnwindSafe(&mut factory)) {
             Ok(a) => a,
             Err(p) => {
-                sup.emit(SupervisorEvent::Panicked(panic_message(p.as_ref())));
+                let why = panic_message(p.as_ref());
+                sup.emit(SupervisorEvent::Panicked(why.clone()));
                 sup.emit(SupervisorEvent::Escalated);
-                return;
+                return Stop::Escalated(why);
             }
         };
         total += 1;
         sup.emit(SupervisorEvent::Restarted(total));
     }
+    Stop::Finished
 }
 
 /// Named actor handles, found without passing them around. Cheap to clone.

@@ -18,7 +18,7 @@
 //! | [`hedge`] | hedged requests: after a latency percentile, a second call; the first success wins, the other is cancelled, within a budget |
 //! | [`timeout`] | per-attempt and whole-operation timeouts |
 //! | [`cpu`] | CPU-heavy closures beside async I/O: a bounded `spawn_blocking` gate and a rayon pool that returns futures, so the event loop never stalls |
-//! | [`actor`] | actors: typed messages, bounded mailboxes, tell/ask, a registry, one-for-one supervision with heartbeat, restart limits and backoff |
+//! | [`actor`] | actors: typed messages, bounded mailboxes, tell/ask, a registry, one-for-one supervision with heartbeat, restart limits and backoff, monitors |
 //! | [`journal`] | durable state: a snapshot plus a checksummed append-only log, torn-tail repair, crash-safe snapshots, an fsync policy and `sync()` |
 //! | [`guide`] | docs only: the async pitfalls (`!Send` across `.await`, `'static` and `Arc`, recursion and `Box::pin`, `RefCell` borrows, blocking, a lock with a deadline), each with an example that compiles and one that does not |
 //! | [`bus`] | a typed topic event bus: bounded per-subscriber buffers, drop-oldest with reported lag or backpressure |

@@ -205,3 +205,37 @@ async fn bad_supervision_is_refused() {
     .unwrap_err();
     assert!(e.to_string().contains("heartbeat"), "{e}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_monitor_is_told_when_an_actor_stops_and_why() {
+    let (_, sup) = events();
+    let sup = sup
+        .max_restarts(1, Duration::from_secs(60))
+        .backoff(Duration::from_millis(10), Duration::from_secs(1));
+    let log = actor::spawn(|| Log { seen: vec![] }, sup).unwrap();
+    // A monitor elsewhere, waiting before anything goes wrong.
+    let watcher = {
+        let log = log.clone();
+        tokio::spawn(async move { log.stopped().await })
+    };
+    tokio::task::yield_now().await;
+    assert!(!watcher.is_finished(), "told before the actor stopped");
+    log.tell(Msg::Boom).await.unwrap();
+    log.tell(Msg::Boom).await.unwrap();
+    assert_eq!(
+        watcher.await.unwrap(),
+        actor::Stop::Escalated("boom".into())
+    );
+    // One that asks afterwards learns it at once.
+    assert_eq!(log.stopped().await, actor::Stop::Escalated("boom".into()));
+
+    // An actor whose handles are all dropped ends normally; its monitor, which holds no
+    // handle, hears Finished.
+    let quiet = actor::spawn(|| Log { seen: vec![] }, Supervision::default()).unwrap();
+    quiet.tell(Msg::Push(1)).await.unwrap();
+    let told = tokio::spawn(quiet.monitor());
+    tokio::task::yield_now().await;
+    assert!(!told.is_finished());
+    drop(quiet);
+    assert_eq!(told.await.unwrap(), actor::Stop::Finished);
+}
