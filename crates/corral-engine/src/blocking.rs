@@ -204,11 +204,9 @@ impl Runner {
             return Err(BlockingError::InsideRuntime);
         }
         let mut session = self.session.lock().unwrap_or_else(PoisonError::into_inner);
-        if session.is_none() {
-            *session = Some(self.start()?);
-        }
-        let Some(s) = session.as_mut() else {
-            return Err(BlockingError::NoResult);
+        let s = match &mut *session {
+            Some(s) => s,
+            none => none.insert(self.start()?),
         };
         s.next_line += 1;
         let line = s.next_line;

@@ -251,7 +251,7 @@ impl Place {
             .ok()
             .filter(|m| m.is_file())
             .map_or(At::Nothing, |m| At::File {
-                id: id(&m),
+                id: crate::sink::identity(&m),
                 path: None,
             });
         Self {
@@ -264,7 +264,7 @@ impl Place {
     fn at(option: &str, path: &Path, role: Role) -> Self {
         let at = match std::fs::metadata(path) {
             Ok(m) if m.is_file() || m.is_dir() => At::File {
-                id: id(&m),
+                id: crate::sink::identity(&m),
                 path: std::fs::canonicalize(path).ok(),
             },
             Ok(_) => At::Nothing,
@@ -299,12 +299,6 @@ impl Place {
             At::Nothing => None,
         }
     }
-}
-
-#[cfg(unix)]
-fn id(m: &std::fs::Metadata) -> (u64, u64) {
-    use std::os::unix::fs::MetadataExt;
-    (m.dev(), m.ino())
 }
 
 /// Refuses a run whose outputs would overwrite one of its inputs or each other, or whose

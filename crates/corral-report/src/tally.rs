@@ -159,7 +159,7 @@ impl HostTally {
             *self.by_status.entry(s).or_insert(0) += 1;
         }
         if let Some(k) = r.kind() {
-            count(&mut self.by_error, k);
+            corral_engine::summary::count_kind(&mut self.by_error, k);
         }
         if let Some((start, end)) = span {
             self.first_ms = Some(self.first_ms.map_or(start, |f| f.min(start)));
@@ -184,10 +184,6 @@ impl HostTally {
             _ => 0.0,
         }
     }
-}
-
-fn count(map: &mut BTreeMap<String, u64>, key: &str) {
-    corral_engine::summary::count_kind(map, key);
 }
 
 /// Everything a report shows, counted from result lines. Feed it with [`Tally::add_line`] or

@@ -191,12 +191,8 @@ impl Engine {
         let rules = RetryRules {
             statuses: view.retry_statuses(),
             max_retry_after: self.gates.settings.max_retry_after,
-            // A request that is not idempotent (POST, PATCH) is sent again only when it cannot
-            // have reached the server, unless the job makes a repeat harmless or the user says
-            // so.
-            unsafe_to_repeat: !job.method.is_idempotent()
-                && !self.gates.settings.retry_unsafe
-                && !job.headers.contains_key("idempotency-key"),
+            // Sent again only when it cannot have reached the server.
+            unsafe_to_repeat: self.unsafe_to_repeat(job),
         };
         let held_back = AtomicBool::new(false);
         let r = policy
@@ -294,23 +290,20 @@ impl Engine {
         }
         // A request that may not be repeated is journaled before it goes: a resume after a
         // crash then says it may have been sent instead of sending it again.
-        if first && !job.method.is_idempotent() {
+        if first && self.unsafe_to_repeat(job) {
             if let Some(intents) = self.gates.intents.get() {
-                if !self.gates.settings.retry_unsafe && !job.headers.contains_key("idempotency-key")
-                {
-                    intents
-                        .record(job.line)
-                        .await
-                        .map_err(|e| AttemptError::Transport {
-                            cause: Cause::Request,
-                            message: format!(
-                                "cannot journal the request before it goes ({}): {e}",
-                                intents.file().display()
-                            ),
-                            sent: false,
-                            resend: false,
-                        })?;
-                }
+                intents
+                    .record(job.line)
+                    .await
+                    .map_err(|e| AttemptError::Transport {
+                        cause: Cause::Request,
+                        message: format!(
+                            "cannot journal the request before it goes ({}): {e}",
+                            intents.file().display()
+                        ),
+                        sent: false,
+                        resend: false,
+                    })?;
             }
         }
         state.attempted();
@@ -455,6 +448,16 @@ impl Engine {
             }
         }
         out
+    }
+
+    /// A request that may not be sent twice: not idempotent (POST, PATCH), unless the job
+    /// makes a repeat harmless (`Idempotency-Key`) or the user says so (`--retry-unsafe`).
+    /// Such a request is retried only when it cannot have reached the server, and journaled
+    /// before it goes (see [`crate::intents`]).
+    fn unsafe_to_repeat(&self, job: &Job) -> bool {
+        !job.method.is_idempotent()
+            && !self.gates.settings.retry_unsafe
+            && !job.headers.contains_key("idempotency-key")
     }
 
     /// A job whose retries (one or more) ran out as its host's breaker opened (or while its
