@@ -15,6 +15,14 @@
 //! `window` escalate: the actor stops, its mailbox closes, and callers get
 //! [`ActorError::Stopped`].
 //!
+//! **Links** (one-for-all): actors spawned with [`Supervision::link`] to the same [`Group`]
+//! share a fate. With [`Group::one_for_all`], one member's failure rebuilds every member from
+//! its factory (their state belongs together: a cache and the index over it, a session and its
+//! writer), and one member's escalation stops them all; with [`Group::stop_all`], the first
+//! failure stops every member at once, as an Erlang link does. A member that ends normally
+//! (its handles dropped) leaves the others running. A linked restart drops the message a
+//! member was handling at that moment, as a restart of its own would.
+//!
 //! **Monitors**: [`ActorRef::monitor`] (or [`ActorRef::stopped`]) resolves once the actor has
 //! stopped, with why
 //! ([`Stop::Finished`], or [`Stop::Escalated`] with its last failure): how one part of a
@@ -219,8 +227,130 @@ pub enum SupervisorEvent {
     Silent(Duration),
     /// A fresh instance was built (the `n`th restart).
     Restarted(u32),
-    /// Too many restarts within the window: the actor stopped for good.
+    /// Too many restarts within the window (or a linked actor stopped for good, or, in a
+    /// [`Group::stop_all`] group, any failure): the actor stopped for good.
     Escalated,
+    /// Another member of its [`Group`] failed: this one was dropped (with the message it was
+    /// handling, if any) and rebuilt from its factory. Does not count against its restarts.
+    LinkedRestart,
+}
+
+/// What a [`Group`] does when one member fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Policy {
+    RestartAll,
+    StopAll,
+}
+
+#[derive(Debug)]
+struct GroupInner {
+    policy: Policy,
+    /// Bumped by a member that failed: every other member rebuilds.
+    epoch: tokio::sync::watch::Sender<u64>,
+    /// Set by the first member that stopped for good: every member stops.
+    stop: tokio::sync::watch::Sender<Option<String>>,
+}
+
+/// Actors linked together (one-for-all): see [`Supervision::link`]. Cheap to clone; every
+/// clone is the same group.
+#[derive(Debug, Clone)]
+pub struct Group(Arc<GroupInner>);
+
+impl Group {
+    fn new(policy: Policy) -> Self {
+        Self(Arc::new(GroupInner {
+            policy,
+            epoch: tokio::sync::watch::Sender::new(0),
+            stop: tokio::sync::watch::Sender::new(None),
+        }))
+    }
+
+    /// A group where one member's failure (a panic, or silence past its heartbeat) restarts
+    /// every member, and one member's escalation stops every member.
+    pub fn one_for_all() -> Self {
+        Self::new(Policy::RestartAll)
+    }
+
+    /// A group where the first failure of any member stops every member, without restarts.
+    pub fn stop_all() -> Self {
+        Self::new(Policy::StopAll)
+    }
+
+    /// Why the group stopped, once a member has stopped it.
+    pub fn stopped(&self) -> Option<String> {
+        self.0.stop.borrow().clone()
+    }
+}
+
+/// What a member hears from its group.
+enum Heard {
+    Restart,
+    Stop(String),
+}
+
+/// One actor's place in its group (or none).
+struct Membership {
+    group: Option<(
+        Group,
+        tokio::sync::watch::Receiver<u64>,
+        tokio::sync::watch::Receiver<Option<String>>,
+    )>,
+}
+
+impl Membership {
+    fn new(group: Option<&Group>) -> Self {
+        Self {
+            group: group.map(|g| (g.clone(), g.0.epoch.subscribe(), g.0.stop.subscribe())),
+        }
+    }
+
+    fn policy(&self) -> Option<Policy> {
+        self.group.as_ref().map(|(g, ..)| g.0.policy)
+    }
+
+    /// Waits for word from the group; never resolves for an actor without one.
+    /// Cancel safe: both arms are watch receivers.
+    async fn heard(&mut self) -> Heard {
+        let Some((_, epoch, stop)) = &mut self.group else {
+            return std::future::pending().await;
+        };
+        // The watch's guard is cloned out at once: it must not live across an await.
+        let stopped = async { stop.wait_for(Option::is_some).await.map(|w| w.clone()) };
+        tokio::select! {
+            biased;
+            Ok(why) = stopped => Heard::Stop(why.unwrap_or_default()),
+            Ok(()) = epoch.changed() => Heard::Restart,
+            else => std::future::pending().await,
+        }
+    }
+
+    /// This member failed and restarts: the others rebuild with it.
+    fn failed(&mut self) {
+        if let Some((g, epoch, _)) = &mut self.group {
+            g.0.epoch.send_modify(|e| *e = e.wrapping_add(1));
+            epoch.borrow_and_update();
+        }
+    }
+
+    /// This member has just been rebuilt: word of restarts sent meanwhile is answered.
+    fn rebuilt(&mut self) {
+        if let Some((_, epoch, _)) = &mut self.group {
+            epoch.borrow_and_update();
+        }
+    }
+
+    /// This member stopped for good: the others stop with it.
+    fn escalated(&self, why: &str) {
+        if let Some((g, ..)) = &self.group {
+            g.0.stop.send_if_modified(|s| {
+                let first = s.is_none();
+                if first {
+                    *s = Some(why.to_owned());
+                }
+                first
+            });
+        }
+    }
 }
 
 type EventFn = Arc<dyn Fn(SupervisorEvent) + Send + Sync>;
@@ -236,6 +366,7 @@ pub struct Supervision {
     backoff: Duration,
     max_backoff: Duration,
     on_event: Option<EventFn>,
+    group: Option<Group>,
 }
 
 impl fmt::Debug for Supervision {
@@ -245,6 +376,7 @@ impl fmt::Debug for Supervision {
             .field("heartbeat", &self.heartbeat)
             .field("max_restarts", &self.max_restarts)
             .field("window", &self.window)
+            .field("linked", &self.group.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -259,6 +391,7 @@ impl Default for Supervision {
             backoff: Duration::from_millis(10),
             max_backoff: Duration::from_secs(1),
             on_event: None,
+            group: None,
         }
     }
 }
@@ -289,6 +422,13 @@ impl Supervision {
     /// Called on every supervision event (keep it quick).
     pub fn on_event(mut self, f: impl Fn(SupervisorEvent) + Send + Sync + 'static) -> Self {
         self.on_event = Some(Arc::new(f));
+        self
+    }
+    /// Links the actor to `group`: it restarts or stops with the group's other members (see
+    /// [`Group`]). Its own restarts still follow this supervision's limits; when it escalates,
+    /// the group stops.
+    pub fn link(mut self, group: &Group) -> Self {
+        self.group = Some(group.clone());
         self
     }
 
@@ -353,6 +493,16 @@ enum Outcome {
     Done,
     Panicked(String),
     Silent(Duration),
+    Heard(Heard),
+}
+
+/// Builds an instance; a panicking factory is the supervisor's end.
+fn build<A, F: FnMut() -> A>(factory: &mut F, sup: &Supervision) -> Result<A, String> {
+    std::panic::catch_unwind(AssertUnwindSafe(factory)).map_err(|p| {
+        let why = panic_message(p.as_ref());
+        sup.emit(SupervisorEvent::Panicked(why.clone()));
+        why
+    })
 }
 
 /// Runs the actor under `sup` until it stops; returns why.
@@ -361,32 +511,73 @@ where
     A: Actor,
     F: FnMut() -> A + Send + 'static,
 {
+    let mut link = Membership::new(sup.group.as_ref());
+    let stop = run_member(&mut factory, &mut rx, &sup, &mut link).await;
+    if let Stop::Escalated(why) = &stop {
+        sup.emit(SupervisorEvent::Escalated);
+        link.escalated(why);
+    }
+    stop // dropping `rx` closes the mailbox: callers see Stopped
+}
+
+async fn run_member<A, F>(
+    factory: &mut F,
+    rx: &mut mpsc::Receiver<A::Msg>,
+    sup: &Supervision,
+    link: &mut Membership,
+) -> Stop
+where
+    A: Actor,
+    F: FnMut() -> A + Send + 'static,
+{
     let mut restarts: VecDeque<Instant> = VecDeque::new();
     let mut total = 0u32;
-    let mut actor = match std::panic::catch_unwind(AssertUnwindSafe(&mut factory)) {
+    let mut actor = match build(factory, sup) {
         Ok(a) => a,
-        Err(p) => {
-            let why = panic_message(p.as_ref());
-            sup.emit(SupervisorEvent::Panicked(why.clone()));
-            sup.emit(SupervisorEvent::Escalated);
-            return Stop::Escalated(why);
-        }
+        Err(why) => return Stop::Escalated(why),
     };
-    while let Some(msg) = rx.recv().await {
-        let handled = AssertUnwindSafe(actor.handle(msg)).catch_unwind();
-        let outcome = match sup.heartbeat {
-            None => handled.await.map_or_else(
-                |p| Outcome::Panicked(panic_message(p.as_ref())),
-                |()| Outcome::Done,
-            ),
-            Some(deadline) => match tokio::time::timeout(deadline, handled).await {
-                Ok(Ok(())) => Outcome::Done,
-                Ok(Err(p)) => Outcome::Panicked(panic_message(p.as_ref())),
-                Err(_) => Outcome::Silent(deadline),
-            },
+    loop {
+        let outcome = tokio::select! {
+            biased;
+            heard = link.heard() => Outcome::Heard(heard),
+            msg = rx.recv() => {
+                let Some(msg) = msg else { return Stop::Finished };
+                let handled = AssertUnwindSafe(actor.handle(msg)).catch_unwind();
+                let handled = async {
+                    match sup.heartbeat {
+                        None => handled.await.map_or_else(
+                            |p| Outcome::Panicked(panic_message(p.as_ref())),
+                            |()| Outcome::Done,
+                        ),
+                        Some(deadline) => match tokio::time::timeout(deadline, handled).await {
+                            Ok(Ok(())) => Outcome::Done,
+                            Ok(Err(p)) => Outcome::Panicked(panic_message(p.as_ref())),
+                            Err(_) => Outcome::Silent(deadline),
+                        },
+                    }
+                };
+                tokio::select! {
+                    biased;
+                    heard = link.heard() => Outcome::Heard(heard),
+                    outcome = handled => outcome,
+                }
+            }
         };
         let failure = match outcome {
             Outcome::Done => continue,
+            Outcome::Heard(Heard::Stop(why)) => {
+                return Stop::Escalated(format!("a linked actor stopped: {why}"))
+            }
+            Outcome::Heard(Heard::Restart) => {
+                sup.emit(SupervisorEvent::LinkedRestart);
+                drop(actor);
+                actor = match build(factory, sup) {
+                    Ok(a) => a,
+                    Err(why) => return Stop::Escalated(why),
+                };
+                link.rebuilt();
+                continue;
+            }
             Outcome::Panicked(m) => SupervisorEvent::Panicked(m),
             Outcome::Silent(d) => SupervisorEvent::Silent(d),
         };
@@ -395,6 +586,9 @@ where
             other => format!("{other:?}"),
         };
         sup.emit(failure);
+        if link.policy() == Some(Policy::StopAll) {
+            return Stop::Escalated(why);
+        }
         let now = Instant::now();
         while restarts
             .front()
@@ -403,9 +597,9 @@ where
             restarts.pop_front();
         }
         if restarts.len() as u32 >= sup.max_restarts {
-            sup.emit(SupervisorEvent::Escalated);
-            return Stop::Escalated(why); // dropping `rx` closes the mailbox: callers see Stopped
+            return Stop::Escalated(why);
         }
+        link.failed();
         let shift = (restarts.len() as u32).min(20);
         let wait = sup.backoff.saturating_mul(1 << shift).min(sup.max_backoff);
         restarts.push_back(now);
@@ -413,19 +607,14 @@ where
         // before the factory builds the replacement.
         drop(actor);
         tokio::time::sleep(wait).await;
-        actor = match std::panic::catch_unwind(AssertUnwindSafe(&mut factory)) {
+        actor = match build(factory, sup) {
             Ok(a) => a,
-            Err(p) => {
-                let why = panic_message(p.as_ref());
-                sup.emit(SupervisorEvent::Panicked(why.clone()));
-                sup.emit(SupervisorEvent::Escalated);
-                return Stop::Escalated(why);
-            }
+            Err(why) => return Stop::Escalated(why),
         };
+        link.rebuilt();
         total += 1;
         sup.emit(SupervisorEvent::Restarted(total));
     }
-    Stop::Finished
 }
 
 /// Named actor handles, found without passing them around. Cheap to clone.

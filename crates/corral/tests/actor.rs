@@ -239,3 +239,110 @@ async fn a_monitor_is_told_when_an_actor_stops_and_why() {
     drop(quiet);
     assert_eq!(told.await.unwrap(), actor::Stop::Finished);
 }
+
+/// Two logs linked in `group`, each with its own event list, plus one outside the group.
+async fn linked(
+    group: &actor::Group,
+    max_restarts: u32,
+) -> (
+    [actor::ActorRef<Log>; 3],
+    [Arc<Mutex<Vec<SupervisorEvent>>>; 3],
+) {
+    let mut refs = Vec::new();
+    let mut logs = Vec::new();
+    for i in 0..3 {
+        let (events, sup) = events();
+        let sup = sup.max_restarts(max_restarts, Duration::from_secs(60));
+        let sup = if i < 2 { sup.link(group) } else { sup };
+        let log = actor::spawn(|| Log { seen: vec![] }, sup).unwrap();
+        log.tell(Msg::Push(i)).await.unwrap();
+        refs.push(log);
+        logs.push(events);
+    }
+    let seen = refs[2].ask(Msg::Get, T).await.unwrap();
+    assert_eq!(seen, vec![2]);
+    (refs.try_into().unwrap(), logs.try_into().unwrap())
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_for_all_restarts_every_linked_actor_when_one_fails() {
+    let group = actor::Group::one_for_all();
+    let ([a, b, outside], [ea, eb, eo]) = linked(&group, 5).await;
+    assert_eq!(b.ask(Msg::Get, T).await.unwrap(), vec![1]);
+    // b is busy with a long message when a fails: that message is dropped with b's state.
+    let busy = {
+        let b = b.clone();
+        tokio::spawn(async move { b.ask(|r| Msg::Sleep(Duration::from_secs(1), r), T).await })
+    };
+    tokio::task::yield_now().await;
+    a.tell(Msg::Boom).await.unwrap();
+    assert_eq!(busy.await.unwrap(), Err(ActorError::NoReply));
+    // Both were rebuilt empty; the actor outside the group kept its state.
+    assert_eq!(a.ask(Msg::Get, T).await.unwrap(), Vec::<u32>::new());
+    assert_eq!(b.ask(Msg::Get, T).await.unwrap(), Vec::<u32>::new());
+    assert_eq!(outside.ask(Msg::Get, T).await.unwrap(), vec![2]);
+    assert_eq!(
+        *ea.lock().unwrap(),
+        vec![
+            SupervisorEvent::Panicked("boom".into()),
+            SupervisorEvent::Restarted(1)
+        ]
+    );
+    assert_eq!(*eb.lock().unwrap(), vec![SupervisorEvent::LinkedRestart]);
+    assert!(eo.lock().unwrap().is_empty());
+    // Both keep serving; the group has not stopped.
+    b.tell(Msg::Push(7)).await.unwrap();
+    assert_eq!(b.ask(Msg::Get, T).await.unwrap(), vec![7]);
+    assert_eq!(group.stopped(), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_linked_actor_giving_up_stops_its_group() {
+    let group = actor::Group::one_for_all();
+    let ([a, b, outside], [_, eb, _]) = linked(&group, 0).await;
+    let watcher = tokio::spawn(b.monitor());
+    a.tell(Msg::Boom).await.unwrap();
+    assert_eq!(a.stopped().await, actor::Stop::Escalated("boom".into()));
+    assert_eq!(
+        tokio::time::timeout(T, watcher)
+            .await
+            .expect("b never stopped")
+            .unwrap(),
+        actor::Stop::Escalated("a linked actor stopped: boom".into())
+    );
+    assert_eq!(b.tell(Msg::Push(1)).await, Err(ActorError::Stopped));
+    assert_eq!(*eb.lock().unwrap(), vec![SupervisorEvent::Escalated]);
+    assert_eq!(group.stopped().as_deref(), Some("boom"));
+    // Outside the group, nothing changed.
+    assert_eq!(outside.ask(Msg::Get, T).await.unwrap(), vec![2]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn stop_all_stops_every_linked_actor_at_the_first_failure() {
+    let group = actor::Group::stop_all();
+    // Restarts allowed, but a stop_all group does not restart.
+    let ([a, b, outside], [ea, _, _]) = linked(&group, 5).await;
+    b.tell(Msg::Boom).await.unwrap();
+    assert_eq!(b.stopped().await, actor::Stop::Escalated("boom".into()));
+    assert_eq!(
+        tokio::time::timeout(T, a.stopped())
+            .await
+            .expect("a never stopped"),
+        actor::Stop::Escalated("a linked actor stopped: boom".into())
+    );
+    assert_eq!(*ea.lock().unwrap(), vec![SupervisorEvent::Escalated]);
+    assert_eq!(outside.ask(Msg::Get, T).await.unwrap(), vec![2]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_linked_actor_that_ends_normally_leaves_its_group_running() {
+    let group = actor::Group::stop_all();
+    let ([a, b, _outside], [_, eb, _]) = linked(&group, 5).await;
+    let ended = a.monitor();
+    drop(a);
+    assert_eq!(ended.await, actor::Stop::Finished);
+    b.tell(Msg::Push(3)).await.unwrap();
+    assert_eq!(b.ask(Msg::Get, T).await.unwrap(), vec![1, 3]);
+    assert!(eb.lock().unwrap().is_empty());
+    assert_eq!(group.stopped(), None);
+}
