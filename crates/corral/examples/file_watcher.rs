@@ -1,5 +1,5 @@
-//! Pattern: a file watcher feeding a pipeline (seed 001, *Async Rust* ch. 1: an async program
-//! that waits on the file system and the network at once).
+//! Pattern: a file watcher feeding a pipeline (*Async Rust* ch. 1, whose first program watches
+//! a file for changes while doing other work; the `watch` channel is tokio's own pattern).
 //!
 //! A watcher polls a directory every 20 ms and sends each new or changed `*.txt` file (its
 //! size or modification time moved) into a corral pipeline: read it (async file I/O), count

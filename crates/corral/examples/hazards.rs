@@ -1,5 +1,5 @@
 //! Pattern: six ways an async program hangs or stalls, each shown going wrong under a
-//! timeout, then fixed (seeds 004 and 005; *Async Rust* ch. 9).
+//! timeout, then fixed (seed 004; *Async Rust* ch. 9 and ch. 11 on testing for deadlocks).
 //!
 //! 1. A `std::sync::Mutex` guard held across `.await`: another future on the same thread
 //!    blocks the thread on the lock, so the holder can never resume. Deadlock (or a panic:

@@ -1,4 +1,4 @@
-//! Pattern: limits that change while they run (seed 005's shutdown chapter listens for SIGHUP;
+//! Pattern: limits that change while they run (seed 003's shutdown pattern listens for signals;
 //! here SIGHUP means "read the limits file again", as nginx and HAProxy do).
 //!
 //! Workers call two hosts through a per-host rate limit read from `limits.txt`; each call also
