@@ -680,14 +680,8 @@ pub(crate) fn plan(o: &Options) -> Result<Plan, String> {
         compressed: o.compressed,
         http2_prior_knowledge: o.http2_prior_knowledge,
         results_format: d.results_format, // `--format` is the run's, set by `run`
-        save_body_dir: match &o.save_body_dir {
-            None => None,
-            Some(dir) => {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| format!("--save-body-dir {}: {e}", dir.display()))?;
-                Some(dir.clone())
-            }
-        },
+        // Made by `run` once every check has passed: planning writes nothing.
+        save_body_dir: o.save_body_dir.clone(),
         proxy: ProxySettings {
             url: o.proxy.clone(),
             no_proxy: o.no_proxy.clone(),
@@ -879,6 +873,25 @@ pub(crate) fn load_config(path: &Path) -> Result<Options, String> {
     })
 }
 
+/// `corral run jobs.jsonl ARGS...` parsed as the binary parses it, then merged with a
+/// config file's text (if any) and planned: the step where every option is refused.
+#[cfg(test)]
+pub(crate) fn plan_of(args: &[&str], config: Option<&str>) -> Result<Plan, String> {
+    use clap::Parser;
+    let argv = ["corral", "run", "jobs.jsonl"].iter().chain(args);
+    let cli = crate::Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
+    let crate::Cmd::Run(run) = cli.cmd else {
+        return Err("not run".into());
+    };
+    let opts = match config {
+        Some(text) => run
+            .opts
+            .merged_with(&toml::from_str(text).map_err(|e| e.to_string())?),
+        None => run.opts,
+    };
+    plan(&opts)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -911,6 +924,136 @@ mod tests {
             }
         }
         assert!(compared >= 15, "only {compared} defaults compared");
+    }
+
+    /// Each bad option is refused with its name, before anything is opened or written (the
+    /// binary exits 2 on any of these: `tests/cli.rs` shows one).
+    #[test]
+    fn bad_options_are_refused_naming_the_option() {
+        for (args, want) in [
+            (&["--rate", "fast"][..], "--rate"),
+            (
+                &["--per-host-rate", "auto:fast"],
+                "--per-host-rate: auto:fast",
+            ),
+            (&["--concurrency", "0"], "--concurrency: must be at least 1"),
+            (
+                &["--per-host-concurrency", "0"],
+                "--per-host-concurrency: must be at least 1",
+            ),
+            (&["--threads", "0"], "--threads must be at least 1"),
+            (&["--queue-size", "0"], "--queue-size must be at least 1"),
+            (&["--max-body", "12parsecs"], "unknown unit"),
+            (&["--max-body", "0"], "--max-body must be at least 1 byte"),
+            (&["--max-line", "0"], "--max-line must be at least 1 byte"),
+            (&["--header", "NoColon"], "Name: value"),
+            (
+                &["--breaker-failure-rate", "0"],
+                "--breaker-failure-rate: 0 is not a share",
+            ),
+            (
+                &["--breaker-probes", "0"],
+                "--breaker-probes: must be at least 1",
+            ),
+            (
+                &["--breaker-window-s", "0"],
+                "--breaker-window-s: must be greater than 0",
+            ),
+            (
+                &["--timeout-ms", "0"],
+                "--timeout-ms: must be greater than 0",
+            ),
+            (
+                &["--connect-timeout-ms", "0"],
+                "--connect-timeout-ms: must be greater than 0",
+            ),
+            (
+                &["--total-timeout-ms", "0"],
+                "--total-timeout-ms: must be greater than 0",
+            ),
+            (
+                &["--retry-base-ms", "0"],
+                "--retry-base-ms: must be greater than 0",
+            ),
+            (
+                &["--retry-base-ms", "500", "--retry-max-ms", "100"],
+                "--retry-max-ms: 100 ms is shorter",
+            ),
+            (&["--retry-budget", "0"], "--retry-budget: 0 is not a share"),
+            (&["--burst", "0"], "--burst: must be at least 1"),
+            (
+                &["--per-host-burst", "0"],
+                "--per-host-burst: must be at least 1",
+            ),
+            (
+                &["--max-retry-after-s", "0"],
+                "--max-retry-after-s: must be greater than 0",
+            ),
+            (&["--accept", "200-1000"], "--accept"),
+            (&["--accept", "200-2x9"], "--accept"),
+            (
+                &["--cost-from-response", "usage"],
+                "--cost-from-response: \"usage\" is not a JSON pointer",
+            ),
+            (&["--proxy", "ftp://p:1"], "--proxy: scheme \"ftp\""),
+            (&["--cert", "/nonexistent.pem"], "--key"),
+            (&["--cacert", "/nonexistent.pem"], "--cacert"),
+            (&["--bogus"], "unexpected argument"),
+        ] {
+            let e = plan_of(args, None)
+                .err()
+                .unwrap_or_else(|| panic!("{args:?} accepted"));
+            assert!(e.contains(want), "{args:?}: {e}");
+        }
+        plan_of(&[], None).expect("the defaults pass");
+    }
+
+    /// The config file's `[hosts]` tables are checked the same way, naming the table and key.
+    #[test]
+    fn bad_host_tables_are_refused_naming_the_table_and_key() {
+        for (toml, want) in [
+            (
+                "[hosts.\"a.example\"]\nconnect_timeout_ms = 0\n",
+                "[hosts.\"a.example\"] connect_timeout_ms: must be greater than 0",
+            ),
+            (
+                "[hosts.\"a.example\"]\ntimeout_ms = 0\n",
+                "[hosts.\"a.example\"] timeout_ms: must be greater than 0",
+            ),
+            (
+                "[hosts.\"a.example\"]\nconcurrency = 0\n",
+                "[hosts.\"a.example\"] concurrency: must be at least 1",
+            ),
+            (
+                "[hosts.\"a.example\"]\nburst = 0\n",
+                "[hosts.\"a.example\"] burst: must be at least 1",
+            ),
+            (
+                "[hosts.\"a.example\"]\nbreaker_probes = 0\n",
+                "[hosts.\"a.example\"] breaker_probes: must be at least 1",
+            ),
+            (
+                "[hosts.\"a.example\"]\nrate = \"often\"\n",
+                "[hosts.\"a.example\"] rate",
+            ),
+            (
+                "[hosts.\"a.example\"]\nheader = [\"NoColon\"]\n",
+                "[hosts.\"a.example\"] header",
+            ),
+            (
+                "[hosts.\"a.example\"]\nconcurency = 2\n",
+                "unknown field `concurency`",
+            ),
+            ("concurency = 5\n", "unknown field `concurency`"),
+            ("[hosts.\"bad host\"]\nrate = \"5/s\"\n", "\"bad host\""),
+        ] {
+            let e = plan_of(&[], Some(toml))
+                .err()
+                .unwrap_or_else(|| panic!("{toml:?} accepted"));
+            assert!(e.contains(want), "{toml:?}: {e}");
+        }
+        plan_of(&[], Some("[hosts.\"a.example\"]\nconnect_timeout_ms = 1\n"))
+            .expect("a good table");
     }
 
     /// Every default shown belongs to an option of `corral run`, and every option that has a

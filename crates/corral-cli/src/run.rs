@@ -333,6 +333,14 @@ pub(crate) async fn run_cmd(args: RunArgs) -> Result<u8, Fail> {
         Format::Jsonl
     };
     check_files(&args, &opts, plan.settings.save_body_dir.as_deref())?;
+    if let Some(dir) = &plan.settings.save_body_dir {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            Fail(
+                exit::BAD_INPUT,
+                format!("--save-body-dir {}: {e}", dir.display()),
+            )
+        })?;
+    }
     let input = Input {
         format,
         headers: plan.extra_headers.clone(),

@@ -106,27 +106,34 @@ impl fmt::Display for ErrorKind {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{option}: {message}")]
 pub struct ConfigError {
-    option: &'static str,
+    option: std::borrow::Cow<'static, str>,
     message: String,
 }
 
 impl ConfigError {
-    /// `option` (as the command line names it) cannot be `message`.
-    pub fn new(option: &'static str, message: impl Into<String>) -> Self {
+    /// `option` (as the command line or the config file names it: `--timeout-ms`,
+    /// `[hosts."api.example.com"] timeout_ms`) cannot be `message`.
+    pub fn new(
+        option: impl Into<std::borrow::Cow<'static, str>>,
+        message: impl Into<String>,
+    ) -> Self {
         Self {
-            option,
+            option: option.into(),
             message: message.into(),
         }
     }
 
     /// From a refusal of one of corral's builders.
-    pub fn from_corral(option: &'static str, e: &corral::ConfigError) -> Self {
+    pub fn from_corral(
+        option: impl Into<std::borrow::Cow<'static, str>>,
+        e: &corral::ConfigError,
+    ) -> Self {
         Self::new(option, e.message())
     }
 
     /// The option whose value cannot work.
-    pub fn option(&self) -> &'static str {
-        self.option
+    pub fn option(&self) -> &str {
+        &self.option
     }
 }
 

@@ -758,7 +758,11 @@ mod tests {
             },
         };
         let e = Run::builder().host_rule(zero).build().err().unwrap();
-        assert!(e.to_string().starts_with("[hosts] concurrency"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("[hosts.\"api.example.com\"] concurrency"),
+            "{e}"
+        );
     }
 
     #[tokio::test]

@@ -523,34 +523,126 @@ impl fmt::Display for StatusSet {
     }
 }
 
-impl Settings {
-    /// Refuses settings that cannot work (a zero that would stop every job, or hang the run),
-    /// naming the option they come from.
-    pub fn check(&self) -> Result<(), ConfigError> {
-        let at_least_one = |v: usize, option| {
-            if v == 0 {
-                Err(ConfigError::new(option, "must be at least 1"))
-            } else {
-                Ok(())
-            }
-        };
-        at_least_one(self.concurrency, "--concurrency")?;
-        at_least_one(self.per_host_concurrency, "--per-host-concurrency")?;
-        if self.timeout.is_zero() {
-            return Err(ConfigError::new("--timeout-ms", "must be greater than 0"));
+/// Refusals that name their option, each check written once for every setting it applies to.
+mod refuse {
+    use std::borrow::Cow;
+    use std::time::Duration;
+
+    use crate::error::ConfigError;
+
+    pub(super) type Name = Cow<'static, str>;
+
+    pub(super) fn at_least_one(v: u64, option: impl Into<Name>) -> Result<(), ConfigError> {
+        if v == 0 {
+            return Err(ConfigError::new(option, "must be at least 1"));
         }
-        if self.total_timeout.is_some_and(|t| t.is_zero()) {
+        Ok(())
+    }
+
+    pub(super) fn longer_than_zero(
+        d: Duration,
+        option: impl Into<Name>,
+    ) -> Result<(), ConfigError> {
+        if d.is_zero() {
+            return Err(ConfigError::new(option, "must be greater than 0"));
+        }
+        Ok(())
+    }
+
+    /// A share (0, 1]: NaN, zero, negative and above 1 refused.
+    pub(super) fn share(v: f64, option: impl Into<Name>, example: &str) -> Result<(), ConfigError> {
+        if !(v > 0.0 && v <= 1.0) {
             return Err(ConfigError::new(
-                "--total-timeout-ms",
-                "must be greater than 0",
+                option,
+                format!("{v} is not a share: give one above 0 and at most 1, as in {example}"),
             ));
+        }
+        Ok(())
+    }
+}
+
+impl BreakerSettings {
+    /// Refuses a breaker that cannot work; `name` turns a field's name into its option's.
+    fn check(&self, name: impl Fn(&'static str) -> refuse::Name) -> Result<(), ConfigError> {
+        refuse::share(self.failure_rate, name("failure-rate"), "0.5")?;
+        refuse::at_least_one(u64::from(self.min_calls), name("min-calls"))?;
+        refuse::longer_than_zero(self.window, name("window-s"))?;
+        refuse::longer_than_zero(self.cool_down, name("cool-down-s"))?;
+        refuse::at_least_one(u64::from(self.probes), name("probes"))?;
+        refuse::longer_than_zero(self.max_hold, name("max-hold-s"))?;
+        if self.window < self.cool_down {
+            return Err(ConfigError::new(
+                name("window-s"),
+                format!(
+                    "{} s is shorter than the cool-down ({} s): the failures that opened the \
+                     breaker would be forgotten before it probes",
+                    self.window.as_secs(),
+                    self.cool_down.as_secs()
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl HostSettings {
+    /// Refuses a `[hosts."PATTERN"]` table's setting that cannot work, naming it as the config
+    /// file does.
+    fn check(&self, pattern: &HostPattern) -> Result<(), ConfigError> {
+        let at = |key: &str| -> refuse::Name { format!("[hosts.\"{pattern}\"] {key}").into() };
+        if let Some(c) = self.concurrency {
+            refuse::at_least_one(c as u64, at("concurrency"))?;
+        }
+        if let Some(b) = self.burst {
+            refuse::at_least_one(b, at("burst"))?;
+        }
+        if let Some(t) = self.timeout {
+            refuse::longer_than_zero(t, at("timeout_ms"))?;
+        }
+        if let Some(t) = self.connect_timeout {
+            refuse::longer_than_zero(t, at("connect_timeout_ms"))?;
+        }
+        if let Some(b) = &self.breaker {
+            b.check(|field| at(&format!("breaker_{}", field.replace('-', "_"))))?;
+        }
+        Ok(())
+    }
+}
+
+impl Settings {
+    /// Refuses settings that cannot work (a zero or nonsense duration, size, count or share
+    /// that would stop every job, hang the run or mean nothing), naming the option they come
+    /// from: `--connect-timeout-ms`, `[hosts."api.example.com"] connect_timeout_ms`.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        refuse::at_least_one(self.concurrency as u64, "--concurrency")?;
+        refuse::at_least_one(self.per_host_concurrency as u64, "--per-host-concurrency")?;
+        refuse::at_least_one(self.burst, "--burst")?;
+        refuse::at_least_one(self.per_host_burst, "--per-host-burst")?;
+        refuse::longer_than_zero(self.timeout, "--timeout-ms")?;
+        if let Some(t) = self.total_timeout {
+            refuse::longer_than_zero(t, "--total-timeout-ms")?;
         }
         // A zero connect timeout fails every connection before it is tried.
-        if self.connect_timeout.is_zero() {
+        refuse::longer_than_zero(self.connect_timeout, "--connect-timeout-ms")?;
+        // A zero backoff retries at once, into the failure it is retrying.
+        refuse::longer_than_zero(self.retry_base, "--retry-base-ms")?;
+        if self.retry_max < self.retry_base {
             return Err(ConfigError::new(
-                "--connect-timeout-ms",
-                "must be greater than 0",
+                "--retry-max-ms",
+                format!(
+                    "{} ms is shorter than --retry-base-ms ({} ms)",
+                    self.retry_max.as_millis(),
+                    self.retry_base.as_millis()
+                ),
             ));
+        }
+        // Zero would ignore every Retry-After: the server's own pause.
+        refuse::longer_than_zero(self.max_retry_after, "--max-retry-after-s")?;
+        if let Some(b) = self.retry_budget {
+            refuse::share(b, "--retry-budget", "0.1")?;
+        }
+        if let Some(b) = &self.breaker {
+            b.check(|field| format!("--breaker-{field}").into())?;
         }
         if let Some(p) = &self.proxy.url {
             let url = url::Url::parse(p).map_err(|e| {
@@ -567,24 +659,7 @@ impl Settings {
             }
         }
         for rule in &self.hosts {
-            if rule.settings.concurrency == Some(0) {
-                return Err(ConfigError::new(
-                    "[hosts] concurrency",
-                    "must be at least 1",
-                ));
-            }
-            if rule.settings.timeout.is_some_and(|t| t.is_zero()) {
-                return Err(ConfigError::new(
-                    "[hosts] timeout_ms",
-                    "must be greater than 0",
-                ));
-            }
-            if rule.settings.connect_timeout.is_some_and(|t| t.is_zero()) {
-                return Err(ConfigError::new(
-                    "[hosts] connect_timeout_ms",
-                    "must be greater than 0",
-                ));
-            }
+            rule.settings.check(&rule.pattern)?;
         }
         if let Some(p) = &self.cost_from_response {
             if !p.is_empty() && !p.starts_with('/') {
@@ -745,27 +820,100 @@ mod tests {
         assert!(other.breaker().is_some());
     }
 
+    /// Every duration, size, count and share that cannot work is refused, naming its option;
+    /// the defaults pass, and each case differs from them in that one setting only.
     #[test]
-    fn a_zero_connect_timeout_is_refused_by_its_option() {
-        let run = Settings {
-            connect_timeout: Duration::ZERO,
-            ..Settings::default()
-        };
-        assert_eq!(run.check().unwrap_err().option(), "--connect-timeout-ms");
+    fn every_setting_that_cannot_work_is_refused_by_its_option() {
+        Settings::default().check().unwrap();
+        type Change = fn(&mut Settings);
+        let cases: Vec<(&str, Change)> = vec![
+            ("--concurrency", |s| s.concurrency = 0),
+            ("--per-host-concurrency", |s| s.per_host_concurrency = 0),
+            ("--burst", |s| s.burst = 0),
+            ("--per-host-burst", |s| s.per_host_burst = 0),
+            ("--timeout-ms", |s| s.timeout = Duration::ZERO),
+            ("--total-timeout-ms", |s| {
+                s.total_timeout = Some(Duration::ZERO)
+            }),
+            ("--connect-timeout-ms", |s| {
+                s.connect_timeout = Duration::ZERO
+            }),
+            ("--retry-base-ms", |s| s.retry_base = Duration::ZERO),
+            ("--retry-max-ms", |s| s.retry_max = s.retry_base / 2),
+            ("--max-retry-after-s", |s| {
+                s.max_retry_after = Duration::ZERO
+            }),
+            ("--retry-budget", |s| s.retry_budget = Some(0.0)),
+            ("--retry-budget", |s| s.retry_budget = Some(-0.5)),
+            ("--retry-budget", |s| s.retry_budget = Some(f64::NAN)),
+            ("--retry-budget", |s| s.retry_budget = Some(1.5)),
+            ("--max-body", |s| s.max_body = 0),
+            ("--breaker-failure-rate", |s| breaker(s).failure_rate = 0.0),
+            ("--breaker-failure-rate", |s| {
+                breaker(s).failure_rate = f64::NAN
+            }),
+            ("--breaker-failure-rate", |s| breaker(s).failure_rate = 2.0),
+            ("--breaker-min-calls", |s| breaker(s).min_calls = 0),
+            ("--breaker-window-s", |s| breaker(s).window = Duration::ZERO),
+            ("--breaker-window-s", |s| {
+                breaker(s).cool_down = breaker(s).window * 2
+            }),
+            ("--breaker-cool-down-s", |s| {
+                breaker(s).cool_down = Duration::ZERO
+            }),
+            ("--breaker-probes", |s| breaker(s).probes = 0),
+            ("--breaker-max-hold-s", |s| {
+                breaker(s).max_hold = Duration::ZERO
+            }),
+            ("[hosts.\"*.a.example\"] concurrency", |s| {
+                host(s).concurrency = Some(0)
+            }),
+            ("[hosts.\"*.a.example\"] burst", |s| host(s).burst = Some(0)),
+            ("[hosts.\"*.a.example\"] timeout_ms", |s| {
+                host(s).timeout = Some(Duration::ZERO)
+            }),
+            ("[hosts.\"*.a.example\"] connect_timeout_ms", |s| {
+                host(s).connect_timeout = Some(Duration::ZERO)
+            }),
+            ("[hosts.\"*.a.example\"] breaker_probes", |s| {
+                host(s).breaker = Some(BreakerSettings {
+                    probes: 0,
+                    ..BreakerSettings::default()
+                })
+            }),
+            ("[hosts.\"*.a.example\"] breaker_cool_down_s", |s| {
+                host(s).breaker = Some(BreakerSettings {
+                    cool_down: Duration::ZERO,
+                    ..BreakerSettings::default()
+                })
+            }),
+        ];
+        for (option, change) in cases {
+            let mut s = Settings::default();
+            change(&mut s);
+            let e = s.check().expect_err(option);
+            assert_eq!(e.option(), option, "{e}");
+        }
+        // A host table that changes nothing that cannot work passes.
         let mut s = Settings::default();
-        s.hosts.push(HostRule {
-            pattern: "a.example".parse().unwrap(),
-            settings: HostSettings {
-                connect_timeout: Some(Duration::ZERO),
-                ..HostSettings::default()
-            },
-        });
-        assert_eq!(
-            s.check().unwrap_err().option(),
-            "[hosts] connect_timeout_ms"
-        );
-        s.hosts[0].settings.connect_timeout = Some(Duration::from_millis(1));
+        host(&mut s).connect_timeout = Some(Duration::from_millis(1));
         s.check().unwrap();
+    }
+
+    /// The run's breaker, to change one field of it.
+    fn breaker(s: &mut Settings) -> &mut BreakerSettings {
+        s.breaker.get_or_insert_with(BreakerSettings::default)
+    }
+
+    /// One `[hosts."*.a.example"]` table, to change one field of it.
+    fn host(s: &mut Settings) -> &mut HostSettings {
+        if s.hosts.is_empty() {
+            s.hosts.push(HostRule {
+                pattern: "*.a.example".parse().unwrap(),
+                settings: HostSettings::default(),
+            });
+        }
+        &mut s.hosts[0].settings
     }
 
     #[test]

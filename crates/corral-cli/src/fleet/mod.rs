@@ -182,46 +182,92 @@ pub(crate) fn check_no_secrets(o: &Options) -> Result<(), String> {
 /// Refuses options a fleet would enforce per worker while the user means the whole run: the
 /// trap of per-worker limits. The per-host rate and cost rate, pauses and breakers are shared
 /// (see `corral_queue::hosts`); `--per-host-concurrency` is per worker, as documented.
-pub(crate) fn check_shareable(o: &Options) -> Result<(), String> {
+pub(crate) fn check_shareable(plan: &crate::flags::Plan) -> Result<(), String> {
     let per_worker = |option: &str| {
         format!(
             "{option} is not shared by the workers of a queue (each would allow it alone); use --per-host-rate or --per-host-cost-rate, which are"
         )
     };
-    if o.rate.is_some() {
+    let s = &plan.settings;
+    if s.rate.is_some() {
         return Err(per_worker("--rate"));
     }
-    if o.cost_rate.is_some() {
+    if s.cost_rate.is_some() {
         return Err(per_worker("--cost-rate"));
     }
-    if o.halt_after_failures.is_some() || o.halt_on_failure_rate.is_some() {
+    if plan.halt_after_failures.is_some() || plan.halt_on_failure_rate.is_some() {
         return Err(
             "--halt-after-failures and --halt-on-failure-rate are not supported with --queue (each worker would judge alone)"
                 .into(),
         );
     }
-    if o.per_host_rate
-        .as_deref()
-        .is_some_and(|r| r.trim().starts_with("auto"))
-    {
+    if s.per_host_rate_auto.is_some() {
         return Err(
             "--per-host-rate auto is not supported with --queue (each worker would find its own rate); give the rate, e.g. 50/s".into(),
         );
     }
-    if o.save_body_dir.is_some() {
+    if s.save_body_dir.is_some() {
         return Err(
             "--save-body-dir writes on each worker's disk; with --queue use --save-body".into(),
         );
     }
-    for (pattern, h) in &o.hosts {
-        if h.rate
-            .as_deref()
-            .is_some_and(|r| r.trim().starts_with("auto"))
-        {
-            return Err(format!(
-                "[hosts.\"{pattern}\"] rate = auto is not supported with --queue"
-            ));
-        }
+    if let Some(rule) = s.hosts.iter().find(|r| r.settings.rate_auto.is_some()) {
+        return Err(format!(
+            "[hosts.\"{}\"] rate = auto is not supported with --queue",
+            rule.pattern
+        ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_shareable;
+    use crate::flags::plan_of;
+
+    /// What a fleet cannot share is refused on the typed values, whichever way it was written.
+    #[test]
+    fn per_worker_settings_are_refused_for_a_fleet() {
+        for (args, config, want) in [
+            (&["--rate", "50/s"][..], None, "--rate is not shared"),
+            (
+                &["--cost-rate", "9000/min"],
+                None,
+                "--cost-rate is not shared",
+            ),
+            (
+                &["--halt-after-failures", "5"],
+                None,
+                "--halt-after-failures",
+            ),
+            (&["--per-host-rate", "auto"], None, "--per-host-rate auto"),
+            (
+                &["--per-host-rate", " auto:20/s"],
+                None,
+                "--per-host-rate auto",
+            ),
+            (&["--save-body-dir", "bodies"], None, "--save-body-dir"),
+            (
+                &[],
+                Some("[hosts.\"*.a.example\"]\nrate = \"auto:5/s\"\n"),
+                "[hosts.\"*.a.example\"] rate = auto",
+            ),
+        ] {
+            let plan = plan_of(args, config).expect("a good run");
+            let e = check_shareable(&plan).expect_err(want);
+            assert!(e.contains(want), "{args:?}: {e}");
+        }
+        // The shared limits pass.
+        let plan = plan_of(
+            &[
+                "--per-host-rate",
+                "50/s",
+                "--per-host-cost-rate",
+                "9000/min",
+            ],
+            Some("[hosts.\"a.example\"]\nrate = \"5/s\"\n"),
+        )
+        .unwrap();
+        check_shareable(&plan).unwrap();
+    }
 }

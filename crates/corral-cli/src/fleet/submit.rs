@@ -111,10 +111,11 @@ pub(crate) async fn submit(
             "--max-deliveries must be at least 1".into(),
         ));
     }
-    check_shareable(&opts).map_err(fail(exit::BAD_INPUT))?;
     check_no_secrets(&opts).map_err(fail(exit::BAD_INPUT))?;
-    // The same checks as `corral run`, before anything is published.
-    plan(&opts).map_err(fail(exit::BAD_INPUT))?;
+    // The same checks as `corral run`, then what a fleet cannot share, on the typed values,
+    // before anything is published.
+    let planned = plan(&opts).map_err(fail(exit::BAD_INPUT))?;
+    check_shareable(&planned).map_err(fail(exit::BAD_INPUT))?;
     let (jobs, total, lines) = Jobs::open(&job.jobs, job.urls)?;
 
     let unreachable = |e: SubmitError| match e {

@@ -122,8 +122,8 @@ pub(crate) async fn worker_cmd(args: WorkerArgs) -> Result<u8, Fail> {
     opts.cert = own.cert.clone().or(opts.cert.take());
     opts.key = own.key.clone().or(opts.key.take());
     opts.cacert.extend(own.cacert.iter().cloned());
-    check_shareable(&opts).map_err(fail(exit::BAD_INPUT))?;
     let mut plan = plan(&opts).map_err(fail(exit::BAD_INPUT))?;
+    check_shareable(&plan).map_err(fail(exit::BAD_INPUT))?;
     plan.settings.scoped_headers = scoped_headers(&own, &headers, args.headers_to_any_host)?;
 
     let table = Arc::new(

@@ -143,7 +143,7 @@ impl Gates {
         };
         // One policy for the run and one for each `[hosts]` rule (its own retries), all
         // drawing on the one budget.
-        let policy_for = |retries: u32, option: &'static str| {
+        let policy_for = |retries: u32, option: std::borrow::Cow<'static, str>| {
             let mut p = RetryPolicy::builder()
                 .max_attempts(retries.saturating_add(1))
                 .base_delay(settings.retry_base)
@@ -153,9 +153,12 @@ impl Gates {
             }
             p.build().map_err(|e| ConfigError::from_corral(option, &e))
         };
-        let policy = policy_for(settings.retries, "--retries")?;
+        let policy = policy_for(settings.retries, "--retries".into())?;
         let rule_policies = (0..settings.hosts.len())
-            .map(|i| policy_for(settings.for_rule(i).retries(), "[hosts] retries"))
+            .map(|i| {
+                let at = format!("[hosts.\"{}\"] retries", settings.hosts[i].pattern);
+                policy_for(settings.for_rule(i).retries(), at.into())
+            })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Arc::new(Gates {
             active: Mutex::new(Vec::new()),

@@ -259,18 +259,22 @@ impl Hosts {
         let views = std::iter::once(settings.for_other_hosts())
             .chain((0..settings.hosts.len()).map(|i| settings.for_rule(i)));
         for (i, view) in views.enumerate() {
-            let option = |o: &'static str, h: &'static str| if i == 0 { o } else { h };
+            // The run's option, or the config file's key in this rule's table.
+            let option = |o: &'static str, key: &str| -> std::borrow::Cow<'static, str> {
+                match i.checked_sub(1).and_then(|r| settings.hosts.get(r)) {
+                    None => o.into(),
+                    Some(rule) => format!("[hosts.\"{}\"] {key}", rule.pattern).into(),
+                }
+            };
             let (rate, burst) = cell(&view);
             RateLimiter::builder()
                 .rate(rate)
                 .burst(burst)
                 .build()
-                .map_err(|e| {
-                    ConfigError::from_corral(option("--per-host-rate", "[hosts] rate"), &e)
-                })?;
+                .map_err(|e| ConfigError::from_corral(option("--per-host-rate", "rate"), &e))?;
             if let Some(b) = view.breaker() {
                 breaker_builder(&b).build().map_err(|e| {
-                    ConfigError::from_corral(option("--breaker-*", "[hosts] breaker_*"), &e)
+                    ConfigError::from_corral(option("--breaker-*", "breaker_*"), &e)
                 })?;
                 idle_after = idle_after.max(b.window.max(b.cool_down));
             }
@@ -282,10 +286,7 @@ impl Hosts {
             idle_after = idle_after.max(refill);
             if let Some(c) = view.cost_rate() {
                 cost_cell(c).map_err(|e| {
-                    ConfigError::from_corral(
-                        option("--per-host-cost-rate", "[hosts] cost_rate"),
-                        &e,
-                    )
+                    ConfigError::from_corral(option("--per-host-cost-rate", "cost_rate"), &e)
                 })?;
                 idle_after = idle_after.max(c.period());
             }
