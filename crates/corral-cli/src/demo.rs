@@ -9,9 +9,11 @@ use corral_engine::settings::Settings;
 use corral_engine::sink::{self as output, Existing, InputFacts, OpenMode, Sink};
 
 use crate::exit::{code as exit, fail, Fail};
-use crate::flags::{plan, HostOptions, Options};
+use crate::flags::{plan, Options};
 use crate::mock;
 use crate::run::{build, execute, After, Total};
+use corral::limit::Rate;
+use corral_engine::settings::{HostSettings, RateSetting};
 
 #[derive(Args)]
 pub(crate) struct DemoArgs {
@@ -184,17 +186,17 @@ pub(crate) async fn demo(args: DemoArgs) -> Result<u8, Fail> {
 
 /// The demo's `[hosts]` tables: the rate-limited host's rate is found (`auto`), the fast
 /// host has a cost quota.
-fn demo_hosts(server: &mock::MockServer) -> std::collections::BTreeMap<String, HostOptions> {
+fn demo_hosts(server: &mock::MockServer) -> std::collections::BTreeMap<String, HostSettings> {
     let mut hosts = std::collections::BTreeMap::new();
     for h in &server.hosts {
         let table = match h.profile {
-            mock::Profile::Limited { .. } => HostOptions {
-                rate: Some("auto:10/s".into()),
-                ..HostOptions::default()
+            mock::Profile::Limited { .. } => HostSettings {
+                rate: Some(RateSetting::Auto(Rate::per_second(10))),
+                ..HostSettings::default()
             },
-            mock::Profile::Fast => HostOptions {
-                cost_rate: Some("1000/s".into()),
-                ..HostOptions::default()
+            mock::Profile::Fast => HostSettings {
+                cost_rate: Some(Rate::per_second(1000)),
+                ..HostSettings::default()
             },
             _ => continue,
         };
@@ -242,7 +244,7 @@ fn describe_limits(s: &Settings) -> String {
     for r in &s.hosts {
         let h = &r.settings;
         let mut what = Vec::new();
-        if let Some(start) = h.rate_auto {
+        if let Some(RateSetting::Auto(start)) = h.rate {
             what.push(format!("its rate found while the run goes (from {start})"));
         }
         if let Some(c) = h.cost_rate {

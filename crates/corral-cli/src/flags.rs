@@ -6,14 +6,14 @@ use std::time::Duration;
 
 use clap::Args;
 use corral::limit::Rate;
-use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::header::HeaderMap;
 use serde::{Deserialize, Serialize};
 
 use corral_engine::error::{ConfigError, ErrorKind};
 use corral_engine::redact;
 use corral_engine::run::DEFAULT_FSYNC_INTERVAL;
 use corral_engine::settings::{
-    BodyMode, BreakerSettings, HostPattern, HostRule, HostSettings, ProxySettings, Settings,
+    BodyMode, BreakerSettings, HostRule, HostSettings, ProxySettings, RateSetting, Settings,
     TlsSettings,
 };
 use corral_engine::sink::RetryFailed;
@@ -328,93 +328,8 @@ pub(crate) struct Options {
     /// `[hosts."api.example.com"]` tables of the config file: settings of some hosts.
     #[arg(skip)]
     #[serde(default)]
-    pub(crate) hosts: std::collections::BTreeMap<String, HostOptions>,
-}
-
-/// A `[hosts."PATTERN"]` table: the per-host options without `per-host-`, with `_`.
-#[derive(Deserialize, Serialize, Default, Clone)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct HostOptions {
-    pub(crate) rate: Option<String>,
-    pub(crate) burst: Option<u64>,
-    pub(crate) concurrency: Option<usize>,
-    pub(crate) cost_rate: Option<String>,
-    #[serde(default)]
-    pub(crate) header: Vec<String>,
-    pub(crate) retries: Option<u32>,
-    pub(crate) retry_on: Option<Vec<u16>>,
-    pub(crate) timeout_ms: Option<u64>,
-    pub(crate) connect_timeout_ms: Option<u64>,
-    #[serde(default)]
-    pub(crate) no_breaker: bool,
-    pub(crate) breaker_failure_rate: Option<f64>,
-    pub(crate) breaker_min_calls: Option<u32>,
-    pub(crate) breaker_window_s: Option<u64>,
-    pub(crate) breaker_cool_down_s: Option<u64>,
-    pub(crate) breaker_probes: Option<u32>,
-    pub(crate) breaker_max_hold_s: Option<u64>,
-    pub(crate) breaker_fail_fast: Option<bool>,
-}
-
-/// The `[hosts]` tables as the engine takes them, most specific pattern first; `run` is the
-/// breaker every host has unless its table changes it.
-fn host_rules(
-    hosts: &std::collections::BTreeMap<String, HostOptions>,
-    run: Option<BreakerSettings>,
-) -> Result<Vec<HostRule>, String> {
-    let mut rules = Vec::new();
-    for (pattern, h) in hosts {
-        let at = |what: &str| format!("[hosts.{pattern:?}] {what}");
-        let pattern: HostPattern = pattern.parse().map_err(|e: ConfigError| e.to_string())?;
-        let rate_auto = auto_rate(h.rate.as_deref(), &at("rate"))?;
-        let rate = match rate_auto {
-            Some(_) => None,
-            None => parse_rate(h.rate.as_deref(), &at("rate"))?,
-        };
-        let cost_rate = parse_rate(h.cost_rate.as_deref(), &at("cost_rate"))?;
-        let changes_breaker = h.breaker_failure_rate.is_some()
-            || h.breaker_min_calls.is_some()
-            || h.breaker_window_s.is_some()
-            || h.breaker_cool_down_s.is_some()
-            || h.breaker_probes.is_some()
-            || h.breaker_max_hold_s.is_some()
-            || h.breaker_fail_fast.is_some();
-        let breaker = match (changes_breaker, run) {
-            (false, _) => None,
-            (true, base) => {
-                let b = base.unwrap_or_default();
-                Some(BreakerSettings {
-                    failure_rate: h.breaker_failure_rate.unwrap_or(b.failure_rate),
-                    min_calls: h.breaker_min_calls.unwrap_or(b.min_calls),
-                    window: h.breaker_window_s.map_or(b.window, Duration::from_secs),
-                    cool_down: h
-                        .breaker_cool_down_s
-                        .map_or(b.cool_down, Duration::from_secs),
-                    probes: h.breaker_probes.unwrap_or(b.probes),
-                    max_hold: h.breaker_max_hold_s.map_or(b.max_hold, Duration::from_secs),
-                    fail_fast: h.breaker_fail_fast.unwrap_or(b.fail_fast),
-                })
-            }
-        };
-        rules.push(HostRule {
-            pattern,
-            settings: HostSettings {
-                concurrency: h.concurrency,
-                rate,
-                rate_auto,
-                burst: h.burst,
-                cost_rate,
-                retries: h.retries,
-                retry_statuses: h.retry_on.clone(),
-                timeout: h.timeout_ms.map(Duration::from_millis),
-                connect_timeout: h.connect_timeout_ms.map(Duration::from_millis),
-                headers: parse_headers(&h.header).map_err(|e| format!("{}: {e}", at("header")))?,
-                breaker,
-                no_breaker: h.no_breaker,
-            },
-        });
-    }
-    Ok(rules)
+    /// `[hosts."PATTERN"]` tables, read straight into the engine's type.
+    pub(crate) hosts: std::collections::BTreeMap<String, HostSettings>,
 }
 
 macro_rules! merge {
@@ -522,22 +437,8 @@ pub(crate) fn parse_size(s: &str, what: &str) -> Result<u64, String> {
 }
 
 pub(crate) fn parse_headers(list: &[String]) -> Result<HeaderMap, String> {
-    let mut map = HeaderMap::new();
-    for (i, h) in list.iter().enumerate() {
-        // The value is never quoted back: it may be a secret, even when the name is missing.
-        let (name, value) = h.split_once(':').ok_or_else(|| {
-            format!(
-                "--header number {} (counting the config file's first): expected `Name: value`",
-                i + 1
-            )
-        })?;
-        let name = HeaderName::from_bytes(name.trim().as_bytes())
-            .map_err(|_| format!("--header: invalid header name {:?}", name.trim()))?;
-        let value = HeaderValue::from_str(value.trim())
-            .map_err(|_| format!("--header: invalid value for {name}"))?;
-        map.append(name, value);
-    }
-    Ok(map)
+    corral_engine::settings::parse_header_lines(list, "--header (counting the config file's first)")
+        .map_err(|e| e.to_string())
 }
 
 /// A rate option's value (`50/s`, `3000/min`), the error naming `option`.
@@ -547,30 +448,6 @@ fn parse_rate(spec: Option<&str>, option: &str) -> Result<Option<Rate>, String> 
             .map_err(|e| format!("{option}: {}", e.message()))
     })
     .transpose()
-}
-
-/// Where an `auto` rate starts when `auto` says nothing more.
-const AUTO_START: &str = "10/s";
-
-/// `auto` or `auto:START` (a rate found while the run goes, from START): its start; `None`
-/// for anything else.
-fn auto_rate(spec: Option<&str>, option: &str) -> Result<Option<Rate>, String> {
-    let Some(rest) = spec.map(str::trim).and_then(|s| s.strip_prefix("auto")) else {
-        return Ok(None);
-    };
-    let start = match rest.strip_prefix(':') {
-        Some(start) => start,
-        None if rest.is_empty() => AUTO_START,
-        None => {
-            return Err(format!(
-                "{option}: expected auto or auto:START (as in auto:20/s)"
-            ))
-        }
-    };
-    start
-        .parse::<Rate>()
-        .map(Some)
-        .map_err(|e| format!("{option}: auto:{start}: {}", e.message()))
 }
 
 /// `--retry-failed [KINDS]`: which failures to run again (no kinds: all of them).
@@ -615,7 +492,12 @@ pub(crate) struct Plan {
 }
 
 pub(crate) fn plan(o: &Options) -> Result<Plan, String> {
-    let per_host_rate_auto = auto_rate(o.per_host_rate.as_deref(), "--per-host-rate")?;
+    let per_host_rate = o
+        .per_host_rate
+        .as_deref()
+        .map(|r| r.parse::<RateSetting>())
+        .transpose()
+        .map_err(|e| format!("--per-host-rate: {e}"))?;
     // Every default comes from the engine's `Settings::default()`, written there once.
     let d = Settings::default();
     let db = BreakerSettings::default();
@@ -627,11 +509,14 @@ pub(crate) fn plan(o: &Options) -> Result<Plan, String> {
         per_host_concurrency: o.per_host_concurrency.unwrap_or(d.per_host_concurrency),
         rate: parse_rate(o.rate.as_deref(), "--rate")?,
         burst: o.burst.unwrap_or(d.burst),
-        per_host_rate: match per_host_rate_auto {
-            Some(_) => None,
-            None => parse_rate(o.per_host_rate.as_deref(), "--per-host-rate")?,
+        per_host_rate: match per_host_rate {
+            Some(RateSetting::Fixed(r)) => Some(r),
+            _ => None,
         },
-        per_host_rate_auto,
+        per_host_rate_auto: match per_host_rate {
+            Some(RateSetting::Auto(start)) => Some(start),
+            _ => None,
+        },
         per_host_burst: o.per_host_burst.unwrap_or(d.per_host_burst),
         retries: o.retries.unwrap_or(d.retries),
         retry_base: ms(o.retry_base_ms, d.retry_base),
@@ -669,7 +554,7 @@ pub(crate) fn plan(o: &Options) -> Result<Plan, String> {
         cost_rate: parse_rate(o.cost_rate.as_deref(), "--cost-rate")?,
         per_host_cost_rate: parse_rate(o.per_host_cost_rate.as_deref(), "--per-host-cost-rate")?,
         cost_from_response: o.cost_from_response.clone(),
-        hosts: Vec::new(), // below, once the run's breaker is known
+        hosts: Vec::new(), // below
         scoped_headers: Vec::new(),
         accept: match o.accept.as_deref() {
             None => d.accept,
@@ -687,7 +572,7 @@ pub(crate) fn plan(o: &Options) -> Result<Plan, String> {
             no_proxy: o.no_proxy.clone(),
         },
     };
-    settings.hosts = host_rules(&o.hosts, settings.breaker)?;
+    settings.hosts = HostRule::from_tables(&o.hosts).map_err(|e| e.to_string())?;
     // The engine says what cannot work, once, for the binary and the library alike.
     settings.check().map_err(|e| e.to_string())?;
     let threads = match o.threads {
@@ -863,18 +748,48 @@ pub(crate) const MAX_IDLE_PER_THREAD: usize = 512;
 pub(crate) fn load_config(path: &Path) -> Result<Options, String> {
     let text = corral_engine::files::read_option_text("--config", path)
         .map_err(|e| format!("cannot read config: {e}"))?;
-    // A parse error quotes the line, which may hold a secret header.
-    toml::from_str(&text).map_err(|e| {
-        format!(
-            "config {}: {}",
-            path.display(),
-            redact::text(&e.to_string())
-        )
+    parse_config(&text, &path.display().to_string())
+}
+
+/// A config file's text as options. An error names the line, its table and key, and says
+/// what is wrong, but never quotes the line (toml's own message does): it may hold a secret
+/// header.
+pub(crate) fn parse_config(text: &str, shown: &str) -> Result<Options, String> {
+    toml::from_str(text).map_err(|e| {
+        let what = redact::text(e.message());
+        let Some(span) = e.span() else {
+            return format!("config {shown}: {what}");
+        };
+        let before = text.get(..span.start).unwrap_or(text);
+        let line = before.matches('\n').count() + 1;
+        format!("config {shown}, line {line}{}: {what}", where_in(before))
     })
 }
 
-/// `corral run jobs.jsonl ARGS...` parsed as the binary parses it, then merged with a
-/// config file's text (if any) and planned: the step where every option is refused.
+/// ` ([table] key)` of the value that starts at the end of `before`: the last table header
+/// and the key on the value's own line — names only, never a value.
+fn where_in(before: &str) -> String {
+    let mut lines = before.lines().rev();
+    let own = if before.ends_with('\n') {
+        ""
+    } else {
+        lines.next().unwrap_or("")
+    };
+    let key = own
+        .split_once('=')
+        .map(|(k, _)| k.trim())
+        .filter(|k| !k.is_empty() && !k.contains(char::is_whitespace));
+    let table = lines
+        .map(str::trim)
+        .find(|l| l.starts_with('[') && l.ends_with(']'));
+    match (table, key) {
+        (Some(t), Some(k)) => format!(" ({t} {k})"),
+        (None, Some(k)) => format!(" ({k})"),
+        (Some(t), None) => format!(" ({t})"),
+        (None, None) => String::new(),
+    }
+}
+
 #[cfg(test)]
 pub(crate) fn plan_of(args: &[&str], config: Option<&str>) -> Result<Plan, String> {
     use clap::Parser;
@@ -884,9 +799,7 @@ pub(crate) fn plan_of(args: &[&str], config: Option<&str>) -> Result<Plan, Strin
         return Err("not run".into());
     };
     let opts = match config {
-        Some(text) => run
-            .opts
-            .merged_with(&toml::from_str(text).map_err(|e| e.to_string())?),
+        Some(text) => run.opts.merged_with(&parse_config(text, "corral.toml")?),
         None => run.opts,
     };
     plan(&opts)
@@ -1051,6 +964,7 @@ mod tests {
                 .err()
                 .unwrap_or_else(|| panic!("{toml:?} accepted"));
             assert!(e.contains(want), "{toml:?}: {e}");
+            assert!(!e.contains("sk-secret"), "a header line quoted: {e}");
         }
         plan_of(&[], Some("[hosts.\"a.example\"]\nconnect_timeout_ms = 1\n"))
             .expect("a good table");

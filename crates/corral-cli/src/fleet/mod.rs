@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::exit::{code as exit, Fail};
 use crate::flags::Options;
+use corral_engine::settings::RateSetting;
 
 /// `--queue`, shared by the fleet's commands.
 #[derive(Args, Clone)]
@@ -153,8 +154,11 @@ pub(crate) fn check_no_secrets(o: &Options) -> Result<(), String> {
         return Err(format!("-H {name}: is a secret header: {to_workers}"));
     }
     for (pattern, rule) in &o.hosts {
-        if let Some(h) = rule.header.iter().find(|h| secret_header(h)) {
-            let name = h.split_once(':').map_or("", |(n, _)| n.trim());
+        if let Some(name) = rule
+            .headers
+            .keys()
+            .find(|n| corral_engine::redact::is_secret_header(n.as_str()))
+        {
             return Err(format!(
                 "[hosts.{pattern:?}] header {name}: is a secret header: {to_workers}"
             ));
@@ -211,7 +215,11 @@ pub(crate) fn check_shareable(plan: &crate::flags::Plan) -> Result<(), String> {
             "--save-body-dir writes on each worker's disk; with --queue use --save-body".into(),
         );
     }
-    if let Some(rule) = s.hosts.iter().find(|r| r.settings.rate_auto.is_some()) {
+    if let Some(rule) = s
+        .hosts
+        .iter()
+        .find(|r| matches!(r.settings.rate, Some(RateSetting::Auto(_))))
+    {
         return Err(format!(
             "[hosts.\"{}\"] rate = auto is not supported with --queue",
             rule.pattern

@@ -244,15 +244,15 @@ fn scoped_headers(
     own.hosts
         .iter()
         .map(|(pattern, rule)| {
-            let mut list = rule.header.clone();
+            let mut h = rule.headers.clone();
             if !to_any_host {
-                list.extend(headers.iter().cloned());
+                for (name, value) in &parse_headers(headers).map_err(bad)? {
+                    h.append(name, value.clone());
+                }
             }
             let p: HostPattern = pattern
                 .parse()
                 .map_err(|e: corral_engine::error::ConfigError| bad(e.to_string()))?;
-            let h = parse_headers(&list)
-                .map_err(|e| bad(format!("[hosts.{pattern:?}] header: {e}")))?;
             Ok((p, h))
         })
         .collect()

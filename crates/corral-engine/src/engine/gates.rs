@@ -19,7 +19,7 @@ use crate::hosts::suspect::Trying;
 use crate::hosts::{Host, HostEntry, HostStat, HostTable, Permit, Slot};
 use crate::http::client::{ClientOptions, Clients};
 use crate::result::RESULT_BYTES;
-use crate::settings::{BreakerSettings, Settings};
+use crate::settings::{BreakerSettings, RateSetting, Settings};
 
 /// What every engine of a run shares: limits, breakers, retry policy, per-host counters.
 pub struct Gates {
@@ -133,7 +133,7 @@ impl Gates {
             || settings
                 .hosts
                 .iter()
-                .any(|r| r.settings.rate_auto.is_some());
+                .any(|r| matches!(r.settings.rate, Some(RateSetting::Auto(_))));
         let budget = match settings.retry_budget {
             Some(ratio) => Some(
                 RetryBudget::new(ratio, 10)

@@ -393,7 +393,7 @@ async fn a_hosts_own_breaker_settings_decide_its_holding() {
     s.hosts.push(crate::settings::HostRule {
         pattern: "127.0.0.1".parse().unwrap(),
         settings: crate::settings::HostSettings {
-            breaker: Some(crate::settings::BreakerSettings::default()),
+            breaker_min_calls: Some(crate::settings::BreakerSettings::default().min_calls),
             ..Default::default()
         },
     });

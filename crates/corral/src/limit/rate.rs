@@ -17,15 +17,15 @@ pub struct Rate {
 
 impl Rate {
     /// `count` per `period`. Validity (non-zero) is checked by the builders that use it.
-    pub fn new(count: u64, period: Duration) -> Self {
+    pub const fn new(count: u64, period: Duration) -> Self {
         Self { count, period }
     }
     /// `count` per second.
-    pub fn per_second(count: u64) -> Self {
+    pub const fn per_second(count: u64) -> Self {
         Self::new(count, Duration::from_secs(1))
     }
     /// `count` per minute.
-    pub fn per_minute(count: u64) -> Self {
+    pub const fn per_minute(count: u64) -> Self {
         Self::new(count, Duration::from_secs(60))
     }
     /// Cells per period.

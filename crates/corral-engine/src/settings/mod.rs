@@ -13,6 +13,9 @@ use corral::limit::Rate;
 
 use crate::error::ConfigError;
 
+mod units;
+pub use units::{parse_header_lines, HeaderLineError};
+
 /// What to do with response bodies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyMode {
@@ -283,34 +286,147 @@ impl fmt::Display for HostPattern {
     }
 }
 
-/// Settings for the hosts a pattern matches; each `None` falls back to the run's own.
-#[derive(Debug, Clone, Default)]
+/// A rate that is either fixed (`50/s`) or found while the run goes, from where it starts
+/// (`auto`, `auto:START`): one value, parsed once, for `--per-host-rate` and a `[hosts]`
+/// table's `rate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateSetting {
+    /// This many requests per period.
+    Fixed(Rate),
+    /// Found from the responses (see [`crate::hosts`]'s `adaptive`), starting here.
+    Auto(Rate),
+}
+
+impl RateSetting {
+    /// Where an `auto` rate starts when `auto` says nothing more.
+    pub const AUTO_START: Rate = Rate::per_second(10);
+}
+
+impl FromStr for RateSetting {
+    type Err = RateSettingError;
+
+    fn from_str(s: &str) -> Result<Self, RateSettingError> {
+        let t = s.trim();
+        let Some(rest) = t.strip_prefix("auto") else {
+            return t
+                .parse::<Rate>()
+                .map(RateSetting::Fixed)
+                .map_err(|e| RateSettingError(e.message().to_owned()));
+        };
+        let start = match rest.strip_prefix(':') {
+            Some(start) => start,
+            None if rest.is_empty() => return Ok(RateSetting::Auto(Self::AUTO_START)),
+            None => {
+                return Err(RateSettingError(
+                    "expected auto or auto:START (as in auto:20/s)".into(),
+                ))
+            }
+        };
+        start
+            .parse::<Rate>()
+            .map(RateSetting::Auto)
+            .map_err(|e| RateSettingError(format!("auto:{start}: {}", e.message())))
+    }
+}
+
+impl fmt::Display for RateSetting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RateSetting::Fixed(r) => write!(f, "{r}"),
+            RateSetting::Auto(r) => write!(f, "auto:{r}"),
+        }
+    }
+}
+
+/// A rate setting that is neither a rate (`50/s`) nor `auto[:START]`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct RateSettingError(String);
+
+/// Settings for the hosts a pattern matches: a `[hosts."PATTERN"]` table of the config file,
+/// deserialised straight into this type (its keys are the per-host options' names without
+/// `per-host-`, with `_`; an unknown key is refused with its line). Each `None` falls back to
+/// the run's own.
+#[derive(Debug, Clone, Default, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
 pub struct HostSettings {
     /// `concurrency`: requests in flight to the host.
     pub concurrency: Option<usize>,
-    /// `rate`: requests per period to the host.
-    pub rate: Option<Rate>,
-    /// `rate = "auto[:START]"`: the host's rate is found while the run goes.
-    pub rate_auto: Option<Rate>,
+    /// `rate`: requests per period to the host (`"50/s"`), or `"auto[:START]"`: found while
+    /// the run goes.
+    #[serde(default, with = "units::opt_rate_setting")]
+    pub rate: Option<RateSetting>,
     /// `burst` of that rate.
     pub burst: Option<u64>,
     /// `cost_rate`: the sum of job costs per period to the host.
+    #[serde(default, with = "units::opt_rate")]
     pub cost_rate: Option<Rate>,
     /// `retries` after the first attempt.
     pub retries: Option<u32>,
     /// `retry_on`: statuses retried.
+    #[serde(rename = "retry_on")]
     pub retry_statuses: Option<Vec<u16>>,
     /// `timeout_ms`: one attempt.
+    #[serde(rename = "timeout_ms", default, with = "units::opt_ms")]
     pub timeout: Option<Duration>,
-    /// `connect_timeout_ms`.
+    /// `connect_timeout_ms`: connecting, TLS included.
+    #[serde(rename = "connect_timeout_ms", default, with = "units::opt_ms")]
     pub connect_timeout: Option<Duration>,
-    /// `header`: extra request headers for the host's jobs, sent where the job (with
-    /// `--header`) sets none of that name.
+    /// `header = ["Name: value", ...]`: extra request headers for the host's jobs, sent where
+    /// the job (with `--header`) sets none of that name.
+    #[serde(rename = "header", default, with = "units::header_lines")]
     pub headers: http::HeaderMap,
-    /// `breaker_*`: the host's breaker, whole (the run's with this host's changes).
-    pub breaker: Option<BreakerSettings>,
     /// `no_breaker`: no breaker for the host.
+    #[serde(default)]
     pub no_breaker: bool,
+    /// `breaker_failure_rate`: see [`BreakerSettings::failure_rate`]. Each `breaker_*` changes
+    /// that one field of the run's breaker (or of a default one, when the run has none).
+    pub breaker_failure_rate: Option<f64>,
+    /// `breaker_min_calls`.
+    pub breaker_min_calls: Option<u32>,
+    /// `breaker_window_s`.
+    #[serde(rename = "breaker_window_s", default, with = "units::opt_secs")]
+    pub breaker_window: Option<Duration>,
+    /// `breaker_cool_down_s`.
+    #[serde(rename = "breaker_cool_down_s", default, with = "units::opt_secs")]
+    pub breaker_cool_down: Option<Duration>,
+    /// `breaker_probes`.
+    pub breaker_probes: Option<u32>,
+    /// `breaker_max_hold_s`.
+    #[serde(rename = "breaker_max_hold_s", default, with = "units::opt_secs")]
+    pub breaker_max_hold: Option<Duration>,
+    /// `breaker_fail_fast`.
+    pub breaker_fail_fast: Option<bool>,
+}
+
+impl HostSettings {
+    /// The host's breaker: `None` with `no_breaker`; the run's (`run`) with this table's
+    /// `breaker_*` changes over it, a default one under them when the run has none.
+    pub fn breaker_over(&self, run: Option<BreakerSettings>) -> Option<BreakerSettings> {
+        if self.no_breaker {
+            return None;
+        }
+        let changes = self.breaker_failure_rate.is_some()
+            || self.breaker_min_calls.is_some()
+            || self.breaker_window.is_some()
+            || self.breaker_cool_down.is_some()
+            || self.breaker_probes.is_some()
+            || self.breaker_max_hold.is_some()
+            || self.breaker_fail_fast.is_some();
+        if !changes {
+            return run;
+        }
+        let b = run.unwrap_or_default();
+        Some(BreakerSettings {
+            failure_rate: self.breaker_failure_rate.unwrap_or(b.failure_rate),
+            min_calls: self.breaker_min_calls.unwrap_or(b.min_calls),
+            window: self.breaker_window.unwrap_or(b.window),
+            cool_down: self.breaker_cool_down.unwrap_or(b.cool_down),
+            probes: self.breaker_probes.unwrap_or(b.probes),
+            max_hold: self.breaker_max_hold.unwrap_or(b.max_hold),
+            fail_fast: self.breaker_fail_fast.unwrap_or(b.fail_fast),
+        })
+    }
 }
 
 /// Settings for the hosts that match a pattern.
@@ -320,6 +436,24 @@ pub struct HostRule {
     pub pattern: HostPattern,
     /// What differs for them.
     pub settings: HostSettings,
+}
+
+impl HostRule {
+    /// The config file's `[hosts."PATTERN"]` tables as rules; a pattern that is not one is
+    /// refused, naming it.
+    pub fn from_tables<'a>(
+        tables: impl IntoIterator<Item = (&'a String, &'a HostSettings)>,
+    ) -> Result<Vec<HostRule>, ConfigError> {
+        tables
+            .into_iter()
+            .map(|(pattern, settings)| {
+                Ok(HostRule {
+                    pattern: pattern.parse()?,
+                    settings: settings.clone(),
+                })
+            })
+            .collect()
+    }
 }
 
 /// A host's settings: the run's, with those of its best-matching [`HostRule`] over them.
@@ -340,22 +474,19 @@ impl ForHost<'_> {
     }
     /// Where the host's rate starts, when it is found while the run goes (`auto`).
     pub fn rate_auto(&self) -> Option<Rate> {
-        match self.rule {
-            Some(r) if r.rate.is_some() => None,
-            Some(HostSettings {
-                rate_auto: Some(start),
-                ..
-            }) => Some(*start),
-            _ => self.run.per_host_rate_auto,
+        match self.rule.and_then(|r| r.rate) {
+            Some(RateSetting::Auto(start)) => Some(start),
+            Some(RateSetting::Fixed(_)) => None,
+            None => self.run.per_host_rate_auto,
         }
     }
 
     /// The host's rate and burst, if it has a rate (an `auto` rate: where it starts).
     pub fn rate(&self) -> Option<(Rate, u64)> {
-        let rate = self
-            .rate_auto()
-            .or(self.rule.and_then(|r| r.rate))
-            .or(self.run.per_host_rate)?;
+        let rate = match self.rule.and_then(|r| r.rate) {
+            Some(RateSetting::Fixed(r) | RateSetting::Auto(r)) => r,
+            None => self.run.per_host_rate_auto.or(self.run.per_host_rate)?,
+        };
         let burst = self
             .rule
             .and_then(|r| r.burst)
@@ -365,11 +496,8 @@ impl ForHost<'_> {
     /// The host's breaker, if it has one.
     pub fn breaker(&self) -> Option<BreakerSettings> {
         match self.rule {
-            Some(r) if r.no_breaker => None,
-            Some(HostSettings {
-                breaker: Some(b), ..
-            }) => Some(*b),
-            _ => self.run.breaker,
+            Some(r) => r.breaker_over(self.run.breaker),
+            None => self.run.breaker,
         }
     }
     /// Retries after the first attempt.
@@ -588,7 +716,11 @@ impl BreakerSettings {
 impl HostSettings {
     /// Refuses a `[hosts."PATTERN"]` table's setting that cannot work, naming it as the config
     /// file does.
-    fn check(&self, pattern: &HostPattern) -> Result<(), ConfigError> {
+    fn check(
+        &self,
+        pattern: &HostPattern,
+        run_breaker: Option<BreakerSettings>,
+    ) -> Result<(), ConfigError> {
         let at = |key: &str| -> refuse::Name { format!("[hosts.\"{pattern}\"] {key}").into() };
         if let Some(c) = self.concurrency {
             refuse::at_least_one(c as u64, at("concurrency"))?;
@@ -602,7 +734,7 @@ impl HostSettings {
         if let Some(t) = self.connect_timeout {
             refuse::longer_than_zero(t, at("connect_timeout_ms"))?;
         }
-        if let Some(b) = &self.breaker {
+        if let Some(b) = self.breaker_over(run_breaker) {
             b.check(|field| at(&format!("breaker_{}", field.replace('-', "_"))))?;
         }
         Ok(())
@@ -659,7 +791,7 @@ impl Settings {
             }
         }
         for rule in &self.hosts {
-            rule.settings.check(&rule.pattern)?;
+            rule.settings.check(&rule.pattern, self.breaker)?;
         }
         if let Some(p) = &self.cost_from_response {
             if !p.is_empty() && !p.starts_with('/') {
@@ -802,7 +934,7 @@ mod tests {
         s.hosts.push(HostRule {
             pattern: "slow.example".parse().unwrap(),
             settings: HostSettings {
-                rate: Some(Rate::per_second(2)),
+                rate: Some(RateSetting::Fixed(Rate::per_second(2))),
                 retries: Some(0),
                 no_breaker: true,
                 ..HostSettings::default()
@@ -876,16 +1008,10 @@ mod tests {
                 host(s).connect_timeout = Some(Duration::ZERO)
             }),
             ("[hosts.\"*.a.example\"] breaker_probes", |s| {
-                host(s).breaker = Some(BreakerSettings {
-                    probes: 0,
-                    ..BreakerSettings::default()
-                })
+                host(s).breaker_probes = Some(0)
             }),
             ("[hosts.\"*.a.example\"] breaker_cool_down_s", |s| {
-                host(s).breaker = Some(BreakerSettings {
-                    cool_down: Duration::ZERO,
-                    ..BreakerSettings::default()
-                })
+                host(s).breaker_cool_down = Some(Duration::ZERO)
             }),
         ];
         for (option, change) in cases {
