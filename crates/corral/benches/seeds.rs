@@ -136,6 +136,22 @@ fn other_work() {
     }
 }
 
+/// Runs `tasks` copies of `task` at once (each given its own clone of `shared`) and waits
+/// for them all.
+async fn on_tasks<S, F, Fut>(tasks: u64, shared: S, task: F)
+where
+    S: Clone + Send + 'static,
+    F: Fn(S) -> Fut,
+    Fut: std::future::Future<Output = u64> + Send + 'static,
+{
+    let running: Vec<_> = (0..tasks)
+        .map(|_| tokio::spawn(task(shared.clone())))
+        .collect();
+    for t in running {
+        black_box(t.await.expect("join"));
+    }
+}
+
 fn actor_vs_mutex(c: &mut Criterion) {
     let rt = runtime();
     let mut g = c.benchmark_group("seeds/actor_vs_mutex");
@@ -144,51 +160,37 @@ fn actor_vs_mutex(c: &mut Criterion) {
         b.to_async(&rt).iter(|| async {
             let counter =
                 actor::spawn(|| Counter(0), Supervision::default().mailbox(1024)).expect("actor");
-            let tasks: Vec<_> = (0..TASKS)
-                .map(|_| {
-                    let counter = counter.clone();
-                    tokio::spawn(async move {
-                        let mut last = 0;
-                        for _ in 0..INCREMENTS {
-                            // Send, do the other work while the actor adds, then take the
-                            // answer: the actor's work overlaps the caller's.
-                            let (tx, rx) = tokio::sync::oneshot::channel();
-                            counter.tell(Msg::AddSend(1, tx)).await.expect("tell");
-                            other_work();
-                            last = rx.await.expect("answer");
-                        }
-                        last
-                    })
-                })
-                .collect();
-            for t in tasks {
-                black_box(t.await.expect("join"));
-            }
+            on_tasks(TASKS, counter, |counter| async move {
+                let mut last = 0;
+                for _ in 0..INCREMENTS {
+                    // Send, do the other work while the actor adds, then take the answer: the
+                    // actor's work overlaps the caller's.
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    counter.tell(Msg::AddSend(1, tx)).await.expect("tell");
+                    other_work();
+                    last = rx.await.expect("answer");
+                }
+                last
+            })
+            .await
         })
     });
     g.bench_function("mutex_lock_then_work", |b| {
         b.to_async(&rt).iter(|| async {
             let counter = Arc::new(tokio::sync::Mutex::new(0u64));
-            let tasks: Vec<_> = (0..TASKS)
-                .map(|_| {
-                    let counter = counter.clone();
-                    tokio::spawn(async move {
-                        let mut last = 0;
-                        for _ in 0..INCREMENTS {
-                            {
-                                let mut c = counter.lock().await;
-                                *c += 1;
-                                last = *c;
-                            }
-                            other_work();
-                        }
-                        last
-                    })
-                })
-                .collect();
-            for t in tasks {
-                black_box(t.await.expect("join"));
-            }
+            on_tasks(TASKS, counter, |counter| async move {
+                let mut last = 0;
+                for _ in 0..INCREMENTS {
+                    {
+                        let mut c = counter.lock().await;
+                        *c += 1;
+                        last = *c;
+                    }
+                    other_work();
+                }
+                last
+            })
+            .await
         })
     });
     g.finish();
