@@ -11,7 +11,6 @@ use serde::{Deserialize, Serialize};
 
 use corral_engine::error::{ConfigError, ErrorKind};
 use corral_engine::redact;
-use corral_engine::run::DEFAULT_FSYNC_INTERVAL;
 use corral_engine::settings::{
     BodyMode, BreakerSettings, HostRule, HostSettings, ProxySettings, RateSetting, Settings,
     TlsSettings,
@@ -473,21 +472,16 @@ pub(crate) fn retry_failed(kinds: &[String]) -> Result<RetryFailed, String> {
     })
 }
 
-/// Everything a run needs, validated.
+/// Everything a run needs, validated: the engine's settings, and what only the binary does
+/// (reading the input, Ctrl-C, progress).
 pub(crate) struct Plan {
     pub(crate) settings: Settings,
-    pub(crate) halt_after_failures: Option<u64>,
-    pub(crate) halt_on_failure_rate: Option<f64>,
-    /// Jobs held at once (≥ concurrency).
-    pub(crate) queue: usize,
-    pub(crate) threads: usize,
     pub(crate) extra_headers: HeaderMap,
     /// `--base-url`.
     pub(crate) base_url: Option<url::Url>,
     /// Longest input line read (bytes).
     pub(crate) max_line: usize,
     pub(crate) drain_timeout: Duration,
-    pub(crate) fsync_interval: Duration,
     pub(crate) progress_every: Duration,
 }
 
@@ -506,6 +500,11 @@ pub(crate) fn plan(o: &Options) -> Result<Plan, String> {
     let mut settings = Settings {
         idle_connections: 0, // below, once the threads are known
         concurrency: o.concurrency.unwrap_or(d.concurrency),
+        queue_size: o.queue_size, // `Run` holds at least the concurrency
+        threads: o.threads,
+        fsync_interval: ms(o.fsync_interval_ms, d.fsync_interval),
+        halt_after_failures: o.halt_after_failures,
+        halt_on_failure_rate: o.halt_on_failure_rate,
         per_host_concurrency: o.per_host_concurrency.unwrap_or(d.per_host_concurrency),
         rate: parse_rate(o.rate.as_deref(), "--rate")?,
         burst: o.burst.unwrap_or(d.burst),
@@ -575,23 +574,12 @@ pub(crate) fn plan(o: &Options) -> Result<Plan, String> {
     settings.hosts = HostRule::from_tables(&o.hosts).map_err(|e| e.to_string())?;
     // The engine says what cannot work, once, for the binary and the library alike.
     settings.check().map_err(|e| e.to_string())?;
-    let threads = match o.threads {
-        Some(0) => return Err("--threads must be at least 1".into()),
-        Some(n) => n,
-        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
-    };
+    let threads = settings
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     settings.idle_connections = idle_budget(fd_limit(), settings.concurrency, threads);
-    let queue = match o.queue_size {
-        Some(0) => return Err("--queue-size must be at least 1".into()),
-        Some(n) => n, // `Run::queue` holds at least the concurrency
-        None => corral_engine::run::default_queue(settings.concurrency),
-    };
     Ok(Plan {
         settings,
-        halt_after_failures: o.halt_after_failures,
-        halt_on_failure_rate: o.halt_on_failure_rate,
-        queue,
-        threads,
         extra_headers: parse_headers(&o.header)?,
         base_url: match o.base_url.as_deref() {
             None => None,
@@ -608,7 +596,6 @@ pub(crate) fn plan(o: &Options) -> Result<Plan, String> {
             Some(m) => usize::try_from(parse_size(m, "max-line")?).unwrap_or(usize::MAX),
         },
         drain_timeout: secs(o.drain_timeout_s, DEFAULT_DRAIN),
-        fsync_interval: ms(o.fsync_interval_ms, DEFAULT_FSYNC_INTERVAL),
         progress_every: secs(o.progress_interval_s, DEFAULT_PROGRESS_INTERVAL)
             .max(Duration::from_secs(1)),
     })
@@ -695,7 +682,7 @@ pub(crate) fn defaults() -> Vec<(&'static str, String)> {
         ("drain_timeout_s", DEFAULT_DRAIN.as_secs().to_string()),
         (
             "fsync_interval_ms",
-            DEFAULT_FSYNC_INTERVAL.as_millis().to_string(),
+            d.fsync_interval.as_millis().to_string(),
         ),
         (
             "progress_interval_s",
@@ -854,8 +841,16 @@ mod tests {
                 &["--per-host-concurrency", "0"],
                 "--per-host-concurrency: must be at least 1",
             ),
-            (&["--threads", "0"], "--threads must be at least 1"),
-            (&["--queue-size", "0"], "--queue-size must be at least 1"),
+            (&["--threads", "0"], "--threads: must be at least 1"),
+            (&["--queue-size", "0"], "--queue-size: must be at least 1"),
+            (
+                &["--halt-after-failures", "0"],
+                "--halt-after-failures: must be at least 1",
+            ),
+            (
+                &["--halt-on-failure-rate", "1.5"],
+                "--halt-on-failure-rate: 1.5 is not a share",
+            ),
             (&["--max-body", "12parsecs"], "unknown unit"),
             (&["--max-body", "0"], "--max-body must be at least 1 byte"),
             (&["--max-line", "0"], "--max-line must be at least 1 byte"),

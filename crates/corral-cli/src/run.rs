@@ -192,7 +192,7 @@ impl Observer for Watched {
     }
 }
 
-/// The engine for `plan`: its settings, threads, queue and fsync interval, checked.
+/// The engine for `plan`: its settings, checked.
 pub(crate) fn build(plan: &Plan) -> Result<Run, StartError> {
     build_with(plan, None)
 }
@@ -202,19 +202,9 @@ pub(crate) fn build_with(
     plan: &Plan,
     hosts: Option<std::sync::Arc<dyn corral_engine::hosts::HostTable>>,
 ) -> Result<Run, StartError> {
-    let mut run = Run::builder()
-        .settings(plan.settings.clone())
-        .threads(plan.threads)
-        .queue(plan.queue)
-        .fsync_interval(plan.fsync_interval);
+    let mut run = Run::builder().settings(plan.settings.clone());
     if let Some(h) = hosts {
         run = run.hosts(h);
-    }
-    if let Some(n) = plan.halt_after_failures {
-        run = run.halt_after_failures(n);
-    }
-    if let Some(r) = plan.halt_on_failure_rate {
-        run = run.halt_on_failure_rate(r);
     }
     run.build()
 }

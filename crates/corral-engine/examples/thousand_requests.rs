@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use corral_engine::job::Parsed;
 use corral_engine::run::Run;
+use corral_engine::settings::Settings;
 use corral_engine::sink::Sink;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -18,11 +19,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (base, served) = server().await?;
 
     // The library use, start to end.
-    let run = Run::builder()
-        .per_host_concurrency(4)
-        .per_host_rate("2000/s".parse()?)
-        .retries(3)
-        .build()?;
+    let run = Run::new(Settings {
+        per_host_concurrency: 4,
+        per_host_rate: Some("2000/s".parse()?),
+        retries: 3,
+        ..Settings::default()
+    })?;
     let jobs = (1..=1000u64).map(move |n| Ok(Parsed::get(n, &format!("{base}/items/{n}"))));
     let path = std::env::temp_dir().join(format!("corral-example-{}.jsonl", std::process::id()));
     let file = std::fs::File::create(&path)?;

@@ -44,13 +44,11 @@ async fn jobs_taken_from_an_input_that_stays_open_all_finish() {
     let settings = Settings {
         concurrency: 8,
         per_host_concurrency: 1,
+        threads: Some(1),
         ..Settings::default()
     };
     let stop = CancellationToken::new();
-    let run = Run::builder()
-        .settings(settings)
-        .threads(1)
-        .build()
+    let run = Run::new(settings)
         .unwrap()
         .stop_on(stop.clone(), CancellationToken::new());
     let lines = Lines::default();

@@ -34,7 +34,11 @@ async fn a_worker_killed_mid_run_loses_no_job() {
         let queue = QueueUrl::parse(&queue).unwrap();
         let mut worker = Worker::connect(&queue).await.unwrap();
         worker.run_info(|| {}).await.unwrap();
-        let run = Run::builder().concurrency(8).build().unwrap();
+        let run = Run::new(corral_engine::settings::Settings {
+            concurrency: 8,
+            ..Default::default()
+        })
+        .unwrap();
         let _ = worker
             .run(run, Input::default(), CancellationToken::new())
             .await;

@@ -199,7 +199,7 @@ pub(crate) fn check_shareable(plan: &crate::flags::Plan) -> Result<(), String> {
     if s.cost_rate.is_some() {
         return Err(per_worker("--cost-rate"));
     }
-    if plan.halt_after_failures.is_some() || plan.halt_on_failure_rate.is_some() {
+    if s.halt_after_failures.is_some() || s.halt_on_failure_rate.is_some() {
         return Err(
             "--halt-after-failures and --halt-on-failure-rate are not supported with --queue (each worker would judge alone)"
                 .into(),

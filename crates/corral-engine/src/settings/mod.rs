@@ -1,7 +1,8 @@
 //! Everything that shapes a run, as plain data with the defaults of `corral run`, written here
-//! once: the binary's options fall back to these, and its `--help` and the README quote them.
-//! Set them one by one with [`crate::run::RunBuilder`], or fill a [`Settings`] whole (as the
-//! binary does when it merges its config file and flags) and hand it to
+//! once: each setting is one field, its doc here and nowhere else; the binary's options fall
+//! back to [`Settings::default`], and its `--help` and the README quote it. Fill a [`Settings`]
+//! (`Settings { concurrency: 200, ..Settings::default() }`, as hyper-util's and async-nats's
+//! plain `Config` structs are filled) and hand it to [`crate::run::Run::new`] or
 //! [`crate::run::RunBuilder::settings`]. They are checked once, when the run is built, and a
 //! setting that cannot work is a [`ConfigError`] naming its option.
 
@@ -53,6 +54,22 @@ pub struct BreakerSettings {
 pub struct Settings {
     /// Jobs under way at once, all hosts together (`--concurrency`).
     pub concurrency: usize,
+    /// Jobs held at once, running or waiting for their host (`--queue-size`; at least the
+    /// concurrency); `None`: [`default_queue`] of the concurrency.
+    pub queue_size: Option<usize>,
+    /// Worker threads that run requests (`--threads`); `None`: one per CPU.
+    pub threads: Option<usize>,
+    /// How often results are fsynced at most, and at the end (`--fsync-interval-ms`): a crash
+    /// loses at most this much work (it is run again on resume), while one fsync per batch
+    /// would bound the throughput by the disk's sync latency.
+    pub fsync_interval: Duration,
+    /// Stop taking jobs once this many have failed in this run (`--halt-after-failures`):
+    /// the jobs under way finish, the others get no result (a resume runs them), and the run
+    /// ends [`crate::run::Ending::Halted`].
+    pub halt_after_failures: Option<u64>,
+    /// Stop taking jobs once at least [`HALT_RATE_AFTER`] jobs have finished in this run and
+    /// this share of them failed (`--halt-on-failure-rate`, 0 < rate ≤ 1).
+    pub halt_on_failure_rate: Option<f64>,
     /// Requests in flight to one host (`--per-host-concurrency`).
     pub per_host_concurrency: usize,
     /// Requests per period, all hosts together (`--rate`); `None`: no limit.
@@ -285,6 +302,15 @@ impl fmt::Display for HostPattern {
         }
     }
 }
+
+/// Jobs held at once when `--queue-size` is not given: four per job under way, at least 256.
+pub fn default_queue(concurrency: usize) -> usize {
+    concurrency.saturating_mul(4).max(256)
+}
+
+/// Jobs that must have finished before `--halt-on-failure-rate` judges the rate: a few early
+/// failures are not a trend.
+pub const HALT_RATE_AFTER: u64 = 100;
 
 /// A rate that is either fixed (`50/s`) or found while the run goes, from where it starts
 /// (`auto`, `auto:START`): one value, parsed once, for `--per-host-rate` and a `[hosts]`
@@ -747,6 +773,18 @@ impl Settings {
     /// from: `--connect-timeout-ms`, `[hosts."api.example.com"] connect_timeout_ms`.
     pub fn check(&self) -> Result<(), ConfigError> {
         refuse::at_least_one(self.concurrency as u64, "--concurrency")?;
+        if let Some(n) = self.queue_size {
+            refuse::at_least_one(n as u64, "--queue-size")?;
+        }
+        if let Some(n) = self.threads {
+            refuse::at_least_one(n as u64, "--threads")?;
+        }
+        if let Some(n) = self.halt_after_failures {
+            refuse::at_least_one(n, "--halt-after-failures")?;
+        }
+        if let Some(r) = self.halt_on_failure_rate {
+            refuse::share(r, "--halt-on-failure-rate", "0.2")?;
+        }
         refuse::at_least_one(self.per_host_concurrency as u64, "--per-host-concurrency")?;
         refuse::at_least_one(self.burst, "--burst")?;
         refuse::at_least_one(self.per_host_burst, "--per-host-burst")?;
@@ -816,6 +854,11 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             concurrency: 64,
+            queue_size: None,
+            threads: None,
+            fsync_interval: Duration::from_secs(1),
+            halt_after_failures: None,
+            halt_on_failure_rate: None,
             per_host_concurrency: 8,
             rate: None,
             burst: 1,
@@ -960,6 +1003,15 @@ mod tests {
         type Change = fn(&mut Settings);
         let cases: Vec<(&str, Change)> = vec![
             ("--concurrency", |s| s.concurrency = 0),
+            ("--queue-size", |s| s.queue_size = Some(0)),
+            ("--threads", |s| s.threads = Some(0)),
+            ("--halt-after-failures", |s| s.halt_after_failures = Some(0)),
+            ("--halt-on-failure-rate", |s| {
+                s.halt_on_failure_rate = Some(0.0)
+            }),
+            ("--halt-on-failure-rate", |s| {
+                s.halt_on_failure_rate = Some(1.5)
+            }),
             ("--per-host-concurrency", |s| s.per_host_concurrency = 0),
             ("--burst", |s| s.burst = 0),
             ("--per-host-burst", |s| s.per_host_burst = 0),

@@ -32,7 +32,11 @@ pub async fn start_worker(
 ) -> JoinHandle<Result<Report, QueueError>> {
     let mut worker = Worker::connect(queue).await.unwrap();
     worker.run_info(|| {}).await.unwrap();
-    let run = Run::builder().concurrency(concurrency).build().unwrap();
+    let run = Run::new(corral_engine::settings::Settings {
+        concurrency,
+        ..Default::default()
+    })
+    .unwrap();
     let stop = stop.clone();
     tokio::spawn(async move { worker.run(run, Input::default(), stop).await })
 }
