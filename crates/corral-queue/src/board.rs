@@ -3,7 +3,7 @@
 //!
 //! | key | value | written by |
 //! |---|---|---|
-//! | `options` | the run as submitted ([`RunInfo`]: its options, job count and lines), signed when the fleet has a key | submit |
+//! | `options` | the run as submitted ([`RunInfo`]: its board format, options, job count and lines), signed when the fleet has a key; a process reads only its own format | submit |
 //! | `collector` | the lease of the run's one collector: its host, pid and when it last renewed | the collector |
 //! | `submitted` | jobs submitted, all submits together | submit |
 //! | `resumes` | how many `submit --resume` ran (each republishes under new ids) | submit |
@@ -154,9 +154,7 @@ impl Board {
             }
             (None, None, _) => {}
         }
-        serde_json::from_str(&envelope.signed)
-            .map(Some)
-            .or_else(|e| forged(format!("the run's record cannot be read: {e}")))
+        RunInfo::from_json(&envelope.signed).map(Some)
     }
 
     /// Records that the run has at least `n` jobs (a submit's count of its input: submitting

@@ -19,6 +19,9 @@ pub enum QueueErrorKind {
     Forged,
     /// Another process already does this (a second collector of one run).
     Busy,
+    /// The run on the server was written by another version of corral (its board format
+    /// differs): run one version throughout a fleet.
+    Version,
     /// Any other failure of an operation on the server.
     Server,
 }

@@ -8,6 +8,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::{QueueError, QueueErrorKind};
+
 /// The input lines of a run's jobs, as sorted ranges (`1-1000,1002-5000`): a jobs file's
 /// blank lines (and, with `--urls`, comments) have no job.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -108,8 +110,14 @@ impl<'de> Deserialize<'de> for Lines {
 }
 
 /// A run as submitted; see the [module docs](self).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunInfo {
+    /// The board format this record is written in: [`RunInfo::FORMAT`] for this version. A
+    /// process reads only its own ([`RunInfo::from_json`]): a worker of another version
+    /// refuses the run, saying so, instead of misreading its options. Records written before
+    /// formats were numbered have none, read as 0.
+    #[serde(default)]
+    pub format: u32,
     /// The run's options, as the submitting program wrote them (JSON; `corral`'s are its
     /// command-line options and the jobs' format). The library does not read them.
     pub options: String,
@@ -117,6 +125,57 @@ pub struct RunInfo {
     pub jobs: u64,
     /// Their input lines.
     pub lines: Lines,
+}
+
+impl RunInfo {
+    /// The board format this version writes and reads. Raise it whenever the record, or the
+    /// options it carries, change in a way another version would misread.
+    pub const FORMAT: u32 = 1;
+
+    /// Reads a record's JSON text (as [`crate::board::Board::run`] finds it, its signature
+    /// already checked); a record of another format is [`QueueErrorKind::Version`], naming
+    /// both formats.
+    pub fn from_json(text: &str) -> Result<Self, QueueError> {
+        #[derive(Deserialize)]
+        struct Format {
+            #[serde(default)]
+            format: u32,
+        }
+        let what = "read the run's options";
+        let unreadable = |e: serde_json::Error| {
+            QueueError::of(
+                QueueErrorKind::Forged,
+                what,
+                format!("the run's record cannot be read: {e}"),
+            )
+        };
+        let found = serde_json::from_str::<Format>(text)
+            .map_err(unreadable)?
+            .format;
+        if found != Self::FORMAT {
+            return Err(QueueError::of(
+                QueueErrorKind::Version,
+                what,
+                format!(
+                    "the run was submitted by a corral whose board format is {found}; this one reads format {}: run `corral submit`, the workers and the collector of one version",
+                    Self::FORMAT
+                ),
+            ));
+        }
+        serde_json::from_str(text).map_err(unreadable)
+    }
+}
+
+/// A record of this version's format, with no options, no jobs.
+impl Default for RunInfo {
+    fn default() -> Self {
+        Self {
+            format: Self::FORMAT,
+            options: String::new(),
+            jobs: 0,
+            lines: Lines::default(),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -153,5 +212,36 @@ mod tests {
         }
         assert!(many.0.len() <= Lines::MAX_RANGES);
         assert!(many.contains(1) && many.contains(many.last().unwrap()));
+    }
+
+    #[test]
+    fn a_record_of_another_format_is_refused_saying_both() {
+        let ours = RunInfo {
+            jobs: 3,
+            ..RunInfo::default()
+        };
+        let text = serde_json::to_string(&ours).unwrap();
+        assert_eq!(RunInfo::from_json(&text).unwrap(), ours);
+        let newer = text.replace(
+            &format!("\"format\":{}", RunInfo::FORMAT),
+            &format!("\"format\":{}", RunInfo::FORMAT + 1),
+        );
+        assert_ne!(newer, text);
+        let e = RunInfo::from_json(&newer).unwrap_err();
+        assert_eq!(e.kind(), QueueErrorKind::Version, "{e}");
+        assert!(
+            e.to_string()
+                .contains(&format!("board format is {}", RunInfo::FORMAT + 1)),
+            "{e}"
+        );
+        // A record from before formats were numbered has none: format 0, refused the same way.
+        let old = r#"{"options":"{}","jobs":3,"lines":"1-3"}"#;
+        let e = RunInfo::from_json(old).unwrap_err();
+        assert_eq!(e.kind(), QueueErrorKind::Version, "{e}");
+        assert!(e.to_string().contains("board format is 0"), "{e}");
+        assert_eq!(
+            RunInfo::from_json("{").unwrap_err().kind(),
+            QueueErrorKind::Forged
+        );
     }
 }

@@ -100,6 +100,7 @@ pub(crate) fn queue_fail(e: QueueError) -> Fail {
         | QueueErrorKind::Tls
         | QueueErrorKind::Config
         | QueueErrorKind::Forged
+        | QueueErrorKind::Version
         | QueueErrorKind::Busy => exit::BAD_INPUT,
         _ => exit::FATAL,
     };

@@ -136,6 +136,7 @@ pub(crate) async fn submit(
         options: serde_json::to_string(&record).map_err(fail(exit::FATAL))?,
         jobs: total,
         lines,
+        ..RunInfo::default()
     };
     board
         .set_run(queue.run(), &info, queue.key())

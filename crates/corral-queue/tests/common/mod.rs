@@ -66,6 +66,7 @@ pub async fn record_run(submitter: &Submitter, n: u64) {
         options: "{}".into(),
         jobs: n,
         lines,
+        ..RunInfo::default()
     };
     submitter.record(&info).await.unwrap();
 }
