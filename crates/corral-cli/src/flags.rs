@@ -572,6 +572,24 @@ pub(crate) fn plan(o: &Options) -> Result<Plan, String> {
         },
     };
     settings.hosts = HostRule::from_tables(&o.hosts).map_err(|e| e.to_string())?;
+    let mut plan = plan_from(settings, &o.header, o.base_url.as_deref())?;
+    if let Some(m) = o.max_line.as_deref() {
+        plan.max_line = usize::try_from(parse_size(m, "max-line")?).unwrap_or(usize::MAX);
+    }
+    plan.drain_timeout = secs(o.drain_timeout_s, DEFAULT_DRAIN);
+    plan.progress_every =
+        secs(o.progress_interval_s, DEFAULT_PROGRESS_INTERVAL).max(Duration::from_secs(1));
+    Ok(plan)
+}
+
+/// A plan of `settings` (made by [`plan`], or read from a fleet's board), every-job `headers`
+/// and `base_url`: checked as the engine checks them, with this machine's own idle-connection
+/// budget, and the binary's defaults for the rest.
+pub(crate) fn plan_from(
+    mut settings: Settings,
+    headers: &[String],
+    base_url: Option<&str>,
+) -> Result<Plan, String> {
     // The engine says what cannot work, once, for the binary and the library alike.
     settings.check().map_err(|e| e.to_string())?;
     let threads = settings
@@ -580,8 +598,8 @@ pub(crate) fn plan(o: &Options) -> Result<Plan, String> {
     settings.idle_connections = idle_budget(fd_limit(), settings.concurrency, threads);
     Ok(Plan {
         settings,
-        extra_headers: parse_headers(&o.header)?,
-        base_url: match o.base_url.as_deref() {
+        extra_headers: parse_headers(headers)?,
+        base_url: match base_url {
             None => None,
             Some(b) => {
                 let u = url::Url::parse(b).map_err(|e| format!("--base-url {b:?}: {e}"))?;
@@ -591,18 +609,14 @@ pub(crate) fn plan(o: &Options) -> Result<Plan, String> {
                 Some(u)
             }
         },
-        max_line: match o.max_line.as_deref() {
-            None => DEFAULT_MAX_LINE,
-            Some(m) => usize::try_from(parse_size(m, "max-line")?).unwrap_or(usize::MAX),
-        },
-        drain_timeout: secs(o.drain_timeout_s, DEFAULT_DRAIN),
-        progress_every: secs(o.progress_interval_s, DEFAULT_PROGRESS_INTERVAL)
-            .max(Duration::from_secs(1)),
+        max_line: DEFAULT_MAX_LINE,
+        drain_timeout: DEFAULT_DRAIN,
+        progress_every: DEFAULT_PROGRESS_INTERVAL,
     })
 }
 
 /// The TLS options, their files read (each error names its option and file).
-fn tls_settings(o: &Options) -> Result<TlsSettings, String> {
+pub(crate) fn tls_settings(o: &Options) -> Result<TlsSettings, String> {
     let read = |option: &str, p: &PathBuf| {
         corral_engine::files::read_option(option, p).map_err(|e| e.to_string())
     };
@@ -779,17 +793,23 @@ fn where_in(before: &str) -> String {
 
 #[cfg(test)]
 pub(crate) fn plan_of(args: &[&str], config: Option<&str>) -> Result<Plan, String> {
+    plan(&options_of(args, config)?)
+}
+
+/// The options of `corral run jobs.jsonl ARGS...` with a config file's text (if any), before
+/// planning.
+#[cfg(test)]
+pub(crate) fn options_of(args: &[&str], config: Option<&str>) -> Result<Options, String> {
     use clap::Parser;
     let argv = ["corral", "run", "jobs.jsonl"].iter().chain(args);
     let cli = crate::Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
     let crate::Cmd::Run(run) = cli.cmd else {
         return Err("not run".into());
     };
-    let opts = match config {
+    Ok(match config {
         Some(text) => run.opts.merged_with(&parse_config(text, "corral.toml")?),
         None => run.opts,
-    };
-    plan(&opts)
+    })
 }
 
 #[cfg(test)]

@@ -8,6 +8,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use corral_engine::settings::Settings;
+
 use crate::error::{QueueError, QueueErrorKind};
 
 /// The input lines of a run's jobs, as sorted ranges (`1-1000,1002-5000`): a jobs file's
@@ -109,6 +111,22 @@ impl<'de> Deserialize<'de> for Lines {
     }
 }
 
+/// The run as every worker takes it: the engine's [`Settings`] (what is a secret or one
+/// machine's own is never serialised: see [`Settings`]) and how its jobs read. Carried in
+/// [`RunInfo::options`], in this crate's format of [`RunInfo::FORMAT`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunSettings {
+    /// The run's settings, as `corral submit` planned and checked them.
+    pub settings: Settings,
+    /// Request headers every job gets (`--header`, as `"Name: value"` lines; none secret:
+    /// `corral submit` refuses those).
+    pub headers: Vec<String>,
+    /// The base URL relative job URLs join (`--base-url`).
+    pub base_url: Option<String>,
+    /// The lines are URLs (`--urls`), not JSON jobs.
+    pub urls: bool,
+}
+
 /// A run as submitted; see the [module docs](self).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunInfo {
@@ -118,8 +136,7 @@ pub struct RunInfo {
     /// formats were numbered have none, read as 0.
     #[serde(default)]
     pub format: u32,
-    /// The run's options, as the submitting program wrote them (JSON; `corral`'s are its
-    /// command-line options and the jobs' format). The library does not read them.
+    /// The run's options: a [`RunSettings`] as JSON ([`RunInfo::settings`] reads it).
     pub options: String,
     /// Jobs submitted.
     pub jobs: u64,
@@ -130,7 +147,31 @@ pub struct RunInfo {
 impl RunInfo {
     /// The board format this version writes and reads. Raise it whenever the record, or the
     /// options it carries, change in a way another version would misread.
-    pub const FORMAT: u32 = 1;
+    pub const FORMAT: u32 = 2;
+
+    /// The record of a run of `settings`, `jobs` jobs on input `lines`, in this version's
+    /// format.
+    pub fn of(settings: &RunSettings, jobs: u64, lines: Lines) -> Result<Self, QueueError> {
+        let options = serde_json::to_string(settings)
+            .map_err(|e| QueueError::of(QueueErrorKind::Config, "write the run's options", e))?;
+        Ok(Self {
+            format: Self::FORMAT,
+            options,
+            jobs,
+            lines,
+        })
+    }
+
+    /// The run's settings, as the workers take them.
+    pub fn settings(&self) -> Result<RunSettings, QueueError> {
+        serde_json::from_str(&self.options).map_err(|e| {
+            QueueError::of(
+                QueueErrorKind::Forged,
+                "read the run's options",
+                format!("the run's options cannot be read: {e}"),
+            )
+        })
+    }
 
     /// Reads a record's JSON text (as [`crate::board::Board::run`] finds it, its signature
     /// already checked); a record of another format is [`QueueErrorKind::Version`], naming
@@ -243,5 +284,66 @@ mod tests {
             RunInfo::from_json("{").unwrap_err().kind(),
             QueueErrorKind::Forged
         );
+    }
+
+    /// The settings travel whole, but never the client certificate's key nor a worker's own
+    /// headers.
+    #[test]
+    fn settings_travel_without_their_secrets() {
+        let mut settings = Settings {
+            concurrency: 7,
+            per_host_rate: Some(corral::limit::Rate::per_minute(90)),
+            halt_after_failures: Some(3),
+            ..Settings::default()
+        };
+        settings.tls.identity_pem = Some(b"-----BEGIN PRIVATE KEY-----secret".to_vec());
+        settings.tls.ca_pem = vec![b"-----BEGIN CERTIFICATE-----public".to_vec()];
+        settings.hosts.push(
+            corral_engine::settings::HostRule::from_tables([(
+                &"*.a.example".to_string(),
+                &corral_engine::settings::HostSettings {
+                    connect_timeout: Some(std::time::Duration::from_millis(1500)),
+                    ..Default::default()
+                },
+            )])
+            .unwrap()
+            .remove(0),
+        );
+        settings.scoped_headers.push((
+            "b.example".parse().unwrap(),
+            http::HeaderMap::from_iter([(
+                http::header::AUTHORIZATION,
+                http::HeaderValue::from_static("Bearer worker-secret"),
+            )]),
+        ));
+        let run = RunSettings {
+            settings,
+            headers: vec!["X-Team: t1".into()],
+            base_url: None,
+            urls: true,
+        };
+        let info = RunInfo::of(&run, 5, Lines::default()).unwrap();
+        assert!(!info.options.contains("secret"), "{}", info.options);
+        let back = info.settings().unwrap();
+        assert_eq!(back.settings.concurrency, 7);
+        assert_eq!(
+            back.settings
+                .per_host_rate
+                .map(|r| r.to_string())
+                .as_deref(),
+            Some("90/min")
+        );
+        assert_eq!(back.settings.halt_after_failures, Some(3));
+        assert_eq!(back.settings.tls.ca_pem, run.settings.tls.ca_pem);
+        assert_eq!(back.settings.tls.identity_pem, None);
+        assert!(back.settings.scoped_headers.is_empty());
+        assert_eq!(back.settings.hosts[0].pattern.to_string(), "*.a.example");
+        assert_eq!(
+            back.settings.hosts[0].settings.connect_timeout,
+            Some(std::time::Duration::from_millis(1500))
+        );
+        assert_eq!(back.settings.accept, run.settings.accept);
+        assert!(back.urls);
+        assert_eq!(back.headers, run.headers);
     }
 }

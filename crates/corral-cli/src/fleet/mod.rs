@@ -16,7 +16,6 @@ use corral_queue::connect::{env, Access};
 use corral_queue::error::{QueueError, QueueErrorKind};
 use corral_queue::sign::QueueKey;
 use corral_queue::url::{QueueUrl, ENV};
-use serde::{Deserialize, Serialize};
 
 use crate::exit::{code as exit, Fail};
 use crate::flags::Options;
@@ -129,17 +128,6 @@ pub(crate) fn parse(flag: Option<&str>) -> Result<Option<QueueUrl>, Fail> {
         .map_err(|e| Fail(exit::BAD_INPUT, format!("{source}: {e}")))
 }
 
-/// What `submit` stores on the board for the workers: the run's options and how its lines
-/// read.
-#[derive(Serialize, Deserialize)]
-pub(crate) struct RunRecord {
-    /// The options `submit` was given (config file merged in).
-    pub(crate) options: Options,
-    /// The lines are URLs (`--urls`), not JSON jobs.
-    #[serde(default)]
-    pub(crate) urls: bool,
-}
-
 /// Refuses to store a secret on the server: `submit`'s options go to the board, which anyone
 /// who can read the run's bucket sees. Secret headers (by name, as results redact them), and
 /// credentials in the proxy's or the base URL's address, belong to the workers
@@ -164,6 +152,11 @@ pub(crate) fn check_no_secrets(o: &Options) -> Result<(), String> {
                 "[hosts.{pattern:?}] header {name}: is a secret header: {to_workers}"
             ));
         }
+    }
+    if o.cert.is_some() || o.key.is_some() {
+        return Err(format!(
+            "--cert/--key: a client certificate's key is a secret: {to_workers} (`cert` and `key` in its --config)"
+        ));
     }
     let has_credentials = |u: &str| {
         url::Url::parse(u.trim()).is_ok_and(|u| !u.username().is_empty() || u.password().is_some())
@@ -231,8 +224,37 @@ pub(crate) fn check_shareable(plan: &crate::flags::Plan) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
-    use super::check_shareable;
-    use crate::flags::plan_of;
+    use super::{check_no_secrets, check_shareable};
+    use crate::flags::{options_of, plan_of};
+
+    /// What would put a secret on the server is refused by option name, never quoting it.
+    #[test]
+    fn secrets_are_refused_before_they_reach_the_board() {
+        for (args, config, want) in [
+            (
+                &["-H", "Authorization: Bearer sk-1"][..],
+                None,
+                "-H Authorization",
+            ),
+            (
+                &["--proxy", "http://u:sk-1@p:3128"],
+                None,
+                "--proxy with user:password@",
+            ),
+            (&["--cert", "c.pem", "--key", "k.pem"], None, "--cert/--key"),
+            (
+                &[],
+                Some("[hosts.\"a.example\"]\nheader = [\"X-Api-Key: sk-1\"]\n"),
+                "header x-api-key",
+            ),
+        ] {
+            let o = options_of(args, config).unwrap();
+            let e = check_no_secrets(&o).expect_err(want);
+            assert!(e.contains(want), "{args:?}: {e}");
+            assert!(!e.contains("sk-1"), "{e}");
+        }
+        check_no_secrets(&options_of(&["-H", "X-Team: t1"], None).unwrap()).unwrap();
+    }
 
     /// What a fleet cannot share is refused on the typed values, whichever way it was written.
     #[test]

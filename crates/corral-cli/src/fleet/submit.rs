@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use clap::Args;
 use corral_queue::collect::lines_with_results;
-use corral_queue::record::{Lines, RunInfo};
+use corral_queue::record::{Lines, RunInfo, RunSettings};
 use corral_queue::submit::{SubmitError, Submitter, DEFAULT_ACK_WAIT, DEFAULT_MAX_DELIVERIES};
 use corral_queue::url::QueueUrl;
 
-use super::{check_no_secrets, check_shareable, queue_fail, QueueArg, RunRecord};
+use super::{check_no_secrets, check_shareable, queue_fail, QueueArg};
 use crate::exit::{code as exit, fail, Fail};
 use crate::flags::{plan, Options};
 
@@ -128,16 +128,13 @@ pub(crate) async fn submit(
         .await
         .map_err(unreachable)?;
     let board = submitter.board();
-    let record = RunRecord {
-        options: opts,
+    let record = RunSettings {
+        settings: planned.settings,
+        headers: opts.header.clone(),
+        base_url: opts.base_url.clone(),
         urls: job.urls,
     };
-    let info = RunInfo {
-        options: serde_json::to_string(&record).map_err(fail(exit::FATAL))?,
-        jobs: total,
-        lines,
-        ..RunInfo::default()
-    };
+    let info = RunInfo::of(&record, total, lines).map_err(queue_fail)?;
     board
         .set_run(queue.run(), &info, queue.key())
         .await

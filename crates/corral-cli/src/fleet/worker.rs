@@ -14,9 +14,9 @@ use corral_engine::settings::HostPattern;
 use corral_queue::hosts::FleetHosts;
 use corral_queue::worker::Worker;
 
-use super::{check_shareable, queue_fail, QueueArg, RunRecord};
+use super::{check_shareable, queue_fail, QueueArg};
 use crate::exit::{code as exit, fail, Fail};
-use crate::flags::{load_config, parse_headers, plan, Options};
+use crate::flags::{load_config, parse_headers, plan_from, tls_settings, Options};
 use crate::metrics::{self, Latest};
 
 pub(crate) const WORKER_EXAMPLES: &str = "\
@@ -102,27 +102,31 @@ pub(crate) async fn worker_cmd(args: WorkerArgs) -> Result<u8, Fail> {
         })
         .await
         .map_err(queue_fail)?;
-    let record: RunRecord = serde_json::from_str(&info.options).map_err(|e| {
-        Fail(
-            exit::BAD_INPUT,
-            format!("the run's options on {queue} cannot be read by this corral ({e}); use the same version as `corral submit`"),
-        )
-    })?;
-    let mut opts = record.options;
+    let record = info.settings().map_err(queue_fail)?;
+    let mut settings = record.settings;
     // This worker's own size, over the run's.
-    opts.concurrency = args.concurrency.or(opts.concurrency);
-    opts.threads = args.threads.or(opts.threads);
-    opts.queue_size = args.queue_size.or(opts.queue_size);
-    if args.headers_to_any_host {
-        opts.header.extend(headers.iter().cloned());
+    if let Some(c) = args.concurrency {
+        settings.concurrency = c;
     }
-    // The worker's own way to the hosts, over the run's.
-    opts.proxy = own.proxy.clone().or(opts.proxy.take());
-    opts.no_proxy = own.no_proxy.clone().or(opts.no_proxy.take());
-    opts.cert = own.cert.clone().or(opts.cert.take());
-    opts.key = own.key.clone().or(opts.key.take());
-    opts.cacert.extend(own.cacert.iter().cloned());
-    let mut plan = plan(&opts).map_err(fail(exit::BAD_INPUT))?;
+    settings.threads = args.threads.or(settings.threads);
+    settings.queue_size = args.queue_size.or(settings.queue_size);
+    // The worker's own way to the hosts, over the run's: its proxy, its CAs beside the run's,
+    // its client certificate (a secret, which never travels with the run).
+    if own.proxy.is_some() {
+        settings.proxy.url = own.proxy.clone();
+    }
+    if own.no_proxy.is_some() {
+        settings.proxy.no_proxy = own.no_proxy.clone();
+    }
+    let own_tls = tls_settings(&own).map_err(fail(exit::BAD_INPUT))?;
+    settings.tls.ca_pem.extend(own_tls.ca_pem);
+    settings.tls.identity_pem = own_tls.identity_pem;
+    let mut every_job = record.headers;
+    if args.headers_to_any_host {
+        every_job.extend(headers.iter().cloned());
+    }
+    let mut plan = plan_from(settings, &every_job, record.base_url.as_deref())
+        .map_err(fail(exit::BAD_INPUT))?;
     check_shareable(&plan).map_err(fail(exit::BAD_INPUT))?;
     plan.settings.scoped_headers = scoped_headers(&own, &headers, args.headers_to_any_host)?;
 

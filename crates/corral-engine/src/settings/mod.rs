@@ -18,7 +18,7 @@ mod units;
 pub use units::{parse_header_lines, HeaderLineError};
 
 /// What to do with response bodies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum BodyMode {
     /// Read (up to the cap) and count, do not store.
     Discard,
@@ -29,7 +29,7 @@ pub enum BodyMode {
 }
 
 /// A host's circuit breaker (see [`corral::breaker`]).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 pub struct BreakerSettings {
     /// Share of failed calls in the window that opens it (`--breaker-failure-rate`).
     pub failure_rate: f64,
@@ -50,7 +50,12 @@ pub struct BreakerSettings {
 }
 
 /// Everything that shapes a run. Each field names the `corral run` option it comes from.
-#[derive(Debug, Clone)]
+///
+/// Serialisable (a fleet's board carries it to the workers, in `corral_queue`'s versioned
+/// record): what is a secret or belongs to one machine is never serialised — the client
+/// certificate's key ([`TlsSettings::identity_pem`]), a fleet worker's own headers
+/// ([`Settings::scoped_headers`]).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Settings {
     /// Jobs under way at once, all hosts together (`--concurrency`).
     pub concurrency: usize,
@@ -73,15 +78,18 @@ pub struct Settings {
     /// Requests in flight to one host (`--per-host-concurrency`).
     pub per_host_concurrency: usize,
     /// Requests per period, all hosts together (`--rate`); `None`: no limit.
+    #[serde(with = "units::opt_rate")]
     pub rate: Option<Rate>,
     /// Requests the global rate lets through at once (`--burst`).
     pub burst: u64,
     /// Requests per period to one host (`--per-host-rate`); `None`: no limit.
+    #[serde(with = "units::opt_rate")]
     pub per_host_rate: Option<Rate>,
     /// Requests the per-host rate lets through at once (`--per-host-burst`).
     pub per_host_burst: u64,
     /// `--per-host-rate auto[:START]`: each host's rate is found while the run goes, from
     /// this one (see [`crate::hosts`]'s `adaptive`); `per_host_rate` is then `None`.
+    #[serde(with = "units::opt_rate")]
     pub per_host_rate_auto: Option<Rate>,
     /// Attempts after the first (`--retries`).
     pub retries: u32,
@@ -123,8 +131,10 @@ pub struct Settings {
     /// The sum of job costs per period, all hosts together (`--cost-rate`, e.g. 90000/min
     /// for tokens per minute); `None`: no limit. A cost rate is a bucket that holds one
     /// period's worth and refills continuously, as API providers' quotas do.
+    #[serde(with = "units::opt_rate")]
     pub cost_rate: Option<Rate>,
     /// The sum of job costs per period to each host (`--per-host-cost-rate`).
+    #[serde(with = "units::opt_rate")]
     pub per_host_cost_rate: Option<Rate>,
     /// Where a response says what the job really cost (`--cost-from-response`, a JSON pointer
     /// into the body such as `/usage/total_tokens`): the difference from the job's `cost` is
@@ -137,6 +147,7 @@ pub struct Settings {
     /// best one's, unlike [`Settings::hosts`]), added where neither the job nor its host's rule
     /// sets that header: a fleet worker's own secrets, which must reach the hosts they are for
     /// and no other — each hop of a redirect gets its own host's.
+    #[serde(skip)]
     pub scoped_headers: Vec<(HostPattern, http::HeaderMap)>,
     /// How TLS servers are trusted and how the run proves who it is (`--cacert`,
     /// `--insecure`, `--cert`, `--key`).
@@ -160,7 +171,7 @@ pub struct Settings {
 }
 
 /// How result lines are written.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ResultsFormat {
     /// One JSON object per line (what `--resume` and `corral report` read).
     #[default]
@@ -173,7 +184,7 @@ pub enum ResultsFormat {
 
 /// How TLS servers are trusted, and the client certificate if one is needed. The platform's
 /// trust store and the bundled Mozilla roots are always trusted, unless `insecure`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TlsSettings {
     /// More CA certificates to trust, each a PEM file's contents (`--cacert FILE`,
     /// repeatable; a file may hold several certificates).
@@ -182,13 +193,14 @@ pub struct TlsSettings {
     /// `-k`): for test servers only, the connection can be read by anyone in between.
     pub insecure: bool,
     /// A client certificate and its private key, PEM, for servers that ask for one
-    /// (`--cert FILE --key FILE`, contents concatenated).
+    /// (`--cert FILE --key FILE`, contents concatenated). A secret: never serialised.
+    #[serde(skip)]
     pub identity_pem: Option<Vec<u8>>,
 }
 
 /// Where requests go through. Without `url`, the environment's `HTTPS_PROXY`, `HTTP_PROXY`
 /// and `ALL_PROXY` (and `NO_PROXY`) are honoured, as curl does.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ProxySettings {
     /// Every request goes through this proxy (`--proxy URL`: `http://`, `https://`,
     /// `socks5://` resolving names here, `socks5h://` resolving them at the proxy), instead
@@ -456,7 +468,7 @@ impl HostSettings {
 }
 
 /// Settings for the hosts that match a pattern.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct HostRule {
     /// Which hosts.
     pub pattern: HostPattern,

@@ -131,3 +131,22 @@ pub(crate) mod header_lines {
         parse_header_lines(&lines, "header").map_err(D::Error::custom)
     }
 }
+
+/// Serde as text for a type written and read as text (its `Display` and `FromStr`).
+macro_rules! as_text {
+    ($($t:ty),*) => {$(
+        impl Serialize for $t {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                String::deserialize(d)?.parse().map_err(D::Error::custom)
+            }
+        }
+    )*};
+}
+
+as_text!(super::HostPattern, super::StatusSet);
