@@ -245,14 +245,18 @@ fn scoped_headers(
     to_any_host: bool,
 ) -> Result<Vec<(HostPattern, http::HeaderMap)>, Fail> {
     let bad = |m: String| Fail(exit::BAD_INPUT, m);
+    // Parsed once, added to every table (none when they go to any host instead).
+    let for_each_table = if to_any_host {
+        http::HeaderMap::new()
+    } else {
+        parse_headers(headers).map_err(bad)?
+    };
     own.hosts
         .iter()
         .map(|(pattern, rule)| {
             let mut h = rule.headers.clone();
-            if !to_any_host {
-                for (name, value) in &parse_headers(headers).map_err(bad)? {
-                    h.append(name, value.clone());
-                }
+            for (name, value) in &for_each_table {
+                h.append(name, value.clone());
             }
             let p: HostPattern = pattern
                 .parse()
