@@ -226,7 +226,12 @@ pub(crate) fn describe(p: &mock::Profile) -> String {
 fn describe_limits(s: &Settings) -> String {
     let per_host_rate = s.per_host_rate.map_or_else(
         || "no per-host rate".to_string(),
-        |r| format!("{r} per host (burst {})", s.per_host_burst),
+        |r| match r {
+            RateSetting::Fixed(r) => format!("{r} per host (burst {})", s.per_host_burst),
+            RateSetting::Auto(start) => {
+                format!("each host's rate found while the run goes (from {start})")
+            }
+        },
     );
     let breakers = s.breaker.map_or_else(
         || "no breakers".to_string(),

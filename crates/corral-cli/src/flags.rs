@@ -508,14 +508,7 @@ pub(crate) fn plan(o: &Options) -> Result<Plan, String> {
         per_host_concurrency: o.per_host_concurrency.unwrap_or(d.per_host_concurrency),
         rate: parse_rate(o.rate.as_deref(), "--rate")?,
         burst: o.burst.unwrap_or(d.burst),
-        per_host_rate: match per_host_rate {
-            Some(RateSetting::Fixed(r)) => Some(r),
-            _ => None,
-        },
-        per_host_rate_auto: match per_host_rate {
-            Some(RateSetting::Auto(start)) => Some(start),
-            _ => None,
-        },
+        per_host_rate,
         per_host_burst: o.per_host_burst.unwrap_or(d.per_host_burst),
         retries: o.retries.unwrap_or(d.retries),
         retry_base: ms(o.retry_base_ms, d.retry_base),

@@ -292,7 +292,9 @@ mod tests {
     fn settings_travel_without_their_secrets() {
         let mut settings = Settings {
             concurrency: 7,
-            per_host_rate: Some(corral::limit::Rate::per_minute(90)),
+            per_host_rate: Some(corral_engine::settings::RateSetting::Fixed(
+                corral::limit::Rate::per_minute(90),
+            )),
             halt_after_failures: Some(3),
             ..Settings::default()
         };

@@ -199,7 +199,7 @@ pub(crate) fn check_shareable(plan: &crate::flags::Plan) -> Result<(), String> {
                 .into(),
         );
     }
-    if s.per_host_rate_auto.is_some() {
+    if matches!(s.per_host_rate, Some(RateSetting::Auto(_))) {
         return Err(
             "--per-host-rate auto is not supported with --queue (each worker would find its own rate); give the rate, e.g. 50/s".into(),
         );

@@ -129,7 +129,7 @@ impl Gates {
                 .hosts
                 .iter()
                 .any(|r| r.settings.cost_rate.is_some());
-        let adaptive = settings.per_host_rate_auto.is_some()
+        let adaptive = matches!(settings.per_host_rate, Some(RateSetting::Auto(_)))
             || settings
                 .hosts
                 .iter()

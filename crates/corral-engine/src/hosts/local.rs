@@ -522,7 +522,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_auto_host_cut_with_its_allowance_spent_is_cut_and_paused() {
         let settings = Settings {
-            per_host_rate_auto: Some(Rate::per_second(20)),
+            per_host_rate: Some(crate::settings::RateSetting::Auto(Rate::per_second(20))),
             ..Settings::default()
         };
         let hosts = Hosts::new(&settings).unwrap();

@@ -82,15 +82,13 @@ pub struct Settings {
     pub rate: Option<Rate>,
     /// Requests the global rate lets through at once (`--burst`).
     pub burst: u64,
-    /// Requests per period to one host (`--per-host-rate`); `None`: no limit.
-    #[serde(with = "units::opt_rate")]
-    pub per_host_rate: Option<Rate>,
+    /// Requests per period to each host (`--per-host-rate 50/s`), or each host's rate found
+    /// while the run goes, from a start (`--per-host-rate auto[:START]`, see [`crate::hosts`]'s
+    /// `adaptive`); `None`: no limit.
+    #[serde(with = "units::opt_rate_setting")]
+    pub per_host_rate: Option<RateSetting>,
     /// Requests the per-host rate lets through at once (`--per-host-burst`).
     pub per_host_burst: u64,
-    /// `--per-host-rate auto[:START]`: each host's rate is found while the run goes, from
-    /// this one (see [`crate::hosts`]'s `adaptive`); `per_host_rate` is then `None`.
-    #[serde(with = "units::opt_rate")]
-    pub per_host_rate_auto: Option<Rate>,
     /// Attempts after the first (`--retries`).
     pub retries: u32,
     /// First backoff delay, doubled per retry with full jitter (`--retry-base-ms`).
@@ -515,7 +513,10 @@ impl ForHost<'_> {
         match self.rule.and_then(|r| r.rate) {
             Some(RateSetting::Auto(start)) => Some(start),
             Some(RateSetting::Fixed(_)) => None,
-            None => self.run.per_host_rate_auto,
+            None => match self.run.per_host_rate {
+                Some(RateSetting::Auto(start)) => Some(start),
+                _ => None,
+            },
         }
     }
 
@@ -523,7 +524,9 @@ impl ForHost<'_> {
     pub fn rate(&self) -> Option<(Rate, u64)> {
         let rate = match self.rule.and_then(|r| r.rate) {
             Some(RateSetting::Fixed(r) | RateSetting::Auto(r)) => r,
-            None => self.run.per_host_rate_auto.or(self.run.per_host_rate)?,
+            None => match self.run.per_host_rate? {
+                RateSetting::Fixed(r) | RateSetting::Auto(r) => r,
+            },
         };
         let burst = self
             .rule
@@ -876,7 +879,6 @@ impl Default for Settings {
             burst: 1,
             per_host_rate: None,
             per_host_burst: 1,
-            per_host_rate_auto: None,
             retries: 3,
             retry_base: Duration::from_millis(200),
             retry_max: Duration::from_millis(10_000),
@@ -983,7 +985,7 @@ mod tests {
     #[test]
     fn a_rule_changes_only_what_it_sets() {
         let mut s = Settings {
-            per_host_rate: Some(Rate::per_second(50)),
+            per_host_rate: Some(RateSetting::Fixed(Rate::per_second(50))),
             ..Settings::default()
         };
         s.hosts.push(HostRule {
