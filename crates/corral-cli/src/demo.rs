@@ -9,11 +9,12 @@ use corral_engine::settings::Settings;
 use corral_engine::sink::{self as output, Existing, InputFacts, OpenMode, Sink};
 
 use crate::exit::{code as exit, fail, Fail};
-use crate::flags::{plan, Options};
+use crate::flags::plan;
 use crate::mock;
 use crate::run::{build, execute, After, Total};
 use corral::limit::Rate;
-use corral_engine::settings::{HostSettings, RateSetting};
+use corral_engine::settings::{HostRule, HostSettings, RateSetting};
+use std::time::Duration;
 
 #[derive(Args)]
 pub(crate) struct DemoArgs {
@@ -83,29 +84,29 @@ pub(crate) async fn demo(args: DemoArgs) -> Result<u8, Fail> {
             describe(&h.profile)
         );
     }
-    let opts = Options {
-        concurrency: Some(64),
-        per_host_concurrency: Some(8),
-        per_host_rate: Some("60/s".into()),
-        per_host_burst: Some(5),
-        retries: Some(5),
-        retry_base_ms: Some(100),
-        retry_max_ms: Some(1000),
+    let settings = Settings {
+        concurrency: 64,
+        per_host_concurrency: 8,
+        per_host_rate: Some(RateSetting::Fixed(Rate::per_second(60))),
+        per_host_burst: 5,
+        retries: 5,
+        retry_base: Duration::from_millis(100),
+        retry_max: Duration::from_millis(1000),
         // A short window: the breaker opens soon after the outage starts (a failure-rate
         // window full of the host's earlier successes would take seconds to tip), and holds
         // the outage host's jobs until it is back.
-        breaker_min_calls: Some(10),
-        breaker_window_s: Some(1),
-        breaker_cool_down_s: Some(1),
-        timeout_ms: Some(2000),
-        max_body: Some("256KiB".into()),
-        max_retry_after_s: Some(2),
-        progress_interval_s: Some(1),
-        hosts: demo_hosts(&server),
-        ..Options::default()
+        breaker_min_calls: 10,
+        breaker_window: Duration::from_secs(1),
+        breaker_cool_down: Duration::from_secs(1),
+        timeout: Duration::from_millis(2000),
+        max_body: 256 << 10,
+        max_retry_after: Duration::from_secs(2),
+        progress_interval: Duration::from_secs(1),
+        hosts: HostRule::from_tables(&demo_hosts(&server)).map_err(fail(exit::FATAL))?,
+        ..Settings::default()
     };
-    let plan = plan(&opts).map_err(fail(exit::FATAL))?;
-    eprintln!("{}", describe_limits(&plan.settings));
+    let plan = plan(settings).map_err(fail(exit::FATAL))?;
+    eprintln!("{}", describe_limits(&plan));
     let run = build(&plan).map_err(fail(exit::FATAL))?;
     let input = tokio::fs::File::open(&jobs_path)
         .await
@@ -233,7 +234,7 @@ fn describe_limits(s: &Settings) -> String {
             }
         },
     );
-    let breakers = s.breaker.map_or_else(
+    let breakers = s.breaker().map_or_else(
         || "no breakers".to_string(),
         |b| {
             format!(

@@ -25,7 +25,7 @@ mod serve_mock;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 use corral_engine::redact;
 
 use crate::exit::{code, Fail, EXIT_CODES};
@@ -72,15 +72,7 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
-    // Defaults are shown from where they are written (`flags::defaults`), not from the help
-    // text.
-    let command = Cli::command()
-        .mut_subcommand("run", flags::with_defaults)
-        .mut_subcommand("submit", flags::with_defaults);
-    let cli = match Cli::from_arg_matches(&command.get_matches()) {
-        Ok(cli) => cli,
-        Err(e) => e.exit(),
-    };
+    let cli = Cli::parse();
     raise_fd_limit();
     log::init();
     // `run` and `demo` do their requests on worker threads of their own (see `workers`): the

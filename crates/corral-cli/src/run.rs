@@ -12,10 +12,11 @@ use corral_engine::sink::{self as output, Existing, InputFacts, OpenMode, Sink};
 use corral_engine::summary::{Stats, Summary};
 
 use crate::exit::{code as exit, fail, Fail};
-use crate::flags::{plan, retry_failed, Plan, ResultsFormatArg, RunArgs};
+use crate::flags::{plan, retry_failed, ResultsFormatArg, RunArgs};
 use crate::metrics;
 use crate::progress::Progress;
 use corral_engine::settings::ResultsFormat;
+use corral_engine::settings::Settings;
 
 /// How many jobs the input holds, for the progress bar's length.
 pub(crate) enum Total {
@@ -54,7 +55,7 @@ impl Observer for Progress {
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn execute(
     run: Run,
-    plan: Plan,
+    plan: Settings,
     reader: Box<dyn tokio::io::AsyncBufRead + Unpin + Send>,
     total: Total,
     input: Input,
@@ -87,7 +88,7 @@ pub(crate) async fn execute(
         _ => None,
     };
     let mut watched = Watched {
-        progress: Progress::new(quiet, plan.progress_every),
+        progress: Progress::new(quiet, plan.progress_interval),
         metrics,
     };
     let mut run = run
@@ -193,16 +194,16 @@ impl Observer for Watched {
 }
 
 /// The engine for `plan`: its settings, checked.
-pub(crate) fn build(plan: &Plan) -> Result<Run, StartError> {
+pub(crate) fn build(plan: &Settings) -> Result<Run, StartError> {
     build_with(plan, None)
 }
 
 /// [`build`], keeping per-host state in `hosts` (a fleet's shared table) when given.
 pub(crate) fn build_with(
-    plan: &Plan,
+    plan: &Settings,
     hosts: Option<std::sync::Arc<dyn corral_engine::hosts::HostTable>>,
 ) -> Result<Run, StartError> {
-    let mut run = Run::builder().settings(plan.settings.clone());
+    let mut run = Run::builder().settings(plan.clone());
     if let Some(h) = hosts {
         run = run.hosts(h);
     }
@@ -249,7 +250,7 @@ fn resume_notes(resumed: &output::Resumed) -> Vec<String> {
 /// it is a file) would overwrite one of its inputs or each other, before anything is sent.
 pub(crate) fn check_files(
     args: &RunArgs,
-    opts: &crate::flags::Options,
+    opts: &Settings,
     bodies: Option<&std::path::Path>,
 ) -> Result<(), Fail> {
     use corral_engine::files::{self, Place};
@@ -294,13 +295,15 @@ pub(crate) async fn run_cmd(args: RunArgs) -> Result<u8, Fail> {
         return crate::fleet::collect::run_on_queue(args, queue).await;
     }
     let opts = args
-        .opts
+        .settings
         .with_config(args.config.as_deref())
         .map_err(fail(exit::BAD_INPUT))?;
-    let mut plan = plan(&opts).map_err(fail(exit::BAD_INPUT))?;
+    // The outputs against the inputs (--cacert, --cert, --key among them) before any is read.
+    check_files(&args, &opts, opts.save_body_dir.as_deref())?;
+    let mut plan = plan(opts).map_err(fail(exit::BAD_INPUT))?;
     let csv_out = args.format == ResultsFormatArg::Csv;
     if csv_out {
-        plan.settings.results_format = ResultsFormat::Csv;
+        plan.results_format = ResultsFormat::Csv;
     }
     let format = if args.urls {
         Format::Urls
@@ -322,8 +325,7 @@ pub(crate) async fn run_cmd(args: RunArgs) -> Result<u8, Fail> {
     } else {
         Format::Jsonl
     };
-    check_files(&args, &opts, plan.settings.save_body_dir.as_deref())?;
-    if let Some(dir) = &plan.settings.save_body_dir {
+    if let Some(dir) = &plan.save_body_dir {
         std::fs::create_dir_all(dir).map_err(|e| {
             Fail(
                 exit::BAD_INPUT,
@@ -333,7 +335,7 @@ pub(crate) async fn run_cmd(args: RunArgs) -> Result<u8, Fail> {
     }
     let input = Input {
         format,
-        headers: plan.extra_headers.clone(),
+        headers: plan.header_map(),
         base_url: plan.base_url.clone(),
     };
     // Every check first: nothing is written before the options and the input are known good.
@@ -342,7 +344,7 @@ pub(crate) async fn run_cmd(args: RunArgs) -> Result<u8, Fail> {
         None => (build(&plan).map_err(fail(exit::BAD_INPUT))?, None),
         Some(addr) => {
             let hosts: std::sync::Arc<dyn corral_engine::hosts::HostTable> = std::sync::Arc::new(
-                corral_engine::hosts::Hosts::new(&plan.settings).map_err(fail(exit::BAD_INPUT))?,
+                corral_engine::hosts::Hosts::new(&plan).map_err(fail(exit::BAD_INPUT))?,
             );
             let run = build_with(&plan, Some(hosts.clone())).map_err(fail(exit::BAD_INPUT))?;
             let latest = metrics::Latest::default();

@@ -112,17 +112,17 @@ impl<'de> Deserialize<'de> for Lines {
 }
 
 /// The run as every worker takes it: the engine's [`Settings`] (what is a secret or one
-/// machine's own is never serialised: see [`Settings`]) and how its jobs read. Carried in
-/// [`RunInfo::options`], in this crate's format of [`RunInfo::FORMAT`].
+/// machine's own is never serialised: see [`Settings`]), the CA certificates it trusts, and
+/// how its jobs read. Carried in [`RunInfo::options`], in this crate's format of
+/// [`RunInfo::FORMAT`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunSettings {
-    /// The run's settings, as `corral submit` planned and checked them.
+    /// The run's settings, as `corral submit` planned and checked them (its every-job headers
+    /// among them: none secret, `corral submit` refuses those).
     pub settings: Settings,
-    /// Request headers every job gets (`--header`, as `"Name: value"` lines; none secret:
-    /// `corral submit` refuses those).
-    pub headers: Vec<String>,
-    /// The base URL relative job URLs join (`--base-url`).
-    pub base_url: Option<String>,
+    /// The contents of the run's `--cacert` files (public certificates), which the workers
+    /// trust beside their own: the files' paths would mean nothing on another machine.
+    pub ca_pem: Vec<Vec<u8>>,
     /// The lines are URLs (`--urls`), not JSON jobs.
     pub urls: bool,
 }
@@ -147,7 +147,7 @@ pub struct RunInfo {
 impl RunInfo {
     /// The board format this version writes and reads. Raise it whenever the record, or the
     /// options it carries, change in a way another version would misread.
-    pub const FORMAT: u32 = 2;
+    pub const FORMAT: u32 = 3;
 
     /// The record of a run of `settings`, `jobs` jobs on input `lines`, in this version's
     /// format.
@@ -299,7 +299,7 @@ mod tests {
             ..Settings::default()
         };
         settings.tls.identity_pem = Some(b"-----BEGIN PRIVATE KEY-----secret".to_vec());
-        settings.tls.ca_pem = vec![b"-----BEGIN CERTIFICATE-----public".to_vec()];
+        settings.headers = vec!["X-Team: t1".parse().unwrap()];
         settings.hosts.push(
             corral_engine::settings::HostRule::from_tables([(
                 &"*.a.example".to_string(),
@@ -320,8 +320,7 @@ mod tests {
         ));
         let run = RunSettings {
             settings,
-            headers: vec!["X-Team: t1".into()],
-            base_url: None,
+            ca_pem: vec![b"-----BEGIN CERTIFICATE-----public".to_vec()],
             urls: true,
         };
         let info = RunInfo::of(&run, 5, Lines::default()).unwrap();
@@ -336,7 +335,7 @@ mod tests {
             Some("90/min")
         );
         assert_eq!(back.settings.halt_after_failures, Some(3));
-        assert_eq!(back.settings.tls.ca_pem, run.settings.tls.ca_pem);
+        assert_eq!(back.ca_pem, run.ca_pem);
         assert_eq!(back.settings.tls.identity_pem, None);
         assert!(back.settings.scoped_headers.is_empty());
         assert_eq!(back.settings.hosts[0].pattern.to_string(), "*.a.example");
@@ -346,6 +345,6 @@ mod tests {
         );
         assert_eq!(back.settings.accept, run.settings.accept);
         assert!(back.urls);
-        assert_eq!(back.headers, run.headers);
+        assert_eq!(back.settings.headers, run.settings.headers);
     }
 }

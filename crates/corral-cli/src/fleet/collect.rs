@@ -94,7 +94,7 @@ pub(crate) async fn run_on_queue(args: RunArgs, queue: QueueUrl) -> Result<u8, F
         eprintln!("corral: running on the queue {queue} ($CORRAL_QUEUE; set it empty to run here)");
     }
     let opts = args
-        .opts
+        .settings
         .with_config(args.config.as_deref())
         .map_err(fail(exit::BAD_INPUT))?;
     crate::run::check_files(&args, &opts, None)?;

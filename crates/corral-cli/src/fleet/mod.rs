@@ -18,8 +18,8 @@ use corral_queue::sign::QueueKey;
 use corral_queue::url::{QueueUrl, ENV};
 
 use crate::exit::{code as exit, Fail};
-use crate::flags::Options;
 use corral_engine::settings::RateSetting;
+use corral_engine::settings::Settings;
 
 /// `--queue`, shared by the fleet's commands.
 #[derive(Args, Clone)]
@@ -132,18 +132,19 @@ pub(crate) fn parse(flag: Option<&str>) -> Result<Option<QueueUrl>, Fail> {
 /// who can read the run's bucket sees. Secret headers (by name, as results redact them), and
 /// credentials in the proxy's or the base URL's address, belong to the workers
 /// (`corral worker -H` or its own `--config`). The error names the option, never the value.
-pub(crate) fn check_no_secrets(o: &Options) -> Result<(), String> {
+pub(crate) fn check_no_secrets(o: &Settings) -> Result<(), String> {
     let to_workers = "it would be stored on the NATS server for every worker to read; give it to the workers instead (`corral worker --config FILE` with [hosts.\"HOST\"] header = [...], or corral worker -H with --headers-to-any-host)";
-    let secret_header = |h: &String| {
-        h.split_once(':')
-            .is_some_and(|(name, _)| corral_engine::redact::is_secret_header(name.trim()))
-    };
-    if let Some(h) = o.header.iter().find(|h| secret_header(h)) {
-        let name = h.split_once(':').map_or("", |(n, _)| n.trim());
-        return Err(format!("-H {name}: is a secret header: {to_workers}"));
+    if let Some(h) = o
+        .headers
+        .iter()
+        .find(|h| corral_engine::redact::is_secret_header(h.name.as_str()))
+    {
+        return Err(format!("-H {}: is a secret header: {to_workers}", h.name));
     }
-    for (pattern, rule) in &o.hosts {
+    for rule in &o.hosts {
+        let pattern = rule.pattern.to_string();
         if let Some(name) = rule
+            .settings
             .headers
             .keys()
             .find(|n| corral_engine::redact::is_secret_header(n.as_str()))
@@ -167,8 +168,8 @@ pub(crate) fn check_no_secrets(o: &Options) -> Result<(), String> {
         ));
     }
     if let Some(base) = &o.base_url {
-        let redacted = corral_engine::redact::url_text(base);
-        if has_credentials(base) || redacted != base.trim() {
+        let redacted = corral_engine::redact::url(base);
+        if !base.username().is_empty() || base.password().is_some() || redacted != base.as_str() {
             return Err(format!(
                 "--base-url {redacted}: holds credentials or a secret parameter: {to_workers}"
             ));
@@ -180,13 +181,12 @@ pub(crate) fn check_no_secrets(o: &Options) -> Result<(), String> {
 /// Refuses options a fleet would enforce per worker while the user means the whole run: the
 /// trap of per-worker limits. The per-host rate and cost rate, pauses and breakers are shared
 /// (see `corral_queue::hosts`); `--per-host-concurrency` is per worker, as documented.
-pub(crate) fn check_shareable(plan: &crate::flags::Plan) -> Result<(), String> {
+pub(crate) fn check_shareable(s: &Settings) -> Result<(), String> {
     let per_worker = |option: &str| {
         format!(
             "{option} is not shared by the workers of a queue (each would allow it alone); use --per-host-rate or --per-host-cost-rate, which are"
         )
     };
-    let s = &plan.settings;
     if s.rate.is_some() {
         return Err(per_worker("--rate"));
     }
@@ -234,7 +234,7 @@ mod tests {
             (
                 &["-H", "Authorization: Bearer sk-1"][..],
                 None,
-                "-H Authorization",
+                "-H authorization",
             ),
             (
                 &["--proxy", "http://u:sk-1@p:3128"],

@@ -13,7 +13,8 @@ use corral_queue::url::QueueUrl;
 
 use super::{check_no_secrets, check_shareable, queue_fail, QueueArg};
 use crate::exit::{code as exit, fail, Fail};
-use crate::flags::{plan, Options};
+use crate::flags::{plan, SettingsFlags};
+use corral_engine::settings::Settings;
 
 pub(crate) const SUBMIT_EXAMPLES: &str = "\
 Examples:
@@ -60,13 +61,13 @@ pub(crate) struct SubmitArgs {
     #[arg(long, short)]
     pub(crate) quiet: bool,
     #[command(flatten)]
-    pub(crate) opts: Options,
+    pub(crate) settings: SettingsFlags,
 }
 
 pub(crate) async fn submit_cmd(args: SubmitArgs) -> Result<u8, Fail> {
     let queue = args.queue.url()?;
     let opts = args
-        .opts
+        .settings
         .with_config(args.config.as_deref())
         .map_err(fail(exit::BAD_INPUT))?;
     let job = Submission {
@@ -96,7 +97,7 @@ pub(crate) struct Submission {
 pub(crate) async fn submit(
     queue: &QueueUrl,
     job: &Submission,
-    opts: Options,
+    opts: Settings,
     quiet: bool,
 ) -> Result<(), Fail> {
     if job.ack_wait.is_zero() {
@@ -114,7 +115,7 @@ pub(crate) async fn submit(
     check_no_secrets(&opts).map_err(fail(exit::BAD_INPUT))?;
     // The same checks as `corral run`, then what a fleet cannot share, on the typed values,
     // before anything is published.
-    let planned = plan(&opts).map_err(fail(exit::BAD_INPUT))?;
+    let mut planned = plan(opts).map_err(fail(exit::BAD_INPUT))?;
     check_shareable(&planned).map_err(fail(exit::BAD_INPUT))?;
     let (jobs, total, lines) = Jobs::open(&job.jobs, job.urls)?;
 
@@ -128,10 +129,11 @@ pub(crate) async fn submit(
         .await
         .map_err(unreachable)?;
     let board = submitter.board();
+    // The CA files travel as their contents: their paths would mean nothing on a worker.
+    planned.cacert.clear();
     let record = RunSettings {
-        settings: planned.settings,
-        headers: opts.header.clone(),
-        base_url: opts.base_url.clone(),
+        ca_pem: std::mem::take(&mut planned.tls.ca_pem),
+        settings: planned,
         urls: job.urls,
     };
     let info = RunInfo::of(&record, total, lines).map_err(queue_fail)?;

@@ -10,13 +10,13 @@ use corral::shutdown::Shutdown;
 use corral_engine::hosts::HostTable;
 use corral_engine::job::{Format, Input};
 use corral_engine::run::Ending;
-use corral_engine::settings::HostPattern;
+use corral_engine::settings::{HeaderLine, HostPattern, Settings};
 use corral_queue::hosts::FleetHosts;
 use corral_queue::worker::Worker;
 
 use super::{check_shareable, queue_fail, QueueArg};
 use crate::exit::{code as exit, fail, Fail};
-use crate::flags::{load_config, parse_headers, plan_from, tls_settings, Options};
+use crate::flags::{load_config, parse_headers, plan};
 use crate::metrics::{self, Latest};
 
 pub(crate) const WORKER_EXAMPLES: &str = "\
@@ -75,9 +75,13 @@ pub(crate) async fn worker_cmd(args: WorkerArgs) -> Result<u8, Fail> {
     // The worker's own settings are checked before it takes any job.
     let own = match &args.config {
         Some(path) => worker_config(path)?,
-        None => Options::default(),
+        None => Settings::default(),
     };
-    let headers = [own.header.clone(), args.header.clone()].concat();
+    // The config file's top-level `header` lines, then -H.
+    let mut headers = own.header_map();
+    for (name, value) in &parse_headers(&args.header).map_err(fail(exit::BAD_INPUT))? {
+        headers.append(name, value.clone());
+    }
     if !headers.is_empty() && own.hosts.is_empty() && !args.headers_to_any_host {
         return Err(Fail(
             exit::BAD_INPUT,
@@ -113,25 +117,29 @@ pub(crate) async fn worker_cmd(args: WorkerArgs) -> Result<u8, Fail> {
     // The worker's own way to the hosts, over the run's: its proxy, its CAs beside the run's,
     // its client certificate (a secret, which never travels with the run).
     if own.proxy.is_some() {
-        settings.proxy.url = own.proxy.clone();
+        settings.proxy = own.proxy.clone();
     }
     if own.no_proxy.is_some() {
-        settings.proxy.no_proxy = own.no_proxy.clone();
+        settings.no_proxy = own.no_proxy.clone();
     }
-    let own_tls = tls_settings(&own).map_err(fail(exit::BAD_INPUT))?;
-    settings.tls.ca_pem.extend(own_tls.ca_pem);
-    settings.tls.identity_pem = own_tls.identity_pem;
-    let mut every_job = record.headers;
+    // The run's CA certificates (their contents) and this worker's own files, read by `plan`.
+    settings.tls.ca_pem = record.ca_pem;
+    settings.cacert = own.cacert.clone();
+    (settings.cert, settings.key) = (own.cert.clone(), own.key.clone());
     if args.headers_to_any_host {
-        every_job.extend(headers.iter().cloned());
+        settings
+            .headers
+            .extend(headers.iter().map(|(name, value)| HeaderLine {
+                name: name.clone(),
+                value: value.clone(),
+            }));
     }
-    let mut plan = plan_from(settings, &every_job, record.base_url.as_deref())
-        .map_err(fail(exit::BAD_INPUT))?;
+    let mut plan = plan(settings).map_err(fail(exit::BAD_INPUT))?;
     check_shareable(&plan).map_err(fail(exit::BAD_INPUT))?;
-    plan.settings.scoped_headers = scoped_headers(&own, &headers, args.headers_to_any_host)?;
+    plan.scoped_headers = scoped_headers(&own, &headers, args.headers_to_any_host);
 
     let table = Arc::new(
-        FleetHosts::start(&plan.settings, worker.board().clone(), worker.id())
+        FleetHosts::start(&plan, worker.board().clone(), worker.id())
             .await
             .map_err(fail(exit::FATAL))?,
     );
@@ -144,7 +152,7 @@ pub(crate) async fn worker_cmd(args: WorkerArgs) -> Result<u8, Fail> {
         } else {
             Format::Jsonl
         },
-        headers: plan.extra_headers.clone(),
+        headers: plan.header_map(),
         base_url: plan.base_url.clone(),
     };
 
@@ -200,7 +208,7 @@ const WORKER_KEYS: [&str; 7] = [
 /// A worker's own config file, refused when it sets anything but [`WORKER_KEYS`] (or, in a
 /// `[hosts]` table, anything but `header`): such a setting would silently differ from the
 /// run's on this worker alone.
-fn worker_config(path: &Path) -> Result<Options, Fail> {
+fn worker_config(path: &Path) -> Result<Settings, Fail> {
     let bad = |m: String| {
         Fail(
             exit::BAD_INPUT,
@@ -216,16 +224,19 @@ fn worker_config(path: &Path) -> Result<Options, Fail> {
             || v.as_object().is_some_and(serde_json::Map::is_empty))
     };
     let json = serde_json::to_value(&own).map_err(|e| bad(e.to_string()))?;
+    let default = serde_json::to_value(Settings::default()).map_err(|e| bad(e.to_string()))?;
     for (key, value) in json.as_object().into_iter().flatten() {
-        if set(value) && !WORKER_KEYS.contains(&key.as_str()) {
+        let given = default.get(key) != Some(value);
+        if given && !WORKER_KEYS.contains(&key.as_str()) {
             return Err(bad(format!(
                 "`{key}` is the run's setting, given to corral submit; a worker's config holds {}",
                 WORKER_KEYS.join(", ")
             )));
         }
     }
-    for (pattern, rule) in &own.hosts {
-        let json = serde_json::to_value(rule).map_err(|e| bad(e.to_string()))?;
+    for rule in &own.hosts {
+        let pattern = rule.pattern.to_string();
+        let json = serde_json::to_value(&rule.settings).map_err(|e| bad(e.to_string()))?;
         for (key, value) in json.as_object().into_iter().flatten() {
             if set(value) && key != "header" {
                 return Err(bad(format!(
@@ -240,28 +251,20 @@ fn worker_config(path: &Path) -> Result<Options, Fail> {
 /// The worker's headers by host: each `[hosts]` table's own, and `headers` (`-H` and the
 /// config's top-level `header`) for every one of them, unless those go to any host.
 fn scoped_headers(
-    own: &Options,
-    headers: &[String],
+    own: &Settings,
+    headers: &http::HeaderMap,
     to_any_host: bool,
-) -> Result<Vec<(HostPattern, http::HeaderMap)>, Fail> {
-    let bad = |m: String| Fail(exit::BAD_INPUT, m);
-    // Parsed once, added to every table (none when they go to any host instead).
-    let for_each_table = if to_any_host {
-        http::HeaderMap::new()
-    } else {
-        parse_headers(headers).map_err(bad)?
-    };
+) -> Vec<(HostPattern, http::HeaderMap)> {
     own.hosts
         .iter()
-        .map(|(pattern, rule)| {
-            let mut h = rule.headers.clone();
-            for (name, value) in &for_each_table {
-                h.append(name, value.clone());
+        .map(|rule| {
+            let mut h = rule.settings.headers.clone();
+            if !to_any_host {
+                for (name, value) in headers {
+                    h.append(name, value.clone());
+                }
             }
-            let p: HostPattern = pattern
-                .parse()
-                .map_err(|e: corral_engine::error::ConfigError| bad(e.to_string()))?;
-            Ok((p, h))
+            (rule.pattern.clone(), h)
         })
         .collect()
 }
@@ -281,14 +284,15 @@ mod tests {
         )
         .unwrap();
         let own = worker_config(&p).unwrap();
-        let scoped = scoped_headers(&own, &["X-Team: a".into()], false).unwrap();
+        let team = parse_headers(&["X-Team: a".into()]).unwrap();
+        let scoped = scoped_headers(&own, &team, false);
         assert_eq!(scoped.len(), 1);
         let (pattern, h) = &scoped[0];
         assert!(pattern.matches("api.example.com:443") && !pattern.matches("other.com:443"));
         assert_eq!(h.get("authorization").unwrap(), "Bearer s3cret");
         assert_eq!(h.get("x-team").unwrap(), "a");
         // With --headers-to-any-host, -H goes to every host instead.
-        let scoped = scoped_headers(&own, &["X-Team: a".into()], true).unwrap();
+        let scoped = scoped_headers(&own, &team, true);
         assert!(scoped[0].1.get("x-team").is_none());
         for (text, named) in [
             ("retries = 9\n", "`retries`"),

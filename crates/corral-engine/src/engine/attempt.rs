@@ -313,7 +313,7 @@ impl Engine {
         trace.head.store(0, Ordering::Relaxed);
         // A body to be saved has its room reserved before the request (and its timeout)
         // starts: jobs wait for memory here, never half-way through a body.
-        let mut held = match self.gates.settings.body {
+        let mut held = match self.gates.settings.body() {
             BodyMode::Save => {
                 let room = (self.gates.settings.max_body as usize)
                     .saturating_add(4096)

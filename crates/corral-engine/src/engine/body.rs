@@ -165,12 +165,12 @@ impl Engine {
         let pointer = self.gates.settings.cost_from_response.as_deref();
         // The body is kept to read its cost from, even when it is not saved (up to --max-body).
         let mut saved =
-            (self.gates.settings.body == BodyMode::Save || pointer.is_some()).then(Vec::new);
+            (self.gates.settings.body() == BodyMode::Save || pointer.is_some()).then(Vec::new);
         let mut truncated = false;
         let mut complete = false;
         // `--no-body` reads nothing over reqwest; over a direct connection it drains the body
         // (up to the cap, uncounted) so the connection can serve the next request.
-        let read = self.gates.settings.body != BodyMode::Skip || body.drains();
+        let read = self.gates.settings.body() != BodyMode::Skip || body.drains();
         let body_error = |e: DecodeError| AttemptError::Transport {
             cause: Cause::Body,
             message: e.to_string(),
@@ -185,13 +185,13 @@ impl Engine {
             _ => None,
         };
         let mut file = match &self.gates.settings.save_body_dir {
-            Some(dir) if self.gates.settings.body != BodyMode::Skip => {
+            Some(dir) if self.gates.settings.body() != BodyMode::Skip => {
                 Some(BodyFile::create(dir, job).await?)
             }
             _ => None,
         };
         if read {
-            let count = self.gates.settings.body != BodyMode::Skip;
+            let count = self.gates.settings.body() != BodyMode::Skip;
             loop {
                 let chunk = body.chunk().await.map_err(AttemptError::from)?;
                 let end = chunk.is_none();
@@ -233,7 +233,7 @@ impl Engine {
             (Some(p), Some(b)) if accepted => Some(claimed_cost(b, p)),
             _ => None,
         };
-        if self.gates.settings.body != BodyMode::Save {
+        if self.gates.settings.body() != BodyMode::Save {
             saved = None;
         }
         let response = Response {

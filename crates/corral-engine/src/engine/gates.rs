@@ -235,7 +235,8 @@ pub(super) fn client_options(s: &Settings) -> ClientOptions {
             .filter_map(|r| r.settings.connect_timeout)
             .collect(),
         tls: s.tls.clone(),
-        proxy: s.proxy.clone(),
+        insecure: s.insecure,
+        proxy: s.proxy_settings(),
         http2_prior_knowledge: s.http2_prior_knowledge,
     }
 }

@@ -362,7 +362,7 @@ impl Engine {
             error,
             body_bytes: resp
                 .as_ref()
-                .filter(|_| self.gates.settings.body != BodyMode::Skip)
+                .filter(|_| self.gates.settings.body() != BodyMode::Skip)
                 .map(|r| r.body_bytes),
             truncated: resp.as_ref().is_some_and(|r| r.truncated),
             headers,

@@ -204,10 +204,8 @@ fn recorded_with(settings: Settings) -> (Arc<Recorder>, Engine) {
 
 fn with_breaker(fail_fast: bool) -> Settings {
     let mut s = test_settings(1);
-    s.breaker = Some(crate::settings::BreakerSettings {
-        fail_fast,
-        ..Default::default()
-    });
+    s.no_breaker = false;
+    s.breaker_fail_fast = fail_fast;
     s
 }
 
@@ -389,7 +387,7 @@ async fn a_job_whose_retries_ran_out_as_the_breaker_opened_goes_once_more_after(
 #[tokio::test]
 async fn a_hosts_own_breaker_settings_decide_its_holding() {
     let mut s = test_settings(1);
-    s.breaker = None;
+    s.no_breaker = true;
     s.hosts.push(crate::settings::HostRule {
         pattern: "127.0.0.1".parse().unwrap(),
         settings: crate::settings::HostSettings {

@@ -471,7 +471,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn one_entry_per_host_idle_ones_evicted_their_counters_kept() {
         let settings = Settings {
-            breaker: None,
+            no_breaker: true,
             max_retry_after: Duration::ZERO,
             ..Settings::default()
         };

@@ -31,8 +31,10 @@ pub struct ClientOptions {
     /// Other connect timeouts some requests ask for (hosts' `connect_timeout_ms`): reqwest
     /// sets it per client, so there is one client for each.
     pub other_connect_timeouts: Vec<Duration>,
-    /// Trusted roots, `--insecure`, the client certificate.
+    /// Trusted roots and the client certificate.
     pub tls: TlsSettings,
+    /// `--insecure`: any server certificate is accepted.
+    pub insecure: bool,
     /// `--proxy`, `--no-proxy`.
     pub proxy: ProxySettings,
     /// `--http2-prior-knowledge`: reqwest speaks h2 at once, also to `http://` (the lean
@@ -194,7 +196,7 @@ impl Clients {
     /// Both clients, as `options` say.
     pub fn new(options: &ClientOptions) -> Result<Self, StartError> {
         // One TLS configuration for both clients (see `direct::tls`).
-        let tls = super::direct::tls::client_config(&options.tls)?;
+        let tls = super::direct::tls::client_config(&options.tls, options.insecure)?;
         let build = |connect: Duration| {
             let b = reqwest::Client::builder()
                 .user_agent(options.user_agent.clone())

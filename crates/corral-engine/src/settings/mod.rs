@@ -1,6 +1,9 @@
 //! Everything that shapes a run, as plain data with the defaults of `corral run`, written here
-//! once: each setting is one field, its doc here and nowhere else; the binary's options fall
-//! back to [`Settings::default`], and its `--help` and the README quote it. Fill a [`Settings`]
+//! once: each setting is one field, its doc here and nowhere else. The binary's flags are
+//! these fields (the `clap` feature derives `clap::Args`: the doc is the help), its config
+//! file deserialises into them (serde, unknown keys refused), and its `--help` and the README
+//! quote [`Settings::default`] — as lychee reads its `HostConfig` and ripgrep keeps a flag's
+//! doc beside its parser. Fill a [`Settings`]
 //! (`Settings { concurrency: 200, ..Settings::default() }`, as hyper-util's and async-nats's
 //! plain `Config` structs are filled) and hand it to [`crate::run::Run::new`] or
 //! [`crate::run::RunBuilder::settings`]. They are checked once, when the run is built, and a
@@ -15,7 +18,7 @@ use corral::limit::Rate;
 use crate::error::ConfigError;
 
 mod units;
-pub use units::{parse_header_lines, HeaderLineError};
+pub use units::{parse_header_lines, parse_size, HeaderLine, HeaderLineError, SizeError};
 
 /// What to do with response bodies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -28,8 +31,9 @@ pub enum BodyMode {
     Skip,
 }
 
-/// A host's circuit breaker (see [`corral::breaker`]).
-#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+/// A host's circuit breaker (see [`corral::breaker`]): made from the run's `breaker_*`
+/// settings by [`Settings::breaker`], and a `[hosts]` table's over them.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BreakerSettings {
     /// Share of failed calls in the window that opens it (`--breaker-failure-rate`).
     pub failure_rate: f64,
@@ -49,123 +53,257 @@ pub struct BreakerSettings {
     pub fail_fast: bool,
 }
 
-/// Everything that shapes a run. Each field names the `corral run` option it comes from.
+/// Everything that shapes a run: the one declaration of `corral run`'s options. Each field is
+/// one option — its doc is the option's `--help`, its `arg` attribute the flag (with the
+/// `clap` feature), its serde name the config file's key (the flag's name with `_`) — and
+/// [`Settings::default`] holds every default.
 ///
-/// Serialisable (a fleet's board carries it to the workers, in `corral_queue`'s versioned
-/// record): what is a secret or belongs to one machine is never serialised — the client
-/// certificate's key ([`TlsSettings::identity_pem`]), a fleet worker's own headers
-/// ([`Settings::scoped_headers`]).
+/// The config file deserialises straight into it (`#[serde(default)]`: a key not given keeps
+/// its default; an unknown key is refused). It serialises too (a fleet's board carries it to
+/// the workers, in `corral_queue`'s versioned record): what is a secret or belongs to one
+/// machine is never serialised — the loaded client certificate ([`Settings::tls`]), a fleet
+/// worker's own headers ([`Settings::scoped_headers`]).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
+#[serde(default, deny_unknown_fields)]
 pub struct Settings {
-    /// Jobs under way at once, all hosts together (`--concurrency`).
+    /// Jobs under way at once (sending, or between retries), all hosts together; jobs waiting
+    /// for a busy, rate-limited or paused host do not count
+    #[cfg_attr(feature = "clap", arg(long, short = 'c', value_name = "N"))]
     pub concurrency: usize,
-    /// Jobs held at once, running or waiting for their host (`--queue-size`; at least the
-    /// concurrency); `None`: [`default_queue`] of the concurrency.
+    /// Jobs taken from the input at once, running or waiting for their host (its slots, rate or
+    /// Retry-After pause): a slow or paused host holds up the others only when its jobs fill all
+    /// of these [default: 4 x --concurrency, at least 256]
+    #[cfg_attr(feature = "clap", arg(long, value_name = "N"))]
     pub queue_size: Option<usize>,
-    /// Worker threads that run requests (`--threads`); `None`: one per CPU.
+    /// Threads that run requests, each with its share of the jobs [default: one per CPU]
+    #[cfg_attr(feature = "clap", arg(long, value_name = "N"))]
     pub threads: Option<usize>,
-    /// How often results are fsynced at most, and at the end (`--fsync-interval-ms`): a crash
-    /// loses at most this much work (it is run again on resume), while one fsync per batch
-    /// would bound the throughput by the disk's sync latency.
-    pub fsync_interval: Duration,
-    /// Stop taking jobs once this many have failed in this run (`--halt-after-failures`):
-    /// the jobs under way finish, the others get no result (a resume runs them), and the run
-    /// ends [`crate::run::Ending::Halted`].
-    pub halt_after_failures: Option<u64>,
-    /// Stop taking jobs once at least [`HALT_RATE_AFTER`] jobs have finished in this run and
-    /// this share of them failed (`--halt-on-failure-rate`, 0 < rate ≤ 1).
-    pub halt_on_failure_rate: Option<f64>,
-    /// Requests in flight to one host (`--per-host-concurrency`).
+    /// Requests in flight at once to one host (host:port)
+    #[cfg_attr(feature = "clap", arg(long, value_name = "N"))]
     pub per_host_concurrency: usize,
-    /// Requests per period, all hosts together (`--rate`); `None`: no limit.
+    /// Global request rate, e.g. 200/s, 3000/min, 10/100ms [default: unlimited]
+    #[cfg_attr(feature = "clap", arg(long))]
     #[serde(with = "units::opt_rate")]
     pub rate: Option<Rate>,
-    /// Requests the global rate lets through at once (`--burst`).
+    /// Requests the global rate lets through at once after idling
+    #[cfg_attr(feature = "clap", arg(long, value_name = "N"))]
     pub burst: u64,
-    /// Requests per period to each host (`--per-host-rate 50/s`), or each host's rate found
-    /// while the run goes, from a start (`--per-host-rate auto[:START]`, see [`crate::hosts`]'s
-    /// `adaptive`); `None`: no limit.
+    /// Request rate per host, e.g. 50/s; `auto` (or auto:START, e.g. auto:20/s) finds each
+    /// host's rate while the run goes: lower on 429/503/refusals, higher while it is answered
+    /// [default: unlimited]
+    #[cfg_attr(feature = "clap", arg(long, value_name = "RATE"))]
     #[serde(with = "units::opt_rate_setting")]
     pub per_host_rate: Option<RateSetting>,
-    /// Requests the per-host rate lets through at once (`--per-host-burst`).
+    /// Burst of the per-host rate
+    #[cfg_attr(feature = "clap", arg(long, value_name = "N"))]
     pub per_host_burst: u64,
-    /// Attempts after the first (`--retries`).
+    /// Retries after the first attempt (0 disables)
+    #[cfg_attr(feature = "clap", arg(long, value_name = "N"))]
     pub retries: u32,
-    /// First backoff delay, doubled per retry with full jitter (`--retry-base-ms`).
+    /// First retry's maximum backoff in ms; doubles each retry, full jitter
+    #[cfg_attr(feature = "clap", arg(long = "retry-base-ms", value_name = "MS", value_parser = units::flag::ms))]
+    #[serde(rename = "retry_base_ms", with = "units::ms")]
     pub retry_base: Duration,
-    /// Longest backoff delay (`--retry-max-ms`).
+    /// Largest backoff in ms
+    #[cfg_attr(feature = "clap", arg(long = "retry-max-ms", value_name = "MS", value_parser = units::flag::ms))]
+    #[serde(rename = "retry_max_ms", with = "units::ms")]
     pub retry_max: Duration,
-    /// Response statuses retried (`--retry-on`).
+    /// HTTP statuses that are retried (timeouts and connection errors always are)
+    #[cfg_attr(
+        feature = "clap",
+        arg(long = "retry-on", value_name = "STATUSES", value_delimiter = ',')
+    )]
+    #[serde(rename = "retry_on")]
     pub retry_statuses: Vec<u16>,
-    /// Retries allowed as a share of first attempts (`--retry-budget`); `None`: no budget.
+    /// Cap retries at this fraction of jobs (plus 10), e.g. 0.2, so retries cannot amplify an
+    /// outage [default: no cap]
+    #[cfg_attr(feature = "clap", arg(long, value_name = "SHARE"))]
     pub retry_budget: Option<f64>,
-    /// Retry requests that are not idempotent even when they may have reached the server
-    /// (`--retry-unsafe`).
+    /// Also retry POST and PATCH requests after a failure that may have reached the server (a
+    /// timeout, a reset, a 5xx). Without it they are retried only when they cannot have been
+    /// sent (connect failures) or carry an `Idempotency-Key` header.
+    #[cfg_attr(feature = "clap", arg(long))]
     pub retry_unsafe: bool,
-    /// Longest `Retry-After` honoured (`--max-retry-after-s`).
+    /// Longest Retry-After honoured, in seconds; longer ones are cut to this
+    #[cfg_attr(feature = "clap", arg(long = "max-retry-after-s", value_name = "SECONDS", value_parser = units::flag::secs))]
+    #[serde(rename = "max_retry_after_s", with = "units::secs")]
     pub max_retry_after: Duration,
-    /// Idle connections each worker thread keeps for reuse, all hosts together (sized from the
-    /// open-file limit).
-    pub idle_connections: usize,
-    /// Each host's circuit breaker; `None`: no breakers (`--no-breaker`).
-    pub breaker: Option<BreakerSettings>,
-    /// One attempt, connect to last body byte (`--timeout-ms`).
+    /// Disable the per-host circuit breakers.
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub no_breaker: bool,
+    /// Failure rate over the window that opens a host's breaker
+    #[cfg_attr(feature = "clap", arg(long, value_name = "SHARE"))]
+    pub breaker_failure_rate: f64,
+    /// Attempts in the window before the rate counts
+    #[cfg_attr(feature = "clap", arg(long, value_name = "N"))]
+    pub breaker_min_calls: u32,
+    /// Rolling window of the breaker, seconds
+    #[cfg_attr(feature = "clap", arg(long = "breaker-window-s", value_name = "SECONDS", value_parser = units::flag::secs))]
+    #[serde(rename = "breaker_window_s", with = "units::secs")]
+    pub breaker_window: Duration,
+    /// Seconds an open breaker waits before probing
+    #[cfg_attr(feature = "clap", arg(long = "breaker-cool-down-s", value_name = "SECONDS", value_parser = units::flag::secs))]
+    #[serde(rename = "breaker_cool_down_s", with = "units::secs")]
+    pub breaker_cool_down: Duration,
+    /// Probe requests a half-open breaker lets through
+    #[cfg_attr(feature = "clap", arg(long, value_name = "N"))]
+    pub breaker_probes: u32,
+    /// How long a job waits for its host's open breaker (without holding a slot; the host sees
+    /// only probes meanwhile) before it fails circuit_open, seconds
+    #[cfg_attr(feature = "clap", arg(long = "breaker-max-hold-s", value_name = "SECONDS", value_parser = units::flag::secs))]
+    #[serde(rename = "breaker_max_hold_s", with = "units::secs")]
+    pub breaker_max_hold: Duration,
+    /// Fail a host's jobs circuit_open at once while its breaker is open, instead of holding
+    /// them until it closes.
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub breaker_fail_fast: bool,
+    /// Per-attempt timeout (send to last body byte), ms; a job's timeout_ms overrides it
+    #[cfg_attr(feature = "clap", arg(long = "timeout-ms", value_name = "MS", value_parser = units::flag::ms))]
+    #[serde(rename = "timeout_ms", with = "units::ms")]
     pub timeout: Duration,
-    /// Connecting, TLS included (`--connect-timeout-ms`).
+    /// Connect timeout (TLS included), ms
+    #[cfg_attr(feature = "clap", arg(long = "connect-timeout-ms", value_name = "MS", value_parser = units::flag::ms))]
+    #[serde(rename = "connect_timeout_ms", with = "units::ms")]
     pub connect_timeout: Duration,
-    /// One job, all its attempts and waits (`--total-timeout-ms`); `None`: no bound.
+    /// Timeout for a whole job including retries and their waits, ms [default: none]
+    #[cfg_attr(feature = "clap", arg(long = "total-timeout-ms", value_name = "MS", value_parser = units::flag::ms))]
+    #[serde(rename = "total_timeout_ms", with = "units::opt_ms")]
     pub total_timeout: Option<Duration>,
-    /// Body bytes read per response (`--max-body`).
+    /// Largest body read per response, e.g. 1MiB, 512KiB, 100000; the rest is cut and flagged
+    #[cfg_attr(feature = "clap", arg(long, value_name = "SIZE", value_parser = units::flag::size))]
+    #[serde(with = "units::size")]
     pub max_body: u64,
-    /// What to do with bodies (`--save-body`, `--no-body`).
-    pub body: BodyMode,
-    /// Keep response headers in results (`--save-headers`).
+    /// Longest input line, e.g. 1MiB; a longer line is not read, its job fails as invalid_input
+    #[cfg_attr(feature = "clap", arg(long, value_name = "SIZE", value_parser = units::flag::size_usize))]
+    #[serde(with = "units::size")]
+    pub max_line: usize,
+    /// Store response bodies (up to --max-body) in the results.
+    #[cfg_attr(feature = "clap", arg(long, conflicts_with = "no_body"))]
+    pub save_body: bool,
+    /// Do not read response bodies at all.
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub no_body: bool,
+    /// Store response headers in the results (secret ones redacted).
+    #[cfg_attr(feature = "clap", arg(long))]
     pub save_headers: bool,
-    /// The `User-Agent` sent unless a job sets its own (`--user-agent`).
+    /// Extra request header for every job, `Name: value` (repeatable); a job's own headers win
+    /// (the config file's `header` lines come first)
+    #[cfg_attr(feature = "clap", arg(long = "header", short = 'H', value_name = "NAME: VALUE", value_parser = units::flag::Quiet(units::flag::header)))]
+    #[serde(rename = "header", with = "units::header_list")]
+    pub headers: Vec<HeaderLine>,
+    /// Base URL that a job's relative url (/v1/chat/completions, as in Batch-API files) is
+    /// joined to
+    #[cfg_attr(feature = "clap", arg(long, value_name = "URL", value_parser = units::flag::Quiet(units::flag::base_url)))]
+    #[serde(with = "units::opt_url")]
+    pub base_url: Option<url::Url>,
+    /// After Ctrl-C, how long in-flight requests may finish, seconds
+    #[cfg_attr(feature = "clap", arg(long = "drain-timeout-s", value_name = "SECONDS", value_parser = units::flag::secs))]
+    #[serde(rename = "drain_timeout_s", with = "units::secs")]
+    pub drain_timeout: Duration,
+    /// Sync results to disk at most this often, ms (a power loss costs at most this much, re-run
+    /// by --resume; one fsync per batch would bound the throughput by the disk's sync latency)
+    #[cfg_attr(feature = "clap", arg(long = "fsync-interval-ms", value_name = "MS", value_parser = units::flag::ms))]
+    #[serde(rename = "fsync_interval_ms", with = "units::ms")]
+    pub fsync_interval: Duration,
+    /// Seconds between progress lines when stderr is not a terminal
+    #[cfg_attr(feature = "clap", arg(long = "progress-interval-s", value_name = "SECONDS", value_parser = units::flag::secs))]
+    #[serde(rename = "progress_interval_s", with = "units::secs")]
+    pub progress_interval: Duration,
+    /// User-Agent header
+    #[cfg_attr(feature = "clap", arg(long, value_name = "TEXT"))]
     pub user_agent: String,
-    /// Response statuses that make a job ok (`--accept`); any other is a failure
-    /// (`http_status`), retried when it is in `retry_statuses`.
+    /// Statuses that count as ok, e.g. 200-299,404; any other fails the job (http_status)
+    #[cfg_attr(feature = "clap", arg(long, value_name = "STATUSES"))]
     pub accept: StatusSet,
-    /// The sum of job costs per period, all hosts together (`--cost-rate`, e.g. 90000/min
-    /// for tokens per minute); `None`: no limit. A cost rate is a bucket that holds one
-    /// period's worth and refills continuously, as API providers' quotas do.
+    /// Stop taking jobs after this many failed (those under way finish; --resume runs the rest)
+    /// and exit 1
+    #[cfg_attr(feature = "clap", arg(long, value_name = "N"))]
+    pub halt_after_failures: Option<u64>,
+    /// Stop taking jobs once this share of them failed, e.g. 0.2 (judged after 100 jobs), and
+    /// exit 1
+    #[cfg_attr(feature = "clap", arg(long, value_name = "SHARE"))]
+    pub halt_on_failure_rate: Option<f64>,
+    /// Sum of job costs (a job's "cost", default 1) per period, all hosts together, e.g.
+    /// 90000/min for tokens per minute; a bucket of one period's worth, refilled continuously
+    /// [default: unlimited]
+    #[cfg_attr(feature = "clap", arg(long, value_name = "RATE"))]
     #[serde(with = "units::opt_rate")]
     pub cost_rate: Option<Rate>,
-    /// The sum of job costs per period to each host (`--per-host-cost-rate`).
+    /// Sum of job costs per period to each host [default: unlimited]
+    #[cfg_attr(feature = "clap", arg(long, value_name = "RATE"))]
     #[serde(with = "units::opt_rate")]
     pub per_host_cost_rate: Option<Rate>,
-    /// Where a response says what the job really cost (`--cost-from-response`, a JSON pointer
-    /// into the body such as `/usage/total_tokens`): the difference from the job's `cost` is
-    /// settled with the cost rates.
+    /// JSON pointer into a response body to the job's real cost, e.g. /usage/total_tokens; the
+    /// difference from its "cost" is settled with the cost rates
+    #[cfg_attr(feature = "clap", arg(long, value_name = "POINTER"))]
     pub cost_from_response: Option<String>,
-    /// Settings of some hosts that differ from the ones above (`[hosts."api.example.com"]` in
-    /// the config file). A host takes the best match: see [`HostPattern`].
+    /// Ask for gzip, deflate and br bodies (Accept-Encoding) and decode them; --max-body caps
+    /// the decoded size (curl's flag)
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub compressed: bool,
+    /// Write each response body to its own file in this directory (LINE.body, or LINE-ID.body
+    /// when the id is a safe file name) instead of into the result, which says where (body_file)
+    #[cfg_attr(feature = "clap", arg(long, value_name = "DIR", conflicts_with_all = ["save_body", "no_body"]))]
+    pub save_body_dir: Option<std::path::PathBuf>,
+    /// Speak HTTP/2 at once (h2c) to http:// servers, without an upgrade; over https HTTP/2
+    /// is negotiated anyway (ALPN). A host's requests share few connections, still at most
+    /// --per-host-concurrency at once
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub http2_prior_knowledge: bool,
+    /// Redirects followed per job, each hop through the gates of the host it goes to; 0: a
+    /// 3xx is the job's response (curl's default), more fail the job (kind redirect)
+    #[cfg_attr(feature = "clap", arg(long, value_name = "N"))]
+    pub max_redirects: u32,
+    /// Also trust the CA certificates of this PEM file (repeatable), besides the platform's
+    /// trust store and the bundled Mozilla roots
+    #[cfg_attr(feature = "clap", arg(long, value_name = "FILE"))]
+    pub cacert: Vec<std::path::PathBuf>,
+    /// Do not check servers' TLS certificates (curl's -k): for test servers only
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub insecure: bool,
+    /// Client certificate (PEM) for servers that ask for one; with --key
+    #[cfg_attr(feature = "clap", arg(long, value_name = "FILE", requires = "key"))]
+    pub cert: Option<std::path::PathBuf>,
+    /// Private key (PEM) of --cert
+    #[cfg_attr(feature = "clap", arg(long, value_name = "FILE", requires = "cert"))]
+    pub key: Option<std::path::PathBuf>,
+    /// Send every request through this proxy: http://, https://, socks5:// (names resolved
+    /// here) or socks5h:// (resolved by the proxy), with user:password@ if it needs them;
+    /// without it, HTTPS_PROXY / HTTP_PROXY / ALL_PROXY are honoured
+    #[cfg_attr(feature = "clap", arg(long, value_name = "URL"))]
+    pub proxy: Option<String>,
+    /// Hosts reached directly, not through a proxy: comma-separated names (subdomains
+    /// included), IP addresses, CIDR blocks, or * (also NO_PROXY)
+    #[cfg_attr(feature = "clap", arg(long, value_name = "HOSTS"))]
+    pub no_proxy: Option<String>,
+    /// Settings of some hosts that differ from the ones above: the config file's
+    /// `[hosts."api.example.com"]` tables. A host takes the best match: see [`HostPattern`].
+    #[cfg_attr(feature = "clap", arg(skip))]
+    #[serde(with = "units::host_tables")]
     pub hosts: Vec<HostRule>,
     /// Headers for the hosts a pattern matches only, every matching pattern's (not just the
     /// best one's, unlike [`Settings::hosts`]), added where neither the job nor its host's rule
     /// sets that header: a fleet worker's own secrets, which must reach the hosts they are for
-    /// and no other — each hop of a redirect gets its own host's.
+    /// and no other — each hop of a redirect gets its own host's. Never serialised.
+    #[cfg_attr(feature = "clap", arg(skip))]
     #[serde(skip)]
     pub scoped_headers: Vec<(HostPattern, http::HeaderMap)>,
-    /// How TLS servers are trusted and how the run proves who it is (`--cacert`,
-    /// `--insecure`, `--cert`, `--key`).
+    /// The CA certificates and client certificate the clients use, PEM: read from `cacert`,
+    /// `cert` and `key` by [`Settings::read_files`] (or given as bytes by a library user).
+    /// Never serialised: the client certificate's key is a secret.
+    #[cfg_attr(feature = "clap", arg(skip))]
+    #[serde(skip)]
     pub tls: TlsSettings,
-    /// Where requests go through (`--proxy`, `--no-proxy`).
-    pub proxy: ProxySettings,
-    /// Redirects followed per job (`--max-redirects`); 0: a 3xx is the job's response.
-    /// Each hop is a request through the gates of the host it goes to.
-    pub max_redirects: u32,
-    /// Ask for gzip, deflate and br bodies and decode them, the cap (`max_body`) applying to
-    /// the decoded size (`--compressed`).
-    pub compressed: bool,
-    /// Write each body to its own file in this directory instead of into the result
-    /// (`--save-body-dir`); the result says where (`body_file`).
-    pub save_body_dir: Option<std::path::PathBuf>,
-    /// How result lines are written (`--format`).
+    /// Idle connections each worker thread keeps for reuse, all hosts together (the binary
+    /// sizes it from the open-file limit).
+    #[cfg_attr(feature = "clap", arg(skip))]
+    #[serde(skip)]
+    pub idle_connections: usize,
+    /// How result lines are written (`corral run --format`, the command's own).
+    #[cfg_attr(feature = "clap", arg(skip))]
+    #[serde(skip)]
     pub results_format: ResultsFormat,
-    /// Speak HTTP/2 without asking first (`--http2-prior-knowledge`): h2c to `http://`
-    /// servers. Over TLS, HTTP/2 is negotiated (ALPN) without it.
-    pub http2_prior_knowledge: bool,
 }
 
 /// How result lines are written.
@@ -180,25 +318,23 @@ pub enum ResultsFormat {
     Csv,
 }
 
-/// How TLS servers are trusted, and the client certificate if one is needed. The platform's
-/// trust store and the bundled Mozilla roots are always trusted, unless `insecure`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// The certificates the clients use, PEM: read from the files of [`Settings::cacert`],
+/// [`Settings::cert`] and [`Settings::key`] (see [`Settings::read_files`]). The platform's
+/// trust store and the bundled Mozilla roots are always trusted, unless
+/// [`Settings::insecure`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TlsSettings {
-    /// More CA certificates to trust, each a PEM file's contents (`--cacert FILE`,
-    /// repeatable; a file may hold several certificates).
+    /// More CA certificates to trust, each a PEM file's contents (a file may hold several).
     pub ca_pem: Vec<Vec<u8>>,
-    /// Trust any server certificate, even expired or for another name (`--insecure`, curl's
-    /// `-k`): for test servers only, the connection can be read by anyone in between.
-    pub insecure: bool,
-    /// A client certificate and its private key, PEM, for servers that ask for one
-    /// (`--cert FILE --key FILE`, contents concatenated). A secret: never serialised.
-    #[serde(skip)]
+    /// A client certificate and its private key, PEM, for servers that ask for one (the two
+    /// files' contents concatenated). A secret.
     pub identity_pem: Option<Vec<u8>>,
 }
 
-/// Where requests go through. Without `url`, the environment's `HTTPS_PROXY`, `HTTP_PROXY`
-/// and `ALL_PROXY` (and `NO_PROXY`) are honoured, as curl does.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// Where requests go through ([`Settings::proxy`], [`Settings::no_proxy`]). Without `url`,
+/// the environment's `HTTPS_PROXY`, `HTTP_PROXY` and `ALL_PROXY` (and `NO_PROXY`) are
+/// honoured, as curl does.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProxySettings {
     /// Every request goes through this proxy (`--proxy URL`: `http://`, `https://`,
     /// `socks5://` resolving names here, `socks5h://` resolving them at the proxy), instead
@@ -537,8 +673,8 @@ impl ForHost<'_> {
     /// The host's breaker, if it has one.
     pub fn breaker(&self) -> Option<BreakerSettings> {
         match self.rule {
-            Some(r) => r.breaker_over(self.run.breaker),
-            None => self.run.breaker,
+            Some(r) => r.breaker_over(self.run.breaker()),
+            None => self.run.breaker(),
         }
     }
     /// Retries after the first attempt.
@@ -826,10 +962,10 @@ impl Settings {
         if let Some(b) = self.retry_budget {
             refuse::share(b, "--retry-budget", "0.1")?;
         }
-        if let Some(b) = &self.breaker {
-            b.check(|field| format!("--breaker-{field}").into())?;
-        }
-        if let Some(p) = &self.proxy.url {
+        // Checked even with --no-breaker: a `[hosts]` table may turn a breaker on over them.
+        self.breaker_values()
+            .check(|field| format!("--breaker-{field}").into())?;
+        if let Some(p) = &self.proxy {
             let url = url::Url::parse(p).map_err(|e| {
                 ConfigError::new("--proxy", format!("{}: {e}", crate::redact::text(p)))
             })?;
@@ -844,7 +980,7 @@ impl Settings {
             }
         }
         for rule in &self.hosts {
-            rule.settings.check(&rule.pattern, self.breaker)?;
+            rule.settings.check(&rule.pattern, self.breaker())?;
         }
         if let Some(p) = &self.cost_from_response {
             if !p.is_empty() && !p.starts_with('/') {
@@ -860,6 +996,77 @@ impl Settings {
                 "must be at least 1 byte (use --no-body to skip bodies)",
             ));
         }
+        if self.max_line == 0 {
+            return Err(ConfigError::new("--max-line", "must be at least 1 byte"));
+        }
+        refuse::longer_than_zero(self.progress_interval, "--progress-interval-s")?;
+        if self.cert.is_some() != self.key.is_some() {
+            return Err(ConfigError::new("--cert", "--cert and --key go together"));
+        }
+        Ok(())
+    }
+
+    /// The breaker each host has unless its `[hosts]` table says otherwise: `None` with
+    /// `no_breaker`.
+    pub fn breaker(&self) -> Option<BreakerSettings> {
+        (!self.no_breaker).then(|| self.breaker_values())
+    }
+
+    /// The `breaker_*` settings as one breaker, `no_breaker` aside.
+    fn breaker_values(&self) -> BreakerSettings {
+        BreakerSettings {
+            failure_rate: self.breaker_failure_rate,
+            min_calls: self.breaker_min_calls,
+            window: self.breaker_window,
+            cool_down: self.breaker_cool_down,
+            probes: self.breaker_probes,
+            max_hold: self.breaker_max_hold,
+            fail_fast: self.breaker_fail_fast,
+        }
+    }
+
+    /// What is done with bodies: not read with `no_body`, stored with `save_body`, else read
+    /// and counted.
+    pub fn body(&self) -> BodyMode {
+        if self.no_body {
+            BodyMode::Skip
+        } else if self.save_body {
+            BodyMode::Save
+        } else {
+            BodyMode::Discard
+        }
+    }
+
+    /// `proxy` and `no_proxy` together.
+    pub fn proxy_settings(&self) -> ProxySettings {
+        ProxySettings {
+            url: self.proxy.clone(),
+            no_proxy: self.no_proxy.clone(),
+        }
+    }
+
+    /// The every-job headers (`headers`) as a map.
+    pub fn header_map(&self) -> http::HeaderMap {
+        let mut map = http::HeaderMap::with_capacity(self.headers.len());
+        for h in &self.headers {
+            map.append(h.name.clone(), h.value.clone());
+        }
+        map
+    }
+
+    /// Reads the PEM files `cacert`, `cert` and `key` name into [`Settings::tls`] (each error
+    /// names its option and file); the CA certificates already there are kept.
+    pub fn read_files(&mut self) -> Result<(), crate::files::FileError> {
+        use crate::files::read_option;
+        for p in &self.cacert {
+            self.tls.ca_pem.push(read_option("--cacert", p)?);
+        }
+        if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
+            let mut pem = read_option("--cert", cert)?;
+            pem.push(b'\n');
+            pem.extend(read_option("--key", key)?);
+            self.tls.identity_pem = Some(pem);
+        }
         Ok(())
     }
 }
@@ -867,11 +1074,14 @@ impl Settings {
 /// The defaults of `corral run`, written here once: the binary's options fall back to these.
 impl Default for Settings {
     fn default() -> Self {
+        let b = BreakerSettings::default();
         Self {
             concurrency: 64,
             queue_size: None,
             threads: None,
             fsync_interval: Duration::from_secs(1),
+            drain_timeout: Duration::from_secs(30),
+            progress_interval: Duration::from_secs(5),
             halt_after_failures: None,
             halt_on_failure_rate: None,
             per_host_concurrency: 8,
@@ -887,12 +1097,21 @@ impl Default for Settings {
             retry_unsafe: false,
             max_retry_after: Duration::from_secs(60),
             idle_connections: 256,
-            breaker: Some(BreakerSettings::default()),
+            no_breaker: false,
+            breaker_failure_rate: b.failure_rate,
+            breaker_min_calls: b.min_calls,
+            breaker_window: b.window,
+            breaker_cool_down: b.cool_down,
+            breaker_probes: b.probes,
+            breaker_max_hold: b.max_hold,
+            breaker_fail_fast: b.fail_fast,
             timeout: Duration::from_millis(30_000),
             connect_timeout: Duration::from_millis(10_000),
             total_timeout: None,
             max_body: 1 << 20,
-            body: BodyMode::Discard,
+            max_line: 1 << 20,
+            save_body: false,
+            no_body: false,
             save_headers: false,
             user_agent: format!("corral/{}", env!("CARGO_PKG_VERSION")),
             accept: StatusSet::range(200, 399),
@@ -902,7 +1121,14 @@ impl Default for Settings {
             hosts: Vec::new(),
             scoped_headers: Vec::new(),
             tls: TlsSettings::default(),
-            proxy: ProxySettings::default(),
+            cacert: Vec::new(),
+            insecure: false,
+            cert: None,
+            key: None,
+            proxy: None,
+            no_proxy: None,
+            headers: Vec::new(),
+            base_url: None,
             max_redirects: 5,
             compressed: false,
             save_body_dir: None,
@@ -937,7 +1163,7 @@ pub(crate) fn test_settings(concurrency: usize) -> Settings {
         retry_statuses: vec![503],
         max_retry_after: Duration::from_secs(1),
         idle_connections: 8,
-        breaker: None,
+        no_breaker: true,
         timeout: Duration::from_secs(5),
         connect_timeout: Duration::from_secs(5),
         user_agent: "corral-test".into(),
@@ -1046,22 +1272,26 @@ mod tests {
             ("--retry-budget", |s| s.retry_budget = Some(f64::NAN)),
             ("--retry-budget", |s| s.retry_budget = Some(1.5)),
             ("--max-body", |s| s.max_body = 0),
-            ("--breaker-failure-rate", |s| breaker(s).failure_rate = 0.0),
-            ("--breaker-failure-rate", |s| {
-                breaker(s).failure_rate = f64::NAN
+            ("--max-line", |s| s.max_line = 0),
+            ("--progress-interval-s", |s| {
+                s.progress_interval = Duration::ZERO
             }),
-            ("--breaker-failure-rate", |s| breaker(s).failure_rate = 2.0),
-            ("--breaker-min-calls", |s| breaker(s).min_calls = 0),
-            ("--breaker-window-s", |s| breaker(s).window = Duration::ZERO),
+            ("--breaker-failure-rate", |s| s.breaker_failure_rate = 0.0),
+            ("--breaker-failure-rate", |s| {
+                s.breaker_failure_rate = f64::NAN
+            }),
+            ("--breaker-failure-rate", |s| s.breaker_failure_rate = 2.0),
+            ("--breaker-min-calls", |s| s.breaker_min_calls = 0),
+            ("--breaker-window-s", |s| s.breaker_window = Duration::ZERO),
             ("--breaker-window-s", |s| {
-                breaker(s).cool_down = breaker(s).window * 2
+                s.breaker_cool_down = s.breaker_window * 2
             }),
             ("--breaker-cool-down-s", |s| {
-                breaker(s).cool_down = Duration::ZERO
+                s.breaker_cool_down = Duration::ZERO
             }),
-            ("--breaker-probes", |s| breaker(s).probes = 0),
+            ("--breaker-probes", |s| s.breaker_probes = 0),
             ("--breaker-max-hold-s", |s| {
-                breaker(s).max_hold = Duration::ZERO
+                s.breaker_max_hold = Duration::ZERO
             }),
             ("[hosts.\"*.a.example\"] concurrency", |s| {
                 host(s).concurrency = Some(0)
@@ -1090,11 +1320,6 @@ mod tests {
         let mut s = Settings::default();
         host(&mut s).connect_timeout = Some(Duration::from_millis(1));
         s.check().unwrap();
-    }
-
-    /// The run's breaker, to change one field of it.
-    fn breaker(s: &mut Settings) -> &mut BreakerSettings {
-        s.breaker.get_or_insert_with(BreakerSettings::default)
     }
 
     /// One `[hosts."*.a.example"]` table, to change one field of it.

@@ -11,7 +11,223 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::RateSetting;
+use super::{HostRule, HostSettings, RateSetting};
+
+/// `Duration` as whole milliseconds.
+pub(crate) mod ms {
+    use super::*;
+
+    pub(crate) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        u64::try_from(d.as_millis())
+            .unwrap_or(u64::MAX)
+            .serialize(s)
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_millis(u64::deserialize(d)?))
+    }
+}
+
+/// `Duration` as whole seconds.
+pub(crate) mod secs {
+    use super::*;
+
+    pub(crate) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        d.as_secs().serialize(s)
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_secs(u64::deserialize(d)?))
+    }
+}
+
+/// A size in bytes, written `1MiB`, `512KiB`, `100000` (or a bare number in the config file).
+pub(crate) mod size {
+    use super::*;
+
+    pub(crate) fn serialize<S: Serializer, N: Copy>(n: &N, s: S) -> Result<S::Ok, S::Error>
+    where
+        u64: TryFrom<N>,
+    {
+        s.collect_str(&Size(u64::try_from(*n).unwrap_or(u64::MAX)))
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>, N: TryFrom<u64>>(
+        d: D,
+    ) -> Result<N, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Number(u64),
+            Text(String),
+        }
+        let n = match Written::deserialize(d)? {
+            Written::Number(n) => n,
+            Written::Text(t) => parse_size(&t).map_err(D::Error::custom)?,
+        };
+        N::try_from(n).map_err(|_| D::Error::custom(format!("{n} bytes is too large")))
+    }
+}
+
+/// A size as it is written back: in MiB or KiB when it is a whole number of them.
+pub(crate) struct Size(pub(crate) u64);
+
+impl std::fmt::Display for Size {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            0 => f.write_str("0"),
+            n if n % (1 << 20) == 0 => write!(f, "{}MiB", n >> 20),
+            n if n % (1 << 10) == 0 => write!(f, "{}KiB", n >> 10),
+            n => write!(f, "{n}"),
+        }
+    }
+}
+
+/// `1MiB`, `512KiB`, `100000` (bytes), `2G`: the number of bytes.
+pub fn parse_size(s: &str) -> Result<u64, SizeError> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let n: u64 = n.parse().map_err(|_| SizeError::NotASize)?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1024,
+        "m" | "mb" | "mib" => 1024 * 1024,
+        "g" | "gb" | "gib" => 1024 * 1024 * 1024,
+        other => return Err(SizeError::Unit(other.to_owned())),
+    };
+    n.checked_mul(mult).ok_or(SizeError::TooLarge)
+}
+
+/// A size that is not one (see [`parse_size`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SizeError {
+    /// Not a number with an optional unit.
+    #[error("expected a size like 1MiB, 512KiB or 100000")]
+    NotASize,
+    /// A unit that is not B, KiB, MiB or GiB.
+    #[error("unknown unit {0:?} (B, KiB, MiB or GiB)")]
+    Unit(String),
+    /// More bytes than 64 bits count.
+    #[error("too large")]
+    TooLarge,
+}
+
+/// `Option<Url>` as text.
+pub(crate) mod opt_url {
+    use super::*;
+
+    pub(crate) fn serialize<S: Serializer>(u: &Option<url::Url>, s: S) -> Result<S::Ok, S::Error> {
+        u.as_ref().map(url::Url::as_str).serialize(s)
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<url::Url>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|t| super::base_url(&t).map_err(D::Error::custom))
+            .transpose()
+    }
+}
+
+/// A base URL: an `http://` or `https://` URL (its text never quoted back: it may hold
+/// credentials).
+pub(crate) fn base_url(s: &str) -> Result<url::Url, String> {
+    let u = url::Url::parse(s.trim()).map_err(|e| format!("not a URL ({e})"))?;
+    if !matches!(u.scheme(), "http" | "https") {
+        return Err(format!("{:?} is not http or https", u.scheme()));
+    }
+    Ok(u)
+}
+
+/// The `[hosts."PATTERN"]` tables, read into rules (sorted by pattern, as a table's order
+/// carries no meaning) and written back as tables.
+pub(crate) mod host_tables {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    pub(crate) fn serialize<S: Serializer>(rules: &[HostRule], s: S) -> Result<S::Ok, S::Error> {
+        let tables: BTreeMap<String, &HostSettings> = rules
+            .iter()
+            .map(|r| (r.pattern.to_string(), &r.settings))
+            .collect();
+        tables.serialize(s)
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<HostRule>, D::Error> {
+        let tables = BTreeMap::<String, HostSettings>::deserialize(d)?;
+        HostRule::from_tables(&tables).map_err(D::Error::custom)
+    }
+}
+
+/// Value parsers of the command-line flags (clap) for the typed settings: each error says
+/// what is wrong in the option's own words; [`Quiet`] ones never repeat the value.
+#[cfg(feature = "clap")]
+pub(crate) mod flag {
+    use super::*;
+
+    /// Whole milliseconds.
+    pub(crate) fn ms(s: &str) -> Result<Duration, std::num::ParseIntError> {
+        s.trim().parse().map(Duration::from_millis)
+    }
+
+    /// Whole seconds.
+    pub(crate) fn secs(s: &str) -> Result<Duration, std::num::ParseIntError> {
+        s.trim().parse().map(Duration::from_secs)
+    }
+
+    /// A size (`1MiB`).
+    pub(crate) fn size(s: &str) -> Result<u64, SizeError> {
+        parse_size(s)
+    }
+
+    /// A size (`1MiB`) that a `usize` holds.
+    pub(crate) fn size_usize(s: &str) -> Result<usize, SizeError> {
+        usize::try_from(parse_size(s)?).map_err(|_| SizeError::TooLarge)
+    }
+
+    /// A value that may be a secret (a header, a URL with credentials): parsed by `parse`, and
+    /// refused with the option's name and what is wrong, never the value itself (clap's own
+    /// error would quote it).
+    #[derive(Clone, Copy)]
+    pub(crate) struct Quiet<T>(pub(crate) fn(&str) -> Result<T, String>);
+
+    impl<T: Clone + Send + Sync + 'static> clap::builder::TypedValueParser for Quiet<T> {
+        type Value = T;
+
+        fn parse_ref(
+            &self,
+            cmd: &clap::Command,
+            arg: Option<&clap::Arg>,
+            value: &std::ffi::OsStr,
+        ) -> Result<T, clap::Error> {
+            let name = arg
+                .and_then(|a| a.get_long())
+                .map_or_else(|| "a value".to_owned(), |l| format!("--{l}"));
+            let why = match value.to_str() {
+                Some(v) => (self.0)(v),
+                None => Err("not UTF-8".to_owned()),
+            };
+            why.map_err(|why| {
+                clap::Error::raw(
+                    clap::error::ErrorKind::ValueValidation,
+                    format!("{name}: {why}\n"),
+                )
+                .with_cmd(cmd)
+            })
+        }
+    }
+
+    /// `Name: value`.
+    pub(crate) fn header(s: &str) -> Result<super::super::HeaderLine, String> {
+        s.parse().map_err(|e: HeaderLineError| e.why)
+    }
+
+    /// An `http://` or `https://` URL.
+    pub(crate) fn base_url(s: &str) -> Result<url::Url, String> {
+        super::base_url(s)
+    }
+}
 
 /// `Option<Duration>` as whole milliseconds.
 pub(crate) mod opt_ms {
@@ -87,22 +303,87 @@ pub fn parse_header_lines<S: AsRef<str>>(
 ) -> Result<HeaderMap, HeaderLineError> {
     let mut map = HeaderMap::new();
     for (i, line) in lines.iter().enumerate() {
-        let line = line.as_ref();
-        let bad = |why: String| HeaderLineError {
-            what: what.to_owned(),
-            number: i + 1,
-            why,
-        };
-        let (name, value) = line
-            .split_once(':')
-            .ok_or_else(|| bad("expected `Name: value`".into()))?;
-        let name = HeaderName::from_bytes(name.trim().as_bytes())
-            .map_err(|_| bad(format!("invalid header name {:?}", name.trim())))?;
-        let value = HeaderValue::from_str(value.trim())
-            .map_err(|_| bad(format!("invalid value for {name}")))?;
+        let HeaderLine { name, value } =
+            header_line(line.as_ref()).map_err(|why| HeaderLineError {
+                what: what.to_owned(),
+                number: i + 1,
+                why,
+            })?;
         map.append(name, value);
     }
     Ok(map)
+}
+
+/// One `Name: value` line; the error says what is wrong without the value.
+fn header_line(line: &str) -> Result<HeaderLine, String> {
+    let (name, value) = line
+        .split_once(':')
+        .ok_or_else(|| "expected `Name: value`".to_owned())?;
+    let name = HeaderName::from_bytes(name.trim().as_bytes())
+        .map_err(|_| format!("invalid header name {:?}", name.trim()))?;
+    let value =
+        HeaderValue::from_str(value.trim()).map_err(|_| format!("invalid value for {name}"))?;
+    Ok(HeaderLine { name, value })
+}
+
+/// One request header, as `-H "Name: value"` and a config file's `header = ["Name: value"]`
+/// give it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderLine {
+    /// Its name.
+    pub name: HeaderName,
+    /// Its value (may be a secret: never shown).
+    pub value: HeaderValue,
+}
+
+impl std::str::FromStr for HeaderLine {
+    type Err = HeaderLineError;
+
+    fn from_str(s: &str) -> Result<Self, HeaderLineError> {
+        header_line(s).map_err(|why| HeaderLineError {
+            what: "header".into(),
+            number: 1,
+            why,
+        })
+    }
+}
+
+/// `Vec<HeaderLine>` as `"Name: value"` lines, a bad one refused by its number.
+pub(crate) mod header_list {
+    use super::*;
+
+    pub(crate) fn serialize<S: Serializer>(h: &[HeaderLine], s: S) -> Result<S::Ok, S::Error> {
+        let lines: Vec<String> = h
+            .iter()
+            .map(|l| {
+                format!(
+                    "{}: {}",
+                    l.name,
+                    String::from_utf8_lossy(l.value.as_bytes())
+                )
+            })
+            .collect();
+        lines.serialize(s)
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Vec<HeaderLine>, D::Error> {
+        let lines = Vec::<String>::deserialize(d)?;
+        lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                header_line(l).map_err(|why| {
+                    D::Error::custom(HeaderLineError {
+                        what: "header".into(),
+                        number: i + 1,
+                        why,
+                    })
+                })
+            })
+            .collect()
+    }
 }
 
 /// A header line that is not `Name: value` (see [`parse_header_lines`]).

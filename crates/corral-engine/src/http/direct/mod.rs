@@ -427,7 +427,7 @@ mod tests {
             Duration::from_secs(5),
             "corral-test",
             tls::connector(Arc::new(
-                tls::client_config(&crate::settings::TlsSettings::default()).unwrap(),
+                tls::client_config(&crate::settings::TlsSettings::default(), false).unwrap(),
             )),
         )
     }

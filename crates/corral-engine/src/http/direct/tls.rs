@@ -40,14 +40,17 @@ pub fn connector(config: Arc<rustls::ClientConfig>) -> TlsConnector {
     TlsConnector::from(config)
 }
 
-/// The run's TLS configuration from `tls`'s settings; a bad certificate or key is named by its
-/// option.
-pub fn client_config(tls: &TlsSettings) -> Result<rustls::ClientConfig, ConfigError> {
+/// The run's TLS configuration from `tls`'s certificates (any server's accepted when
+/// `insecure`); a bad certificate or key is named by its option.
+pub fn client_config(
+    tls: &TlsSettings,
+    insecure: bool,
+) -> Result<rustls::ClientConfig, ConfigError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| ConfigError::new("TLS", e.to_string()))?;
-    let builder = if tls.insecure {
+    let builder = if insecure {
         builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
