@@ -136,7 +136,7 @@ impl Engine {
     }
 
     /// What a job is settled at when its response says what it cost: the claim, at most what
-    /// the tightest cost rate in force holds in its bucket (one period's worth) — one response
+    /// the tightest cost rate in force holds in one period — one response
     /// claiming 1e12 tokens must not hold a run for years — and never less than the job's
     /// own `cost`, which it took already. A claim that is not a number leaves the job's cost.
     fn settled_cost(
@@ -373,7 +373,7 @@ impl Engine {
         }
         // What the job really cost, when the response says so: the difference is settled.
         let spent = match &out {
-            Ok(r) => self.settled_cost(r.cost, job.cost, view.cost_rate()),
+            Ok(r) => self.settled_cost(r.cost, job.cost, view.cost_rate().map(|(r, _)| r)),
             _ => job.cost,
         };
         let delta =

@@ -19,7 +19,7 @@ use crate::hosts::suspect::Trying;
 use crate::hosts::{Host, HostEntry, HostStat, HostTable, Permit, Slot};
 use crate::http::client::{ClientOptions, Clients};
 use crate::result::RESULT_BYTES;
-use crate::settings::{BreakerSettings, RateSetting, Settings};
+use crate::settings::{cost_burst, BreakerSettings, RateSetting, Settings};
 
 /// What every engine of a run shares: limits, breakers, retry policy, per-host counters.
 pub struct Gates {
@@ -119,7 +119,7 @@ impl Gates {
         };
         let global_cost = settings
             .cost_rate
-            .map(crate::hosts::cost_cell)
+            .map(|r| crate::hosts::cost_cell((r, cost_burst(r, settings.cost_burst))))
             .transpose()
             .map_err(|e| ConfigError::from_corral("--cost-rate", &e))?;
         let costs_counted = settings.cost_rate.is_some()

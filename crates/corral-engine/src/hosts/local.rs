@@ -231,12 +231,10 @@ fn cell(view: &ForHost<'_>) -> (Rate, u64) {
         .unwrap_or((Rate::per_second(1_000_000_000), 1_000_000))
 }
 
-/// A cost rate's cell: a bucket of one period's worth, refilled continuously.
-pub(crate) fn cost_cell(rate: Rate) -> Result<RateLimiter, corral::ConfigError> {
-    RateLimiter::builder()
-        .rate(rate)
-        .burst(rate.count().max(1))
-        .build()
+/// A cost rate's cell: a bucket of `burst` (see [`crate::settings::cost_burst`]), refilled
+/// continuously.
+pub(crate) fn cost_cell((rate, burst): (Rate, u64)) -> Result<RateLimiter, corral::ConfigError> {
+    RateLimiter::builder().rate(rate).burst(burst).build()
 }
 
 fn breaker_builder(b: &BreakerSettings) -> CircuitBreakerBuilder {
@@ -288,7 +286,7 @@ impl Hosts {
                 cost_cell(c).map_err(|e| {
                     ConfigError::from_corral(option("--per-host-cost-rate", "cost_rate"), &e)
                 })?;
-                idle_after = idle_after.max(c.period());
+                idle_after = idle_after.max(c.0.period());
             }
         }
         Ok(Self {
@@ -499,6 +497,31 @@ mod tests {
         // A host seen again after eviction starts afresh, and both lives count.
         hosts.get(&key(5)).unwrap().attempted();
         assert_eq!(hosts.stats()[&*key(5)].attempts, 2);
+    }
+
+    /// Jobs of cost 10 under a per-minute cost rate of 12000: about one second's worth (200,
+    /// 20 jobs) at once, then 200 a second — not the minute's 12000 in one burst, unless
+    /// `cost_burst` says the provider allows it.
+    #[tokio::test(start_paused = true)]
+    async fn a_per_minute_cost_rate_is_not_spent_in_one_burst() {
+        for (burst, fewest, most) in [(None, 35, 45), (Some(12_000), 60, 60)] {
+            let settings = Settings {
+                per_host_cost_rate: Some("12000/min".parse().unwrap()),
+                cost_burst: burst,
+                ..Settings::default()
+            };
+            let h = Hosts::new(&settings).unwrap().get(&key(0)).unwrap();
+            let start = tokio::time::Instant::now();
+            let mut in_first_second = 0;
+            for _ in 0..60 {
+                h.cost(10).await;
+                in_first_second += u32::from(start.elapsed() < Duration::from_secs(1));
+            }
+            assert!(
+                (fewest..=most).contains(&in_first_second),
+                "cost_burst {burst:?}: {in_first_second} jobs in the first second"
+            );
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -225,7 +225,7 @@ pub struct Settings {
     #[cfg_attr(feature = "clap", arg(long, value_name = "SHARE"))]
     pub halt_on_failure_rate: Option<f64>,
     /// Sum of job costs (a job's "cost", default 1) per period, all hosts together, e.g.
-    /// 90000/min for tokens per minute; a bucket of one period's worth, refilled continuously
+    /// 90000/min for tokens per minute; a bucket of --cost-burst, refilled continuously
     /// [default: unlimited]
     #[cfg_attr(feature = "clap", arg(long, value_name = "RATE"))]
     #[serde(with = "units::opt_rate")]
@@ -234,6 +234,12 @@ pub struct Settings {
     #[cfg_attr(feature = "clap", arg(long, value_name = "RATE"))]
     #[serde(with = "units::opt_rate")]
     pub per_host_cost_rate: Option<Rate>,
+    /// Job costs a cost rate lets through at once after idling, e.g. 90000 for a provider
+    /// whose bucket holds the full minute of 90000/min (Anthropic's does) [default: one
+    /// second's worth of the rate, at most one period's: a per-minute quota is not spent in
+    /// one burst, which providers that enforce it per second answer with 429s]
+    #[cfg_attr(feature = "clap", arg(long, value_name = "N"))]
+    pub cost_burst: Option<u64>,
     /// JSON pointer into a response body to the job's real cost, e.g. /usage/total_tokens; the
     /// difference from its "cost" is settled with the cost rates
     #[cfg_attr(feature = "clap", arg(long, value_name = "POINTER"))]
@@ -449,6 +455,19 @@ impl fmt::Display for HostPattern {
     }
 }
 
+/// The bucket of a cost `rate`: `given` (`--cost-burst`, a table's `cost_burst`), else one
+/// second's worth of the rate and at most one period's — `12000/min` holds 200 at once, not a
+/// minute's 12000 — and at least 1. A job that costs more than the bucket still goes, once the
+/// rate has paid for it.
+pub fn cost_burst(rate: Rate, given: Option<u64>) -> u64 {
+    given.unwrap_or_else(|| {
+        let period = rate.period().as_nanos().max(1);
+        let per_second = u128::from(rate.count()).saturating_mul(1_000_000_000).div_ceil(period);
+        let per_second = u64::try_from(per_second).unwrap_or(u64::MAX);
+        per_second.min(rate.count()).max(1)
+    })
+}
+
 /// Jobs held at once when `--queue-size` is not given: four per job under way, at least 256.
 pub fn default_queue(concurrency: usize) -> usize {
     concurrency.saturating_mul(4).max(256)
@@ -533,6 +552,9 @@ pub struct HostSettings {
     /// `cost_rate`: the sum of job costs per period to the host.
     #[serde(default, with = "units::opt_rate")]
     pub cost_rate: Option<Rate>,
+    /// `cost_burst`: job costs that cost rate lets through at once (see
+    /// [`Settings::cost_burst`]).
+    pub cost_burst: Option<u64>,
     /// `retries` after the first attempt.
     pub retries: Option<u32>,
     /// `retry_on`: statuses retried.
@@ -702,10 +724,13 @@ impl ForHost<'_> {
             .unwrap_or(self.run.connect_timeout)
     }
     /// The sum of job costs per period to the host, if limited.
-    pub fn cost_rate(&self) -> Option<Rate> {
-        self.rule
+    pub fn cost_rate(&self) -> Option<(Rate, u64)> {
+        let rate = self
+            .rule
             .and_then(|r| r.cost_rate)
-            .or(self.run.per_host_cost_rate)
+            .or(self.run.per_host_cost_rate)?;
+        let given = self.rule.and_then(|r| r.cost_burst).or(self.run.cost_burst);
+        Some((rate, cost_burst(rate, given)))
     }
     /// Extra headers for the host's jobs (empty without a rule).
     pub fn headers(&self) -> Option<&http::HeaderMap> {
@@ -905,6 +930,9 @@ impl HostSettings {
         if let Some(b) = self.burst {
             refuse::at_least_one(b, at("burst"))?;
         }
+        if let Some(b) = self.cost_burst {
+            refuse::at_least_one(b, at("cost_burst"))?;
+        }
         if let Some(t) = self.timeout {
             refuse::longer_than_zero(t, at("timeout_ms"))?;
         }
@@ -939,6 +967,9 @@ impl Settings {
         refuse::at_least_one(self.per_host_concurrency as u64, "--per-host-concurrency")?;
         refuse::at_least_one(self.burst, "--burst")?;
         refuse::at_least_one(self.per_host_burst, "--per-host-burst")?;
+        if let Some(b) = self.cost_burst {
+            refuse::at_least_one(b, "--cost-burst")?;
+        }
         refuse::longer_than_zero(self.timeout, "--timeout-ms")?;
         if let Some(t) = self.total_timeout {
             refuse::longer_than_zero(t, "--total-timeout-ms")?;
@@ -1117,6 +1148,7 @@ impl Default for Settings {
             accept: StatusSet::range(200, 399),
             cost_rate: None,
             per_host_cost_rate: None,
+            cost_burst: None,
             cost_from_response: None,
             hosts: Vec::new(),
             scoped_headers: Vec::new(),
@@ -1255,6 +1287,7 @@ mod tests {
             ("--per-host-concurrency", |s| s.per_host_concurrency = 0),
             ("--burst", |s| s.burst = 0),
             ("--per-host-burst", |s| s.per_host_burst = 0),
+            ("--cost-burst", |s| s.cost_burst = Some(0)),
             ("--timeout-ms", |s| s.timeout = Duration::ZERO),
             ("--total-timeout-ms", |s| {
                 s.total_timeout = Some(Duration::ZERO)
@@ -1297,6 +1330,9 @@ mod tests {
                 host(s).concurrency = Some(0)
             }),
             ("[hosts.\"*.a.example\"] burst", |s| host(s).burst = Some(0)),
+            ("[hosts.\"*.a.example\"] cost_burst", |s| {
+                host(s).cost_burst = Some(0)
+            }),
             ("[hosts.\"*.a.example\"] timeout_ms", |s| {
                 host(s).timeout = Some(Duration::ZERO)
             }),
@@ -1331,6 +1367,18 @@ mod tests {
             });
         }
         &mut s.hosts[0].settings
+    }
+
+    /// A cost rate's bucket: one second's worth, at most one period's, at least 1; or as given.
+    #[test]
+    fn a_cost_bucket_holds_about_a_second() {
+        let b = |rate: &str, given| cost_burst(rate.parse().unwrap(), given);
+        assert_eq!(b("12000/min", None), 200);
+        assert_eq!(b("90000/min", None), 1500);
+        assert_eq!(b("100/h", None), 1);
+        assert_eq!(b("10/100ms", None), 10, "one period's worth");
+        assert_eq!(b("1000/s", None), 1000);
+        assert_eq!(b("12000/min", Some(12_000)), 12_000);
     }
 
     #[test]

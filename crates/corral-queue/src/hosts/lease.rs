@@ -209,7 +209,7 @@ impl Drop for Decrement<'_> {
 /// every worker: a GCRA schedule in the board (`cost.HOST`, its theoretical arrival time in
 /// unix ns) from which each job reserves its cost by compare-and-swap, as the library's
 /// limiter reserves `n` cells: the job goes when the last of its cells is due, less the
-/// tolerance (a bucket of one period's worth). One round trip per job: cost rates are for
+/// tolerance (the bucket of `settings::cost_burst`). One round trip per job: cost rates are for
 /// slow, expensive calls. A settled cost (`--cost-from-response`) moves the schedule by the
 /// difference, as the library's `settle` does.
 pub(crate) struct SharedCost {

@@ -230,10 +230,9 @@ impl Shared {
                         let key = format!("rate.{token}");
                         Arc::new(SharedRate::new(self.board.clone(), key, rate, burst))
                     }),
-                    cost: view.cost_rate().map(|rate| {
+                    cost: view.cost_rate().map(|(rate, burst)| {
                         let key = format!("cost.{token}");
-                        // A bucket of one period's worth, as a run's own cost cell.
-                        let burst = rate.count().max(1);
+                        // The bucket of a run's own cost cell.
                         Arc::new(SharedCost::new(self.board.clone(), key, rate, burst))
                     }),
                 }
