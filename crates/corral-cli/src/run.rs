@@ -93,11 +93,13 @@ pub(crate) async fn execute(
     };
     let mut run = run
         .skipped(resumed.done.len())
+        .spent_before(resumed.spent)
         .stop_on(shutdown.token(), shutdown.force_token());
     if let Some(count) = total.start() {
         run = run.total(count);
     }
     let done = resumed.done;
+    let cost_unit = plan.cost_unit.clone();
     let jobs = job::read_jobs(reader, input, plan.max_line, move |line: u64| {
         done.contains(line)
     });
@@ -128,7 +130,7 @@ pub(crate) async fn execute(
         }
         Ending::Finished => ("finished", exit::OK),
     };
-    let summary = Summary::build(
+    let mut summary = Summary::build(
         &report.stats,
         &report.hosts,
         report.breaker_openings,
@@ -136,6 +138,7 @@ pub(crate) async fn execute(
         i32::from(code),
         notes,
     );
+    summary.cost_unit = cost_unit;
     if !quiet {
         eprint!("{}", summary.render());
     }

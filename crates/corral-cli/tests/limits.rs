@@ -262,6 +262,40 @@ fn a_cost_rate_limits_the_sum_of_costs() {
     assert_eq!(s["hosts"][&key]["cost"], 3000, "{s}");
 }
 
+/// `--max-cost`: once the jobs spent the cap, no new job starts, the run halts (exit 1) with
+/// each result's `cost`; `--resume` under the same cap sends nothing more, a raised cap
+/// finishes the run, each job once.
+#[test]
+fn a_spend_cap_halts_the_run_and_resume_finishes_it_under_a_raised_cap() {
+    let mock = Mock::start("fast");
+    let dir = tempfile::tempdir().unwrap();
+    let lines: Vec<String> = (0..100)
+        .map(|i| format!(r#"{{"url":"{}/c/{i}","cost":10}}"#, mock.url("fast")))
+        .collect();
+    let jobs = write_jobs(dir.path(), &lines);
+    let (out, sum) = (dir.path().join("out.jsonl"), dir.path().join("s.json"));
+    let sum_arg = ["--summary-json", sum.to_str().unwrap()];
+    let cap = ["-c", "4", "--max-cost", "300", "--cost-unit", "tokens"];
+    let o = run_quiet(&jobs, &out, &[&cap[..], &sum_arg[..]].concat());
+    assert_exit(&o, 1);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("halted") && e.contains("--max-cost 300"), "{e}");
+    let first = results(&out);
+    assert!((30..=34).contains(&first.len()), "{} jobs ran", first.len());
+    assert!(first.iter().all(|r| r["cost"] == 10), "{first:?}");
+    assert_eq!(summary(&sum)["cost_unit"], "tokens");
+    let seen = mock.stats("fast")["requests"].as_u64().unwrap();
+    // The same cap again: it is spent already, nothing is sent.
+    let o = run_quiet(&jobs, &out, &[&cap[..], &["--resume"][..]].concat());
+    assert_exit(&o, 1);
+    assert_eq!(results(&out).len(), first.len());
+    assert_eq!(mock.stats("fast")["requests"].as_u64().unwrap(), seen);
+    // A raised cap finishes the run.
+    let o = run_quiet(&jobs, &out, &["--resume", "--max-cost", "2000"]);
+    assert_exit(&o, 0);
+    assert_exactly_once(&results(&out), 100);
+}
+
 /// `--cost-from-response`: the real cost read from each response is settled, so jobs that
 /// cost more than they said slow the next ones down, and the summary counts what was spent.
 #[test]

@@ -93,6 +93,9 @@ pub(crate) struct ResultLine<'a> {
     /// Times this job's responses paused its host (`Retry-After`, or an allowance spent).
     #[serde(skip_serializing_if = "is_zero")]
     pub(crate) paused_host: u32,
+    /// What the job's requests cost (settled), where costs are counted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) cost: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) error: Option<ErrorOut>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -140,6 +143,7 @@ impl<'a> ResultLine<'a> {
             final_url: None,
             opened_breaker: 0,
             paused_host: 0,
+            cost: None,
             error: None,
             body_bytes: None,
             truncated: false,
@@ -232,7 +236,7 @@ impl Serialize for Rfc3339 {
 
 /// The columns of a CSV result row (`--format csv`), in order: the keys of a JSONL result
 /// whose values are scalars, with `error`'s as `error_kind`, `error_message`, `maybe_sent`.
-pub const CSV_COLUMNS: [&str; 22] = [
+pub const CSV_COLUMNS: [&str; 23] = [
     "line",
     "id",
     "method",
@@ -255,6 +259,7 @@ pub const CSV_COLUMNS: [&str; 22] = [
     "body_file",
     "opened_breaker",
     "paused_host",
+    "cost",
 ];
 
 /// A result as a CSV row (without its line end), the fields of [`CSV_COLUMNS`]; an absent
@@ -268,7 +273,7 @@ fn to_csv(line: &ResultLine<'_>) -> String {
     // shows it as text rather than running it as a formula.
     let text = |v: &str| cell_text(v).into_owned();
     let text_opt = |v: Option<&String>| v.map_or_else(String::new, |v| text(v));
-    let fields: [String; 22] = [
+    let fields: [String; 23] = [
         line.line.to_string(),
         text(line.id),
         line.method.to_string(),
@@ -291,6 +296,7 @@ fn to_csv(line: &ResultLine<'_>) -> String {
         text_opt(line.body_file.as_ref()),
         line.opened_breaker.to_string(),
         line.paused_host.to_string(),
+        opt(line.cost.map(|c| c.to_string())),
     ];
     let mut w = csv::WriterBuilder::new()
         .terminator(csv::Terminator::Any(b'\n'))
@@ -376,6 +382,10 @@ fn to_json(line: &ResultLine<'_>) -> String {
     if line.paused_host != 0 {
         out.push_str(",\"paused_host\":");
         out.push_str(int.format(line.paused_host));
+    }
+    if let Some(c) = line.cost {
+        out.push_str(",\"cost\":");
+        out.push_str(int.format(c));
     }
     if let Some(e) = &line.error {
         out.push_str(",\"error\":{\"kind\":\"");

@@ -226,6 +226,13 @@ impl Run {
         Self::builder().settings(settings).build()
     }
 
+    /// What the results file this run resumes already spent ([`crate::sink::Resumed::spent`]):
+    /// `--max-cost` and `--max-requests` count it.
+    pub fn spent_before(self, spent: crate::sink::Spent) -> Self {
+        self.gates.spent_before(spent.requests, spent.cost);
+        self
+    }
+
     /// Jobs already done (by a run this one resumes): counted as skipped.
     pub fn skipped(mut self, n: u64) -> Self {
         self.skipped = n;
@@ -399,6 +406,7 @@ impl Run {
                 first_panic.as_deref().unwrap_or("unknown")
             ));
         }
+        let halted = halted.or_else(|| gates.capped());
         let ending = match (fatal, halted) {
             (Some(e), _) => Ending::Fatal(e),
             (None, Some(why)) => Ending::Halted(why),

@@ -81,6 +81,19 @@ pub struct Resumed {
     pub retried: Option<(u64, PathBuf)>,
     /// The input lines of those results.
     pub again: Done,
+    /// What the results of this input spent (theirs and those run again alike): the spend
+    /// caps count it.
+    pub spent: Spent,
+}
+
+/// Requests sent and costs spent by the jobs of a results file (its lines' `attempts` and
+/// `cost`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Spent {
+    /// Requests (attempts) sent.
+    pub requests: u64,
+    /// Job costs spent.
+    pub cost: u64,
 }
 
 /// How to open the results file.
@@ -152,6 +165,10 @@ struct LineOnly {
     line: u64,
     #[serde(default = "yes")]
     ok: bool,
+    #[serde(default)]
+    attempts: u64,
+    #[serde(default)]
+    cost: u64,
     #[serde(default)]
     error: Option<KindOnly>,
 }
@@ -404,16 +421,17 @@ fn scan(
                 l.line,
                 input_lines.unwrap_or_default()
             ),
-            Ok(l) if !l.ok
-                && retry_failed
-                    .is_some_and(|r| r.wants(l.error.as_ref().map(|e| e.kind.as_str()))) =>
-            {
-                scan.retry.push(n);
-                scan.resumed.again.insert(l.line);
-                continue;
-            }
             Ok(l) => {
-                if !scan.resumed.done.insert(l.line) {
+                let spent = &mut scan.resumed.spent;
+                spent.requests = spent.requests.saturating_add(l.attempts);
+                spent.cost = spent.cost.saturating_add(l.cost);
+                let again = !l.ok
+                    && retry_failed
+                        .is_some_and(|r| r.wants(l.error.as_ref().map(|e| e.kind.as_str())));
+                if again {
+                    scan.retry.push(n);
+                    scan.resumed.again.insert(l.line);
+                } else if !scan.resumed.done.insert(l.line) {
                     scan.resumed.duplicates += 1;
                 }
                 continue;

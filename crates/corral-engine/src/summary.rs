@@ -193,6 +193,9 @@ pub struct Summary {
     /// Things worth saying (jobs not written, resume repairs ...).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// What costs are counted in (`--cost-unit`, e.g. `tokens`): a label only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost_unit: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
@@ -327,6 +330,7 @@ impl Summary {
                 .iter()
                 .map(|n| crate::redact::text(n).into_owned())
                 .collect(),
+            cost_unit: None,
         }
     }
 
@@ -375,7 +379,14 @@ impl Summary {
             let jobs = self.hosts.values().any(|h| h.jobs.is_some());
             out.push_str(&format!(
                 "  per host:                 attempts   attempts/s  breaker-opened  retry-after-pauses{}{}{}\n",
-                if costs { "          cost" } else { "" },
+                if costs {
+                    format!(
+                        "  {:>12}",
+                        self.cost_unit.as_deref().map_or("cost".into(), |u| format!("cost ({u})"))
+                    )
+                } else {
+                    String::new()
+                },
                 if rates { "  rate found/s" } else { "" },
                 if jobs { "        ok    failed" } else { "" }
             ));

@@ -393,6 +393,7 @@ impl Tally {
             latency_ms: Latency::of(self.totals.latency_us()),
             hosts,
             notes: self.notes(),
+            cost_unit: None,
         }
     }
 

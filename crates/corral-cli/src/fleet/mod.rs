@@ -199,6 +199,12 @@ pub(crate) fn check_shareable(s: &Settings) -> Result<(), String> {
                 .into(),
         );
     }
+    if s.max_cost.is_some() || s.max_requests.is_some() {
+        return Err(
+            "--max-cost and --max-requests are not supported with --queue (each worker would count alone)"
+                .into(),
+        );
+    }
     if matches!(s.per_host_rate, Some(RateSetting::Auto(_))) {
         return Err(
             "--per-host-rate auto is not supported with --queue (each worker would find its own rate); give the rate, e.g. 50/s".into(),
@@ -278,6 +284,7 @@ mod tests {
                 "--per-host-rate auto",
             ),
             (&["--save-body-dir", "bodies"], None, "--save-body-dir"),
+            (&["--max-cost", "100"], None, "--max-cost"),
             (
                 &[],
                 Some("[hosts.\"*.a.example\"]\nrate = \"auto:5/s\"\n"),

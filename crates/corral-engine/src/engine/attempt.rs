@@ -307,6 +307,9 @@ impl Engine {
             }
         }
         state.attempted();
+        if let Some(c) = &self.gates.caps {
+            c.request();
+        }
         let limit = job.timeout.unwrap_or(view.timeout());
         let started = Instant::now();
         let sending = AtomicBool::new(false);
@@ -354,6 +357,9 @@ impl Engine {
                             g.until_ready().await;
                         }
                         state.attempted();
+                        if let Some(c) = &self.gates.caps {
+                            c.request();
+                        }
                     }
                     r => return r,
                 }
@@ -381,6 +387,10 @@ impl Engine {
         // Costs are counted only where they are limited or measured.
         if self.gates.costs_counted {
             state.settle_cost(delta, spent);
+            trace.cost.fetch_add(spent, Ordering::Relaxed);
+            if let Some(c) = &self.gates.caps {
+                c.spend(spent);
+            }
         }
         if let (Some(g), true) = (&self.gates.global_cost, delta != 0) {
             g.settle(delta);

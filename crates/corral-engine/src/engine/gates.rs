@@ -31,8 +31,11 @@ pub struct Gates {
     pub(super) global_rate: Option<RateLimiter>,
     /// `--cost-rate`.
     pub(super) global_cost: Option<RateLimiter>,
-    /// Some cost rate or `--cost-from-response` is set: costs are counted per host.
+    /// Some cost rate, `--cost-from-response` or `--max-cost` is set: costs are counted per
+    /// host and per job (its result's `cost`).
     pub(super) costs_counted: bool,
+    /// `--max-cost`, `--max-requests`.
+    pub(super) caps: Option<super::caps::Caps>,
     /// Some host's rate is found while the run goes (`auto`): outcomes are reported to it.
     pub(super) adaptive: bool,
     pub(super) policy: RetryPolicy,
@@ -123,6 +126,7 @@ impl Gates {
             .transpose()
             .map_err(|e| ConfigError::from_corral("--cost-rate", &e))?;
         let costs_counted = settings.cost_rate.is_some()
+            || settings.max_cost.is_some()
             || settings.per_host_cost_rate.is_some()
             || settings.cost_from_response.is_some()
             || settings
@@ -161,6 +165,7 @@ impl Gates {
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Arc::new(Gates {
+            caps: super::caps::Caps::of(&settings),
             active: Mutex::new(Vec::new()),
             settings,
             hosts,
@@ -174,6 +179,19 @@ impl Gates {
             cut: Cut::default(),
             intents: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// What an earlier run of these jobs spent against the caps (`--max-cost`,
+    /// `--max-requests`): the results file's `attempts` and `cost`.
+    pub(crate) fn spent_before(&self, requests: u64, cost: u64) {
+        if let Some(c) = &self.caps {
+            c.spent_before(requests, cost);
+        }
+    }
+
+    /// Why the run stopped taking jobs at a cap, if it did.
+    pub(crate) fn capped(&self) -> Option<String> {
+        self.caps.as_ref().and_then(|c| c.why()).map(str::to_owned)
     }
 
     /// The per-host counters so far.

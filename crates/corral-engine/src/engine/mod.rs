@@ -26,6 +26,7 @@
 
 mod attempt;
 mod body;
+mod caps;
 mod gates;
 #[cfg(test)]
 mod tests;
@@ -110,6 +111,11 @@ impl Engine {
         let mut outcome = match parsed {
             Parsed::Invalid(inv) => self.invalid(&inv),
             Parsed::Job(job) => {
+                // A spend cap reached: no job starts any more (see `caps`).
+                if self.gates.caps.as_ref().is_some_and(|c| c.reached()) {
+                    self.stop.cancel();
+                    return None;
+                }
                 let started = Instant::now();
                 let started_at = SystemTime::now();
                 let trace = Trace::default();
@@ -359,6 +365,10 @@ impl Engine {
                 .map(|u| redact::url(u).into_owned()),
             opened_breaker: trace.openings.load(Ordering::Relaxed),
             paused_host: trace.pauses.load(Ordering::Relaxed),
+            cost: self
+                .gates
+                .costs_counted
+                .then(|| trace.cost.load(Ordering::Relaxed)),
             error,
             body_bytes: resp
                 .as_ref()

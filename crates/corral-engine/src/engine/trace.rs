@@ -2,7 +2,7 @@
 //! a request may have gone out, the last head's status, and the breaker openings and host
 //! pauses the job caused (so a report from the file alone counts them as the run did).
 
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use crate::hosts::Permit;
@@ -30,6 +30,8 @@ pub(super) struct Trace {
     pub(super) pauses: AtomicU32,
     /// Redirects followed.
     pub(super) redirects: AtomicU32,
+    /// What the job's requests cost, settled (counted only where costs are).
+    pub(super) cost: AtomicU64,
     /// Where the last redirect went.
     pub(super) final_url: Mutex<Option<url::Url>>,
 }

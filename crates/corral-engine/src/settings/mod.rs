@@ -240,6 +240,19 @@ pub struct Settings {
     /// one burst, which providers that enforce it per second answer with 429s]
     #[cfg_attr(feature = "clap", arg(long, value_name = "N"))]
     pub cost_burst: Option<u64>,
+    /// Spend at most this much in job costs (settled with --cost-from-response), the results
+    /// file's earlier runs included: once reached, no new job starts (those under way finish)
+    /// and the run exits 1; --resume runs the rest, with a raised cap
+    #[cfg_attr(feature = "clap", arg(long, value_name = "N"))]
+    pub max_cost: Option<u64>,
+    /// Send at most this many requests (retries and redirects count), the results file's
+    /// earlier runs included: then as --max-cost
+    #[cfg_attr(feature = "clap", arg(long, value_name = "N"))]
+    pub max_requests: Option<u64>,
+    /// What costs are counted in, e.g. tokens or USD: only a label for the summary and the
+    /// report
+    #[cfg_attr(feature = "clap", arg(long, value_name = "NAME"))]
+    pub cost_unit: Option<String>,
     /// JSON pointer into a response body to the job's real cost, e.g. /usage/total_tokens; the
     /// difference from its "cost" is settled with the cost rates
     #[cfg_attr(feature = "clap", arg(long, value_name = "POINTER"))]
@@ -462,7 +475,9 @@ impl fmt::Display for HostPattern {
 pub fn cost_burst(rate: Rate, given: Option<u64>) -> u64 {
     given.unwrap_or_else(|| {
         let period = rate.period().as_nanos().max(1);
-        let per_second = u128::from(rate.count()).saturating_mul(1_000_000_000).div_ceil(period);
+        let per_second = u128::from(rate.count())
+            .saturating_mul(1_000_000_000)
+            .div_ceil(period);
         let per_second = u64::try_from(per_second).unwrap_or(u64::MAX);
         per_second.min(rate.count()).max(1)
     })
@@ -970,6 +985,12 @@ impl Settings {
         if let Some(b) = self.cost_burst {
             refuse::at_least_one(b, "--cost-burst")?;
         }
+        if let Some(n) = self.max_cost {
+            refuse::at_least_one(n, "--max-cost")?;
+        }
+        if let Some(n) = self.max_requests {
+            refuse::at_least_one(n, "--max-requests")?;
+        }
         refuse::longer_than_zero(self.timeout, "--timeout-ms")?;
         if let Some(t) = self.total_timeout {
             refuse::longer_than_zero(t, "--total-timeout-ms")?;
@@ -1149,6 +1170,9 @@ impl Default for Settings {
             cost_rate: None,
             per_host_cost_rate: None,
             cost_burst: None,
+            max_cost: None,
+            max_requests: None,
+            cost_unit: None,
             cost_from_response: None,
             hosts: Vec::new(),
             scoped_headers: Vec::new(),
@@ -1288,6 +1312,8 @@ mod tests {
             ("--burst", |s| s.burst = 0),
             ("--per-host-burst", |s| s.per_host_burst = 0),
             ("--cost-burst", |s| s.cost_burst = Some(0)),
+            ("--max-cost", |s| s.max_cost = Some(0)),
+            ("--max-requests", |s| s.max_requests = Some(0)),
             ("--timeout-ms", |s| s.timeout = Duration::ZERO),
             ("--total-timeout-ms", |s| {
                 s.total_timeout = Some(Duration::ZERO)
