@@ -145,34 +145,13 @@ impl clap::FromArgMatches for SettingsFlags {
 
 impl clap::Args for SettingsFlags {
     fn augment_args(cmd: clap::Command) -> clap::Command {
+        // Made apart and added whole: changing them in place (`mut_arg`) moves every argument
+        // of the command each time, ~5 M instructions at each start.
         let defaults = defaults();
-        let mut cmd = Settings::augment_args(cmd);
-        for id in settings_ids() {
-            cmd = cmd.mut_arg(id, |a| {
-                let default = a
-                    .get_long()
-                    .and_then(|l| defaults.iter().find(|(long, _)| long == l))
-                    .map(|(_, d)| format!(" [default: {d}]"))
-                    .unwrap_or_default();
-                let help = a.get_help().map(|h| h.to_string()).unwrap_or_default();
-                let long_help = a.get_long_help().map(|h| format!("{h}{default}"));
-                // Nothing is required (the config file or the default gives it) and a switch
-                // not given is absent, not `false`: it must not undo the config file's `true`.
-                let a = a.required(false).help(format!("{help}{default}"));
-                let a = match long_help {
-                    Some(h) => a.long_help(h),
-                    None => a,
-                };
-                if matches!(a.get_action(), ArgAction::SetTrue) {
-                    a.action(ArgAction::Set)
-                        .num_args(0)
-                        .default_missing_value("true")
-                } else {
-                    a
-                }
-            });
-        }
-        cmd
+        Settings::augment_args(clap::Command::new("settings"))
+            .get_arguments()
+            .map(|a| flag(a.clone(), &defaults))
+            .fold(cmd, clap::Command::arg)
     }
 
     fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
@@ -180,12 +159,29 @@ impl clap::Args for SettingsFlags {
     }
 }
 
-/// The ids of [`Settings`]' flags.
-fn settings_ids() -> Vec<clap::Id> {
-    Settings::augment_args(clap::Command::new("settings"))
-        .get_arguments()
-        .map(|a| a.get_id().clone())
-        .collect()
+/// One of [`Settings`]' flags as `corral run` takes it: with its default in its help, required
+/// never (the config file or the default gives it), and a switch not given absent rather than
+/// `false`, so that it does not undo the config file's `true`.
+fn flag(a: clap::Arg, defaults: &[(String, String)]) -> clap::Arg {
+    let default = a
+        .get_long()
+        .and_then(|l| defaults.iter().find(|(long, _)| long == l))
+        .map(|(_, d)| format!(" [default: {d}]"))
+        .unwrap_or_default();
+    let help = a.get_help().map(|h| h.to_string()).unwrap_or_default();
+    let long_help = a.get_long_help().map(|h| format!("{h}{default}"));
+    let a = a.required(false).help(format!("{help}{default}"));
+    let a = match long_help {
+        Some(h) => a.long_help(h),
+        None => a,
+    };
+    if matches!(a.get_action(), ArgAction::SetTrue) {
+        a.action(ArgAction::Set)
+            .num_args(0)
+            .default_missing_value("true")
+    } else {
+        a
+    }
 }
 
 impl SettingsFlags {

@@ -10,26 +10,19 @@ use common::*;
 /// against 60/s, burst 5).
 #[test]
 fn requests_sent_again_on_a_new_connection_pass_the_rate_gate() {
-    let mock = Mock::start("reset:20");
-    let dir = tempfile::tempdir().unwrap();
-    let jobs = mock.write_gets(dir.path(), "reset", 400, "");
-    let out = dir.path().join("out.jsonl");
-    let o = run_quiet(
-        &jobs,
-        &out,
-        &[
-            "--per-host-rate",
-            "100/s",
-            "--per-host-burst",
-            "5",
-            "--retries",
-            "5",
-            "--no-breaker",
-        ],
-    );
-    assert_exit(&o, 0);
-    assert_exactly_once(&results(&out), 400);
-    let stats = mock.stats("reset");
+    let s = Scenario::new("reset:20").gets("reset", 400, "");
+    s.run(&[
+        "--per-host-rate",
+        "100/s",
+        "--per-host-burst",
+        "5",
+        "--retries",
+        "5",
+        "--no-breaker",
+    ])
+    .exit(0);
+    assert_exactly_once(&s.results(), 400);
+    let stats = s.mock.stats("reset");
     let max = stats["max_per_second"].as_u64().unwrap();
     assert!(
         max <= 105,
@@ -41,38 +34,15 @@ fn requests_sent_again_on_a_new_connection_pass_the_rate_gate() {
 /// `--accept` says which statuses are ok: a 404 that is an answer, not a failure.
 #[test]
 fn accepted_statuses_count_as_ok_and_others_fail() {
-    let mock = Mock::start("fast");
-    let dir = tempfile::tempdir().unwrap();
-    let lines: Vec<String> = (0..20)
-        .map(|i| {
-            let status = if i % 2 == 0 { 200 } else { 404 };
-            format!(
-                r#"{{"url":"{}/item/{i}?status={status}"}}"#,
-                mock.url("fast")
-            )
-        })
-        .collect();
-    let jobs = write_jobs(dir.path(), &lines);
-    let out = dir.path().join("out.jsonl");
-    let run = |extra: &[&str]| {
-        let mut args = vec![
-            "run",
-            jobs.to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-            "-q",
-            "--overwrite",
-        ];
-        args.extend_from_slice(extra);
-        corral(&args)
-    };
-    let o = run(&["--accept", "200-299,404"]);
-    assert_exit(&o, 0);
-    let rs = results(&out);
+    let s = Scenario::new("fast").jobs(20, |i, m| {
+        let status = if i % 2 == 0 { 200 } else { 404 };
+        format!(r#"{{"url":"{}/item/{i}?status={status}"}}"#, m.url("fast"))
+    });
+    s.run(&["--overwrite", "--accept", "200-299,404"]).exit(0);
+    let rs = s.results();
     assert!(rs.iter().all(|r| r["ok"] == true), "404s accepted");
-    let o = run(&["--accept", "200"]);
-    assert_exit(&o, 1);
-    let rs = results(&out);
+    s.run(&["--overwrite", "--accept", "200"]).exit(1);
+    let rs = s.results();
     let failed: Vec<_> = rs.iter().filter(|r| r["ok"] == false).collect();
     assert_eq!(failed.len(), 10);
     assert!(failed
@@ -84,14 +54,9 @@ fn accepted_statuses_count_as_ok_and_others_fail() {
 /// finishes the rest, every job once.
 #[test]
 fn too_many_failures_halt_the_run_and_resume_finishes_it() {
-    let mock = Mock::start("fast");
-    let dir = tempfile::tempdir().unwrap();
-    let jobs = mock.write_gets(dir.path(), "fast", 300, "?status=500");
-    let out = dir.path().join("out.jsonl");
-    let o = run_quiet(
-        &jobs,
-        &out,
-        &[
+    let s = Scenario::new("fast").gets("fast", 300, "?status=500");
+    let stderr = s
+        .run(&[
             "-c",
             "2",
             "--retries",
@@ -99,19 +64,18 @@ fn too_many_failures_halt_the_run_and_resume_finishes_it() {
             "--no-breaker",
             "--halt-after-failures",
             "5",
-        ],
-    );
-    assert_exit(&o, 1);
-    let stderr = String::from_utf8_lossy(&o.stderr);
+        ])
+        .exit(1)
+        .stderr();
     assert!(
         stderr.contains("halted") && stderr.contains("--halt-after-failures 5"),
         "{stderr}"
     );
-    let done = results(&out).len();
+    let done = s.results().len();
     assert!((5..=50).contains(&done), "{done} jobs ran");
-    let o = run_quiet(&jobs, &out, &["--resume", "--retries", "0", "--no-breaker"]);
-    assert_exit(&o, 1);
-    assert_exactly_once(&results(&out), 300);
+    s.run(&["--resume", "--retries", "0", "--no-breaker"])
+        .exit(1);
+    assert_exactly_once(&s.results(), 300);
 }
 
 /// `[hosts."..."]` in the config file: a host takes its own concurrency, rate, headers and
@@ -232,34 +196,19 @@ fn an_unknown_per_host_key_is_refused_with_its_line() {
 /// `--cost-rate`: the sum of the jobs' `cost` per period holds, as the server sees it.
 #[test]
 fn a_cost_rate_limits_the_sum_of_costs() {
-    let mock = Mock::start("fast");
-    let dir = tempfile::tempdir().unwrap();
-    let lines: Vec<String> = (0..60)
-        .map(|i| format!(r#"{{"url":"{}/c/{i}","cost":50}}"#, mock.url("fast")))
-        .collect();
-    let jobs = write_jobs(dir.path(), &lines);
-    let (out, sum) = (dir.path().join("out.jsonl"), dir.path().join("s.json"));
-    let o = run_quiet(
-        &jobs,
-        &out,
-        &[
-            "--cost-rate",
-            "1000/s",
-            "--summary-json",
-            sum.to_str().unwrap(),
-        ],
-    );
-    assert_exit(&o, 0);
-    assert_exactly_once(&results(&out), 60);
+    let s = Scenario::new("fast").jobs(60, |i, m| {
+        format!(r#"{{"url":"{}/c/{i}","cost":50}}"#, m.url("fast"))
+    });
+    s.run(&["--cost-rate", "1000/s"]).exit(0);
+    assert_exactly_once(&s.results(), 60);
     // A bucket of 1000 (20 jobs) at once, then 1000 a second (20 jobs): never more than 40
     // in the first second, 20 (+1 at a second's edge) in each after.
-    let per_second = mock.per_second("fast");
+    let per_second = s.mock.per_second("fast");
     assert!(per_second.len() >= 2, "{per_second:?}");
     assert!(per_second[0] <= 40, "{per_second:?}");
     assert!(per_second[1..].iter().all(|n| *n <= 21), "{per_second:?}");
-    let s = summary(&sum);
-    let key = mock.key("fast");
-    assert_eq!(s["hosts"][&key]["cost"], 3000, "{s}");
+    let key = s.mock.key("fast");
+    assert_eq!(s.summary()["hosts"][&key]["cost"], 3000, "{}", s.summary());
 }
 
 /// `--max-cost`: once the jobs spent the cap, no new job starts, the run halts (exit 1) with
@@ -267,63 +216,48 @@ fn a_cost_rate_limits_the_sum_of_costs() {
 /// finishes the run, each job once.
 #[test]
 fn a_spend_cap_halts_the_run_and_resume_finishes_it_under_a_raised_cap() {
-    let mock = Mock::start("fast");
-    let dir = tempfile::tempdir().unwrap();
-    let lines: Vec<String> = (0..100)
-        .map(|i| format!(r#"{{"url":"{}/c/{i}","cost":10}}"#, mock.url("fast")))
-        .collect();
-    let jobs = write_jobs(dir.path(), &lines);
-    let (out, sum) = (dir.path().join("out.jsonl"), dir.path().join("s.json"));
-    let sum_arg = ["--summary-json", sum.to_str().unwrap()];
+    let s = Scenario::new("fast").jobs(100, |i, m| {
+        format!(r#"{{"url":"{}/c/{i}","cost":10}}"#, m.url("fast"))
+    });
     let cap = ["-c", "4", "--max-cost", "300", "--cost-unit", "tokens"];
-    let o = run_quiet(&jobs, &out, &[&cap[..], &sum_arg[..]].concat());
-    assert_exit(&o, 1);
-    let e = String::from_utf8_lossy(&o.stderr);
+    let e = s.run(&cap).exit(1).stderr();
     assert!(e.contains("halted") && e.contains("--max-cost 300"), "{e}");
-    let first = results(&out);
+    let first = s.results();
     assert!((30..=34).contains(&first.len()), "{} jobs ran", first.len());
     assert!(first.iter().all(|r| r["cost"] == 10), "{first:?}");
-    assert_eq!(summary(&sum)["cost_unit"], "tokens");
-    let seen = mock.stats("fast")["requests"].as_u64().unwrap();
+    assert_eq!(s.summary()["cost_unit"], "tokens");
+    let seen = s.mock.stats("fast")["requests"].as_u64().unwrap();
     // The same cap again: it is spent already, nothing is sent.
-    let o = run_quiet(&jobs, &out, &[&cap[..], &["--resume"][..]].concat());
-    assert_exit(&o, 1);
-    assert_eq!(results(&out).len(), first.len());
-    assert_eq!(mock.stats("fast")["requests"].as_u64().unwrap(), seen);
+    s.run(&[&cap[..], &["--resume"][..]].concat()).exit(1);
+    assert_eq!(s.results().len(), first.len());
+    assert_eq!(s.mock.stats("fast")["requests"].as_u64().unwrap(), seen);
     // A raised cap finishes the run.
-    let o = run_quiet(&jobs, &out, &["--resume", "--max-cost", "2000"]);
-    assert_exit(&o, 0);
-    assert_exactly_once(&results(&out), 100);
+    s.run(&["--resume", "--max-cost", "2000"]).exit(0);
+    assert_exactly_once(&s.results(), 100);
 }
 
 /// `--cost-from-response`: the real cost read from each response is settled, so jobs that
 /// cost more than they said slow the next ones down, and the summary counts what was spent.
 #[test]
 fn costs_read_from_responses_are_settled() {
-    let mock = Mock::start("fast");
-    let dir = tempfile::tempdir().unwrap();
-    let jobs = mock.write_gets(dir.path(), "fast", 30, "?usage=100");
-    let (out, sum) = (dir.path().join("out.jsonl"), dir.path().join("s.json"));
-    let o = run_quiet(
-        &jobs,
-        &out,
-        &[
-            "-c",
-            "1",
-            "--cost-rate",
-            "1000/s",
-            "--cost-from-response",
-            "/usage/total_tokens",
-            "--summary-json",
-            sum.to_str().unwrap(),
-        ],
+    let s = Scenario::new("fast").gets("fast", 30, "?usage=100");
+    s.run(&[
+        "-c",
+        "1",
+        "--cost-rate",
+        "1000/s",
+        "--cost-from-response",
+        "/usage/total_tokens",
+    ])
+    .exit(0);
+    let key = s.mock.key("fast");
+    assert_eq!(s.summary()["hosts"][&key]["cost"], 3000, "{}", s.summary());
+    assert!(
+        s.results().iter().all(|r| r["cost"] == 100),
+        "each result's settled cost"
     );
-    assert_exit(&o, 0);
-    let s = summary(&sum);
-    let key = mock.key("fast");
-    assert_eq!(s["hosts"][&key]["cost"], 3000, "{s}");
     // Each job said 1 and cost 100: after the first second's bucket, ~10 a second.
-    let per_second = mock.per_second("fast");
+    let per_second = s.mock.per_second("fast");
     assert!(per_second.len() >= 2, "{per_second:?}");
     assert!(per_second[1..].iter().all(|n| *n <= 11), "{per_second:?}");
 }

@@ -98,6 +98,95 @@ impl Drop for Mock {
     }
 }
 
+/// One end-to-end scenario: simulated hosts, a jobs file for them, and `corral run` over it
+/// with a results file and a summary in a temporary directory — the preamble each test would
+/// otherwise copy.
+///
+/// ```ignore
+/// let s = Scenario::new("fast").jobs(60, |i, m| format!(r#"{{"url":"{}/c/{i}","cost":50}}"#, m.url("fast")));
+/// let run = s.run(&["--cost-rate", "1000/s"]);
+/// run.exit(0);
+/// assert_exactly_once(&run.results(), 60);
+/// ```
+pub struct Scenario {
+    pub mock: Mock,
+    pub dir: tempfile::TempDir,
+    /// The jobs file (written by [`Scenario::jobs`] or [`Scenario::gets`]).
+    pub jobs: PathBuf,
+    /// The results file `-o`.
+    pub out: PathBuf,
+    /// The `--summary-json` file.
+    pub summary: PathBuf,
+}
+
+impl Scenario {
+    /// Hosts of these `corral serve-mock` profiles (`"fast,flaky:30"`), no jobs yet.
+    pub fn new(profiles: &str) -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let (jobs, out, summary) = (
+            dir.path().join("jobs.jsonl"),
+            dir.path().join("out.jsonl"),
+            dir.path().join("summary.json"),
+        );
+        Scenario {
+            mock: Mock::start(profiles),
+            dir,
+            jobs,
+            out,
+            summary,
+        }
+    }
+
+    /// `n` job lines, line `i` (from 0) made by `line(i, mock)`.
+    pub fn jobs(self, n: usize, line: impl Fn(usize, &Mock) -> String) -> Self {
+        let lines: Vec<String> = (0..n).map(|i| line(i, &self.mock)).collect();
+        write_jobs(self.dir.path(), &lines);
+        self
+    }
+
+    /// `n` GETs to the profile's host, `/item/{i}{query}` each.
+    pub fn gets(self, profile: &str, n: usize, query: &str) -> Self {
+        self.mock.write_gets(self.dir.path(), profile, n, query);
+        self
+    }
+
+    /// `corral run JOBS -o OUT -q --summary-json SUMMARY` with `flags`.
+    pub fn run(&self, flags: &[&str]) -> Ran {
+        let sum = ["--summary-json", path_str(&self.summary)];
+        Ran(run_quiet(
+            &self.jobs,
+            &self.out,
+            &[flags, &sum[..]].concat(),
+        ))
+    }
+
+    /// The results file's lines.
+    pub fn results(&self) -> Vec<Value> {
+        results(&self.out)
+    }
+
+    /// The summary the last run wrote.
+    pub fn summary(&self) -> Value {
+        summary(&self.summary)
+    }
+}
+
+/// A finished `corral run` of a [`Scenario`].
+pub struct Ran(pub std::process::Output);
+
+impl Ran {
+    /// Asserts the exit code (showing stderr when it is not), and returns the run.
+    pub fn exit(&self, code: i32) -> &Self {
+        assert_exit(&self.0, code);
+        self
+    }
+
+    /// What it printed on stderr.
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.0.stderr).into_owned()
+    }
+}
+
 pub fn write_jobs(dir: &Path, lines: &[String]) -> PathBuf {
     let p = dir.join("jobs.jsonl");
     std::fs::write(&p, lines.join("\n") + "\n").expect("write jobs");
