@@ -10,18 +10,13 @@ use serde_json::Value;
 /// defaults the breaker used to open after ~26 attempts and fail all 1000 jobs.
 #[test]
 fn a_host_that_succeeds_on_the_second_try_is_never_cut_off() {
-    let mock = Mock::start("second-try");
-    let dir = tempfile::tempdir().unwrap();
-    let jobs = mock.write_gets(dir.path(), "second-try", 1000, "");
-    let (out, sum) = (dir.path().join("out.jsonl"), dir.path().join("s.json"));
-    let o = run_quiet(&jobs, &out, &["--summary-json", sum.to_str().unwrap()]);
-    assert_exit(&o, 0);
-    let rs = results(&out);
+    let s = Scenario::new("second-try").gets("second-try", 1000, "");
+    s.run(&[]).exit(0);
+    let rs = s.results();
     assert_exactly_once(&rs, 1000);
     assert!(rs.iter().all(|r| r["ok"] == true && r["attempts"] == 2));
-    let s = summary(&sum);
-    assert_eq!(s["breaker_openings"], 0, "{s}");
-    assert_eq!(mock.stats("second-try")["requests"], 2000);
+    assert_eq!(s.summary()["breaker_openings"], 0, "{}", s.summary());
+    assert_eq!(s.mock.stats("second-try")["requests"], 2000);
 }
 
 /// A host that answers 503 for its first 3 s, default settings: before its breaker can open
@@ -31,17 +26,13 @@ fn a_host_that_succeeds_on_the_second_try_is_never_cut_off() {
 #[test]
 fn a_dead_host_sees_about_twice_min_calls_requests_before_its_jobs_are_held() {
     for n in [300, 3000] {
-        let mock = Mock::start("outage:0-3");
-        let dir = tempfile::tempdir().unwrap();
-        let jobs = mock.write_gets(dir.path(), "outage", n, "");
-        let out = dir.path().join("out.jsonl");
-        let o = run_quiet(&jobs, &out, &["--breaker-cool-down-s", "1"]);
-        assert_exit(&o, 0);
-        let rs = results(&out);
+        let s = Scenario::new("outage:0-3").gets("outage", n, "");
+        s.run(&["--breaker-cool-down-s", "1"]).exit(0);
+        let rs = s.results();
         assert_exactly_once(&rs, n as u64);
         assert!(rs.iter().all(|r| r["ok"] == true), "every job succeeded");
         // The first second holds every request before the breaker opened, and its probes.
-        let first = mock.per_second("outage")[0];
+        let first = s.mock.per_second("outage")[0];
         assert!(
             first <= 50,
             "{n} jobs: {first} requests in the outage's first second"
@@ -53,40 +44,26 @@ fn a_dead_host_sees_about_twice_min_calls_requests_before_its_jobs_are_held() {
 /// host sees little more than the probes meanwhile, and every job succeeds once it is back.
 #[test]
 fn during_an_outage_jobs_wait_and_the_host_sees_only_probes() {
-    let mock = Mock::start("outage:0-3,fast");
-    let dir = tempfile::tempdir().unwrap();
-    let lines: Vec<String> = (0..400)
-        .map(|i| {
-            let host = if i % 2 == 0 { "outage" } else { "fast" };
-            format!(r#"{{"url":"{}/item/{i}"}}"#, mock.url(host))
-        })
-        .collect();
-    let jobs = write_jobs(dir.path(), &lines);
-    let (out, sum) = (dir.path().join("out.jsonl"), dir.path().join("s.json"));
-    let o = run_quiet(
-        &jobs,
-        &out,
-        &[
-            // Enough retries that no job runs out of them before the breaker opens.
-            "--retries",
-            "10",
-            "--breaker-cool-down-s",
-            "1",
-            "--summary-json",
-            sum.to_str().unwrap(),
-        ],
-    );
-    assert_exit(&o, 0);
-    let rs = results(&out);
+    let s = Scenario::new("outage:0-3,fast").jobs(400, |i, m| {
+        let host = if i % 2 == 0 { "outage" } else { "fast" };
+        format!(r#"{{"url":"{}/item/{i}"}}"#, m.url(host))
+    });
+    // Enough retries that no job runs out of them before the breaker opens.
+    s.run(&["--retries", "10", "--breaker-cool-down-s", "1"])
+        .exit(0);
+    let rs = s.results();
     assert_exactly_once(&rs, 400);
     assert!(rs.iter().all(|r| r["ok"] == true), "every job succeeded");
-    let s = summary(&sum);
-    assert!(s["breaker_openings"].as_u64().unwrap() >= 1, "{s}");
+    let summary = s.summary();
+    assert!(
+        summary["breaker_openings"].as_u64().unwrap() >= 1,
+        "{summary}"
+    );
     // Before the breaker opens each job's first request goes (a first failure is not counted
     // while a retry may make it good); once it is open, in the outage's 2nd and 3rd seconds,
     // only the probes (one a second with a 1 s cool-down). Without holding, 200 jobs retrying
     // for 3 s send hundreds of requests a second.
-    let stats = mock.stats("outage");
+    let stats = s.mock.stats("outage");
     let second = |s: &str| stats["per_second"][s].as_u64().unwrap_or(0);
     assert!(
         second("1") <= 3 && second("2") <= 3,
@@ -94,7 +71,7 @@ fn during_an_outage_jobs_wait_and_the_host_sees_only_probes() {
         stats["per_second"]
     );
     assert_eq!(
-        mock.stats("fast")["requests"],
+        s.mock.stats("fast")["requests"],
         200,
         "the other host went on"
     );
@@ -103,30 +80,23 @@ fn during_an_outage_jobs_wait_and_the_host_sees_only_probes() {
 /// A job held longer than `--breaker-max-hold-s` fails `circuit_open`, saying why.
 #[test]
 fn a_job_held_past_the_max_hold_fails_circuit_open() {
-    let mock = Mock::start("fast");
-    let dir = tempfile::tempdir().unwrap();
-    let jobs = mock.write_gets(dir.path(), "fast", 30, "?status=503");
-    let out = dir.path().join("out.jsonl");
-    let o = run_quiet(
-        &jobs,
-        &out,
-        &[
-            "--retries",
-            "0",
-            "--per-host-concurrency",
-            "1",
-            "--breaker-min-calls",
-            "5",
-            "--breaker-window-s",
-            "60",
-            "--breaker-cool-down-s",
-            "60",
-            "--breaker-max-hold-s",
-            "1",
-        ],
-    );
-    assert_exit(&o, 1);
-    let rs = results(&out);
+    let s = Scenario::new("fast").gets("fast", 30, "?status=503");
+    s.run(&[
+        "--retries",
+        "0",
+        "--per-host-concurrency",
+        "1",
+        "--breaker-min-calls",
+        "5",
+        "--breaker-window-s",
+        "60",
+        "--breaker-cool-down-s",
+        "60",
+        "--breaker-max-hold-s",
+        "1",
+    ])
+    .exit(1);
+    let rs = s.results();
     assert_exactly_once(&rs, 30);
     let held: Vec<&Value> = rs
         .iter()
@@ -140,7 +110,11 @@ fn a_job_held_past_the_max_hold_fails_circuit_open() {
     assert!(held
         .iter()
         .all(|r| r["attempts"] == 1 && r["elapsed_ms"].as_f64().unwrap() >= 1000.0));
-    assert_eq!(mock.stats("fast")["requests"], 5, "held jobs sent nothing");
+    assert_eq!(
+        s.mock.stats("fast")["requests"],
+        5,
+        "held jobs sent nothing"
+    );
 }
 
 /// `RUST_LOG` shows the library's events on stderr (here: the outage host's breaker opening);

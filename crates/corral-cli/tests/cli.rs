@@ -107,31 +107,15 @@ fn per_host_limits_hold_every_job_once_bad_lines_named_secrets_redacted() {
 
 #[test]
 fn retry_after_pauses_only_that_host_and_is_honoured() {
-    let mock = Mock::start("fast,limited");
-    let dir = tempfile::tempdir().unwrap();
-    let lines = vec![
-        format!(
+    let s = Scenario::new("fast,limited").jobs(3, |i, m| match i {
+        0 => format!(
             r#"{{"url":"{}/busy?status=429&retry_after=1"}}"#,
-            mock.url("limited")
+            m.url("limited")
         ),
-        format!(r#"{{"url":"{}/a?latency_ms=200"}}"#, mock.url("fast")),
-        format!(r#"{{"url":"{}/b?latency_ms=200"}}"#, mock.url("fast")),
-    ];
-    let jobs = write_jobs(dir.path(), &lines);
-    let out = dir.path().join("out.jsonl");
-    let o = corral(&[
-        "run",
-        jobs.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "-q",
-        "--retries",
-        "2",
-        "--retry-base-ms",
-        "1",
-    ]);
-    assert_eq!(o.status.code(), Some(1));
-    let rs = results(&out);
+        _ => format!(r#"{{"url":"{}/{i}?latency_ms=200"}}"#, m.url("fast")),
+    });
+    s.run(&["--retries", "2", "--retry-base-ms", "1"]).exit(1);
+    let rs = s.results();
     let busy = rs.iter().find(|r| r["line"] == 1).unwrap();
     assert_eq!(
         (busy["status"].as_u64(), busy["attempts"].as_u64()),
@@ -154,30 +138,19 @@ fn retry_after_pauses_only_that_host_and_is_honoured() {
             "the other host was paused too: {r}"
         );
     }
-    assert_eq!(mock.stats("limited")["requests"], 3);
+    assert_eq!(s.mock.stats("limited")["requests"], 3);
 }
 
 #[test]
 fn a_fail_fast_breaker_stops_traffic_to_a_dead_host_while_others_proceed() {
-    let mock = Mock::start("fast,slow");
-    let dir = tempfile::tempdir().unwrap();
-    let mut lines = Vec::new();
-    for i in 0..200 {
-        lines.push(if i % 2 == 0 {
-            format!(r#"{{"url":"{}/dead?status=503"}}"#, mock.url("fast"))
+    let sc = Scenario::new("fast,slow").jobs(200, |i, m| {
+        if i % 2 == 0 {
+            format!(r#"{{"url":"{}/dead?status=503"}}"#, m.url("fast"))
         } else {
-            format!(r#"{{"url":"{}/alive"}}"#, mock.url("slow"))
-        });
-    }
-    let jobs = write_jobs(dir.path(), &lines);
-    let out = dir.path().join("out.jsonl");
-    let summary = dir.path().join("summary.json");
-    let o = corral(&[
-        "run",
-        jobs.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "-q",
+            format!(r#"{{"url":"{}/alive"}}"#, m.url("slow"))
+        }
+    });
+    sc.run(&[
         "--retries",
         "0",
         "--per-host-concurrency",
@@ -189,16 +162,14 @@ fn a_fail_fast_breaker_stops_traffic_to_a_dead_host_while_others_proceed() {
         "--breaker-cool-down-s",
         "60",
         "--breaker-fail-fast",
-        "--summary-json",
-        summary.to_str().unwrap(),
-    ]);
-    assert_eq!(o.status.code(), Some(1));
+    ])
+    .exit(1);
     assert_eq!(
-        mock.stats("fast")["requests"],
+        sc.mock.stats("fast")["requests"],
         5,
         "the breaker opened after 5 failures"
     );
-    let rs = results(&out);
+    let rs = sc.results();
     assert_exactly_once(&rs, 200);
     let alive_ok = rs
         .iter()
@@ -210,7 +181,7 @@ fn a_fail_fast_breaker_stops_traffic_to_a_dead_host_while_others_proceed() {
         .filter(|r| r["error"]["kind"] == "circuit_open")
         .count();
     assert_eq!(open, 95);
-    let s: Value = serde_json::from_str(&std::fs::read_to_string(summary).unwrap()).unwrap();
+    let s = sc.summary();
     assert_eq!(
         (
             s["breaker_openings"].as_u64(),
@@ -498,24 +469,13 @@ fn urls_mode_stdin_and_config_file() {
 
 #[test]
 fn connections_the_server_closes_are_replaced_without_a_retry() {
-    let mock = Mock::start("fast");
-    let dir = tempfile::tempdir().unwrap();
     // Every other response closes its connection; the next request on that connection must go
     // out on a fresh one, not fail and not count as a retry.
-    let lines: Vec<String> = (0..300)
-        .map(|i| {
-            let close = if i % 2 == 0 { "&close=1" } else { "" };
-            format!(r#"{{"url":"{}/c?i={i}{close}"}}"#, mock.url("fast"))
-        })
-        .collect();
-    let jobs = write_jobs(dir.path(), &lines);
-    let out = dir.path().join("out.jsonl");
-    let o = corral(&[
-        "run",
-        jobs.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "-q",
+    let sc = Scenario::new("fast").jobs(300, |i, m| {
+        let close = if i % 2 == 0 { "&close=1" } else { "" };
+        format!(r#"{{"url":"{}/c?i={i}{close}"}}"#, m.url("fast"))
+    });
+    sc.run(&[
         "-c",
         "8",
         "--per-host-concurrency",
@@ -524,17 +484,12 @@ fn connections_the_server_closes_are_replaced_without_a_retry() {
         "0",
         "--threads",
         "2",
-    ]);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let rs = results(&out);
+    ])
+    .exit(0);
+    let rs = sc.results();
     assert_exactly_once(&rs, 300);
     assert!(rs.iter().all(|r| r["ok"] == true && r["attempts"] == 1));
-    let s = mock.stats("fast");
+    let s = sc.mock.stats("fast");
     assert_eq!(s["requests"], 300, "{s}");
     // ~150 closed connections were replaced, and the others were reused: far fewer than 300.
     let conns = s["connections"].as_u64().unwrap();
@@ -543,36 +498,15 @@ fn connections_the_server_closes_are_replaced_without_a_retry() {
 
 #[test]
 fn global_concurrency_holds_across_worker_threads() {
-    let mock = Mock::start("fast");
-    let dir = tempfile::tempdir().unwrap();
-    let lines: Vec<String> = (0..100)
-        .map(|i| format!(r#"{{"url":"{}/g?i={i}&latency_ms=20"}}"#, mock.url("fast")))
-        .collect();
-    let jobs = write_jobs(dir.path(), &lines);
-    let out = dir.path().join("out.jsonl");
+    let sc = Scenario::new("fast").jobs(100, |i, m| {
+        format!(r#"{{"url":"{}/g?i={i}&latency_ms=20"}}"#, m.url("fast"))
+    });
     // 5 slots over 3 threads (2 + 2 + 1); the per-host limit is far above, so only the global
     // one can hold the server's count down.
-    let o = corral(&[
-        "run",
-        jobs.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "-q",
-        "-c",
-        "5",
-        "--per-host-concurrency",
-        "50",
-        "--threads",
-        "3",
-    ]);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert_exactly_once(&results(&out), 100);
-    let s = mock.stats("fast");
+    sc.run(&["-c", "5", "--per-host-concurrency", "50", "--threads", "3"])
+        .exit(0);
+    assert_exactly_once(&sc.results(), 100);
+    let s = sc.mock.stats("fast");
     let max = s["max_in_flight"].as_u64().unwrap();
     // Never above 5; and the slots of all threads were used (one thread alone has at most 2).
     assert!((3..=5).contains(&max), "{s}");
@@ -580,42 +514,18 @@ fn global_concurrency_holds_across_worker_threads() {
 
 #[test]
 fn a_slow_host_does_not_hold_up_the_others() {
-    let mock = Mock::start("fast,slow");
-    let dir = tempfile::tempdir().unwrap();
     // 20 jobs for a host served one at a time, 150 ms each, come first in the input; then 100
     // fast ones. The slow host's waiting jobs hold no global slot, so the fast jobs run while
     // it works through its queue.
-    let mut lines: Vec<String> = (0..20)
-        .map(|i| {
-            format!(
-                r#"{{"id":"s{i}","url":"{}/s?i={i}&latency_ms=150"}}"#,
-                mock.url("slow")
-            )
-        })
-        .collect();
-    lines.extend(
-        (0..100).map(|i| format!(r#"{{"id":"f{i}","url":"{}/f?i={i}"}}"#, mock.url("fast"))),
-    );
-    let jobs = write_jobs(dir.path(), &lines);
-    let out = dir.path().join("out.jsonl");
-    let o = corral(&[
-        "run",
-        jobs.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "-q",
-        "-c",
-        "4",
-        "--per-host-concurrency",
-        "1",
-    ]);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let rs = results(&out);
+    let sc = Scenario::new("fast,slow").jobs(120, |i, m| match i {
+        0..20 => format!(
+            r#"{{"id":"s{i}","url":"{}/s?i={i}&latency_ms=150"}}"#,
+            m.url("slow")
+        ),
+        _ => format!(r#"{{"id":"f{i}","url":"{}/f?i={i}"}}"#, m.url("fast")),
+    });
+    sc.run(&["-c", "4", "--per-host-concurrency", "1"]).exit(0);
+    let rs = sc.results();
     assert_exactly_once(&rs, 120);
     // Results are written as jobs finish: all 100 fast ones land before the 5th slow one
     // (100 fast requests take well under 4 x 150 ms). Were the slow jobs to hold the global
@@ -627,7 +537,7 @@ fn a_slow_host_does_not_hold_up_the_others() {
         slow_before_last_fast < 5,
         "{slow_before_last_fast} slow jobs finished before the last fast one"
     );
-    assert!(mock.stats("slow")["max_in_flight"].as_u64().unwrap() <= 1);
+    assert!(sc.mock.stats("slow")["max_in_flight"].as_u64().unwrap() <= 1);
 }
 
 #[cfg(unix)]
@@ -670,31 +580,15 @@ fn ctrl_c_does_not_start_jobs_still_waiting_for_their_host() {
 
 #[test]
 fn a_short_input_still_uses_every_threads_slots() {
-    let mock = Mock::start("slow");
-    let dir = tempfile::tempdir().unwrap();
-    let lines: Vec<String> = (0..8)
-        .map(|i| format!(r#"{{"url":"{}/t?i={i}&latency_ms=150"}}"#, mock.url("slow")))
-        .collect();
-    let jobs = write_jobs(dir.path(), &lines);
-    let out = dir.path().join("out.jsonl");
+    let sc = Scenario::new("slow").jobs(8, |i, m| {
+        format!(r#"{{"url":"{}/t?i={i}&latency_ms=150"}}"#, m.url("slow"))
+    });
     // One slot per thread: were one thread to take the whole (short) input in one chunk, the
     // other would sit idle and the server would never see two requests at once.
-    let o = corral(&[
-        "run",
-        jobs.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "-q",
-        "-c",
-        "2",
-        "--per-host-concurrency",
-        "2",
-        "--threads",
-        "2",
-    ]);
-    assert_eq!(o.status.code(), Some(0));
-    assert_exactly_once(&results(&out), 8);
-    assert_eq!(mock.stats("slow")["max_in_flight"], 2);
+    sc.run(&["-c", "2", "--per-host-concurrency", "2", "--threads", "2"])
+        .exit(0);
+    assert_exactly_once(&sc.results(), 8);
+    assert_eq!(sc.mock.stats("slow")["max_in_flight"], 2);
 }
 
 #[test]

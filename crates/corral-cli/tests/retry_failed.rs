@@ -9,74 +9,52 @@ use std::time::Duration;
 
 use common::*;
 
-fn run(jobs: &std::path::Path, out: &std::path::Path, extra: &[&str]) -> std::process::Output {
-    let mut args = vec![
-        "run",
-        jobs.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "-q",
-        "--retries",
-        "0",
-        "--no-breaker",
-    ];
-    args.extend_from_slice(extra);
-    corral(&args)
+/// `corral run` of the scenario, no retries and no breaker, with `extra`.
+fn run(s: &Scenario, extra: &[&str]) -> Ran {
+    s.run(&[&["--retries", "0", "--no-breaker"][..], extra].concat())
 }
 
 #[test]
 fn failed_jobs_run_again_and_each_keeps_one_line_the_newest() {
-    let mock = Mock::start("second-try");
-    let dir = tempfile::tempdir().unwrap();
-    let jobs = mock.write_gets(dir.path(), "second-try", 200, "");
-    let out = dir.path().join("out.jsonl");
-    assert_exit(&run(&jobs, &out, &[]), 1);
-    assert!(results(&out).iter().all(|r| r["ok"] == false));
+    let s = Scenario::new("second-try").gets("second-try", 200, "");
+    run(&s, &[]).exit(1);
+    assert!(s.results().iter().all(|r| r["ok"] == false));
     // Without --resume it is refused, before anything is touched.
-    let o = run(&jobs, &out, &["--retry-failed"]);
-    assert_exit(&o, 2);
-    assert_eq!(results(&out).len(), 200);
+    run(&s, &["--retry-failed"]).exit(2);
+    assert_eq!(s.results().len(), 200);
 
-    let o = run(&jobs, &out, &["--resume", "--retry-failed"]);
-    assert_exit(&o, 0);
-    let rs = results(&out);
+    run(&s, &["--resume", "--retry-failed"]).exit(0);
+    let rs = s.results();
     assert_exactly_once(&rs, 200);
     assert!(
         rs.iter().all(|r| r["ok"] == true),
         "the newest result of each job"
     );
-    let retried = std::fs::read_to_string(dir.path().join("out.jsonl.retried")).unwrap();
+    let retried = std::fs::read_to_string(s.dir.path().join("out.jsonl.retried")).unwrap();
     assert_eq!(
         retried.lines().count(),
         200,
         "the old results are kept aside"
     );
-    assert_eq!(mock.stats("second-try")["requests"], 400);
+    assert_eq!(s.mock.stats("second-try")["requests"], 400);
     // Nothing failed any more: a second pass sends nothing.
-    assert_exit(&run(&jobs, &out, &["--resume", "--retry-failed"]), 0);
-    assert_eq!(mock.stats("second-try")["requests"], 400);
+    run(&s, &["--resume", "--retry-failed"]).exit(0);
+    assert_eq!(s.mock.stats("second-try")["requests"], 400);
 }
 
 #[test]
 fn only_the_kinds_asked_for_run_again() {
-    let mock = Mock::start("second-try");
-    let dir = tempfile::tempdir().unwrap();
-    let lines: Vec<String> = (0..40)
-        .map(|i| {
-            if i % 2 == 0 {
-                format!(r#"{{"url":"{}/item/{i}"}}"#, mock.url("second-try"))
-            } else {
-                "{\"url\":\"http://127.0.0.1:1/refused\"}".to_string()
-            }
-        })
-        .collect();
-    let jobs = write_jobs(dir.path(), &lines);
-    let out = dir.path().join("out.jsonl");
-    assert_exit(&run(&jobs, &out, &[]), 1);
+    let s = Scenario::new("second-try").jobs(40, |i, m| {
+        if i % 2 == 0 {
+            format!(r#"{{"url":"{}/item/{i}"}}"#, m.url("second-try"))
+        } else {
+            "{\"url\":\"http://127.0.0.1:1/refused\"}".to_string()
+        }
+    });
+    run(&s, &[]).exit(1);
     // The exit code speaks of the jobs this run ran (as with any --resume): all ok.
-    let o = run(&jobs, &out, &["--resume", "--retry-failed", "http_status"]);
-    assert_exit(&o, 0);
-    let rs = results(&out);
+    run(&s, &["--resume", "--retry-failed", "http_status"]).exit(0);
+    let rs = s.results();
     assert_exactly_once(&rs, 40);
     for r in &rs {
         let even = r["line"].as_u64().unwrap() % 2 == 1;
@@ -85,9 +63,10 @@ fn only_the_kinds_asked_for_run_again() {
             assert_eq!(r["error"]["kind"], "connect");
         }
     }
-    let o = run(&jobs, &out, &["--resume", "--retry-failed", "nonsense"]);
-    assert_exit(&o, 2);
-    assert!(String::from_utf8_lossy(&o.stderr).contains("not an error kind"));
+    let e = run(&s, &["--resume", "--retry-failed", "nonsense"])
+        .exit(2)
+        .stderr();
+    assert!(e.contains("not an error kind"), "{e}");
 }
 
 /// Killed with SIGKILL half-way through the pass, then the same command again: every job
@@ -95,11 +74,9 @@ fn only_the_kinds_asked_for_run_again() {
 #[cfg(unix)]
 #[test]
 fn a_pass_killed_half_way_and_run_again_still_leaves_one_line_per_job() {
-    let mock = Mock::start("second-try");
-    let dir = tempfile::tempdir().unwrap();
-    let jobs = mock.write_gets(dir.path(), "second-try", 300, "?latency_ms=20");
-    let out = dir.path().join("out.jsonl");
-    assert_exit(&run(&jobs, &out, &["-c", "8"]), 1);
+    let s = Scenario::new("second-try").gets("second-try", 300, "?latency_ms=20");
+    let (jobs, out) = (&s.jobs, &s.out);
+    run(&s, &["-c", "8"]).exit(1);
     let pass = [
         "run",
         jobs.to_str().unwrap(),
@@ -125,7 +102,7 @@ fn a_pass_killed_half_way_and_run_again_still_leaves_one_line_per_job() {
     let mut seen = 0;
     for _ in 0..500 {
         std::thread::sleep(Duration::from_millis(20));
-        seen = std::fs::read_to_string(&out)
+        seen = std::fs::read_to_string(out)
             .map(|t| t.lines().count())
             .unwrap_or(0);
         if (20..300).contains(&seen) {
@@ -137,7 +114,7 @@ fn a_pass_killed_half_way_and_run_again_still_leaves_one_line_per_job() {
     assert!((20..300).contains(&seen), "killed after {seen} results");
     let o = corral(&pass);
     assert_exit(&o, 0);
-    let rs = results(&out);
+    let rs = results(out);
     assert_exactly_once(&rs, 300);
     assert!(rs.iter().all(|r| r["ok"] == true));
 }
