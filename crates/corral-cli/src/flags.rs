@@ -27,7 +27,7 @@ A job line: {\"id\"?, \"method\"?, \"url\", \"headers\"?, \"body\"? | \"json\"?,
 A result line: {\"line\", \"id\", \"method\", \"url\", \"ok\", \"status\", \"attempts\", \"latency_ms\",
   \"elapsed_ms\", \"started_at\", \"redirects\"?, \"final_url\"?, \"opened_breaker\"?, \"paused_host\"?,
   \"error\"?: {\"kind\", \"message\"},
-  \"body_bytes\"?, \"truncated\"?, \"headers\"?, \"body\"?, \"meta\"?}
+  \"body_bytes\"?, \"truncated\"?, \"headers\"?, \"body\"?, \"cost\"?, \"extract\"?, \"meta\"?}
 Secrets (Authorization, Cookie, *token*, *key* headers; key/token query values) never reach
 results or logs. Resume identifies jobs by input line number: resume with the same jobs file.";
 
@@ -500,6 +500,14 @@ mod tests {
             (&["--cert", "/nonexistent.pem"], "--key"),
             (&["--cacert", "/nonexistent.pem"], "--cacert"),
             (&["--bogus"], "unexpected argument"),
+            (&["--retry-on", "timeout"], "always retried"),
+            (&["--retry-on", "7xx"], "not a status"),
+            (&["--require", "status"], "is not a JSON pointer"),
+            (&["--extract", "answer"], "expected NAME=POINTER"),
+            (
+                &["--extract", "a=/x", "--extract", "a=/y"],
+                "--extract: \"a\" is named twice",
+            ),
         ] {
             match plan_of(args, None) {
                 Ok(_) => wrong.push(format!("{args:?} accepted")),
@@ -634,6 +642,18 @@ mod tests {
         assert!(s.breaker().is_none());
         let s = options_of(&[], None).unwrap();
         assert_eq!(s.connect_timeout, Settings::default().connect_timeout);
+        // `retry_on` as a list of statuses (as before kinds were named) or as text; a table's
+        // content checks.
+        let s = options_of(
+            &[],
+            Some("retry_on = [429, 503]\n[hosts.\"a.example\"]\nretry_on = \"5xx,invalid_response\"\nrequire = [\"/ok=true\"]\n"),
+        )
+        .unwrap();
+        assert!(s.retry_on.status(503) && !s.retry_on.status(500));
+        let h = s.for_host("a.example:443");
+        assert!(h.retry_on().status(500) && h.retry_on().invalid_response());
+        assert_eq!(h.require()[0].to_string(), "/ok=true");
+        assert!(s.for_host("b.example:443").require().is_empty());
         assert!(s.breaker().is_some() && !s.save_headers);
     }
 }

@@ -7,7 +7,8 @@
 //! `status` says otherwise), `usage=N` (a JSON body `{"usage":{"total_tokens":N}}`, as LLM
 //! APIs report what a request cost; N is written as given, so `1e308` or `"x"` too),
 //! `ratelimit_remaining=N` and `ratelimit_reset=S` (those `RateLimit-*` headers, as given),
-//! `binary=N` (N bytes that are not UTF-8), `encoding=gzip`
+//! `binary=N` (N bytes that are not UTF-8), `json=TEXT` (the body, as given), `torn_first=1`
+//! (the first answer to each target cut in half, as a dropped stream leaves JSON), `encoding=gzip`
 //! (or `deflate`, `br`: the body compressed so), `bomb=MIB` (MIB mebibytes of zeros, gzipped).
 //!
 //! Every host counts what a client did to it — requests, most requests in flight at once, most
@@ -424,11 +425,21 @@ async fn handle(
         r.headers_mut().insert("content-length", size.into());
         return Ok(r);
     }
-    let mut body = match (q.get("usage"), qnum("binary")) {
-        (Some(n), _) => Bytes::from(format!(r#"{{"usage":{{"total_tokens":{n}}}}}"#)),
-        (None, Some(n)) => binary(n as usize),
-        (None, None) => Bytes::from(vec![b'.'; size]),
+    let mut body = match (q.get("usage"), qnum("binary"), q.get("json")) {
+        (Some(n), _, _) => Bytes::from(format!(r#"{{"usage":{{"total_tokens":{n}}}}}"#)),
+        (None, Some(n), _) => binary(n as usize),
+        (None, None, Some(text)) => Bytes::from(text.clone()),
+        (None, None, None) => Bytes::from(vec![b'.'; size]),
     };
+    if q.contains_key("torn_first")
+        && host
+            .seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(req.uri().to_string())
+    {
+        body.truncate(body.len() / 2);
+    }
     let mut encoding = q.get("encoding").cloned();
     if let Some(mib) = qnum("bomb") {
         body = Bytes::from(vec![0u8; (mib as usize) << 20]);

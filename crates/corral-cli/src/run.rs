@@ -454,7 +454,7 @@ pub(crate) async fn run_cmd(args: RunArgs) -> Result<u8, Fail> {
     let (sink, resumed) = match &args.output {
         None => {
             if csv_out {
-                println!("{}", corral_engine::result::csv_header());
+                println!("{}", corral_engine::result::csv_header(&plan.extract));
             }
             (Sink::Stdout, output::Resumed::default())
         }
@@ -471,9 +471,12 @@ pub(crate) async fn run_cmd(args: RunArgs) -> Result<u8, Fail> {
             if csv_out {
                 // A new (or emptied) file: `--format csv` cannot resume.
                 use std::io::Write;
-                writeln!(&opened.file, "{}", corral_engine::result::csv_header()).map_err(|e| {
-                    Fail(exit::FATAL, format!("cannot write {}: {e}", path.display()))
-                })?;
+                writeln!(
+                    &opened.file,
+                    "{}",
+                    corral_engine::result::csv_header(&plan.extract)
+                )
+                .map_err(|e| Fail(exit::FATAL, format!("cannot write {}: {e}", path.display())))?;
             }
             let sink = Sink::File {
                 file: opened.file,

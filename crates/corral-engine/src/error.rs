@@ -43,11 +43,15 @@ pub enum ErrorKind {
     /// POST or PATCH without `Idempotency-Key`), may have been under way: it is not sent
     /// again unless `--retry-failed interrupted` says so (see [`crate::intents`]).
     Interrupted,
+    /// The response was accepted by its status, but its body failed a content check
+    /// (`--require-json`, `--require`): not JSON, a field missing or not the value asked for.
+    /// Retried only when `--retry-on` names it.
+    InvalidResponse,
 }
 
 impl ErrorKind {
     /// Every kind.
-    pub const ALL: [ErrorKind; 14] = [
+    pub const ALL: [ErrorKind; 15] = [
         ErrorKind::Timeout,
         ErrorKind::Connect,
         ErrorKind::Dns,
@@ -62,6 +66,7 @@ impl ErrorKind {
         ErrorKind::Request,
         ErrorKind::Tls,
         ErrorKind::Interrupted,
+        ErrorKind::InvalidResponse,
     ];
 
     /// The kind written to results as `name`.
@@ -92,6 +97,7 @@ impl ErrorKind {
             ErrorKind::Request => "request",
             ErrorKind::Tls => "tls",
             ErrorKind::Interrupted => "interrupted",
+            ErrorKind::InvalidResponse => "invalid_response",
         }
     }
 }

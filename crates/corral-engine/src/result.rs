@@ -96,6 +96,9 @@ pub(crate) struct ResultLine<'a> {
     /// What the job's requests cost (settled), where costs are counted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) cost: Option<u64>,
+    /// The `--extract` fields of the last response's JSON body.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) extract: Option<serde_json::Map<String, Value>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) error: Option<ErrorOut>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -144,6 +147,7 @@ impl<'a> ResultLine<'a> {
             opened_breaker: 0,
             paused_host: 0,
             cost: None,
+            extract: None,
             error: None,
             body_bytes: None,
             truncated: false,
@@ -298,6 +302,15 @@ fn to_csv(line: &ResultLine<'_>) -> String {
         line.paused_host.to_string(),
         opt(line.cost.map(|c| c.to_string())),
     ];
+    // `--extract`: a column each, in the order of their names (as `csv_header` writes them).
+    let mut pairs: Vec<(&String, &Value)> = line.extract.iter().flatten().collect();
+    pairs.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    let extracted = pairs.into_iter().map(|(_, v)| match v {
+        Value::Null => String::new(),
+        Value::String(s) => text(s),
+        other => text(&other.to_string()),
+    });
+    let fields: Vec<String> = fields.into_iter().chain(extracted).collect();
     let mut w = csv::WriterBuilder::new()
         .terminator(csv::Terminator::Any(b'\n'))
         .from_writer(Vec::new());
@@ -323,9 +336,17 @@ pub fn cell_text(v: &str) -> Cow<'_, str> {
     }
 }
 
-/// The header row of CSV results.
-pub fn csv_header() -> String {
-    CSV_COLUMNS.join(",")
+/// The header row of CSV results: [`CSV_COLUMNS`], then `extract.NAME` for each of
+/// `extract`'s names, in their order (as a result's `extract` holds them).
+pub fn csv_header(extract: &[crate::settings::Extraction]) -> String {
+    let mut names: Vec<&str> = extract.iter().map(|e| e.name.as_str()).collect();
+    names.sort_unstable();
+    let mut row = CSV_COLUMNS.join(",");
+    for n in names {
+        row.push_str(",extract.");
+        row.push_str(n);
+    }
+    row
 }
 
 /// A result line as JSON, its buffer sized for a saved body up front (growing by doubling, a
@@ -386,6 +407,10 @@ fn to_json(line: &ResultLine<'_>) -> String {
     if let Some(c) = line.cost {
         out.push_str(",\"cost\":");
         out.push_str(int.format(c));
+    }
+    if let Some(x) = &line.extract {
+        out.push_str(",\"extract\":");
+        out.push_str(&serde_json::to_string(x).unwrap_or_else(|_| "null".into()));
     }
     if let Some(e) = &line.error {
         out.push_str(",\"error\":{\"kind\":\"");

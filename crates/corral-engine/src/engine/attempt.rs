@@ -42,6 +42,9 @@ impl From<HttpError> for AttemptError {
 pub(super) enum AttemptError {
     /// A response whose status is retryable (429, 5xx ...).
     Status(Response, Option<Duration>),
+    /// An accepted response whose body failed a content check, and which (never quoting the
+    /// body).
+    Invalid(Response, String),
     /// A transport failure.
     Transport {
         /// What failed, typed where it failed.
@@ -80,8 +83,8 @@ fn pushes_back(status: u16) -> bool {
 
 /// What decides whether a failed attempt goes again: its host's rules and its request's kind.
 pub(super) struct RetryRules<'a> {
-    /// Statuses retried (`--retry-on`, or the host's `retry_on`).
-    pub(super) statuses: &'a [u16],
+    /// Statuses (and invalid responses) retried (`--retry-on`, or the host's `retry_on`).
+    pub(super) retry_on: &'a crate::settings::RetryOn,
     /// The longest `Retry-After` honoured (`--max-retry-after-s`).
     pub(super) max_retry_after: Duration,
     /// The request must not go twice once it may have reached the server (a POST or PATCH
@@ -95,15 +98,17 @@ pub(super) fn decide(e: &AttemptError, rules: &RetryRules<'_>) -> (Decision, boo
     let d = match e {
         AttemptError::BreakerOpen(_) | AttemptError::NotStarted => Decision::Stop,
         AttemptError::Transport { cause, .. } => transport_decision(*cause),
-        AttemptError::Status(resp, ra) if rules.statuses.contains(&resp.status) => match ra {
+        AttemptError::Status(resp, ra) if rules.retry_on.status(resp.status) => match ra {
             Some(d) => Decision::RetryAfter((*d).min(rules.max_retry_after)),
             None => Decision::Retry,
         },
         AttemptError::Status(..) => Decision::Stop,
+        AttemptError::Invalid(..) if rules.retry_on.invalid_response() => Decision::Retry,
+        AttemptError::Invalid(..) => Decision::Stop,
     };
     let reached = match e {
         AttemptError::Transport { sent, .. } => *sent,
-        AttemptError::Status(..) => true,
+        AttemptError::Status(..) | AttemptError::Invalid(..) => true,
         _ => false,
     };
     if rules.unsafe_to_repeat && reached && !matches!(d, Decision::Stop) {
@@ -189,7 +194,7 @@ impl Engine {
             .and_then(|i| self.gates.rule_policies.get(i))
             .unwrap_or(&self.gates.policy);
         let rules = RetryRules {
-            statuses: view.retry_statuses(),
+            retry_on: view.retry_on(),
             max_retry_after: self.gates.settings.max_retry_after,
             // Sent again only when it cannot have reached the server.
             unsafe_to_repeat: self.unsafe_to_repeat(job),
@@ -237,6 +242,11 @@ impl Engine {
                     AttemptError::Status(resp, _) => failed(
                         ErrorKind::HttpStatus,
                         format!("HTTP {}{why}", resp.status),
+                        Some(resp),
+                    ),
+                    AttemptError::Invalid(resp, what) => failed(
+                        ErrorKind::InvalidResponse,
+                        format!("{what}{why}"),
                         Some(resp),
                     ),
                     AttemptError::Transport { cause, message, .. } => {
@@ -398,6 +408,8 @@ impl Engine {
         let healthy = match &out {
             Ok(_) => true,
             Err(AttemptError::Status(r, _)) => r.status < 500,
+            // The host answered; what it said is the job's problem, not its health.
+            Err(AttemptError::Invalid(..)) => true,
             Err(_) => false,
         };
         // A certificate refused says nothing of the host's health: a setting to fix, and
@@ -610,7 +622,7 @@ impl Engine {
             .await
             .map_err(AttemptError::from)?;
         head.store(status, Ordering::Relaxed);
-        self.read_body(job, status, headers, body, started, held)
+        self.read_body((job, view), status, headers, body, started, held)
             .await
     }
 }
@@ -632,6 +644,7 @@ mod tests {
                 latency: Duration::ZERO,
                 held: None,
                 cost: None,
+                extracted: None,
             },
             retry_after,
         )
@@ -648,9 +661,9 @@ mod tests {
 
     #[test]
     fn the_retry_decision_follows_the_rules_and_never_repeats_what_may_not_be() {
-        let statuses = [429, 503];
+        let retry_on: crate::settings::RetryOn = "429,503".parse().unwrap();
         let rules = RetryRules {
-            statuses: &statuses,
+            retry_on: &retry_on,
             max_retry_after: Duration::from_secs(60),
             unsafe_to_repeat: false,
         };

@@ -126,6 +126,8 @@ pub(super) struct Response {
     pub(super) held: Option<OwnedSemaphorePermit>,
     /// What the response says the job cost (`--cost-from-response`).
     pub(super) cost: Option<Claimed>,
+    /// The `--extract` fields of its JSON body, in their order (`None` without `--extract`).
+    pub(super) extracted: Option<Vec<Value>>,
 }
 
 /// What a response said a job cost (`--cost-from-response`): a number from a server, which
@@ -138,9 +140,9 @@ pub(super) enum Claimed {
     Unreadable,
 }
 
-/// The cost at `pointer` in a JSON `body`.
-pub(super) fn claimed_cost(body: &[u8], pointer: &str) -> Claimed {
-    let number = serde_json::from_slice::<Value>(body).ok().and_then(|v| {
+/// The cost at `pointer` in a JSON `body` (`None`: not JSON).
+pub(super) fn claimed_cost(body: Option<&Value>, pointer: &str) -> Claimed {
+    let number = body.and_then(|v| {
         let c = v.pointer(pointer)?;
         // `as` saturates: 1e308 is u64::MAX, which the bound then cuts.
         c.as_u64().or(c.as_f64().map(|f| f.max(0.0).round() as u64))
@@ -151,10 +153,11 @@ pub(super) fn claimed_cost(body: &[u8], pointer: &str) -> Claimed {
 impl Engine {
     /// Reads a response's body after its head (`status`, `headers`): decoded
     /// (`--compressed`), capped (`--max-body`), kept (`--save-body`, or to read its cost
-    /// from), written to its file (`--save-body-dir`), or drained; then judged by `--accept`.
+    /// from), written to its file (`--save-body-dir`), or drained; then judged by `--accept`
+    /// and, when accepted, by the host's content checks (`--require-json`, `--require`).
     pub(super) async fn read_body(
         &self,
-        job: &Job,
+        (job, view): (&Job, &crate::settings::ForHost<'_>),
         status: u16,
         headers: HeaderMap,
         mut body: Body<'_>,
@@ -163,9 +166,14 @@ impl Engine {
     ) -> Result<Response, AttemptError> {
         let mut body_bytes = 0u64;
         let pointer = self.gates.settings.cost_from_response.as_deref();
-        // The body is kept to read its cost from, even when it is not saved (up to --max-body).
+        let (require, require_json) = (view.require(), view.require_json());
+        let extract = &self.gates.settings.extract;
+        let checked = require_json || !require.is_empty();
+        let json_wanted = pointer.is_some() || checked || !extract.is_empty();
+        // The body is kept to read its cost, checks and fields from, even when it is not saved
+        // (up to --max-body).
         let mut saved =
-            (self.gates.settings.body() == BodyMode::Save || pointer.is_some()).then(Vec::new);
+            (self.gates.settings.body() == BodyMode::Save || json_wanted).then(Vec::new);
         let mut truncated = false;
         let mut complete = false;
         // `--no-body` reads nothing over reqwest; over a direct connection it drains the body
@@ -229,10 +237,26 @@ impl Engine {
         };
         body.finish(complete);
         let accepted = self.gates.settings.accept.contains(status);
-        let cost = match (pointer, &saved) {
-            (Some(p), Some(b)) if accepted => Some(claimed_cost(b, p)),
+        // Parsed once for the cost, the checks and the fields.
+        let json = saved
+            .as_deref()
+            .filter(|_| json_wanted)
+            .and_then(|b| serde_json::from_slice::<Value>(b).ok());
+        let cost = match pointer {
+            Some(p) if accepted => Some(claimed_cost(json.as_ref(), p)),
             _ => None,
         };
+        let invalid = match &json {
+            _ if !(accepted && checked) => None,
+            None if truncated => Some(format!(
+                "the body is not JSON: cut at --max-body ({} bytes)",
+                self.gates.settings.max_body
+            )),
+            None => Some("the body is not JSON".to_owned()),
+            Some(v) => require.iter().find_map(|r| r.failed_by(v)),
+        };
+        let extracted = (!extract.is_empty())
+            .then(|| extract.iter().map(|e| e.from_body(json.as_ref())).collect());
         if self.gates.settings.body() != BodyMode::Save {
             saved = None;
         }
@@ -246,8 +270,11 @@ impl Engine {
             latency: started.elapsed(),
             held: held.take(),
             cost,
+            extracted,
         };
-        if accepted {
+        if let Some(why) = invalid {
+            Err(AttemptError::Invalid(response, why))
+        } else if accepted {
             Ok(response)
         } else {
             let ra = corral::classify::retry_after(&response.headers);
@@ -264,7 +291,8 @@ mod tests {
     /// `u64`; anything else is unreadable (the attempt then counts the job's own cost).
     #[test]
     fn a_claimed_cost_is_a_number_or_unreadable() {
-        let at = |body: &str| claimed_cost(body.as_bytes(), "/u/t");
+        let at =
+            |body: &str| claimed_cost(serde_json::from_str::<Value>(body).ok().as_ref(), "/u/t");
         assert_eq!(at(r#"{"u":{"t":42}}"#), Claimed::Cost(42));
         assert_eq!(at(r#"{"u":{"t":41.6}}"#), Claimed::Cost(42));
         assert_eq!(at(r#"{"u":{"t":-5}}"#), Claimed::Cost(0));

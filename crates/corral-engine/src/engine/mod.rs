@@ -294,13 +294,23 @@ impl Engine {
         (started_at, elapsed): (SystemTime, Duration),
     ) -> Outcome {
         let attempts = trace.attempts.load(Ordering::Relaxed);
-        let (held, saved) = match &mut result {
+        let (held, saved, extracted) = match &mut result {
             Ok(r)
             | Err(Failure {
                 response: Some(r), ..
-            }) => (r.held.take(), r.body.take()),
-            Err(_) => (None, None),
+            }) => (r.held.take(), r.body.take(), r.extracted.take()),
+            Err(_) => (None, None, None),
         };
+        // `--extract`: every name, `null` where there was no response to read it from.
+        let extract = (!self.gates.settings.extract.is_empty()).then(|| {
+            let mut values = extracted.unwrap_or_default().into_iter();
+            self.gates
+                .settings
+                .extract
+                .iter()
+                .map(|e| (e.name.clone(), values.next().unwrap_or_default()))
+                .collect::<serde_json::Map<_, _>>()
+        });
         // Moved, not copied: a saved body can be megabytes. Bytes that are not UTF-8 (an
         // image, a protobuf) go as base64: a lossy conversion would corrupt them.
         let (saved, saved_base64) = match saved.map(String::from_utf8) {
@@ -369,6 +379,7 @@ impl Engine {
                 .gates
                 .costs_counted
                 .then(|| trace.cost.load(Ordering::Relaxed)),
+            extract,
             error,
             body_bytes: resp
                 .as_ref()

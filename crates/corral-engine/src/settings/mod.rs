@@ -15,9 +15,11 @@ use std::time::Duration;
 
 use corral::limit::Rate;
 
-use crate::error::ConfigError;
+use crate::error::{ConfigError, ErrorKind};
 
+mod content;
 mod units;
+pub use content::{Extraction, Requirement};
 pub use units::{parse_header_lines, parse_size, HeaderLine, HeaderLineError, SizeError};
 
 /// What to do with response bodies.
@@ -109,13 +111,10 @@ pub struct Settings {
     #[cfg_attr(feature = "clap", arg(long = "retry-max-ms", value_name = "MS", value_parser = units::flag::ms))]
     #[serde(rename = "retry_max_ms", with = "units::ms")]
     pub retry_max: Duration,
-    /// HTTP statuses that are retried (timeouts and connection errors always are)
-    #[cfg_attr(
-        feature = "clap",
-        arg(long = "retry-on", value_name = "STATUSES", value_delimiter = ',')
-    )]
-    #[serde(rename = "retry_on")]
-    pub retry_statuses: Vec<u16>,
+    /// HTTP statuses that are retried (429, 500-599, 5xx), and invalid_response: a body that
+    /// failed --require or --require-json (timeouts and connection errors always are)
+    #[cfg_attr(feature = "clap", arg(long = "retry-on", value_name = "STATUSES"))]
+    pub retry_on: RetryOn,
     /// Cap retries at this fraction of jobs (plus 10), e.g. 0.2, so retries cannot amplify an
     /// outage [default: no cap]
     #[cfg_attr(feature = "clap", arg(long, value_name = "SHARE"))]
@@ -253,6 +252,18 @@ pub struct Settings {
     /// report
     #[cfg_attr(feature = "clap", arg(long, value_name = "NAME"))]
     pub cost_unit: Option<String>,
+    /// An accepted response's body must be JSON, else the job fails invalid_response
+    /// (retried when --retry-on names it)
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub require_json: bool,
+    /// A JSON pointer the body must hold, or hold with this value (repeatable), e.g.
+    /// /choices/0/message/content or /status=done; else the job fails invalid_response
+    #[cfg_attr(feature = "clap", arg(long, value_name = "POINTER[=VALUE]"))]
+    pub require: Vec<Requirement>,
+    /// Keep this field of each JSON body in the result's "extract" (repeatable), e.g.
+    /// answer=/choices/0/message/content; null when absent; a CSV column each
+    #[cfg_attr(feature = "clap", arg(long, value_name = "NAME=POINTER"))]
+    pub extract: Vec<Extraction>,
     /// JSON pointer into a response body to the job's real cost, e.g. /usage/total_tokens; the
     /// difference from its "cost" is settled with the cost rates
     #[cfg_attr(feature = "clap", arg(long, value_name = "POINTER"))]
@@ -572,9 +583,13 @@ pub struct HostSettings {
     pub cost_burst: Option<u64>,
     /// `retries` after the first attempt.
     pub retries: Option<u32>,
-    /// `retry_on`: statuses retried.
-    #[serde(rename = "retry_on")]
-    pub retry_statuses: Option<Vec<u16>>,
+    /// `retry_on`: statuses (and `invalid_response`) retried.
+    pub retry_on: Option<RetryOn>,
+    /// `require_json`: the body must be JSON (see [`Settings::require_json`]).
+    pub require_json: Option<bool>,
+    /// `require = ["/pointer", "/pointer=value"]`: what the body must hold, instead of the
+    /// run's (see [`Settings::require`]).
+    pub require: Option<Vec<Requirement>>,
     /// `timeout_ms`: one attempt.
     #[serde(rename = "timeout_ms", default, with = "units::opt_ms")]
     pub timeout: Option<Duration>,
@@ -721,10 +736,22 @@ impl ForHost<'_> {
             .unwrap_or(self.run.retries)
     }
     /// Statuses retried.
-    pub fn retry_statuses(&self) -> &[u16] {
+    pub fn retry_on(&self) -> &RetryOn {
         self.rule
-            .and_then(|r| r.retry_statuses.as_deref())
-            .unwrap_or(&self.run.retry_statuses)
+            .and_then(|r| r.retry_on.as_ref())
+            .unwrap_or(&self.run.retry_on)
+    }
+    /// The body must be JSON.
+    pub fn require_json(&self) -> bool {
+        self.rule
+            .and_then(|r| r.require_json)
+            .unwrap_or(self.run.require_json)
+    }
+    /// What the body must hold.
+    pub fn require(&self) -> &[Requirement] {
+        self.rule
+            .and_then(|r| r.require.as_deref())
+            .unwrap_or(&self.run.require)
     }
     /// One attempt's timeout (a job's own `timeout_ms` wins over it).
     pub fn timeout(&self) -> Duration {
@@ -815,40 +842,119 @@ impl StatusSet {
     }
 }
 
+/// One part of a status list: `404`, `200-299`, or `5xx` (500-599); `None` when it is none.
+fn status_range(part: &str) -> Option<(u16, u16)> {
+    let status = |t: &str| {
+        t.trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|n| (100..=599).contains(n))
+    };
+    let (a, b) = match part.split_once('-') {
+        Some((a, b)) => (status(a)?, status(b)?),
+        None => match part.strip_suffix("xx").and_then(|d| d.parse::<u16>().ok()) {
+            Some(d) if (1..=5).contains(&d) => (d * 100, d * 100 + 99),
+            _ => (status(part)?, status(part)?),
+        },
+    };
+    (a <= b).then_some((a, b))
+}
+
 impl FromStr for StatusSet {
     type Err = ConfigError;
 
     fn from_str(s: &str) -> Result<Self, ConfigError> {
-        let bad = |part: &str| {
-            ConfigError::new(
-                "--accept",
-                format!(
-                    "{part:?} is not a status or a range of statuses (100-599), as in 200-299,404"
-                ),
-            )
+        s.split(',')
+            .map(str::trim)
+            .map(|part| {
+                status_range(part).ok_or_else(|| {
+                    ConfigError::new(
+                        "--accept",
+                        format!(
+                            "{part:?} is not a status or a range of statuses (100-599), as in 200-299,404 or 2xx"
+                        ),
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()
+            .map(Self)
+    }
+}
+
+/// Which failures are retried besides timeouts and connection errors (those always are):
+/// statuses (`429`, `500-599`, `5xx`) and `invalid_response` (a body that failed
+/// `--require`/`--require-json`), as `--retry-on 429,5xx,invalid_response` gives them.
+///
+/// ```
+/// use corral_engine::settings::RetryOn;
+///
+/// let r: RetryOn = "429,5xx,invalid_response".parse().unwrap();
+/// assert!(r.status(429) && r.status(502) && !r.status(404) && r.invalid_response());
+/// assert_eq!(r.to_string(), "429,500-599,invalid_response");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryOn {
+    statuses: Vec<(u16, u16)>,
+    invalid_response: bool,
+}
+
+impl RetryOn {
+    /// True when a response of `status` is retried.
+    pub fn status(&self, status: u16) -> bool {
+        self.statuses
+            .iter()
+            .any(|(a, b)| (*a..=*b).contains(&status))
+    }
+
+    /// True when a body that failed a content check is retried.
+    pub fn invalid_response(&self) -> bool {
+        self.invalid_response
+    }
+}
+
+impl FromStr for RetryOn {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        let mut on = RetryOn {
+            statuses: Vec::new(),
+            invalid_response: false,
         };
-        let status = |t: &str, part: &str| -> Result<u16, ConfigError> {
-            t.trim()
-                .parse::<u16>()
-                .ok()
-                .filter(|n| (100..=599).contains(n))
-                .ok_or_else(|| bad(part))
-        };
-        let mut set = Vec::new();
-        for part in s.split(',').map(str::trim) {
-            let (a, b) = match part.split_once('-') {
-                Some((a, b)) => (status(a, part)?, status(b, part)?),
-                None => {
-                    let n = status(part, part)?;
-                    (n, n)
-                }
-            };
-            if a > b {
-                return Err(bad(part));
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            if part == ErrorKind::InvalidResponse.as_str() {
+                on.invalid_response = true;
+            } else if let Some(r) = status_range(part) {
+                on.statuses.push(r);
+            } else {
+                let why = if ErrorKind::named(part).is_some() {
+                    "timeouts and connection errors are always retried; --retry-on names statuses and invalid_response"
+                } else {
+                    "not a status (429), a range (500-599, 5xx) or invalid_response"
+                };
+                return Err(ConfigError::new("--retry-on", format!("{part:?}: {why}")));
             }
-            set.push((a, b));
         }
-        Ok(Self(set))
+        Ok(on)
+    }
+}
+
+impl fmt::Display for RetryOn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts: Vec<String> = self
+            .statuses
+            .iter()
+            .map(|(a, b)| {
+                if a == b {
+                    a.to_string()
+                } else {
+                    format!("{a}-{b}")
+                }
+            })
+            .collect();
+        if self.invalid_response {
+            parts.push(ErrorKind::InvalidResponse.as_str().to_owned());
+        }
+        f.write_str(&parts.join(","))
     }
 }
 
@@ -1048,6 +1154,14 @@ impl Settings {
                 "must be at least 1 byte (use --no-body to skip bodies)",
             ));
         }
+        let mut names: Vec<&str> = self.extract.iter().map(|e| e.name.as_str()).collect();
+        names.sort_unstable();
+        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+            return Err(ConfigError::new(
+                "--extract",
+                format!("{:?} is named twice", w[0]),
+            ));
+        }
         if self.max_line == 0 {
             return Err(ConfigError::new("--max-line", "must be at least 1 byte"));
         }
@@ -1144,7 +1258,13 @@ impl Default for Settings {
             retries: 3,
             retry_base: Duration::from_millis(200),
             retry_max: Duration::from_millis(10_000),
-            retry_statuses: vec![429, 500, 502, 503, 504],
+            retry_on: RetryOn {
+                statuses: [429, 500, 502, 503, 504].map(|s| (s, s)).to_vec(),
+                invalid_response: false,
+            },
+            require_json: false,
+            require: Vec::new(),
+            extract: Vec::new(),
             retry_budget: None,
             retry_unsafe: false,
             max_retry_after: Duration::from_secs(60),
@@ -1216,7 +1336,9 @@ pub(crate) fn test_settings(concurrency: usize) -> Settings {
         retries: 0,
         retry_base: Duration::from_millis(1),
         retry_max: Duration::from_millis(1),
-        retry_statuses: vec![503],
+        retry_on: "503"
+            .parse()
+            .unwrap_or_else(|_| Settings::default().retry_on),
         max_retry_after: Duration::from_secs(1),
         idle_connections: 8,
         no_breaker: true,

@@ -430,4 +430,46 @@ macro_rules! as_text {
     )*};
 }
 
-as_text!(super::HostPattern, super::StatusSet);
+as_text!(
+    super::HostPattern,
+    super::StatusSet,
+    super::Requirement,
+    super::Extraction
+);
+
+impl Serialize for super::RetryOn {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// `--retry-on` in the config file: `"429,5xx,invalid_response"`, or a list of statuses and
+/// names (`[429, 503]`, as before kinds were named there).
+impl<'de> Deserialize<'de> for super::RetryOn {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Item {
+            Status(u16),
+            Text(String),
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Text(String),
+            List(Vec<Item>),
+        }
+        let text = match Written::deserialize(d)? {
+            Written::Text(t) => t,
+            Written::List(items) => items
+                .into_iter()
+                .map(|i| match i {
+                    Item::Status(n) => n.to_string(),
+                    Item::Text(t) => t,
+                })
+                .collect::<Vec<_>>()
+                .join(","),
+        };
+        text.parse().map_err(D::Error::custom)
+    }
+}
