@@ -89,6 +89,11 @@ pub(crate) struct RunArgs {
     /// No progress output.
     #[arg(long, short)]
     pub(crate) quiet: bool,
+    /// Send nothing: read and check the jobs (all, or the first N), print each request as it
+    /// would go (secrets redacted) and a table per host with the least time its limits allow;
+    /// exit 1 when some line is not a valid job. No results file is opened
+    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "0", conflicts_with = "queue")]
+    pub(crate) dry_run: Option<u64>,
     /// Run on a NATS JetStream queue instead of here: submit the jobs to it and collect the
     /// results into -o as `corral worker`s elsewhere run them (default: $CORRAL_QUEUE)
     #[arg(long, value_name = "nats://HOST:PORT/RUN")]

@@ -11,6 +11,7 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod demo;
+mod dry_run;
 mod exit;
 mod flags;
 mod fleet;

@@ -293,7 +293,12 @@ pub(crate) fn check_files(
 }
 
 pub(crate) async fn run_cmd(args: RunArgs) -> Result<u8, Fail> {
-    if let Some(queue) = crate::fleet::parse(args.queue.as_deref())? {
+    // A dry run sends nothing, to a queue neither ($CORRAL_QUEUE included).
+    let queue = match args.dry_run {
+        None => crate::fleet::parse(args.queue.as_deref())?,
+        Some(_) => None,
+    };
+    if let Some(queue) = queue {
         let queue = args.nats.apply(queue)?;
         return crate::fleet::collect::run_on_queue(args, queue).await;
     }
@@ -328,6 +333,14 @@ pub(crate) async fn run_cmd(args: RunArgs) -> Result<u8, Fail> {
     } else {
         Format::Jsonl
     };
+    let input = Input {
+        format,
+        headers: plan.header_map(),
+        base_url: plan.base_url.clone(),
+    };
+    if let Some(n) = args.dry_run {
+        return crate::dry_run::show(&args.jobs, input, &plan, (n > 0).then_some(n)).await;
+    }
     if let Some(dir) = &plan.save_body_dir {
         std::fs::create_dir_all(dir).map_err(|e| {
             Fail(
@@ -336,11 +349,6 @@ pub(crate) async fn run_cmd(args: RunArgs) -> Result<u8, Fail> {
             )
         })?;
     }
-    let input = Input {
-        format,
-        headers: plan.header_map(),
-        base_url: plan.base_url.clone(),
-    };
     // Every check first: nothing is written before the options and the input are known good.
     // With --metrics-addr, the run's host table is made here, for the scrapes to read.
     let (run, metrics) = match args.metrics_addr {

@@ -653,3 +653,49 @@ fn run_serves_prometheus_metrics_while_it_goes() {
         "a plain run holds no queue's jobs"
     );
 }
+
+/// `--dry-run` sends nothing and opens no results file: it prints each request as it would go,
+/// secrets redacted, and a table per host; an invalid line makes it exit 1.
+#[test]
+fn a_dry_run_prints_the_requests_and_sends_nothing() {
+    let sc = Scenario::new("fast").jobs(4, |i, m| match i {
+        3 => "not json".to_string(),
+        _ => format!(
+            r#"{{"url":"{}/d/{i}?api_key=sk-query","headers":{{"Authorization":"Bearer sk-header"}},"cost":10}}"#,
+            m.url("fast")
+        ),
+    });
+    let o = corral(&[
+        "run",
+        path_str(&sc.jobs),
+        "-o",
+        path_str(&sc.out),
+        "--dry-run",
+        "--per-host-rate",
+        "1/s",
+        "-H",
+        "X-Api-Key: sk-flag",
+    ]);
+    assert_exit(&o, 1);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(!text.contains("sk-"), "a secret shown: {text}");
+    assert!(
+        text.contains("line 1: GET") && text.contains("authorization: REDACTED"),
+        "{text}"
+    );
+    assert!(text.contains("line 4: invalid"), "{text}");
+    assert!(
+        text.contains(&sc.mock.key("fast")) && text.contains("2.0 s"),
+        "{text}"
+    );
+    assert!(!sc.out.exists(), "no results file");
+    assert_eq!(sc.mock.stats("fast")["requests"], 0, "nothing sent");
+    // The first N lines only: all valid, exit 0.
+    let o = corral(&["run", path_str(&sc.jobs), "--dry-run", "2"]);
+    assert_exit(&o, 0);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("line 2:") && !text.contains("line 3:"),
+        "{text}"
+    );
+}
