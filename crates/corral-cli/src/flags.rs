@@ -25,7 +25,7 @@ Examples:
 
 A job line: {\"id\"?, \"method\"?, \"url\", \"headers\"?, \"body\"? | \"json\"?, \"timeout_ms\"?, \"cost\"?, \"meta\"?}
 A result line: {\"line\", \"id\", \"method\", \"url\", \"ok\", \"status\", \"attempts\", \"latency_ms\",
-  \"elapsed_ms\", \"started_at\", \"redirects\"?, \"final_url\"?, \"opened_breaker\"?, \"paused_host\"?,
+  \"ttfb_ms\"?, \"elapsed_ms\", \"started_at\", \"events\"?, \"ttfe_ms\"?, \"redirects\"?, \"final_url\"?, \"opened_breaker\"?, \"paused_host\"?,
   \"error\"?: {\"kind\", \"message\"},
   \"body_bytes\"?, \"truncated\"?, \"headers\"?, \"body\"?, \"cost\"?, \"extract\"?, \"meta\"?}
 Secrets (Authorization, Cookie, *token*, *key* headers; key/token query values) never reach

@@ -8,7 +8,9 @@
 //! APIs report what a request cost; N is written as given, so `1e308` or `"x"` too),
 //! `ratelimit_remaining=N` and `ratelimit_reset=S` (those `RateLimit-*` headers, as given),
 //! `binary=N` (N bytes that are not UTF-8), `json=TEXT` (the body, as given), `torn_first=1`
-//! (the first answer to each target cut in half, as a dropped stream leaves JSON), `encoding=gzip`
+//! (the first answer to each target cut in half, as a dropped stream leaves JSON), `sse=N`
+//! (a `text/event-stream` of N events with data, the first `first_event_ms` after the head,
+//! default 0, the others 10 ms apart), `encoding=gzip`
 //! (or `deflate`, `br`: the body compressed so), `bomb=MIB` (MIB mebibytes of zeros, gzipped).
 //!
 //! Every host counts what a client did to it — requests, most requests in flight at once, most
@@ -410,6 +412,25 @@ async fn handle(
         None => StatusCode::OK,
     };
     record_status(&host, status.as_u16());
+    if let Some(n) = qnum("sse").filter(|_| status.is_success()) {
+        let first = Duration::from_millis(qnum("first_event_ms").unwrap_or(0));
+        let stream = futures::stream::iter(0..n).then(move |i| async move {
+            tokio::time::sleep(if i == 0 {
+                first
+            } else {
+                Duration::from_millis(10)
+            })
+            .await;
+            let event = format!(": keep-alive\n\ndata: {{\"token\":{i}}}\n\n");
+            Ok::<_, std::io::Error>(Frame::data(Bytes::from(event)))
+        });
+        let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+        r.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static("text/event-stream; charset=utf-8"),
+        );
+        return Ok(r);
+    }
     if let Some(mib) = huge.filter(|_| status.is_success()) {
         size = mib as usize * 1024 * 1024;
         let chunk = Bytes::from(vec![b'x'; 64 * 1024]);

@@ -79,6 +79,9 @@ pub(crate) struct ResultLine<'a> {
     pub(crate) status: Option<u16>,
     pub(crate) attempts: u32,
     pub(crate) latency_ms: Option<f64>,
+    /// From the last attempt's start (connecting included) to its response's head.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) ttfb_ms: Option<f64>,
     pub(crate) elapsed_ms: f64,
     pub(crate) started_at: Rfc3339,
     /// Redirects followed.
@@ -93,6 +96,13 @@ pub(crate) struct ResultLine<'a> {
     /// Times this job's responses paused its host (`Retry-After`, or an allowance spent).
     #[serde(skip_serializing_if = "is_zero")]
     pub(crate) paused_host: u32,
+    /// A `text/event-stream` response's events with data.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) events: Option<u64>,
+    /// From the last attempt's start to the end of its stream's first event with data (time
+    /// to first token).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) ttfe_ms: Option<f64>,
     /// What the job's requests cost (settled), where costs are counted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) cost: Option<u64>,
@@ -140,12 +150,15 @@ impl<'a> ResultLine<'a> {
             status: None,
             attempts: 0,
             latency_ms: None,
+            ttfb_ms: None,
             elapsed_ms: 0.0,
             started_at: Rfc3339(started_at),
             redirects: 0,
             final_url: None,
             opened_breaker: 0,
             paused_host: 0,
+            events: None,
+            ttfe_ms: None,
             cost: None,
             extract: None,
             error: None,
@@ -240,7 +253,7 @@ impl Serialize for Rfc3339 {
 
 /// The columns of a CSV result row (`--format csv`), in order: the keys of a JSONL result
 /// whose values are scalars, with `error`'s as `error_kind`, `error_message`, `maybe_sent`.
-pub const CSV_COLUMNS: [&str; 23] = [
+pub const CSV_COLUMNS: [&str; 26] = [
     "line",
     "id",
     "method",
@@ -264,6 +277,9 @@ pub const CSV_COLUMNS: [&str; 23] = [
     "opened_breaker",
     "paused_host",
     "cost",
+    "ttfb_ms",
+    "events",
+    "ttfe_ms",
 ];
 
 /// A result as a CSV row (without its line end), the fields of [`CSV_COLUMNS`]; an absent
@@ -277,7 +293,7 @@ fn to_csv(line: &ResultLine<'_>) -> String {
     // shows it as text rather than running it as a formula.
     let text = |v: &str| cell_text(v).into_owned();
     let text_opt = |v: Option<&String>| v.map_or_else(String::new, |v| text(v));
-    let fields: [String; 23] = [
+    let fields: [String; 26] = [
         line.line.to_string(),
         text(line.id),
         line.method.to_string(),
@@ -301,6 +317,9 @@ fn to_csv(line: &ResultLine<'_>) -> String {
         line.opened_breaker.to_string(),
         line.paused_host.to_string(),
         opt(line.cost.map(|c| c.to_string())),
+        opt(line.ttfb_ms.map(|t| t.to_string())),
+        opt(line.events.map(|n| n.to_string())),
+        opt(line.ttfe_ms.map(|t| t.to_string())),
     ];
     // `--extract`: a column each, in the order of their names (as `csv_header` writes them).
     let mut pairs: Vec<(&String, &Value)> = line.extract.iter().flatten().collect();
@@ -383,6 +402,10 @@ fn to_json(line: &ResultLine<'_>) -> String {
     out.push_str(int.format(line.attempts));
     out.push_str(",\"latency_ms\":");
     json_f64(&mut out, line.latency_ms);
+    if line.ttfb_ms.is_some() {
+        out.push_str(",\"ttfb_ms\":");
+        json_f64(&mut out, line.ttfb_ms);
+    }
     out.push_str(",\"elapsed_ms\":");
     json_f64(&mut out, Some(line.elapsed_ms));
     out.push_str(",\"started_at\":\"");
@@ -403,6 +426,14 @@ fn to_json(line: &ResultLine<'_>) -> String {
     if line.paused_host != 0 {
         out.push_str(",\"paused_host\":");
         out.push_str(int.format(line.paused_host));
+    }
+    if let Some(n) = line.events {
+        out.push_str(",\"events\":");
+        out.push_str(int.format(n));
+    }
+    if line.ttfe_ms.is_some() {
+        out.push_str(",\"ttfe_ms\":");
+        json_f64(&mut out, line.ttfe_ms);
     }
     if let Some(c) = line.cost {
         out.push_str(",\"cost\":");

@@ -70,14 +70,21 @@ pub fn page(tally: &Tally, source: &str) -> Result<String, ReportError> {
             ),
         );
     }
-    let l = &summary.latency_ms;
-    fact(
-        "latency (last attempt)",
+    let percentiles = |l: &corral_engine::summary::Latency| {
         format!(
             "p50 {:.1} ms · p90 {:.1} ms · p99 {:.1} ms · max {:.1} ms",
             l.p50, l.p90, l.p99, l.max
-        ),
-    );
+        )
+    };
+    fact("latency (last attempt)", percentiles(&summary.latency_ms));
+    if !tally.ttfb_us().is_empty() {
+        let l = corral_engine::summary::Latency::of(tally.ttfb_us());
+        fact("time to first byte (the head)", percentiles(&l));
+    }
+    if !tally.ttfe_us().is_empty() {
+        let l = corral_engine::summary::Latency::of(tally.ttfe_us());
+        fact("time to first event (streams)", percentiles(&l));
+    }
     h.push_str("</table></section>\n");
 
     // Charts.
@@ -531,6 +538,37 @@ mod tests {
             page.contains("a\u{2400}b\u{241b}[31mc\u{fffd}d"),
             "controls are shown"
         );
+    }
+
+    /// The latency facts gain time to first byte, and time to first event where streams were.
+    #[test]
+    fn time_to_first_byte_and_event_are_shown_where_results_have_them() {
+        let mut t = Tally::new().unwrap();
+        for n in 1..=4 {
+            let ttfe = if n % 2 == 0 { r#","ttfe_ms":500"# } else { "" };
+            t.add_line(&format!(
+                r#"{{"line":{n},"url":"http://h.test/","ok":true,"status":200,"attempts":1,"latency_ms":900,"ttfb_ms":200{ttfe},"elapsed_ms":900}}"#
+            ))
+            .unwrap();
+        }
+        let page = page(&t, "r.jsonl").unwrap();
+        assert!(
+            page.contains("time to first byte (the head)</th><td>p50 200.1 ms"),
+            "{page}"
+        );
+        assert!(
+            page.contains("time to first event (streams)</th><td>p50 500.2 ms"),
+            "{page}"
+        );
+        let plain = page_of_plain();
+        assert!(
+            !plain.contains("time to first"),
+            "no such results, no such facts"
+        );
+    }
+
+    fn page_of_plain() -> String {
+        page(&results(5, true), "plain.jsonl").unwrap()
     }
 
     #[test]

@@ -30,6 +30,12 @@ pub struct Record<'a> {
     pub attempts: u32,
     /// The last attempt's latency, in milliseconds.
     pub latency_ms: Option<f64>,
+    /// Its time to the response's head, in milliseconds.
+    #[serde(default)]
+    pub ttfb_ms: Option<f64>,
+    /// Its time to a stream's first event with data, in milliseconds.
+    #[serde(default)]
+    pub ttfe_ms: Option<f64>,
     /// The whole job's time, retries and waits included, in milliseconds.
     #[serde(default)]
     pub elapsed_ms: f64,

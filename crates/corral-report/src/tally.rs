@@ -219,6 +219,22 @@ pub struct Tally {
     untimed: u64,
     seen: Done,
     repeated: u64,
+    /// Time to the response's head, of every job whose result has it, in microseconds.
+    ttfb_us: Histogram<u64>,
+    /// Time to a stream's first event, where there was one, in microseconds.
+    ttfe_us: Histogram<u64>,
+}
+
+/// A histogram of microseconds up to an hour, 3 significant figures (as the run's latency).
+fn micros() -> Result<Histogram<u64>, ReportError> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3)
+        .map_err(|e| ReportError::Histogram(e.to_string()))
+}
+
+/// `ms` as microseconds for a histogram, when it is a time at all.
+fn us(ms: Option<f64>) -> Option<u64> {
+    ms.filter(|l| l.is_finite() && *l >= 0.0)
+        .map(|l| ((l * 1000.0) as u64).clamp(1, 3_600_000_000))
 }
 
 impl Tally {
@@ -240,6 +256,8 @@ impl Tally {
             untimed: 0,
             seen: Done::default(),
             repeated: 0,
+            ttfb_us: micros()?,
+            ttfe_us: micros()?,
         })
     }
 
@@ -296,6 +314,14 @@ impl Tally {
             .map(|l| Duration::from_secs_f64((l / 1000.0).min(1e9)));
         self.totals
             .count(r.ok, r.status, r.kind(), r.attempts, latency);
+        for (h, ms) in [
+            (&mut self.ttfb_us, r.ttfb_ms),
+            (&mut self.ttfe_us, r.ttfe_ms),
+        ] {
+            if let Some(v) = us(ms) {
+                let _ = h.record(v);
+            }
+        }
         self.breaker_openings += u64::from(r.opened_breaker);
         if let Some(line) = r.line {
             if !self.seen.insert(line) {
@@ -416,6 +442,16 @@ impl Tally {
     /// The latency of every job with a response, in microseconds.
     pub fn latency_us(&self) -> &Histogram<u64> {
         self.totals.latency_us()
+    }
+
+    /// Time to the response's head (`ttfb_ms`), in microseconds.
+    pub fn ttfb_us(&self) -> &Histogram<u64> {
+        &self.ttfb_us
+    }
+
+    /// Time to a stream's first event (`ttfe_ms`), in microseconds.
+    pub fn ttfe_us(&self) -> &Histogram<u64> {
+        &self.ttfe_us
     }
 
     /// Hosts, the busiest (most requests) first, with [`OTHER_HOSTS`] last if there is one.

@@ -616,14 +616,21 @@ impl Engine {
             status,
             headers,
             body,
+            event_stream,
         } = self
             .clients
             .send(req, host, want_headers, sending, fresh)
             .await
             .map_err(AttemptError::from)?;
         head.store(status, Ordering::Relaxed);
-        self.read_body((job, view), status, headers, body, started, held)
-            .await
+        self.read_body(
+            (job, view),
+            (status, headers, event_stream),
+            body,
+            started,
+            held,
+        )
+        .await
     }
 }
 
@@ -645,6 +652,8 @@ mod tests {
                 held: None,
                 cost: None,
                 extracted: None,
+                ttfb: Duration::ZERO,
+                events: None,
             },
             retry_after,
         )

@@ -128,6 +128,11 @@ pub(super) struct Response {
     pub(super) cost: Option<Claimed>,
     /// The `--extract` fields of its JSON body, in their order (`None` without `--extract`).
     pub(super) extracted: Option<Vec<Value>>,
+    /// From the attempt's start (connecting included) to the response's head.
+    pub(super) ttfb: Duration,
+    /// A `text/event-stream` body's events with data, and the time from the attempt's start
+    /// to the end of the first.
+    pub(super) events: Option<(u64, Option<Duration>)>,
 }
 
 /// What a response said a job cost (`--cost-from-response`): a number from a server, which
@@ -158,12 +163,13 @@ impl Engine {
     pub(super) async fn read_body(
         &self,
         (job, view): (&Job, &crate::settings::ForHost<'_>),
-        status: u16,
-        headers: HeaderMap,
+        (status, headers, event_stream): (u16, HeaderMap, bool),
         mut body: Body<'_>,
         started: Instant,
         held: &mut Option<OwnedSemaphorePermit>,
     ) -> Result<Response, AttemptError> {
+        let ttfb = started.elapsed();
+        let mut events = event_stream.then(super::sse::Events::default);
         let mut body_bytes = 0u64;
         let pointer = self.gates.settings.cost_from_response.as_deref();
         let (require, require_json) = (view.require(), view.require_json());
@@ -212,6 +218,9 @@ impl Engine {
                 )
                 .map_err(body_error)?;
                 body_bytes += piece.len() as u64;
+                if let Some(e) = events.as_mut() {
+                    e.feed(&piece, Instant::now());
+                }
                 if let Some(b) = saved.as_mut() {
                     b.extend_from_slice(&piece);
                 }
@@ -271,6 +280,8 @@ impl Engine {
             held: held.take(),
             cost,
             extracted,
+            ttfb,
+            events: events.map(|e| (e.count, e.first.map(|t| t - started))),
         };
         if let Some(why) = invalid {
             Err(AttemptError::Invalid(response, why))

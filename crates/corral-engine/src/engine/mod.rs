@@ -28,6 +28,7 @@ mod attempt;
 mod body;
 mod caps;
 mod gates;
+mod sse;
 #[cfg(test)]
 mod tests;
 mod trace;
@@ -365,6 +366,13 @@ impl Engine {
             status: resp.as_ref().map(|r| r.status).or(status),
             attempts,
             latency_ms: resp.as_ref().map(|r| r.latency.as_secs_f64() * 1000.0),
+            ttfb_ms: resp.as_ref().map(|r| r.ttfb.as_secs_f64() * 1000.0),
+            events: resp.as_ref().and_then(|r| r.events).map(|(n, _)| n),
+            ttfe_ms: resp
+                .as_ref()
+                .and_then(|r| r.events)
+                .and_then(|(_, first)| first)
+                .map(|t| t.as_secs_f64() * 1000.0),
             elapsed_ms: elapsed.as_secs_f64() * 1000.0,
             redirects: trace.redirects.load(Ordering::Relaxed),
             final_url: trace

@@ -149,6 +149,8 @@ pub struct Exchange<'a> {
     pub headers: HeaderMap,
     /// The body, to read with [`Body::chunk`].
     pub body: Body<'a>,
+    /// The body is a stream of server-sent events (`Content-Type: text/event-stream`).
+    pub event_stream: bool,
 }
 
 /// A response body being read, from either client.
@@ -280,6 +282,7 @@ impl Clients {
                         status: head.status,
                         headers: head.headers,
                         body: Body::Direct(lease),
+                        event_stream: head.event_stream,
                     })
                 }
                 // The server chose HTTP/2: nothing was sent; reqwest carries it.
@@ -313,10 +316,15 @@ impl Clients {
         }
         sending.store(true, Ordering::Relaxed);
         let resp = self.send_reqwest(req).await?;
+        let event_stream = resp
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|v| super::direct::head::is_event_stream(v.as_bytes()));
         Ok(Exchange {
             status: resp.status().as_u16(),
             headers: resp.headers().clone(),
             body: Body::Reqwest(resp),
+            event_stream,
         })
     }
 

@@ -23,6 +23,8 @@ pub struct Head {
     pub status: u16,
     /// Empty unless asked for (see [`super::Direct::send`]).
     pub headers: HeaderMap,
+    /// `Content-Type: text/event-stream`: the body is a stream of server-sent events.
+    pub event_stream: bool,
 }
 
 /// How the rest of the body is framed.
@@ -116,10 +118,11 @@ pub(super) async fn read_head(
         let mut length: Option<u64> = None;
         let mut chunked = false;
         let mut coded = false;
+        let mut event_stream = false;
         for h in resp.headers.iter() {
-            // By length first: most headers are none of the three.
+            // By length first: most headers are none of the four.
             let name = h.name.as_bytes();
-            if !matches!(name.len(), 10 | 14 | 17) {
+            if !matches!(name.len(), 10 | 12 | 14 | 17) {
                 continue;
             }
             // `n` is lower-case letters and `-`: OR-ing 0x20 folds a name's case, and can only
@@ -150,6 +153,8 @@ pub(super) async fn read_head(
                     .rsplit(|&b| b == b',')
                     .next()
                     .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            } else if is(b"content-type") {
+                event_stream = is_event_stream(h.value);
             } else if is(b"connection") {
                 if has_token(h.value, b"close") {
                     keep_alive = false;
@@ -198,7 +203,15 @@ pub(super) async fn read_head(
         if matches!(framing, Framing::Close) || status == 101 {
             keep_alive = false;
         }
-        return Ok((Head { status, headers }, framing, keep_alive));
+        return Ok((
+            Head {
+                status,
+                headers,
+                event_stream,
+            },
+            framing,
+            keep_alive,
+        ));
     }
 }
 
@@ -217,6 +230,14 @@ fn header_map(
         map.append(name, value);
     }
     Ok(map)
+}
+
+/// A `Content-Type` value of `text/event-stream` (parameters aside, case folded).
+pub fn is_event_stream(value: &[u8]) -> bool {
+    let media = value.split(|&b| b == b';').next().unwrap_or_default();
+    media
+        .trim_ascii()
+        .eq_ignore_ascii_case(b"text/event-stream")
 }
 
 /// True when the comma-separated header value lists `token` (case-insensitive).

@@ -32,7 +32,7 @@
 mod body;
 mod conn;
 mod encode;
-mod head;
+pub(crate) mod head;
 pub mod tls;
 
 use std::sync::atomic::{AtomicBool, Ordering};
