@@ -651,9 +651,8 @@ mod tests {
                 latency: Duration::ZERO,
                 held: None,
                 cost: None,
-                extracted: None,
                 ttfb: Duration::ZERO,
-                events: None,
+                extras: None,
             },
             retry_after,
         )

@@ -126,10 +126,18 @@ pub(super) struct Response {
     pub(super) held: Option<OwnedSemaphorePermit>,
     /// What the response says the job cost (`--cost-from-response`).
     pub(super) cost: Option<Claimed>,
-    /// The `--extract` fields of its JSON body, in their order (`None` without `--extract`).
-    pub(super) extracted: Option<Vec<Value>>,
     /// From the attempt's start (connecting included) to the response's head.
     pub(super) ttfb: Duration,
+    /// What only some runs read of a response (`None` for the others: a response is moved
+    /// whole several times on its way to its result line, so it stays small).
+    pub(super) extras: Option<Box<Extras>>,
+}
+
+/// What only some runs read of a response.
+#[derive(Debug, Default)]
+pub(super) struct Extras {
+    /// The `--extract` fields of its JSON body, in their order (`None` without `--extract`).
+    pub(super) extracted: Option<Vec<Value>>,
     /// A `text/event-stream` body's events with data, and the time from the attempt's start
     /// to the end of the first.
     pub(super) events: Option<(u64, Option<Duration>)>,
@@ -279,9 +287,13 @@ impl Engine {
             latency: started.elapsed(),
             held: held.take(),
             cost,
-            extracted,
             ttfb,
-            events: events.map(|e| (e.count, e.first.map(|t| t - started))),
+            extras: (extracted.is_some() || events.is_some()).then(|| {
+                Box::new(Extras {
+                    extracted,
+                    events: events.map(|e| (e.count, e.first.map(|t| t - started))),
+                })
+            }),
         };
         if let Some(why) = invalid {
             Err(AttemptError::Invalid(response, why))

@@ -299,7 +299,11 @@ impl Engine {
             Ok(r)
             | Err(Failure {
                 response: Some(r), ..
-            }) => (r.held.take(), r.body.take(), r.extracted.take()),
+            }) => (
+                r.held.take(),
+                r.body.take(),
+                r.extras.as_mut().and_then(|x| x.extracted.take()),
+            ),
             Err(_) => (None, None, None),
         };
         // `--extract`: every name, `null` where there was no response to read it from.
@@ -366,11 +370,14 @@ impl Engine {
             status: resp.as_ref().map(|r| r.status).or(status),
             attempts,
             latency_ms: resp.as_ref().map(|r| r.latency.as_secs_f64() * 1000.0),
-            ttfb_ms: resp.as_ref().map(|r| r.ttfb.as_secs_f64() * 1000.0),
-            events: resp.as_ref().and_then(|r| r.events).map(|(n, _)| n),
+            ttfb: resp.as_ref().map(|r| r.ttfb),
+            events: resp
+                .as_ref()
+                .and_then(|r| r.extras.as_ref()?.events)
+                .map(|(n, _)| n),
             ttfe_ms: resp
                 .as_ref()
-                .and_then(|r| r.events)
+                .and_then(|r| r.extras.as_ref()?.events)
                 .and_then(|(_, first)| first)
                 .map(|t| t.as_secs_f64() * 1000.0),
             elapsed_ms: elapsed.as_secs_f64() * 1000.0,

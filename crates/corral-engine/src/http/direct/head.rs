@@ -153,7 +153,8 @@ pub(super) async fn read_head(
                     .rsplit(|&b| b == b',')
                     .next()
                     .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-            } else if is(b"content-type") {
+            } else if h.value.len() >= 17 && is(b"content-type") {
+                // Shorter values (`text/html`, `application/json`) cannot be a stream.
                 event_stream = is_event_stream(h.value);
             } else if is(b"connection") {
                 if has_token(h.value, b"close") {
@@ -232,12 +233,16 @@ fn header_map(
     Ok(map)
 }
 
-/// A `Content-Type` value of `text/event-stream` (parameters aside, case folded).
+/// A `Content-Type` value of `text/event-stream` (parameters aside, case folded; a head's
+/// values come without leading blanks).
 pub fn is_event_stream(value: &[u8]) -> bool {
-    let media = value.split(|&b| b == b';').next().unwrap_or_default();
-    media
-        .trim_ascii()
-        .eq_ignore_ascii_case(b"text/event-stream")
+    const MEDIA: &[u8] = b"text/event-stream";
+    let value = value.trim_ascii_start();
+    value.len() >= MEDIA.len()
+        && value[..MEDIA.len()].eq_ignore_ascii_case(MEDIA)
+        && value
+            .get(MEDIA.len())
+            .is_none_or(|b| matches!(b, b';' | b' ' | b'\t'))
 }
 
 /// True when the comma-separated header value lists `token` (case-insensitive).
