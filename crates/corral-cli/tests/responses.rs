@@ -162,10 +162,10 @@ fn time_to_first_byte_and_to_the_first_event_are_measured() {
     let ms = |r: &Value, k: &str| r[k].as_f64().unwrap_or(f64::NAN);
     // The server's own waits are the floor; the ceiling has room for a loaded machine (a
     // busy CI host delayed a head by 50 ms once), and the wait between head and first event,
-    // measured by the same clock, is held to 20 ms.
+    // measured by the same clock, is held to 40 ms.
     let (ttfb, ttfe) = (ms(&stream, "ttfb_ms"), ms(&stream, "ttfe_ms"));
     assert!((200.0..300.0).contains(&ttfb), "{stream}");
-    assert!((300.0..320.0).contains(&(ttfe - ttfb)), "{stream}");
+    assert!((300.0..340.0).contains(&(ttfe - ttfb)), "{stream}");
     assert_eq!(stream["events"], 3, "{stream}");
     assert!(
         stream["body"]
