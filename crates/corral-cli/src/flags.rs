@@ -23,7 +23,8 @@ Examples:
   corral run jobs.jsonl --config corral.toml -o out.jsonl --summary-json summary.json
   corral run jobs.jsonl -o out.jsonl --report report.html   # then open report.html
 
-A job line: {\"id\"?, \"method\"?, \"url\", \"headers\"?, \"body\"? | \"json\"?, \"timeout_ms\"?, \"cost\"?, \"meta\"?}
+A job line: {\"id\"?, \"method\"?, \"url\", \"headers\"?, \"body\"? | \"json\"?, \"timeout_ms\"?, \"cost\"?,
+  \"require\"?, \"meta\"?}
 A result line: {\"line\", \"id\", \"method\", \"url\", \"ok\", \"status\", \"attempts\", \"latency_ms\",
   \"ttfb_ms\"?, \"elapsed_ms\", \"started_at\", \"events\"?, \"ttfe_ms\"?, \"redirects\"?, \"final_url\"?, \"opened_breaker\"?, \"paused_host\"?,
   \"error\"?: {\"kind\", \"message\"},

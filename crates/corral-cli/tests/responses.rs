@@ -80,10 +80,19 @@ fn a_torn_body_is_retried_when_asked_and_its_field_is_extracted() {
 /// fails one that is not JSON; `--extract` gets a CSV column each.
 #[test]
 fn a_field_with_another_value_or_a_body_that_is_not_json_fails_and_csv_has_a_column_each() {
-    let s = Scenario::new("fast").jobs(3, |i, m| match i {
+    let s = Scenario::new("fast").jobs(5, |i, m| match i {
         0 => answering(m, i, r#"{"status":"done","n":1}"#, false),
         1 => answering(m, i, r#"{"status":"pending","n":2}"#, false),
-        _ => json!({"url": format!("{}/item/2", m.url("fast"))}).to_string(),
+        2 => json!({"url": format!("{}/item/2", m.url("fast"))}).to_string(),
+        // A job's own `require` stands instead of the run's.
+        3 => {
+            let mut j: Value =
+                serde_json::from_str(&answering(m, i, r#"{"status":"pending","n":2}"#, false))
+                    .unwrap();
+            j["require"] = json!(["/n=2"]);
+            j.to_string()
+        }
+        _ => json!({"url": format!("{}/item/4", m.url("fast")), "require": ["n"]}).to_string(),
     });
     s.run(&[
         "--require",
@@ -109,6 +118,9 @@ fn a_field_with_another_value_or_a_body_that_is_not_json_fails_and_csv_has_a_col
     );
     let (ok, m) = kind(3);
     assert!(!ok && m.contains("not JSON"), "{m}");
+    assert_eq!(kind(4), (true, String::new()), "the job's own require");
+    let (ok, m) = kind(5);
+    assert!(!ok && m.contains("\"require\" holds a JSON pointer"), "{m}");
 
     let o = corral(&[
         "run",
@@ -121,7 +133,7 @@ fn a_field_with_another_value_or_a_body_that_is_not_json_fails_and_csv_has_a_col
         "--extract",
         "state=/status",
     ]);
-    assert_exit(&o, 0);
+    assert_exit(&o, 1);
     let text = String::from_utf8(o.stdout).unwrap();
     let mut rows = csv::Reader::from_reader(text.as_bytes());
     let header = rows.headers().unwrap().clone();
@@ -139,7 +151,9 @@ fn a_field_with_another_value_or_a_body_that_is_not_json_fails_and_csv_has_a_col
         got,
         [
             (String::new(), String::new()),
+            (String::new(), String::new()),
             ("1".into(), "done".into()),
+            ("2".into(), "pending".into()),
             ("2".into(), "pending".into())
         ]
     );

@@ -39,6 +39,9 @@ pub struct Job {
     pub cost: u64,
     /// Its `meta`, echoed into its result.
     pub meta: Option<Value>,
+    /// What its accepted response's body must hold (`"require": ["/pointer", ...]`), instead
+    /// of its host's (`--require`, `[hosts] require`).
+    pub require: Option<Vec<crate::settings::Requirement>>,
 }
 
 impl Job {
@@ -139,6 +142,7 @@ struct RawJob {
     timeout_ms: Option<u64>,
     cost: Option<u64>,
     meta: Option<Value>,
+    require: Option<Vec<String>>,
 }
 
 /// Input format.
@@ -520,6 +524,7 @@ pub fn parse_line(line_no: u64, text: &str, input: &Input) -> Parsed {
                 timeout: None,
                 cost: 1,
                 meta: None,
+                require: None,
             })),
             Err(e) => invalid(
                 None,
@@ -674,6 +679,23 @@ pub fn parse_line(line_no: u64, text: &str, input: &Input) -> Parsed {
     if raw.timeout_ms == Some(0) {
         return fail("\"timeout_ms\" must be greater than 0".into());
     }
+    let require = match raw
+        .require
+        .map(|r| {
+            r.iter()
+                .map(|p| p.parse::<crate::settings::Requirement>())
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()
+    {
+        Ok(r) => r,
+        // Named as the job line writes it, not as the flag.
+        Err(_) => {
+            return fail(
+                "\"require\" holds a JSON pointer (starting with '/') or POINTER=VALUE each".into(),
+            )
+        }
+    };
     Parsed::Job(Box::new(Job {
         line: line_no,
         id: id.unwrap_or_else(|| line_no.to_string()),
@@ -684,6 +706,7 @@ pub fn parse_line(line_no: u64, text: &str, input: &Input) -> Parsed {
         timeout: raw.timeout_ms.map(Duration::from_millis),
         cost: raw.cost.unwrap_or(1),
         meta: raw.meta,
+        require,
     }))
 }
 

@@ -180,7 +180,8 @@ impl Engine {
         let mut events = event_stream.then(super::sse::Events::default);
         let mut body_bytes = 0u64;
         let pointer = self.gates.settings.cost_from_response.as_deref();
-        let (require, require_json) = (view.require(), view.require_json());
+        let require = job.require.as_deref().unwrap_or(view.require());
+        let require_json = view.require_json();
         let extract = &self.gates.settings.extract;
         let checked = require_json || !require.is_empty();
         let json_wanted = pointer.is_some() || checked || !extract.is_empty();

@@ -262,10 +262,27 @@ impl Engine {
         }
     }
 
+    /// `--extract`'s fields for a result: every name, `null` where there was no response to
+    /// read it from (a CSV row has every column).
+    fn extract(
+        &self,
+        values: Option<Vec<serde_json::Value>>,
+    ) -> Option<serde_json::Map<String, serde_json::Value>> {
+        let names = &self.gates.settings.extract;
+        (!names.is_empty()).then(|| {
+            let mut values = values.unwrap_or_default().into_iter();
+            names
+                .iter()
+                .map(|e| (e.name.clone(), values.next().unwrap_or_default()))
+                .collect()
+        })
+    }
+
     /// The result of an input line that is no job: `invalid_input`, nothing sent.
     fn invalid(&self, inv: &Invalid) -> Outcome {
         let line = ResultLine {
             error: Some(ErrorOut::new(ErrorKind::InvalidInput, &inv.message, false)),
+            extract: self.extract(None),
             ..ResultLine::new(
                 inv.line,
                 &inv.id,
@@ -306,16 +323,7 @@ impl Engine {
             ),
             Err(_) => (None, None, None),
         };
-        // `--extract`: every name, `null` where there was no response to read it from.
-        let extract = (!self.gates.settings.extract.is_empty()).then(|| {
-            let mut values = extracted.unwrap_or_default().into_iter();
-            self.gates
-                .settings
-                .extract
-                .iter()
-                .map(|e| (e.name.clone(), values.next().unwrap_or_default()))
-                .collect::<serde_json::Map<_, _>>()
-        });
+        let extract = self.extract(extracted);
         // Moved, not copied: a saved body can be megabytes. Bytes that are not UTF-8 (an
         // image, a protobuf) go as base64: a lossy conversion would corrupt them.
         let (saved, saved_base64) = match saved.map(String::from_utf8) {
