@@ -64,12 +64,8 @@ pub(crate) async fn show(
             Parsed::Job(job) => {
                 let key = job.host_key();
                 let view = settings.for_host(&key);
-                let mut headers = job.headers.clone();
-                for (name, value) in view.headers().into_iter().flatten() {
-                    if !job.headers.contains_key(name) {
-                        headers.append(name, value.clone());
-                    }
-                }
+                // Exactly as the engine adds them.
+                let headers = view.request_headers(&key, &job.headers);
                 let shown_headers: Vec<String> = headers
                     .iter()
                     .map(|(n, v)| {

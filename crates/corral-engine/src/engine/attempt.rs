@@ -2,7 +2,6 @@
 //! and out, what the attempt's outcome tells the host (breaker, `auto` rate, pauses, cost), and
 //! the retry decision — a plain function of the error and the rules ([`decide`]), tested alone.
 
-use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
@@ -42,8 +41,8 @@ impl From<HttpError> for AttemptError {
 pub(super) enum AttemptError {
     /// A response whose status is retryable (429, 5xx ...).
     Status(Response, Option<Duration>),
-    /// An accepted response whose body failed a content check, and which (never quoting the
-    /// body).
+    /// An accepted response whose body failed a content check, and which check (never
+    /// quoting the body).
     Invalid(Response, String),
     /// A transport failure.
     Transport {
@@ -569,32 +568,7 @@ impl Engine {
         held: &mut Option<OwnedSemaphorePermit>,
         fresh: bool,
     ) -> Result<Response, AttemptError> {
-        // The host's `[hosts]` headers, where the job (with `--header`) sets none of that name.
-        let mut headers = match view.headers() {
-            None => Cow::Borrowed(&job.headers),
-            Some(extra) => {
-                let mut h = job.headers.clone();
-                for name in extra.keys() {
-                    if !h.contains_key(name) {
-                        for v in extra.get_all(name) {
-                            h.append(name.clone(), v.clone());
-                        }
-                    }
-                }
-                Cow::Owned(h)
-            }
-        };
-        for (pattern, extra) in &self.gates.settings.scoped_headers {
-            if pattern.matches(host) {
-                for name in extra.keys() {
-                    if !headers.contains_key(name) {
-                        for v in extra.get_all(name) {
-                            headers.to_mut().append(name.clone(), v.clone());
-                        }
-                    }
-                }
-            }
-        }
+        let mut headers = view.request_headers(host, &job.headers);
         if self.gates.settings.compressed && !headers.contains_key(http::header::ACCEPT_ENCODING) {
             headers.to_mut().insert(
                 http::header::ACCEPT_ENCODING,

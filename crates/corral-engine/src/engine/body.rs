@@ -177,6 +177,7 @@ impl Engine {
         held: &mut Option<OwnedSemaphorePermit>,
     ) -> Result<Response, AttemptError> {
         let ttfb = started.elapsed();
+        let mode = self.gates.settings.body();
         let mut events = event_stream.then(super::sse::Events::default);
         let mut body_bytes = 0u64;
         let pointer = self.gates.settings.cost_from_response.as_deref();
@@ -187,13 +188,12 @@ impl Engine {
         let json_wanted = pointer.is_some() || checked || !extract.is_empty();
         // The body is kept to read its cost, checks and fields from, even when it is not saved
         // (up to --max-body).
-        let mut saved =
-            (self.gates.settings.body() == BodyMode::Save || json_wanted).then(Vec::new);
+        let mut saved = (mode == BodyMode::Save || json_wanted).then(Vec::new);
         let mut truncated = false;
         let mut complete = false;
         // `--no-body` reads nothing over reqwest; over a direct connection it drains the body
         // (up to the cap, uncounted) so the connection can serve the next request.
-        let read = self.gates.settings.body() != BodyMode::Skip || body.drains();
+        let read = mode != BodyMode::Skip || body.drains();
         let body_error = |e: DecodeError| AttemptError::Transport {
             cause: Cause::Body,
             message: e.to_string(),
@@ -208,13 +208,11 @@ impl Engine {
             _ => None,
         };
         let mut file = match &self.gates.settings.save_body_dir {
-            Some(dir) if self.gates.settings.body() != BodyMode::Skip => {
-                Some(BodyFile::create(dir, job).await?)
-            }
+            Some(dir) if mode != BodyMode::Skip => Some(BodyFile::create(dir, job).await?),
             _ => None,
         };
         if read {
-            let count = self.gates.settings.body() != BodyMode::Skip;
+            let count = mode != BodyMode::Skip;
             loop {
                 let chunk = body.chunk().await.map_err(AttemptError::from)?;
                 let end = chunk.is_none();
@@ -275,7 +273,7 @@ impl Engine {
         };
         let extracted = (!extract.is_empty())
             .then(|| extract.iter().map(|e| e.from_body(json.as_ref())).collect());
-        if self.gates.settings.body() != BodyMode::Save {
+        if mode != BodyMode::Save {
             saved = None;
         }
         let response = Response {

@@ -360,6 +360,7 @@ impl Engine {
             }
         };
         let ok = error.is_none();
+        let events = resp.as_ref().and_then(|r| r.extras.as_ref()?.events);
         let error_kind = error.as_ref().map(|e| e.kind);
         let headers = resp
             .as_ref()
@@ -379,13 +380,8 @@ impl Engine {
             attempts,
             latency_ms: resp.as_ref().map(|r| r.latency.as_secs_f64() * 1000.0),
             ttfb: resp.as_ref().map(|r| r.ttfb),
-            events: resp
-                .as_ref()
-                .and_then(|r| r.extras.as_ref()?.events)
-                .map(|(n, _)| n),
-            ttfe_ms: resp
-                .as_ref()
-                .and_then(|r| r.extras.as_ref()?.events)
+            events: events.map(|(n, _)| n),
+            ttfe_ms: events
                 .and_then(|(_, first)| first)
                 .map(|t| t.as_secs_f64() * 1000.0),
             elapsed_ms: elapsed.as_secs_f64() * 1000.0,

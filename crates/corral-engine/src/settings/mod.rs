@@ -188,12 +188,12 @@ pub struct Settings {
     pub save_headers: bool,
     /// Extra request header for every job, `Name: value` (repeatable); a job's own headers win
     /// (the config file's `header` lines come first)
-    #[cfg_attr(feature = "clap", arg(long = "header", short = 'H', value_name = "NAME: VALUE", value_parser = units::flag::Quiet(units::flag::header)))]
+    #[cfg_attr(feature = "clap", arg(long = "header", short = 'H', value_name = "NAME: VALUE", value_parser = units::flag::Quiet(units::header_line)))]
     #[serde(rename = "header", with = "units::header_list")]
     pub headers: Vec<HeaderLine>,
     /// Base URL that a job's relative url (/v1/chat/completions, as in Batch-API files) is
     /// joined to
-    #[cfg_attr(feature = "clap", arg(long, value_name = "URL", value_parser = units::flag::Quiet(units::flag::base_url)))]
+    #[cfg_attr(feature = "clap", arg(long, value_name = "URL", value_parser = units::flag::Quiet(units::base_url)))]
     #[serde(with = "units::opt_url")]
     pub base_url: Option<url::Url>,
     /// After Ctrl-C, how long in-flight requests may finish, seconds
@@ -778,6 +778,27 @@ impl ForHost<'_> {
     pub fn headers(&self) -> Option<&http::HeaderMap> {
         self.rule.map(|r| &r.headers).filter(|h| !h.is_empty())
     }
+
+    /// The headers a job's request to this host (keyed `key`) carries: the job's own (with
+    /// `--header`'s), then its `[hosts]` rule's and a fleet worker's scoped headers (see
+    /// [`Settings::scoped_headers`]) where the job sets none of that name. Borrowed when
+    /// nothing is added. What the engine sends and `--dry-run` shows.
+    pub fn request_headers<'h>(
+        &self,
+        key: &str,
+        job: &'h http::HeaderMap,
+    ) -> std::borrow::Cow<'h, http::HeaderMap> {
+        let mut headers = std::borrow::Cow::Borrowed(job);
+        if let Some(extra) = self.headers() {
+            add_absent(&mut headers, extra);
+        }
+        for (pattern, extra) in &self.run.scoped_headers {
+            if pattern.matches(key) {
+                add_absent(&mut headers, extra);
+            }
+        }
+        headers
+    }
 }
 
 impl Settings {
@@ -812,6 +833,17 @@ impl Settings {
             run: self,
             rule: best.map(|(_, r)| &r.settings),
             index: best.map(|(i, _)| i),
+        }
+    }
+}
+
+/// Adds to `headers` those of `extra` whose name it does not hold (every value of each).
+fn add_absent(headers: &mut std::borrow::Cow<'_, http::HeaderMap>, extra: &http::HeaderMap) {
+    for name in extra.keys() {
+        if !headers.contains_key(name) {
+            for v in extra.get_all(name) {
+                headers.to_mut().append(name.clone(), v.clone());
+            }
         }
     }
 }

@@ -217,16 +217,6 @@ pub(crate) mod flag {
             })
         }
     }
-
-    /// `Name: value`.
-    pub(crate) fn header(s: &str) -> Result<super::super::HeaderLine, String> {
-        s.parse().map_err(|e: HeaderLineError| e.why)
-    }
-
-    /// An `http://` or `https://` URL.
-    pub(crate) fn base_url(s: &str) -> Result<url::Url, String> {
-        super::base_url(s)
-    }
 }
 
 /// `Option<Duration>` as whole milliseconds.
@@ -302,20 +292,37 @@ pub fn parse_header_lines<S: AsRef<str>>(
     what: &str,
 ) -> Result<HeaderMap, HeaderLineError> {
     let mut map = HeaderMap::new();
-    for (i, line) in lines.iter().enumerate() {
-        let HeaderLine { name, value } =
-            header_line(line.as_ref()).map_err(|why| HeaderLineError {
-                what: what.to_owned(),
-                number: i + 1,
-                why,
-            })?;
+    for HeaderLine { name, value } in header_line_list(lines, what)? {
         map.append(name, value);
     }
     Ok(map)
 }
 
+/// `"Name: value"` lines, in order; a bad one refused by its number in `what`.
+fn header_line_list<S: AsRef<str>>(
+    lines: &[S],
+    what: &str,
+) -> Result<Vec<HeaderLine>, HeaderLineError> {
+    lines
+        .iter()
+        .enumerate()
+        .map(|(i, line)| {
+            header_line(line.as_ref()).map_err(|why| HeaderLineError {
+                what: what.to_owned(),
+                number: i + 1,
+                why,
+            })
+        })
+        .collect()
+}
+
+/// A header as the line `"Name: value"` that gave it (a value that is not UTF-8, lossily).
+fn line_text(name: &HeaderName, value: &HeaderValue) -> String {
+    format!("{name}: {}", String::from_utf8_lossy(value.as_bytes()))
+}
+
 /// One `Name: value` line; the error says what is wrong without the value.
-fn header_line(line: &str) -> Result<HeaderLine, String> {
+pub(crate) fn header_line(line: &str) -> Result<HeaderLine, String> {
     let (name, value) = line
         .split_once(':')
         .ok_or_else(|| "expected `Name: value`".to_owned())?;
@@ -353,16 +360,7 @@ pub(crate) mod header_list {
     use super::*;
 
     pub(crate) fn serialize<S: Serializer>(h: &[HeaderLine], s: S) -> Result<S::Ok, S::Error> {
-        let lines: Vec<String> = h
-            .iter()
-            .map(|l| {
-                format!(
-                    "{}: {}",
-                    l.name,
-                    String::from_utf8_lossy(l.value.as_bytes())
-                )
-            })
-            .collect();
+        let lines: Vec<String> = h.iter().map(|l| line_text(&l.name, &l.value)).collect();
         lines.serialize(s)
     }
 
@@ -370,19 +368,7 @@ pub(crate) mod header_list {
         d: D,
     ) -> Result<Vec<HeaderLine>, D::Error> {
         let lines = Vec::<String>::deserialize(d)?;
-        lines
-            .iter()
-            .enumerate()
-            .map(|(i, l)| {
-                header_line(l).map_err(|why| {
-                    D::Error::custom(HeaderLineError {
-                        what: "header".into(),
-                        number: i + 1,
-                        why,
-                    })
-                })
-            })
-            .collect()
+        header_line_list(&lines, "header").map_err(D::Error::custom)
     }
 }
 
@@ -400,10 +386,7 @@ pub(crate) mod header_lines {
     use super::*;
 
     pub(crate) fn serialize<S: Serializer>(h: &HeaderMap, s: S) -> Result<S::Ok, S::Error> {
-        let lines: Vec<String> = h
-            .iter()
-            .map(|(n, v)| format!("{n}: {}", String::from_utf8_lossy(v.as_bytes())))
-            .collect();
+        let lines: Vec<String> = h.iter().map(|(n, v)| line_text(n, v)).collect();
         lines.serialize(s)
     }
 
